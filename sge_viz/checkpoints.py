@@ -1,0 +1,327 @@
+"""Find, read, verify and load checkpoints: official SGE-ResNet files, bare state_dicts, safetensors.
+
+Reading never unpickles arbitrary objects (``weights_only=True``) and loading is
+strict: any missing, unexpected or wrongly shaped key is an error, so random
+weights are never used by accident.
+"""
+from __future__ import annotations
+
+import json
+import pickle
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+from .device import describe_device, pick_device
+from .errors import SGEVizError
+from .models import DEMO_ARCH, available_models, build_model
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CHECKPOINT_DIR = PROJECT_ROOT / "checkpoints"
+DEMO_CHECKPOINT = CHECKPOINT_DIR / f"{DEMO_ARCH}.safetensors"
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".tar", ".ckpt", ".bin", ".safetensors")
+# Metadata key under which a safetensors file stores its ModelConfig as JSON.
+CONFIG_KEY = "sge_viz.config"
+
+_BLOCK_KEY = re.compile(r"^layer(\d+)\.(\d+)\.")
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for analysis, with where it came from and how to feed it."""
+
+    model: nn.Module
+    config: ModelConfig
+    name: str
+    source: str  # file path, or "random weights"
+    device: torch.device
+    dtype: torch.dtype = torch.float32
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    @property
+    def device_label(self) -> str:
+        return describe_device(self.device)
+
+
+@dataclass
+class CheckpointContents:
+    state_dict: dict[str, torch.Tensor]
+    arch: str | None  # as written in the file, when it says
+    config: ModelConfig | None  # full config, when the file carries one (our safetensors)
+    metadata: dict[str, str]
+
+
+# --- reading ----------------------------------------------------------------
+
+def read_checkpoint(path: str | Path) -> CheckpointContents:
+    """Read any supported checkpoint form into a plain state_dict without the ``module.`` prefix."""
+    path = Path(path)
+    if not path.is_file():
+        raise SGEVizError(f"Checkpoint {path} does not exist: give the path of a .pth/.pth.tar/.safetensors file.")
+    if path.stat().st_size == 0:
+        raise SGEVizError(f"Checkpoint {path} is empty (0 bytes): download or save it again.")
+    if path.suffix == ".safetensors":
+        state_dict, metadata = _read_safetensors(path)
+        config = _config_from_metadata(metadata, path)
+        arch = config.arch if config else metadata.get("arch")
+    else:
+        obj = _read_torch_file(path)
+        state_dict, arch, metadata = _unwrap(obj, path)
+        config = None
+    state_dict = _strip_prefix(state_dict)
+    _check_finite(state_dict, path)
+    return CheckpointContents(state_dict, arch, config, metadata)
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise SGEVizError(f"Checkpoint {path} is not a readable safetensors file ({exc}); "
+                          "it may be truncated or corrupt: save or download it again.") from exc
+    return tensors, metadata
+
+
+def _read_torch_file(path: Path) -> object:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise SGEVizError(
+            f"Checkpoint {path} was refused: it contains Python objects other than tensors and plain "
+            "containers, and loading it could run code. Re-save only the weights "
+            "(torch.save(model.state_dict(), ...)) from a source you trust.") from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, UnicodeDecodeError,
+            AttributeError, IndexError, KeyError, TypeError, MemoryError) as exc:
+        raise SGEVizError(f"Checkpoint {path} could not be read as a PyTorch file ({type(exc).__name__}: "
+                          f"{str(exc)[:200]}). It may be truncated, corrupt or not a checkpoint at all: "
+                          "download or save it again.") from exc
+
+
+def _unwrap(obj: object, path: Path) -> tuple[dict[str, torch.Tensor], str | None, dict[str, str]]:
+    """Official dict {'arch', 'state_dict', ...} or a bare state_dict."""
+    if not isinstance(obj, dict):
+        raise SGEVizError(f"Checkpoint {path} holds a {type(obj).__name__}, not a state_dict or a training "
+                          "checkpoint dict: save model.state_dict() instead.")
+    arch = None
+    meta: dict[str, str] = {}
+    if "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        arch = obj.get("arch") if isinstance(obj.get("arch"), str) else None
+        for key in ("epoch", "best_acc1"):
+            if key in obj:
+                meta[key] = str(obj[key].item() if isinstance(obj[key], torch.Tensor) else obj[key])
+        obj = obj["state_dict"]
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors or len(tensors) != len(obj) or not all(isinstance(k, str) for k in obj):
+        raise SGEVizError(f"Checkpoint {path} is not a state_dict: expected a mapping of parameter names to "
+                          "tensors (or the official dict with 'arch' and 'state_dict').")
+    return tensors, arch, meta
+
+
+def _strip_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if state_dict and all(k.startswith("module.") for k in state_dict):
+        return {k[len("module."):]: v for k, v in state_dict.items()}
+    return state_dict
+
+
+def _check_finite(state_dict: dict[str, torch.Tensor], path: Path) -> None:
+    bad = [k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise SGEVizError(f"Checkpoint {path} contains NaN or Inf values in {shown}: the weights are broken "
+                          "(a diverged training run?); use another checkpoint.")
+
+
+def _config_from_metadata(metadata: dict[str, str], path: Path) -> ModelConfig | None:
+    if CONFIG_KEY not in metadata:
+        return None
+    try:
+        return ModelConfig.from_dict(json.loads(metadata[CONFIG_KEY]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SGEVizError(f"Checkpoint {path} has unreadable '{CONFIG_KEY}' metadata ({exc}).") from exc
+
+
+# --- architecture -----------------------------------------------------------
+
+def infer_arch(state_dict: dict[str, torch.Tensor]) -> str | None:
+    """Name the ImageNet family member whose layout these keys and shapes match, if any."""
+    blocks: dict[int, set[int]] = {}
+    for key in state_dict:
+        m = _BLOCK_KEY.match(key)
+        if m:
+            blocks.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
+    layout = [len(blocks[i]) for i in sorted(blocks)]
+    bottleneck = any(k.endswith(".conv3.weight") for k in state_dict)
+    by_layout = {
+        (False, (2, 2, 2, 2)): "sge_resnet18", (False, (3, 4, 6, 3)): "sge_resnet34",
+        (True, (3, 4, 6, 3)): "sge_resnet50", (True, (3, 4, 23, 3)): "sge_resnet101",
+        (True, (3, 8, 36, 3)): "sge_resnet152",
+    }
+    arch = by_layout.get((bottleneck, tuple(layout)))
+    conv1 = state_dict.get("conv1.weight")
+    if arch and conv1 is not None and tuple(conv1.shape) == (64, 3, 7, 7):
+        return arch
+    return None
+
+
+def build_for(contents: CheckpointContents, path: Path, use_sge: bool = True) -> tuple[nn.Module, ModelConfig]:
+    """An empty model of the checkpoint's architecture and its config."""
+    if contents.config is not None:
+        config = contents.config
+    else:
+        arch = contents.arch or infer_arch(contents.state_dict)
+        if arch is None:
+            raise SGEVizError(
+                f"Checkpoint {path} does not say its architecture and its keys match no known one "
+                f"({', '.join(available_models())}). Is it an SGE-ResNet checkpoint?")
+        config = None
+        if arch not in available_models() or arch == DEMO_ARCH:
+            raise SGEVizError(f"Checkpoint {path} is for architecture {arch!r}, which this tool does not know; "
+                              f"known: {', '.join(available_models())}.")
+    try:
+        return build_model(config.arch if config else arch, config, use_sge=use_sge)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise SGEVizError(f"Checkpoint {path} describes a model that cannot be built ({exc}).") from exc
+
+
+def load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], path: Path, arch: str) -> None:
+    """Load every key exactly, or raise one error listing what does not fit."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    wrong = [f"{k} {tuple(state_dict[k].shape)} != {tuple(v.shape)}"
+             for k, v in expected.items() if k in state_dict and state_dict[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+            if keys:
+                parts.append(f"{len(keys)} {label}: " + ", ".join(keys[:6]) + (" ..." if len(keys) > 6 else ""))
+        raise SGEVizError(f"Checkpoint {path} does not fit {arch}: " + "; ".join(parts)
+                          + ". Check that the file is an SGE-ResNet of this architecture.")
+    model.load_state_dict(state_dict, strict=True)
+
+
+# --- the one door -----------------------------------------------------------
+
+def load_checkpoint(path: str | Path, device: str | torch.device | None = None, half: bool = False,
+                    channels_last: bool = False) -> LoadedModel:
+    """Read, verify and strictly load a checkpoint into a fresh model in eval mode."""
+    path = Path(path)
+    contents = read_checkpoint(path)
+    model, config = build_for(contents, path)
+    load_strict(model, contents.state_dict, path, config.arch)
+    name = DEMO_ARCH + " (demo)" if path.resolve() == DEMO_CHECKPOINT.resolve() else f"{config.arch} ({path.name})"
+    return _place(model, config, name, str(path), device, half, channels_last)
+
+
+def create_model(name: str | None = None, checkpoint_path: str | Path | None = None,
+                 device: str | torch.device | None = None, random_weights: bool = False, half: bool = False,
+                 channels_last: bool = False) -> LoadedModel:
+    """Like timm's create_model: a checkpoint path, a registered name, or the shipped demo model.
+
+    A registered ImageNet name without a checkpoint is looked up in checkpoints/;
+    random weights are only used when ``random_weights=True`` says so.
+    """
+    if checkpoint_path is not None:
+        return load_checkpoint(checkpoint_path, device, half, channels_last)
+    if name in (None, "", "demo", DEMO_ARCH):
+        if not DEMO_CHECKPOINT.is_file():
+            raise SGEVizError(f"The shipped demo model {DEMO_CHECKPOINT} is missing: restore it with "
+                              "`git checkout checkpoints/` or train it with `python -m sge_viz.train`.")
+        return load_checkpoint(DEMO_CHECKPOINT, device, half, channels_last)
+    if name not in available_models():
+        raise SGEVizError(f"Unknown model {name!r}; known: {', '.join(available_models())}.")
+    if random_weights:
+        model, config = build_model(name)
+        return _place(model, config, f"{name} (random weights)", "random weights", device, half, channels_last)
+    for found in find_checkpoints():
+        if found.arch == name:
+            return load_checkpoint(found.path, device, half, channels_last)
+    raise SGEVizError(f"No weights for {name} were found in {CHECKPOINT_DIR}: put the official file "
+                      f"(e.g. {name}.pth.tar) there or pass --checkpoint PATH; use --random-weights to explore "
+                      "an untrained network.")
+
+
+def _place(model: nn.Module, config: ModelConfig, name: str, source: str, device, half: bool,
+           channels_last: bool) -> LoadedModel:
+    dev = device if isinstance(device, torch.device) else pick_device(device)
+    dtype = torch.float16 if half and dev.type == "cuda" else torch.float32
+    model = model.to(device=dev, dtype=dtype).eval()
+    if channels_last and dev.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return LoadedModel(model, config, name, source, dev, dtype)
+
+
+# --- discovery ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FoundCheckpoint:
+    path: Path
+    arch: str
+    label: str
+
+
+def find_checkpoints(directory: str | Path = CHECKPOINT_DIR) -> list[FoundCheckpoint]:
+    """Every loadable checkpoint in a folder, recognised by content, not by name."""
+    found = []
+    directory = Path(directory)
+    if not directory.is_dir():
+        return found
+    for path in sorted(directory.iterdir()):
+        if not path.is_file() or not path.name.endswith(CHECKPOINT_SUFFIXES):
+            continue
+        try:
+            contents = read_checkpoint(path)
+            _, config = build_for(contents, path)
+        except SGEVizError:
+            continue
+        label = f"{DEMO_ARCH} (demo)" if path.resolve() == DEMO_CHECKPOINT.resolve() else f"{config.arch} ({path.name})"
+        found.append(FoundCheckpoint(path, config.arch, label))
+    return found
+
+
+# --- writing ----------------------------------------------------------------
+
+def save_safetensors(model: nn.Module, config: ModelConfig, path: str | Path,
+                     extra_metadata: dict[str, object] | None = None) -> Path:
+    """Save weights and the model's config (plus JSON-encoded extras) as one .safetensors file."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    metadata = {CONFIG_KEY: json.dumps(config.to_dict()), "arch": config.arch}
+    for key, value in (extra_metadata or {}).items():
+        metadata[key] = value if isinstance(value, str) else json.dumps(value)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    tmp.replace(path)  # never leave a half-written checkpoint under the real name
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, object]:
+    """A safetensors file's metadata with JSON values decoded."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        raw = dict(f.metadata() or {})
+    out: dict[str, object] = {}
+    for key, value in raw.items():
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out

@@ -1,0 +1,9 @@
+"""The one exception type for problems a user can cause and fix."""
+
+
+class SGEVizError(Exception):
+    """A user-facing error: the message says what was wrong and what to do.
+
+    The UI shows it, the CLI prints it and exits non-zero. Anything else that
+    escapes is a bug in this project.
+    """
