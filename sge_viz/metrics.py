@@ -1,0 +1,44 @@
+"""Localisation metrics of gate maps against a known object mask."""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+from scipy.stats import rankdata
+
+
+def upsample(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(..., h, w) float maps resized bilinearly to (..., H, W) = size (height, width)."""
+    lead, (h, w) = maps.shape[:-2], maps.shape[-2:]
+    flat = maps.reshape(-1, h, w).astype(np.float32, copy=False)
+    if (h, w) == tuple(size):
+        return flat.reshape(*lead, h, w).copy()
+    out = np.stack([np.asarray(Image.fromarray(m, "F").resize((size[1], size[0]), Image.BILINEAR)) for m in flat])
+    return out.reshape(*lead, *size)
+
+
+def roc_auc(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
+    """ROC-AUC of each row of ``scores`` (..., N) against one boolean label vector (N,).
+
+    Mann-Whitney form with average ranks for ties, so it equals
+    sklearn.metrics.roc_auc_score row by row. NaN when a class is empty.
+    """
+    positive = np.asarray(positive, dtype=bool).ravel()
+    n_pos = int(positive.sum())
+    n_neg = positive.size - n_pos
+    scores = np.asarray(scores, dtype=np.float64).reshape(*scores.shape[:-1], -1)
+    if n_pos == 0 or n_neg == 0:
+        return np.full(scores.shape[:-1], np.nan)
+    ranks = rankdata(scores, axis=-1)
+    return (ranks[..., positive].sum(axis=-1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def gate_mask_auc(gates: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per-group AUC (G,) of gate maps (G, h, w) upsampled to the mask's size, against the mask."""
+    up = upsample(gates, mask.shape)
+    return roc_auc(up.reshape(up.shape[0], -1), mask.ravel())
+
+
+def mean_ratio(gates: np.ndarray, inside: np.ndarray, outside: np.ndarray) -> np.ndarray:
+    """Per-group mean gate on ``inside`` pixels over mean gate on ``outside`` pixels (G,)."""
+    up = upsample(gates, inside.shape).reshape(gates.shape[0], -1)
+    return up[:, inside.ravel()].mean(axis=1) / up[:, outside.ravel()].mean(axis=1)
