@@ -36,7 +36,7 @@ def open_image(source: str | Path | bytes | Image.Image, max_pixels: int | None 
     max_pixels = limits.max_pixels if max_pixels is None else max_pixels
     max_bytes = limits.max_upload_bytes if max_bytes is None else max_bytes
     if isinstance(source, Image.Image):
-        image, name = source, "the image"
+        image, name = source, "The image"
         _check_pixels(image, name, max_pixels)
         try:
             image.load()
@@ -51,10 +51,10 @@ def open_image(source: str | Path | bytes | Image.Image, max_pixels: int | None 
 
 def _read_bytes(source: str | Path | bytes, max_bytes: int) -> tuple[bytes, str]:
     if isinstance(source, (bytes, bytearray, memoryview)):
-        data, name = bytes(source), "the uploaded image"
+        data, name = bytes(source), "The uploaded file"
     else:
         path = Path(source)
-        name = path.name
+        name = f"Image {path.name!r}"
         if not path.is_file():
             raise SGEVizError(f"Image {path} does not exist or is not a regular file: give the path of an image file.")
         size = path.stat().st_size
@@ -64,23 +64,23 @@ def _read_bytes(source: str | Path | bytes, max_bytes: int) -> tuple[bytes, str]
         with path.open("rb") as f:
             data = f.read(max_bytes + 1)
     if not data:
-        raise SGEVizError(f"Image {name} is empty (0 bytes): upload the file again.")
+        raise SGEVizError(f"{name} is empty (0 bytes): upload the file again.")
     if len(data) > max_bytes:
         raise SGEVizError(_too_big(name, len(data), max_bytes))
     return data, name
 
 
 def _too_big(name: str, size: int, max_bytes: int) -> str:
-    return (f"Image {name} is {size / 2**20:.1f} MB, over the {max_bytes / 2**20:.0f} MB upload limit "
+    return (f"{name} is {size:,} bytes, over the {max_bytes / 2**20:g} MB ({max_bytes:,} bytes) upload limit "
             "(SGE_VIZ_MAX_UPLOAD_MB): shrink or re-encode it.")
 
 
 def _check_pixels(image: Image.Image, name: str, max_pixels: int) -> None:
     w, h = image.size
     if w < 1 or h < 1:
-        raise SGEVizError(f"Image {name} has no pixels ({w}x{h}).")
+        raise SGEVizError(f"{name} has no pixels ({w}x{h}).")
     if w * h > max_pixels:
-        raise SGEVizError(f"Image {name} is {w}x{h} = {w * h / 1e6:.1f} megapixels, over the "
+        raise SGEVizError(f"{name} is {w}x{h} = {w * h / 1e6:.1f} megapixels, over the "
                           f"{max_pixels / 1e6:g} MP limit (SGE_VIZ_MAX_PIXELS): downscale it first.")
 
 
@@ -94,12 +94,14 @@ def _decode(data: bytes, name: str, max_pixels: int) -> Image.Image:
     except SGEVizError:
         raise
     except Image.DecompressionBombError as exc:
-        raise SGEVizError(f"Image {name} claims a size too large to decode safely ({exc}).") from exc
+        # Pillow's own guard fired (header far beyond its MAX_IMAGE_PIXELS) before ours could.
+        raise SGEVizError(f"{name} claims a canvas too large to decode safely (more than the "
+                          f"{max_pixels / 1e6:g} MP limit, SGE_VIZ_MAX_PIXELS): downscale it first.") from exc
     except UnidentifiedImageError as exc:
         raise SGEVizError(f"{name} is not an image this tool reads ({_sniff(data)}); use {_FORMAT_HINT}.") from exc
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, KeyError, ZeroDivisionError,
             MemoryError, struct.error) as exc:
-        raise SGEVizError(f"Image {name} is truncated or corrupt ({type(exc).__name__}: {str(exc)[:120]}): "
+        raise SGEVizError(f"{name} is truncated or corrupt ({type(exc).__name__}: {str(exc)[:120]}): "
                           "re-export or re-download it.") from exc
     return image
 
@@ -120,13 +122,15 @@ def _sniff(data: bytes) -> str:
         if head[:len(magic)].lower() == magic.lower():
             return what
     try:
-        data[:512].decode("utf-8")
-        return "it looks like text"
+        text = data[:512].decode("utf-8")
     except UnicodeDecodeError:
-        return "its bytes match no supported image format"
+        text = ""
+    if text and all(ch.isprintable() or ch in "\t\r\n" for ch in text):
+        return "it looks like text"
+    return "its bytes match no supported image format"
 
 
-def to_rgb(image: Image.Image, name: str = "the image") -> Image.Image:
+def to_rgb(image: Image.Image, name: str = "The image") -> Image.Image:
     """Any Pillow mode as 8-bit RGB, upright per EXIF; transparency is composited over white."""
     try:
         image = ImageOps.exif_transpose(image)
@@ -145,7 +149,7 @@ def to_rgb(image: Image.Image, name: str = "the image") -> Image.Image:
     try:
         return image.convert("RGB")
     except (ValueError, OSError) as exc:
-        raise SGEVizError(f"Image {name} has colour mode {image.mode!r}, which cannot be converted to RGB.") from exc
+        raise SGEVizError(f"{name} has colour mode {image.mode!r}, which cannot be converted to RGB.") from exc
 
 
 def _stretch_to_l(image: Image.Image) -> Image.Image:
