@@ -1,0 +1,108 @@
+"""Writing one analysis to files (CLI) or bytes (downloads), never leaving half-written output.
+
+Folder layout written by ``write_analysis``:
+
+    gates.npz            one float32 (G, h, w) array per SGE layer, key = layer name
+    stats.json           analysis_stats(): predictions and per-group gate statistics
+    mosaic_<layer>.png   every group's gate over the image, captioned, with a colour bar
+    overlay.png          the most selective group of the deepest layer over the image
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from . import render
+from .stats import analysis_stats, selectivity_order
+
+if TYPE_CHECKING:
+    from .analysis import Analysis
+
+EXPORT_TILE = 64  # px per mosaic tile in files: an 8x8 mosaic of 64 groups is ~525 px wide
+CMAP = "inferno"
+
+
+def npz_bytes(analysis: "Analysis") -> bytes:
+    """gates.npz as bytes: {layer name: float32 (G, h, w)}."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **{layer.name: np.asarray(layer.gate, dtype=np.float32) for layer in analysis.layers})
+    return buffer.getvalue()
+
+
+def stats_json(analysis: "Analysis", mask: np.ndarray | None = None) -> str:
+    """stats.json as text."""
+    return json.dumps(analysis_stats(analysis, mask), indent=1) + "\n"
+
+
+def mosaic_picture(analysis: "Analysis", layer_name: str, tile: int = EXPORT_TILE) -> np.ndarray:
+    """A layer's mosaic with a caption that says what it shows, and the colour scale under it."""
+    layer = analysis.layer(layer_name)
+    groups, height, width = layer.gate.shape
+    picture = render.mosaic(analysis.image, layer.gate, cmap=CMAP, tile=tile)
+    title = f"{layer.name}: SGE gate of each of {groups} groups ({height}x{width}, tile label = group)"
+    legend = render.colorbar(CMAP, width=min(256, picture.shape[1]), vmin=0.0, vmax=1.0)
+    return render.stack([render.caption(picture, title), legend])
+
+
+def overlay_picture(analysis: "Analysis") -> tuple[np.ndarray, str, int]:
+    """The deepest layer's most selective group over the image, captioned; also (layer, group)."""
+    layer = analysis.layers[-1]
+    group = selectivity_order(layer.gate)[0]
+    picture = render.overlay(analysis.image, layer.gate[group], cmap=CMAP)
+    title = f"{layer.name} g{group} (most selective)"
+    legend = render.colorbar(CMAP, width=picture.shape[1], vmin=0.0, vmax=1.0)
+    return render.stack([render.caption(picture, title, size=11), legend]), layer.name, group
+
+
+def write_analysis(analysis: "Analysis", out_dir: str | Path, mask: np.ndarray | None = None,
+                   tile: int = EXPORT_TILE) -> Path:
+    """Write the folder described in the module docstring, atomically.
+
+    Everything goes into a hidden temporary folder beside ``out_dir`` that is
+    renamed into place at the end; on any error it is removed, and an existing
+    ``out_dir`` is only replaced once the new one is complete.
+    """
+    if not analysis.layers:
+        raise ValueError("the analysis has no SGE layers to write")
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = out_dir.parent / f".{out_dir.name}.partial-{token}"
+    tmp.mkdir()
+    try:
+        (tmp / "gates.npz").write_bytes(npz_bytes(analysis))
+        (tmp / "stats.json").write_text(stats_json(analysis, mask), encoding="utf-8")
+        for layer in analysis.layers:
+            (tmp / f"mosaic_{layer.name}.png").write_bytes(render.to_png_bytes(mosaic_picture(analysis, layer.name, tile)))
+        (tmp / "overlay.png").write_bytes(render.to_png_bytes(overlay_picture(analysis)[0]))
+        _replace_dir(tmp, out_dir, token)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _replace_dir(new: Path, target: Path, token: str) -> None:
+    """Rename ``new`` to ``target``; an old ``target`` is moved aside first and deleted after."""
+    old = None
+    if target.exists() or target.is_symlink():
+        old = target.parent / f".{target.name}.old-{token}"
+        target.rename(old)
+    try:
+        new.rename(target)
+    except BaseException:
+        if old is not None:
+            old.rename(target)  # put the previous results back
+        raise
+    if old is not None:
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink()
