@@ -1,0 +1,418 @@
+"""The Gradio page: layout and event wiring. All work happens in ``sge_viz.service``.
+
+Named API endpoints (for ``gradio_client``)
+-------------------------------------------
+
+Start the app (``python app.py``), then from Python::
+
+    from gradio_client import Client, handle_file
+
+    client = Client("http://127.0.0.1:7860/")
+    models = client.predict(api_name="/models")
+    predictions, stats, mosaic, overlay, diverging, activations = client.predict(
+        handle_file("assets/examples/scene.png"),  # image: a path or URL
+        models["default"],                          # model: one of models["choices"]
+        "",                                         # layer: e.g. "layer3.1.sge"; "" = the deepest
+        -1,                                         # group: -1 = the layer's most selective group
+        "inferno",                                  # colour map of the gate heatmaps
+        0.5,                                        # opacity of the heatmaps over the image
+        api_name="/analyze",
+    )
+
+``/models`` -> dict: ``{"choices": [labels], "default": label, "device": "CPU" or "GPU: <name>"}``.
+
+``/analyze`` -> six values:
+
+- ``predictions``: ``{"label": top-1 label, "confidences": [{"label", "confidence"}, ...]}`` (top 5)
+- ``stats``: exactly the CLI's ``stats.json`` for that image: ``{"model", "image_size", "predictions",
+  "layers": {layer: {"groups", "height", "width", "mean", "std", "min", "max", "enhanced_share",
+  "selectivity"[, "mask_auc"]}}}`` (``mask_auc`` only for the example scenes that ship a mask)
+- ``mosaic``: PNG path, every group's gate of the layer over the image, most selective first
+- ``overlay``: PNG path, the group's gate over the image
+- ``diverging``: PNG path, the group's enhanced (red) vs suppressed (blue) map
+- ``activations``: PNG path, the group's activation before | after SGE on one colour scale
+
+Errors a caller can cause (unreadable image, unknown model, layer or group) come back as
+``gradio_client`` exceptions carrying the same message the page shows.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any, Callable
+
+import gradio as gr
+import numpy as np
+
+from . import service as svc
+from .analysis import Analysis
+from .device import describe_device, pick_device
+from .errors import SGEVizError
+from .limits import current_limits
+
+CSS = """
+#mosaic img { cursor: crosshair; }
+.caption-line { font-size: 0.9em; }
+"""
+
+
+def user_errors(fn: Callable) -> Callable:
+    """A project error becomes a message in the page; the app keeps serving."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except SGEVizError as exc:
+            raise gr.Error(str(exc), print_exception=False) from exc
+
+    return wrapper
+
+
+def _payload_path(payload: Any) -> tuple[str, str] | None:
+    """(server path, display name) of an image input left unprocessed, or None when empty."""
+    if payload is None:
+        return None
+    if isinstance(payload, (str, Path)):
+        return str(payload), Path(payload).name
+    if isinstance(payload, dict) and payload.get("path"):
+        return str(payload["path"]), str(payload.get("orig_name") or Path(payload["path"]).name)
+    raise SGEVizError("The image did not arrive: upload it again.")
+
+
+def _label_value(analysis: Analysis) -> dict[str, float]:
+    # Some ImageNet names repeat ("crane", "maillot"): the class index keeps them apart.
+    names = [p.label for p in analysis.predictions]
+    return {(f"{p.label} (#{p.index})" if names.count(p.label) > 1 else p.label): p.probability
+            for p in analysis.predictions}
+
+
+def _pick_layer(analysis: Analysis, wanted: str | None) -> str:
+    return wanted if wanted in analysis.layer_names else analysis.layer_names[-1]
+
+
+def _pick_group(analysis: Analysis, layer: str, wanted: Any) -> int:
+    lg = analysis.layer(layer)
+    try:
+        group = int(wanted)
+    except (TypeError, ValueError):
+        group = -1
+    return group if 0 <= group < lg.groups else svc.most_selective(lg)
+
+
+class Handlers:
+    """Event handlers; each returns {component: value}. Only ``analyze`` runs the network."""
+
+    def __init__(self, service: svc.ModelService):
+        self.service = service
+        self.c: dict[str, Any] = {}  # components by name, filled by build_ui
+
+    # --- outputs -----------------------------------------------------------
+
+    def _focus(self, analysis: Analysis, layer: str, group: int, order: str, cmap: str, alpha: float) -> dict:
+        c = self.c
+        views = svc.render_focus(analysis, layer, group, cmap, alpha)
+        return {
+            c["mosaic"]: svc.render_mosaic(analysis, layer, order, cmap, alpha, focus=group),
+            c["overlay"]: views.overlay,
+            c["diverging"]: views.diverging,
+            c["activations"]: views.activations,
+            c["gate_legend"]: views.gate_legend,
+            c["diverging_legend"]: views.diverging_legend,
+            c["caption"]: views.caption,
+        }
+
+    def _layer(self, analysis: Analysis, layer: str, group: int, order: str, cmap: str, alpha: float) -> dict:
+        c = self.c
+        lg = analysis.layer(layer)
+        headers, rows = svc.group_table(analysis, layer)
+        import pandas as pd
+
+        out = self._focus(analysis, layer, group, order, cmap, alpha)
+        out.update({
+            c["layer"]: gr.Dropdown(choices=analysis.layer_names, value=layer),
+            c["group"]: gr.Slider(minimum=0, maximum=lg.groups - 1, value=group, step=1,
+                                  label=f"Focused group (0 to {lg.groups - 1}; or click a tile)"),
+            c["histogram"]: svc.histogram_figure(analysis, layer),
+            c["table"]: pd.DataFrame(rows, columns=headers),
+        })
+        return out
+
+    # --- events ------------------------------------------------------------
+
+    @user_errors
+    def show_image(self, payload: Any, choice: str, layer: str, group: Any, order: str, cmap: str, alpha: float,
+                progress: gr.Progress = gr.Progress()) -> dict:
+        source = _payload_path(payload)
+        if source is None:
+            return {}
+        path, name = source
+        c = self.c
+        if not self.service.is_loaded(choice):
+            progress(0.05, desc=f"Loading {choice}")
+            self.service.get(choice)
+        progress(0.3, desc="Running the network")
+        analysis = self.service.run_analysis(choice, path, name=name)
+        progress(0.7, desc="Drawing")
+        layer = _pick_layer(analysis, layer)
+        group = _pick_group(analysis, layer, group)
+        out = self._layer(analysis, layer, group, order, cmap, alpha)
+        mask_note = " · outline = the item's mask (example scene)" if "mask" in analysis.extras else ""
+        out.update({
+            c["state"]: analysis,
+            c["predictions"]: _label_value(analysis),
+            c["info"]: (f"**{analysis.model_name}** on **{analysis.extras['device']}** · "
+                        f"{len(analysis.layers)} SGE layers · forward + capture "
+                        f"{analysis.extras['seconds'] * 1000:.0f} ms{mask_note}"),
+            c["depth"]: svc.depth_figure(analysis),
+        })
+        return out
+
+    @user_errors
+    def change_layer(self, analysis: Analysis | None, layer: str, group: Any, order: str, cmap: str,
+                     alpha: float) -> dict:
+        if analysis is None:
+            return {}
+        layer = _pick_layer(analysis, layer)
+        return self._layer(analysis, layer, _pick_group(analysis, layer, group), order, cmap, alpha)
+
+    @user_errors
+    def change_view(self, analysis: Analysis | None, layer: str, group: Any, order: str, cmap: str,
+                    alpha: float) -> dict:
+        """Group, colour map, opacity or ordering: redraw from the captured gates."""
+        if analysis is None:
+            return {}
+        layer = _pick_layer(analysis, layer)
+        return self._focus(analysis, layer, _pick_group(analysis, layer, group), order, cmap, alpha)
+
+    @user_errors
+    def click_mosaic(self, analysis: Analysis | None, layer: str, order: str, cmap: str, alpha: float,
+                     evt: gr.SelectData) -> dict:
+        if analysis is None or not isinstance(evt.index, (list, tuple)) or len(evt.index) != 2:
+            return {}
+        layer = _pick_layer(analysis, layer)
+        group = svc.clicked_group(analysis, layer, order, int(evt.index[0]), int(evt.index[1]))
+        if group is None:
+            return {}
+        out = self._focus(analysis, layer, group, order, cmap, alpha)
+        out[self.c["group"]] = group
+        return out
+
+    @user_errors
+    def click_table(self, analysis: Analysis | None, layer: str, order: str, cmap: str, alpha: float,
+                    evt: gr.SelectData) -> dict:
+        if analysis is None or not evt.row_value:
+            return {}
+        layer = _pick_layer(analysis, layer)
+        group = int(evt.row_value[1])  # column 1 is the group index
+        out = self._focus(analysis, layer, group, order, cmap, alpha)
+        out[self.c["group"]] = group
+        return out
+
+    @user_errors
+    def pin(self, analysis: Analysis | None, layer: str, group: Any, cmap: str, alpha: float,
+            pins: list | None) -> dict:
+        pins = list(pins or [])
+        if analysis is None:
+            raise SGEVizError("Nothing to pin yet: give an image first.")
+        if len(pins) >= 4:
+            raise SGEVizError("All four compare panels are in use: press 'Clear compare' first.")
+        layer = _pick_layer(analysis, layer)
+        picture, caption = svc.compare_panel(analysis, layer, _pick_group(analysis, layer, group), cmap, alpha)
+        pins.append((picture, caption))
+        return self._slots(pins)
+
+    def clear_pins(self) -> dict:
+        return self._slots([])
+
+    def _slots(self, pins: list) -> dict:
+        out: dict = {self.c["pins"]: pins}
+        for i, slot in enumerate(self.c["slots"]):
+            if i < len(pins):
+                out[slot] = gr.Image(value=pins[i][0], label=pins[i][1])
+            else:
+                out[slot] = gr.Image(value=None, label=f"Panel {i + 1}: empty")
+        return out
+
+    @user_errors
+    def downloads(self, analysis: Analysis | None, layer: str, group: Any, order: str, cmap: str,
+                  alpha: float, pins: list | None) -> dict:
+        if analysis is None:
+            raise SGEVizError("Nothing to download yet: give an image first.")
+        layer = _pick_layer(analysis, layer)
+        group = _pick_group(analysis, layer, group)
+        views = svc.render_focus(analysis, layer, group, cmap, alpha)
+        tag = f"{layer}_g{group}"
+        pictures = {
+            f"mosaic_{layer}": svc.render_mosaic(analysis, layer, order, cmap, alpha, focus=group),
+            f"overlay_{tag}": views.overlay,
+            f"diverging_{tag}": views.diverging,
+            f"activations_{tag}": views.activations,
+        }
+        for i, (picture, _caption) in enumerate(pins or []):
+            pictures[f"compare_{i + 1}"] = picture
+        return {self.c["files"]: svc.write_downloads(analysis, pictures)}
+
+    # --- the API -------------------------------------------------------------
+
+    @user_errors
+    def api_analyze(self, image: Any, model: str, layer: str, group: Any, colormap: str, opacity: float):
+        source = _payload_path(image)
+        if source is None:
+            raise SGEVizError("No image given: pass one with handle_file(path_or_url).")
+        if colormap not in svc.COLORMAPS:
+            raise SGEVizError(f"Unknown colour map {colormap!r}; use one of {', '.join(svc.COLORMAPS)}.")
+        if not 0.0 <= float(opacity) <= 1.0:
+            raise SGEVizError(f"Opacity {opacity} is outside 0..1.")
+        analysis = self.service.run_analysis(model or self.service.default, source[0], name=source[1])
+        if layer and layer not in analysis.layer_names:
+            raise SGEVizError(f"Layer {layer!r} is not in {analysis.model_name}; its SGE layers are "
+                              f"{', '.join(analysis.layer_names)}.")
+        layer = layer or analysis.layer_names[-1]
+        lg = analysis.layer(layer)
+        group = int(group) if group is not None else -1
+        group = svc.most_selective(lg) if group < 0 else svc.check_group(lg, group)
+        views = svc.render_focus(analysis, layer, group, colormap, float(opacity))
+        mosaic = svc.render_mosaic(analysis, layer, svc.ORDERS[1], colormap, float(opacity), focus=group)
+        return (_label_value(analysis), svc.analysis_stats(analysis), mosaic, views.overlay, views.diverging,
+                views.activations)
+
+    def api_models(self) -> dict:
+        return {"choices": self.service.choices, "default": self.service.default,
+                "device": describe_device(pick_device(self.service.device))}
+
+
+def build_ui(service: svc.ModelService, concurrency: int | None = None, queue_size: int | None = None) -> gr.Blocks:
+    """The whole page. Concurrency and queue size default to $SGE_VIZ_CONCURRENCY / $SGE_VIZ_QUEUE_SIZE."""
+    limits = current_limits()
+    concurrency = concurrency or limits.concurrency
+    queue_size = queue_size or limits.queue_size
+    h = Handlers(service)
+    c = h.c
+    examples = [[str(p)] for p in svc.example_paths()]
+    png = dict(format="png", interactive=False, buttons=["download", "fullscreen"])
+
+    with gr.Blocks(title="SGE attention explorer", delete_cache=(1800, 3600)) as demo:
+        gr.Markdown("## SGE attention explorer\nWhere does a Spatial Group-wise Enhance network look? Give an "
+                    "image, then walk through every SGE layer and every group's gate.")
+        if service.notice:
+            gr.Markdown(f"> **Note:** {service.notice}", elem_id="notice")
+        c["state"] = gr.State(None, time_to_live=3600)
+        c["pins"] = gr.State([], time_to_live=3600)
+
+        with gr.Row():
+            with gr.Column(scale=1, min_width=300):
+                c["image"] = gr.Image(type="filepath", image_mode=None, sources=["upload", "clipboard"],
+                                      label="Image (upload, drop or paste)", elem_id="input-image", height=280)
+                c["model"] = gr.Dropdown(service.choices, value=service.default, label="Model",
+                                         elem_id="model")
+                c["run"] = gr.Button("Analyse again", variant="primary", elem_id="run")
+                if examples:
+                    gr.Examples(examples, inputs=[c["image"]], label="Example scenes (with item masks)",
+                                examples_per_page=12)
+                c["info"] = gr.Markdown(f"Device: **{describe_device(pick_device(service.device))}**",
+                                        elem_id="info")
+                c["predictions"] = gr.Label(num_top_classes=5, label="Top-5 predictions", elem_id="predictions")
+            with gr.Column(scale=2):
+                with gr.Row():
+                    c["layer"] = gr.Dropdown([], label="SGE layer", elem_id="layer", scale=2)
+                    c["order"] = gr.Radio(list(svc.ORDERS), value=svc.ORDERS[1], label="Mosaic order",
+                                          elem_id="order", scale=2)
+                c["mosaic"] = gr.Image(label="Every group's gate over the image (click a tile to focus it)",
+                                       elem_id="mosaic", **png)
+                with gr.Row():
+                    c["group"] = gr.Slider(0, 63, value=0, step=1, label="Focused group", elem_id="group", scale=3)
+                    c["cmap"] = gr.Dropdown(list(svc.COLORMAPS), value=svc.COLORMAPS[0], label="Colour map",
+                                            elem_id="cmap", scale=1)
+                    c["alpha"] = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Heatmap opacity",
+                                           elem_id="alpha", scale=2)
+                c["caption"] = gr.Markdown("", elem_id="caption", elem_classes=["caption-line"])
+                with gr.Row():
+                    with gr.Column():
+                        c["overlay"] = gr.Image(label="Gate over the image", elem_id="overlay", **png)
+                        c["gate_legend"] = gr.Image(show_label=False, container=False, elem_id="gate-legend",
+                                                    format="png", interactive=False, height=34)
+                    with gr.Column():
+                        c["diverging"] = gr.Image(label="Enhanced (red) vs suppressed (blue)",
+                                                  elem_id="diverging", **png)
+                        c["diverging_legend"] = gr.Image(show_label=False, container=False,
+                                                         elem_id="diverging-legend", format="png",
+                                                         interactive=False, height=34)
+                c["activations"] = gr.Image(label="The group's activation before vs after SGE (shared scale)",
+                                            elem_id="activations", **png)
+
+        with gr.Tab("Compare"):
+            gr.Markdown("Pin the focused view (image, layer, group) into the next free panel: e.g. one group "
+                        "across layers, several groups of one layer, or one group on two images.")
+            with gr.Row():
+                pin_btn = gr.Button("Add current view to compare", elem_id="pin")
+                clear_btn = gr.Button("Clear compare", elem_id="clear-pins")
+            with gr.Row():
+                c["slots"] = [gr.Image(label=f"Panel {i + 1}: empty", format="png", interactive=False,
+                                       elem_id=f"compare-{i + 1}") for i in range(4)]
+        with gr.Tab("Statistics"):
+            c["depth"] = gr.Plot(label="Gate statistics across depth", elem_id="depth", format="png")
+            with gr.Row():
+                c["histogram"] = gr.Plot(label="This layer's gate values", elem_id="histogram", format="png")
+                c["table"] = gr.Dataframe(label="Groups ranked by selectivity (click a row to focus it)",
+                                          interactive=False, elem_id="group-table", max_height=420)
+        with gr.Tab("Download"):
+            gr.Markdown("The pictures on screen as PNGs, plus `gates.npz` (one float32 (groups, h, w) array per "
+                        "layer) and `stats.json`, the same files the command line writes.")
+            dl_btn = gr.Button("Prepare downloads", elem_id="prepare-downloads")
+            c["files"] = gr.File(file_count="multiple", label="Files", elem_id="files", interactive=False)
+
+        # API-only components: the documented endpoints take and return plain values.
+        with gr.Column(visible=False):
+            api_in = [gr.Image(type="filepath", image_mode=None, label="image"),
+                      gr.Textbox(value=service.default, label="model"), gr.Textbox(value="", label="layer"),
+                      gr.Number(value=-1, precision=0, label="group"),
+                      gr.Textbox(value=svc.COLORMAPS[0], label="colormap"), gr.Number(value=0.5, label="opacity")]
+            api_out = [gr.Label(num_top_classes=5), gr.JSON(), gr.Image(format="png"), gr.Image(format="png"),
+                       gr.Image(format="png"), gr.Image(format="png")]
+            api_btn = gr.Button()
+            models_btn = gr.Button()
+            models_out = gr.JSON()
+
+        # --- wiring ----------------------------------------------------------
+        view_inputs = [c["state"], c["layer"], c["group"], c["order"], c["cmap"], c["alpha"]]
+        focus_outputs = [c[k] for k in ("mosaic", "overlay", "diverging", "activations", "gate_legend",
+                                        "diverging_legend", "caption")]
+        layer_outputs = focus_outputs + [c[k] for k in ("layer", "group", "histogram", "table")]
+        analyze_outputs = layer_outputs + [c[k] for k in ("state", "predictions", "info", "depth")]
+        analyze_inputs = [c["image"], c["model"], c["layer"], c["group"], c["order"], c["cmap"], c["alpha"]]
+        hidden = dict(api_visibility="undocumented")
+        run = dict(fn=h.show_image, inputs=analyze_inputs, outputs=analyze_outputs, preprocess=False,
+                   trigger_mode="always_last", **hidden)
+        c["image"].change(**run)
+        c["model"].input(**run)
+        c["run"].click(**run)
+        c["layer"].input(h.change_layer, view_inputs, layer_outputs, **hidden)
+        for control in (c["order"], c["cmap"]):
+            control.input(h.change_view, view_inputs, focus_outputs, **hidden)
+        for slider in (c["group"], c["alpha"]):
+            slider.release(h.change_view, view_inputs, focus_outputs, trigger_mode="always_last", **hidden)
+        click_inputs = [c["state"], c["layer"], c["order"], c["cmap"], c["alpha"]]
+        c["mosaic"].select(h.click_mosaic, click_inputs, focus_outputs + [c["group"]], **hidden)
+        c["table"].select(h.click_table, click_inputs, focus_outputs + [c["group"]], **hidden)
+        pin_outputs = [c["pins"]] + c["slots"]
+        pin_btn.click(h.pin, [c["state"], c["layer"], c["group"], c["cmap"], c["alpha"], c["pins"]], pin_outputs,
+                      **hidden)
+        clear_btn.click(h.clear_pins, None, pin_outputs, **hidden)
+        dl_btn.click(h.downloads, view_inputs + [c["pins"]], [c["files"]], **hidden)
+        api_btn.click(h.api_analyze, api_in, api_out, api_name="analyze", preprocess=False,
+                      api_description="Predictions, stats.json and the pictures of one image.")
+        models_btn.click(h.api_models, None, models_out, api_name="models",
+                         api_description="The model choices, the default one and the device.")
+
+    demo.queue(default_concurrency_limit=concurrency, max_size=queue_size)
+    demo.handlers = h  # for tests: the handlers behind the page
+    return demo
+
+
+def launch(demo: gr.Blocks, host: str | None = None, port: int | None = None, share: bool = False,
+           prevent_thread_lock: bool = False):
+    """Start serving, with the upload limit of sge_viz.images."""
+    return demo.launch(server_name=host, server_port=port, share=share, max_file_size=current_limits().max_upload_bytes,
+                       prevent_thread_lock=prevent_thread_lock, show_error=True, css=CSS,
+                       footer_links=["api", "gradio"])
