@@ -7,6 +7,7 @@ weights are never used by accident.
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import re
 import zipfile
@@ -68,17 +69,55 @@ def read_checkpoint(path: str | Path) -> CheckpointContents:
         raise SGEVizError(f"Checkpoint {path} does not exist: give the path of a .pth/.pth.tar/.safetensors file.")
     if path.stat().st_size == 0:
         raise SGEVizError(f"Checkpoint {path} is empty (0 bytes): download or save it again.")
-    if path.suffix == ".safetensors":
+    kind = sniff_checkpoint(path)
+    if kind == "safetensors":
         state_dict, metadata = _read_safetensors(path)
         config = _config_from_metadata(metadata, path)
         arch = config.arch if config else metadata.get("arch")
-    else:
+    elif kind == "torch":
         obj = _read_torch_file(path)
         state_dict, arch, metadata = _unwrap(obj, path)
         config = None
+    else:
+        raise SGEVizError(f"{path} is not a checkpoint: {_describe_non_checkpoint(path)}, not a PyTorch "
+                          "(.pth/.pth.tar) or safetensors file. Give the path of the model's weights file.")
     state_dict = _strip_prefix(state_dict)
+    _check_tensors(state_dict, path)
     _check_finite(state_dict, path)
     return CheckpointContents(state_dict, arch, config, metadata)
+
+
+def sniff_checkpoint(path: Path) -> str | None:
+    """"torch" (zip or legacy pickle), "safetensors", or None, from the first bytes: content decides, not the name."""
+    with path.open("rb") as f:
+        head = f.read(16)
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch.save zip / pickle protocol >= 2
+        return "torch"
+    if len(head) >= 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < 2**27:
+        return "safetensors"  # u64 header length, then the JSON header (the reader checks the rest)
+    return None
+
+
+_NON_CHECKPOINT_SIGNATURES = (
+    (b"\x89PNG", "it is a PNG image"), (b"\xff\xd8\xff", "it is a JPEG image"), (b"GIF8", "it is a GIF image"),
+    (b"%PDF", "it is a PDF document"), (b"<!DOCTYPE html", "it is an HTML page"), (b"<html", "it is an HTML page"),
+    (b"\x1f\x8b", "it is a gzip archive (unpack it first)"), (b"{", "it looks like a JSON file"),
+)
+
+
+def _describe_non_checkpoint(path: Path) -> str:
+    with path.open("rb") as f:
+        head = f.read(512)
+    for magic, what in _NON_CHECKPOINT_SIGNATURES:
+        if head.lstrip()[:len(magic)].lower() == magic.lower():
+            return what
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = ""
+    if text and all(ch.isprintable() or ch in "\t\r\n" for ch in text):
+        return "it is a text file"
+    return "its bytes match no known checkpoint format"
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -96,12 +135,20 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
 
 def _read_torch_file(path: Path) -> object:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        # A file object, not the path: torch.load picks a reader by file name (".safetensors"), and the
+        # content was already sniffed as a torch file.
+        with path.open("rb") as f:
+            return torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "global" in str(exc).lower():  # the weights-only unpickler met a class or function reference
+            raise SGEVizError(
+                f"Checkpoint {path} was refused: it contains Python objects other than tensors and plain "
+                "containers, and loading it could run code. Re-save only the weights "
+                "(torch.save(model.state_dict(), ...)) from a source you trust.") from exc
         raise SGEVizError(
-            f"Checkpoint {path} was refused: it contains Python objects other than tensors and plain "
-            "containers, and loading it could run code. Re-save only the weights "
-            "(torch.save(model.state_dict(), ...)) from a source you trust.") from exc
+            f"Checkpoint {path} was refused: it is not a pickle that weights-only loading accepts (damaged, "
+            "or written with pickle features a plain torch.save never uses), so it was not unpickled. "
+            "Re-save only the weights with torch.save(model.state_dict(), ...).") from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, UnicodeDecodeError,
             AttributeError, IndexError, KeyError, TypeError, MemoryError) as exc:
         raise SGEVizError(f"Checkpoint {path} could not be read as a PyTorch file ({type(exc).__name__}: "
@@ -135,6 +182,19 @@ def _strip_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     return state_dict
 
 
+def _check_tensors(state_dict: dict[str, torch.Tensor], path: Path) -> None:
+    """Only dense real tensors: sparse, quantized, complex or meta tensors are no model weights here."""
+    bad = [f"{k} ({v.dtype}, {v.layout})" for k, v in state_dict.items()
+           if v.layout != torch.strided or v.is_complex() or v.is_quantized or v.is_meta
+           or not (v.is_floating_point() or v.dtype in _INT_DTYPES)]
+    if bad:
+        raise SGEVizError(f"Checkpoint {path} holds tensors no SGE-ResNet has: {', '.join(bad[:5])}. "
+                          "Is it a model checkpoint? Re-save it with torch.save(model.state_dict(), ...).")
+
+
+_INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+
+
 def _check_finite(state_dict: dict[str, torch.Tensor], path: Path) -> None:
     bad = [k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
@@ -147,9 +207,31 @@ def _config_from_metadata(metadata: dict[str, str], path: Path) -> ModelConfig |
     if CONFIG_KEY not in metadata:
         return None
     try:
-        return ModelConfig.from_dict(json.loads(metadata[CONFIG_KEY]))
-    except (ValueError, KeyError, TypeError) as exc:
+        config = ModelConfig.from_dict(json.loads(metadata[CONFIG_KEY]))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise SGEVizError(f"Checkpoint {path} has unreadable '{CONFIG_KEY}' metadata ({exc}).") from exc
+    problem = _config_problem(config)
+    if problem:
+        raise SGEVizError(f"Checkpoint {path} carries an unusable model config: {problem}. "
+                          "Re-save it with sge_viz's save_safetensors.")
+    return config
+
+
+def _config_problem(config: ModelConfig) -> str | None:
+    """Why a config read from a file cannot be served (it sizes every request's tensors), or None."""
+    if not 8 <= config.input_size <= 1024:
+        return f"input_size {config.input_size} is outside 8..1024"
+    if not config.input_size <= config.resize_size <= 4 * config.input_size:
+        return f"resize_size {config.resize_size} is not between input_size and 4x input_size"
+    if not 1 <= config.num_classes <= 100_000:
+        return f"num_classes {config.num_classes} is outside 1..100000"
+    if config.class_names and len(config.class_names) != config.num_classes:
+        return f"{len(config.class_names)} class names for {config.num_classes} classes"
+    if len(config.mean) != 3 or len(config.std) != 3 or not all(math.isfinite(v) for v in config.mean):
+        return "mean and std must be three finite numbers each"
+    if not all(math.isfinite(v) and v > 0 for v in config.std):
+        return "every std must be positive"
+    return None
 
 
 # --- architecture -----------------------------------------------------------
@@ -189,27 +271,64 @@ def build_for(contents: CheckpointContents, path: Path, use_sge: bool = True) ->
         if arch not in available_models() or arch == DEMO_ARCH:
             raise SGEVizError(f"Checkpoint {path} is for architecture {arch!r}, which this tool does not know; "
                               f"known: {', '.join(available_models())}.")
+    arch_name = config.arch if config else arch
     try:
-        return build_model(config.arch if config else arch, config, use_sge=use_sge)
-    except (KeyError, ValueError, TypeError) as exc:
-        raise SGEVizError(f"Checkpoint {path} describes a model that cannot be built ({exc}).") from exc
+        # Build on the meta device first (no memory): a crafted config must not allocate terabytes.
+        with torch.device("meta"):
+            skeleton, _ = build_model(arch_name, config, use_sge=use_sge)
+    except (KeyError, ValueError, TypeError, RuntimeError, ZeroDivisionError) as exc:
+        raise SGEVizError(f"Checkpoint {path} describes a model that cannot be built ({type(exc).__name__}: "
+                          f"{exc}).") from exc
+    expected = skeleton.state_dict()
+    needed = sum(t.numel() for t in expected.values())
+    held = sum(t.numel() for t in contents.state_dict.values())
+    if needed > held:  # cannot fit: say which keys differ, else just the sizes
+        misfit = fit_problems({k: v.shape for k, v in expected.items()}, contents.state_dict)
+        raise SGEVizError(f"Checkpoint {path} does not fit {arch_name}: "
+                          + (misfit or f"the model has {needed:,} weights but the file holds only {held:,}")
+                          + ". Check that the file is an SGE-ResNet of this architecture.")
+    return build_model(arch_name, config, use_sge=use_sge)
+
+
+def fit_problems(expected: dict[str, torch.Size], state_dict: dict[str, torch.Tensor]) -> str | None:
+    """Missing, unexpected and wrongly shaped keys, as one line; None when every key fits."""
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    wrong = [f"{k} {tuple(state_dict[k].shape)} != {tuple(v)}"
+             for k, v in expected.items() if k in state_dict and state_dict[k].shape != v]
+    parts = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+        if keys:
+            parts.append(f"{len(keys)} {label}: " + ", ".join(keys[:6]) + (" ..." if len(keys) > 6 else ""))
+    return "; ".join(parts) or None
 
 
 def load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], path: Path, arch: str) -> None:
     """Load every key exactly, or raise one error listing what does not fit."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    wrong = [f"{k} {tuple(state_dict[k].shape)} != {tuple(v.shape)}"
-             for k, v in expected.items() if k in state_dict and state_dict[k].shape != v.shape]
-    if missing or unexpected or wrong:
-        parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
-            if keys:
-                parts.append(f"{len(keys)} {label}: " + ", ".join(keys[:6]) + (" ..." if len(keys) > 6 else ""))
-        raise SGEVizError(f"Checkpoint {path} does not fit {arch}: " + "; ".join(parts)
-                          + ". Check that the file is an SGE-ResNet of this architecture.")
+    misfit = fit_problems({k: v.shape for k, v in model.state_dict().items()}, state_dict)
+    if misfit:
+        raise SGEVizError(f"Checkpoint {path} does not fit {arch}: {misfit}. "
+                          "Check that the file is an SGE-ResNet of this architecture.")
     model.load_state_dict(state_dict, strict=True)
+
+
+def verify_forward(model: nn.Module, config: ModelConfig, path: Path) -> None:
+    """One forward at the model's input size: weights that load but cannot run, or give NaN, fail here."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 3, config.input_size, config.input_size, generator=generator)
+    model.eval()
+    try:
+        with torch.inference_mode():
+            out = model(x)
+    except (RuntimeError, ValueError) as exc:
+        raise SGEVizError(f"Checkpoint {path} loads but the model cannot run ({type(exc).__name__}: "
+                          f"{str(exc)[:200]}); its config does not match its weights.") from exc
+    if out.shape != (1, config.num_classes):
+        raise SGEVizError(f"Checkpoint {path} loads but gives outputs of shape {tuple(out.shape)}, not "
+                          f"(1, {config.num_classes}): its config does not match its weights.")
+    if not torch.isfinite(out).all():
+        raise SGEVizError(f"Checkpoint {path} loads but gives NaN/Inf outputs at its {config.input_size}x"
+                          f"{config.input_size} input size: the weights or the config are broken.")
 
 
 # --- the one door -----------------------------------------------------------
@@ -221,6 +340,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = None, 
     contents = read_checkpoint(path)
     model, config = build_for(contents, path)
     load_strict(model, contents.state_dict, path, config.arch)
+    verify_forward(model, config, path)
     name = DEMO_ARCH + " (demo)" if path.resolve() == DEMO_CHECKPOINT.resolve() else f"{config.arch} ({path.name})"
     return _place(model, config, name, str(path), device, half, channels_last)
 
