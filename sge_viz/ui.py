@@ -186,28 +186,20 @@ class Handlers:
         return self._focus(analysis, layer, _pick_group(analysis, layer, group), order, cmap, alpha)
 
     @user_errors
-    def click_mosaic(self, analysis: Analysis | None, layer: str, order: str, cmap: str, alpha: float,
-                     evt: gr.SelectData) -> dict:
+    def click_mosaic(self, analysis: Analysis | None, layer: str, order: str, evt: gr.SelectData) -> dict:
+        """The group under the clicked mosaic pixel becomes the focused one."""
         if analysis is None or not isinstance(evt.index, (list, tuple)) or len(evt.index) != 2:
             return {}
         layer = _pick_layer(analysis, layer)
         group = svc.clicked_group(analysis, layer, order, int(evt.index[0]), int(evt.index[1]))
-        if group is None:
-            return {}
-        out = self._focus(analysis, layer, group, order, cmap, alpha)
-        out[self.c["group"]] = group
-        return out
+        return {} if group is None else {self.c["group"]: group}
 
     @user_errors
-    def click_table(self, analysis: Analysis | None, layer: str, order: str, cmap: str, alpha: float,
-                    evt: gr.SelectData) -> dict:
+    def click_table(self, analysis: Analysis | None, layer: str, evt: gr.SelectData) -> dict:
         if analysis is None or not evt.row_value:
             return {}
-        layer = _pick_layer(analysis, layer)
         group = int(evt.row_value[1])  # column 1 is the group index
-        out = self._focus(analysis, layer, group, order, cmap, alpha)
-        out[self.c["group"]] = group
-        return out
+        return {self.c["group"]: group} if 0 <= group < analysis.layer(_pick_layer(analysis, layer)).groups else {}
 
     @user_errors
     def pin(self, analysis: Analysis | None, layer: str, group: Any, cmap: str, alpha: float,
@@ -291,6 +283,7 @@ def build_ui(service: svc.ModelService, concurrency: int | None = None, queue_si
     c = h.c
     examples = [[str(p)] for p in svc.example_paths()]
     png = dict(format="png", interactive=False, buttons=["download", "fullscreen"])
+    legend = dict(format="png", interactive=False, show_label=False, container=False, buttons=[])
 
     with gr.Blocks(title="SGE attention explorer", delete_cache=(1800, 3600)) as demo:
         gr.Markdown("## SGE attention explorer\nWhere does a Spatial Group-wise Enhance network look? Give an "
@@ -318,8 +311,8 @@ def build_ui(service: svc.ModelService, concurrency: int | None = None, queue_si
                     c["layer"] = gr.Dropdown([], label="SGE layer", elem_id="layer", scale=2)
                     c["order"] = gr.Radio(list(svc.ORDERS), value=svc.ORDERS[1], label="Mosaic order",
                                           elem_id="order", scale=2)
-                c["mosaic"] = gr.Image(label="Every group's gate over the image (click a tile to focus it)",
-                                       elem_id="mosaic", **png)
+                gr.Markdown("**Every group's gate over the image** (click a tile to focus that group)")
+                c["mosaic"] = gr.Image(elem_id="mosaic", show_label=False, **png)
                 with gr.Row():
                     c["group"] = gr.Slider(0, 63, value=0, step=1, label="Focused group", elem_id="group", scale=3)
                     c["cmap"] = gr.Dropdown(list(svc.COLORMAPS), value=svc.COLORMAPS[0], label="Colour map",
@@ -329,17 +322,16 @@ def build_ui(service: svc.ModelService, concurrency: int | None = None, queue_si
                 c["caption"] = gr.Markdown("", elem_id="caption", elem_classes=["caption-line"])
                 with gr.Row():
                     with gr.Column():
-                        c["overlay"] = gr.Image(label="Gate over the image", elem_id="overlay", **png)
-                        c["gate_legend"] = gr.Image(show_label=False, container=False, elem_id="gate-legend",
-                                                    format="png", interactive=False, height=34)
+                        gr.Markdown("**The group's gate over the image**")
+                        c["overlay"] = gr.Image(elem_id="overlay", show_label=False, **png)
+                        c["gate_legend"] = gr.Image(elem_id="gate-legend", **legend)
                     with gr.Column():
-                        c["diverging"] = gr.Image(label="Enhanced (red) vs suppressed (blue)",
-                                                  elem_id="diverging", **png)
-                        c["diverging_legend"] = gr.Image(show_label=False, container=False,
-                                                         elem_id="diverging-legend", format="png",
-                                                         interactive=False, height=34)
-                c["activations"] = gr.Image(label="The group's activation before vs after SGE (shared scale)",
-                                            elem_id="activations", **png)
+                        gr.Markdown("**Enhanced (red) vs suppressed (blue)**, relative to the group's mean gate")
+                        c["diverging"] = gr.Image(elem_id="diverging", show_label=False, **png)
+                        c["diverging_legend"] = gr.Image(elem_id="diverging-legend", **legend)
+                gr.Markdown("**The group's activation before vs after SGE** (summed over its channels, one "
+                            "colour scale for both)")
+                c["activations"] = gr.Image(elem_id="activations", show_label=False, **png)
 
         with gr.Tab("Compare"):
             gr.Markdown("Pin the focused view (image, layer, group) into the next free panel: e.g. one group "
@@ -390,11 +382,11 @@ def build_ui(service: svc.ModelService, concurrency: int | None = None, queue_si
         c["layer"].input(h.change_layer, view_inputs, layer_outputs, **hidden)
         for control in (c["order"], c["cmap"]):
             control.input(h.change_view, view_inputs, focus_outputs, **hidden)
+        # Whatever moves the group (slider, tile click, table row, layer change) redraws through .change.
         for slider in (c["group"], c["alpha"]):
-            slider.release(h.change_view, view_inputs, focus_outputs, trigger_mode="always_last", **hidden)
-        click_inputs = [c["state"], c["layer"], c["order"], c["cmap"], c["alpha"]]
-        c["mosaic"].select(h.click_mosaic, click_inputs, focus_outputs + [c["group"]], **hidden)
-        c["table"].select(h.click_table, click_inputs, focus_outputs + [c["group"]], **hidden)
+            slider.change(h.change_view, view_inputs, focus_outputs, trigger_mode="always_last", **hidden)
+        c["mosaic"].select(h.click_mosaic, [c["state"], c["layer"], c["order"]], [c["group"]], **hidden)
+        c["table"].select(h.click_table, [c["state"], c["layer"]], [c["group"]], **hidden)
         pin_outputs = [c["pins"]] + c["slots"]
         pin_btn.click(h.pin, [c["state"], c["layer"], c["group"], c["cmap"], c["alpha"], c["pins"]], pin_outputs,
                       **hidden)

@@ -1,0 +1,110 @@
+"""The app's named API endpoints, called with gradio_client against a live local server."""
+from __future__ import annotations
+
+import os
+import socket
+
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+from sge_viz import render, stats
+from sge_viz.analysis import analyze
+from sge_viz.checkpoints import load_checkpoint
+from sge_viz.device import describe_device, pick_device
+from sge_viz.images import open_image
+from sge_viz.service import ModelService, view_image
+from sge_viz.ui import build_ui, launch
+
+from test_app_rerender import scene, small_checkpoint
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("api")
+    checkpoint = small_checkpoint(folder)
+    service = ModelService(checkpoint=checkpoint, device="cpu")
+    demo = build_ui(service)
+    port = free_port()
+    launch(demo, host="127.0.0.1", port=port, prevent_thread_lock=True)
+    try:
+        yield Client(f"http://127.0.0.1:{port}/", verbose=False), service, checkpoint, scene(folder / "scene.png")
+    finally:
+        demo.close()
+
+
+def test_analyze_endpoint_returns_the_library_result(served):
+    client, service, checkpoint, image = served
+    predictions, got, mosaic, overlay, diverging, activations = client.predict(
+        handle_file(str(image)), service.default, "", -1, "inferno", 0.5, api_name="/analyze")
+
+    # The same image through the library directly, in this process.
+    analysis = analyze(load_checkpoint(checkpoint, "cpu"), open_image(image))
+    expected = stats.analysis_stats(analysis)
+    assert got["model"] == expected["model"]
+    assert got["image_size"] == expected["image_size"]
+    assert [p["index"] for p in got["predictions"]] == [p["index"] for p in expected["predictions"]]
+    np.testing.assert_allclose([p["probability"] for p in got["predictions"]],
+                               [p["probability"] for p in expected["predictions"]], rtol=1e-6)
+    assert list(got["layers"]) == list(expected["layers"]) == analysis.layer_names
+    for name, layer in expected["layers"].items():
+        for key, value in layer.items():
+            np.testing.assert_allclose(got["layers"][name][key], value, rtol=1e-6, atol=1e-7, err_msg=f"{name} {key}")
+
+    # The Label output carries the same top-5.
+    assert [c["label"] for c in predictions["confidences"]] == [p["label"] for p in expected["predictions"]]
+
+    # Pictures: the deepest layer's most selective group, drawn by the renderer.
+    deepest = analysis.layers[-1]
+    group = stats.selectivity_order(deepest.gate)[0]
+    want = render.overlay(view_image(analysis), deepest.gate[group], "inferno", 0.5)
+    np.testing.assert_array_equal(np.asarray(Image.open(overlay).convert("RGB")), want)
+    want_mosaic = render.mosaic(view_image(analysis), deepest.gate, order=stats.selectivity_order(deepest.gate),
+                                cmap="inferno", alpha=0.5, highlight=group)
+    np.testing.assert_array_equal(np.asarray(Image.open(mosaic).convert("RGB")), want_mosaic)
+    pair = np.asarray(Image.open(activations).convert("RGB"))
+    assert pair.shape == render.activation_pair(view_image(analysis), deepest.before[group], deepest.after[group]).shape
+    assert np.asarray(Image.open(diverging).convert("RGB")).shape == want.shape
+
+
+def test_analyze_endpoint_layer_and_group(served):
+    client, service, checkpoint, image = served
+    analysis = analyze(load_checkpoint(checkpoint, "cpu"), open_image(image))
+    layer = analysis.layer_names[1]
+    _, _, _, overlay, _, _ = client.predict(handle_file(str(image)), service.default, layer, 5, "viridis", 0.7,
+                                            api_name="/analyze")
+    want = render.overlay(view_image(analysis), analysis.layer(layer).gate[5], "viridis", 0.7)
+    np.testing.assert_array_equal(np.asarray(Image.open(overlay).convert("RGB")), want)
+
+
+def test_models_endpoint(served):
+    client, service, _, _ = served
+    models = client.predict(api_name="/models")
+    assert models["choices"] == service.choices
+    assert models["default"] == service.default
+    assert models["device"] == describe_device(pick_device("cpu"))
+
+
+def test_errors_come_back_as_messages_and_the_app_keeps_serving(served, tmp_path):
+    client, service, _, image = served
+    junk = tmp_path / "notes.png"
+    junk.write_text("this is not an image")
+    with pytest.raises(AppError, match="notes.png"):
+        client.predict(handle_file(str(junk)), service.default, "", -1, "inferno", 0.5, api_name="/analyze")
+    with pytest.raises(AppError, match="is not in"):
+        client.predict(handle_file(str(image)), service.default, "layer9.9.sge", -1, "inferno", 0.5,
+                       api_name="/analyze")
+    with pytest.raises(AppError, match="does not exist"):
+        client.predict(handle_file(str(image)), service.default, "", 10_000, "inferno", 0.5, api_name="/analyze")
+    result = client.predict(handle_file(str(image)), service.default, "", -1, "inferno", 0.5, api_name="/analyze")
+    assert result[1]["layers"]
