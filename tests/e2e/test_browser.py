@@ -1,0 +1,125 @@
+"""The page in a real browser: upload, wait for the mosaic, change layer and group, see the views change."""
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.timeout(180)
+
+FOCUS = ("#overlay", "#diverging", "#activations")
+
+
+def src(page, selector: str) -> str | None:
+    img = page.locator(f"{selector} img")
+    return img.get_attribute("src") if img.count() else None
+
+
+def wait_for_new(page, selector: str, old: str | None, timeout_s: float = 60.0) -> str:
+    """Wait until the picture in ``selector`` is a new file (the server re-rendered it)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        now = src(page, selector)
+        if now and now != old:
+            page.wait_for_function("(el) => el.complete && el.naturalWidth > 0",
+                                   arg=page.locator(f"{selector} img").element_handle())
+            return now
+        page.wait_for_timeout(100)
+    raise AssertionError(f"{selector} did not change within {timeout_s} s")
+
+
+def pixels(page, selector: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(page.locator(f"{selector} img").screenshot())).convert("RGB"))
+
+
+def differs(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape != b.shape or float(np.abs(a.astype(int) - b.astype(int)).mean()) > 0.5
+
+
+def test_upload_explore_layer_and_group(live_app, browser, screenshots):
+    url, service, image = live_app
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.goto(url)
+    page.wait_for_selector("#input-image input[type=file]", state="attached")
+
+    started = time.perf_counter()
+    page.locator("#input-image input[type=file]").set_input_files(str(image))
+    wait_for_new(page, "#mosaic", None)
+    upload_to_mosaic = time.perf_counter() - started
+    for sel in FOCUS:
+        wait_for_new(page, sel, None)
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(screenshots / "01_after_upload.png"), full_page=True)
+    first = {sel: (src(page, sel), pixels(page, sel)) for sel in FOCUS + ("#mosaic",)}
+    assert page.locator("#predictions").inner_text().strip(), "no predictions shown"
+
+    # Another layer from the dropdown.
+    layer_input = page.locator("#layer input")
+    current = layer_input.input_value()
+    page.locator("#layer input").click()
+    options = page.get_by_role("option")
+    names = [n.replace("✓", "").strip() for n in options.all_inner_texts()]
+    assert current in names and len(names) >= 2, names
+    target = names[1] if current != names[1] else names[0]
+    started = time.perf_counter()
+    page.get_by_role("option", name=target, exact=True).click()
+    wait_for_new(page, "#mosaic", first["#mosaic"][0])
+    for sel in FOCUS:
+        wait_for_new(page, sel, first[sel][0])
+    layer_switch = time.perf_counter() - started
+    assert layer_input.input_value() == target
+    second = {sel: (src(page, sel), pixels(page, sel)) for sel in FOCUS + ("#mosaic",)}
+    for sel in FOCUS + ("#mosaic",):
+        assert differs(first[sel][1], second[sel][1]), f"{sel} looks the same after the layer change"
+    page.screenshot(path=str(screenshots / "02_other_layer.png"), full_page=True)
+
+    # Another group: type it into the slider's number box.
+    group_box = page.locator("#group input[type=number]")
+    old_group = int(float(group_box.input_value()))
+    new_group = 1 if old_group != 1 else 2
+    group_box.fill(str(new_group))
+    group_box.press("Enter")
+    for sel in FOCUS:
+        wait_for_new(page, sel, second[sel][0])
+    third = {sel: (src(page, sel), pixels(page, sel)) for sel in FOCUS}
+    for sel in FOCUS:
+        assert differs(second[sel][1], third[sel][1]), f"{sel} looks the same after the group change"
+    assert f"group {new_group} of" in page.locator("#caption").inner_text()
+
+    # Clicking a mosaic tile focuses that group: the second tile of the first row.
+    from sge_viz.render import GAP
+    from sge_viz.service import TILE
+
+    mosaic = page.locator("#mosaic img")
+    box = mosaic.bounding_box()
+    natural = mosaic.evaluate("(el) => [el.naturalWidth, el.naturalHeight]")
+    scale = box["width"] / natural[0]
+    mosaic_before_click = src(page, "#mosaic")
+    mosaic.click(position={"x": (TILE + GAP + TILE / 2) * scale, "y": (TILE / 2) * scale})
+    deadline = time.monotonic() + 30
+    while int(float(group_box.input_value())) == new_group and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    clicked = int(float(group_box.input_value()))
+    assert clicked != new_group, "clicking a tile did not change the focused group"
+    wait_for_new(page, "#overlay", third["#overlay"][0])
+    wait_for_new(page, "#mosaic", mosaic_before_click)  # the frame moves to the clicked tile
+    assert f"group {clicked} of" in page.locator("#caption").inner_text()
+    page.screenshot(path=str(screenshots / "03_clicked_group.png"), full_page=True)
+    page.locator("#mosaic").screenshot(path=str(screenshots / "mosaic.png"))
+
+    # Pin two views into the compare row.
+    page.get_by_role("tab", name="Compare").click()
+    page.locator("#pin").click()
+    wait_for_new(page, "#compare-1", None)
+    page.get_by_role("tab", name="Statistics").click()
+    page.wait_for_selector("#depth img, #depth canvas, #depth svg", timeout=30000)
+    page.screenshot(path=str(screenshots / "04_statistics.png"), full_page=True)
+
+    (screenshots / "timings.txt").write_text(
+        f"model: {service.default}\nupload to mosaic: {upload_to_mosaic:.2f} s\n"
+        f"layer switch (all views redrawn): {layer_switch:.2f} s\n")
+    print(f"\nupload to mosaic {upload_to_mosaic:.2f} s; layer switch {layer_switch:.2f} s ({service.default})")
+    page.close()
