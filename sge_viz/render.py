@@ -7,8 +7,8 @@ lookup instead of a matplotlib figure (see the performance budget in DESIGN.md).
 
 Speed notes for the mosaic (64 tiles per layer, 16 layers for SGE-ResNet50):
 all G maps are resized at once with two small matrix products, and blending is
-``floor((1 - alpha) * image) + round(alpha * colour)`` with both terms
-precomputed, so each tile pixel costs one table lookup and one add. Pixels are
+``round((1 - alpha) * image) + round(alpha * colour)`` with both terms
+precomputed (within 1 level of the exact blend), so each tile pixel costs one table lookup and one add. Pixels are
 packed as little-endian uint32 (R, G, B, 0) so lookup, add and layout move one
 word per pixel; the two terms never carry across bytes because their sum is at
 most 255 per channel.
@@ -65,16 +65,20 @@ def _unpack(packed: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=64)
 def _blend_table(cmap: str, alpha: float) -> np.ndarray:
-    """round(alpha * colour) for each of the 256 table entries, packed."""
-    table = colour_table(cmap).astype(np.float32)
-    packed = _pack(np.round(alpha * table).astype(np.uint8))
+    """round(alpha * colour) for each of the 256 table entries, packed.
+
+    Capped so that adding ``_base`` of a white pixel never exceeds 255 (no carry between packed bytes).
+    """
+    table = np.floor(alpha * colour_table(cmap).astype(np.float64) + 0.5)
+    cap = 255.0 - np.ceil((1.0 - alpha) * 255.0 - 0.5)
+    packed = _pack(np.minimum(table, cap).astype(np.uint8))
     packed.setflags(write=False)
     return packed
 
 
 def _base(image: np.ndarray, alpha: float) -> np.ndarray:
-    """floor((1 - alpha) * image), packed."""
-    return _pack(np.floor((1.0 - alpha) * image.astype(np.float32)).astype(np.uint8))
+    """(1 - alpha) * image rounded half down, packed (half down keeps base + colour <= 255)."""
+    return _pack(np.ceil((1.0 - alpha) * image.astype(np.float64) - 0.5).astype(np.uint8))
 
 
 def colour_indices(values: np.ndarray, vmin: float = 0.0, vmax: float = 1.0) -> np.ndarray:
