@@ -379,7 +379,7 @@ def build_ui(service: svc.ModelService, concurrency: int | None = None, queue_si
         c["image"].change(**run)
         c["model"].input(**run)
         c["run"].click(**run)
-        c["layer"].input(h.change_layer, view_inputs, layer_outputs, **hidden)
+        c["layer"].select(h.change_layer, view_inputs, layer_outputs, trigger_mode="always_last", **hidden)
         for control in (c["order"], c["cmap"]):
             control.input(h.change_view, view_inputs, focus_outputs, **hidden)
         # Whatever moves the group (slider, tile click, table row, layer change) redraws through .change.
