@@ -42,7 +42,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import gradio as gr
-import numpy as np
 
 from . import service as svc
 from .analysis import Analysis
@@ -50,6 +49,9 @@ from .device import describe_device, pick_device
 from .errors import SGEVizError
 from .limits import current_limits
 
+# Each browser session keeps its Analysis (~11 MB for SGE-ResNet50) for an hour; beyond this many
+# sessions the least recently used ones are dropped, which bounds the server's memory.
+STATE_SESSIONS = 256
 CSS = """
 #mosaic img { cursor: crosshair; }
 .caption-line { font-size: 0.9em; }
@@ -144,13 +146,15 @@ class Handlers:
     def show_image(self, payload: Any, choice: str, layer: str, group: Any, order: str, cmap: str, alpha: float,
                 progress: gr.Progress = gr.Progress()) -> dict:
         source = _payload_path(payload)
-        if source is None:
-            return {}
-        path, name = source
         c = self.c
         if not self.service.is_loaded(choice):
             progress(0.05, desc=f"Loading {choice}")
-            self.service.get(choice)
+            loaded = self.service.get(choice)
+            if source is None:  # a model picked before any image: load it now, say where it runs
+                return {c["info"]: f"**{loaded.name}** loaded on **{loaded.device_label}**: give an image."}
+        if source is None:
+            return {}
+        path, name = source
         progress(0.3, desc="Running the network")
         analysis = self.service.run_analysis(choice, path, name=name)
         progress(0.7, desc="Drawing")
@@ -297,8 +301,9 @@ def build_ui(service: svc.ModelService, concurrency: int | None = None, queue_si
             with gr.Column(scale=1, min_width=300):
                 c["image"] = gr.Image(type="filepath", image_mode=None, sources=["upload", "clipboard"],
                                       label="Image (upload, drop or paste)", elem_id="input-image", height=280)
-                c["model"] = gr.Dropdown(service.choices, value=service.default, label="Model",
-                                         elem_id="model")
+                c["model"] = gr.Dropdown(service.choices, value=service.default, label="Model", elem_id="model",
+                                         info=f"Runs on {describe_device(pick_device(service.device))}; "
+                                              "loaded models stay cached.")
                 c["run"] = gr.Button("Analyse again", variant="primary", elem_id="run")
                 if examples:
                     gr.Examples(examples, inputs=[c["image"]], label="Example scenes (with item masks)",
@@ -404,7 +409,8 @@ def build_ui(service: svc.ModelService, concurrency: int | None = None, queue_si
 
 def launch(demo: gr.Blocks, host: str | None = None, port: int | None = None, share: bool = False,
            prevent_thread_lock: bool = False):
-    """Start serving, with the upload limit of sge_viz.images."""
-    return demo.launch(server_name=host, server_port=port, share=share, max_file_size=current_limits().max_upload_bytes,
+    """Start serving, with the upload limit of sge_viz.limits."""
+    return demo.launch(server_name=host, server_port=port, share=share,
+                       max_file_size=current_limits().max_upload_bytes,
                        prevent_thread_lock=prevent_thread_lock, show_error=True, css=CSS,
-                       footer_links=["api", "gradio"])
+                       footer_links=["api", "gradio"], state_session_capacity=STATE_SESSIONS)

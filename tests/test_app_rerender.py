@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from sge_viz import render, stats
-from sge_viz.checkpoints import DEMO_CHECKPOINT, save_safetensors
+from sge_viz.checkpoints import save_safetensors
 from sge_viz.config import ModelConfig
 from sge_viz.models import DEMO_ARCH, DEMO_KWARGS, build_model
 from sge_viz.service import ORDERS, TILE, ModelService, view_image
