@@ -110,3 +110,30 @@ def test_soak_memory_stays_flat(app, images) -> None:
     print(f"soak: {SOAK_REQUESTS} requests, RSS {before / 2**20:.0f} -> {after / 2**20:.0f} MiB ({growth:+.1%})")
     assert growth < MAX_GROWTH
     assert app.alive()
+
+
+def test_a_full_queue_refuses_clearly_and_recovers(images, tmp_path) -> None:
+    """With 1 worker and 2 queue places, a burst of 16 gets some answers, a clear refusal for the rest."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    checkpoint = save_tiny(tmp_path / "tiny.safetensors", seed=5)
+    env = {"SGE_VIZ_CONCURRENCY": "1", "SGE_VIZ_QUEUE_SIZE": "2"}
+    with running_app(checkpoint, tmp_path / "app", env=env) as server:
+        clients = [Client(server.url, verbose=False, download_files=False) for _ in range(16)]
+        model = clients[0].predict(api_name="/models")["default"]
+
+        def call(i: int) -> str:
+            try:
+                clients[i].predict(handle_file(str(images[i])), model, "", -1, "inferno", 0.5, api_name="/analyze")
+                return "ok"
+            except Exception as exc:  # the queue's refusal arrives as a client exception
+                return str(exc)
+
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(call, range(16)))
+        refused = [a for a in answers if a != "ok"]
+        assert answers.count("ok") >= 3  # the running one and the two queued ones
+        assert refused and all("queue is full" in a.lower() for a in refused), set(refused)
+        assert clients[0].predict(handle_file(str(images[0])), model, "", -1, "inferno", 0.5,
+                                  api_name="/analyze")[1]["layers"]
+        assert server.alive()
