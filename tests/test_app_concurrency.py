@@ -26,6 +26,9 @@ SOAK_WARMUP = 30
 SOAK_REQUESTS = 300
 MAX_GROWTH = 0.10
 
+# A hang must fail the run, not stall it (pytest-timeout).
+pytestmark = pytest.mark.timeout(900)
+
 
 def _image(i: int) -> Image.Image:
     """Distinct pictures: each shifted, tinted and sized differently."""

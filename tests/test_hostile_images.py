@@ -27,6 +27,9 @@ from sge_viz.limits import current_limits
 PER_FILE_SECONDS = 10.0
 TINY_LAYERS = 6  # DEMO_KWARGS: three stages of two blocks, one SGE layer each
 
+# A hang must fail the run, not stall it (pytest-timeout); per-file times are asserted below.
+pytestmark = pytest.mark.timeout(900)
+
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> list[tuple[Case, Path]]:
