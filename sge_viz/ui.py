@@ -38,6 +38,7 @@ Errors a caller can cause (unreadable image, unknown model, layer or group) come
 from __future__ import annotations
 
 import functools
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -108,8 +109,13 @@ class Handlers:
     def __init__(self, service: svc.ModelService):
         self.service = service
         self.c: dict[str, Any] = {}  # components by name, filled by build_ui
+        self._failed: dict[tuple[str, str], float] = {}  # (upload path, model) -> when it last failed
 
     # --- outputs -----------------------------------------------------------
+
+    def _unchanged(self, key: str) -> dict:
+        """Leave the page as it is (an empty dict would read as one output value)."""
+        return {self.c[key]: gr.skip()}
 
     def _focus(self, analysis: Analysis, layer: str, group: int, order: str, cmap: str, alpha: float) -> dict:
         c = self.c
@@ -153,10 +159,19 @@ class Handlers:
             if source is None:  # a model picked before any image: load it now, say where it runs
                 return {c["info"]: f"**{loaded.name}** loaded on **{loaded.device_label}**: give an image."}
         if source is None:
-            return {}
+            return self._unchanged("caption")
         path, name = source
+        if self._failed.get((path, choice), 0.0) > time.monotonic() - 10:
+            # The page re-sends an image it could not display; its error is already on screen.
+            return self._unchanged("caption")
         progress(0.3, desc="Running the network")
-        analysis = self.service.run_analysis(choice, path, name=name)
+        try:
+            analysis = self.service.run_analysis(choice, path, name=name)
+        except SGEVizError:
+            self._failed[(path, choice)] = time.monotonic()
+            while len(self._failed) > 64:
+                self._failed.pop(next(iter(self._failed)))
+            raise
         progress(0.7, desc="Drawing")
         layer = _pick_layer(analysis, layer)
         group = _pick_group(analysis, layer, group)
@@ -176,7 +191,7 @@ class Handlers:
     def change_layer(self, analysis: Analysis | None, layer: str, group: Any, order: str, cmap: str,
                      alpha: float) -> dict:
         if analysis is None:
-            return {}
+            return self._unchanged("caption")
         layer = _pick_layer(analysis, layer)
         return self._layer(analysis, layer, _pick_group(analysis, layer, group), order, cmap, alpha)
 
@@ -185,7 +200,7 @@ class Handlers:
                     alpha: float) -> dict:
         """Group, colour map, opacity or ordering: redraw from the captured gates."""
         if analysis is None:
-            return {}
+            return self._unchanged("caption")
         layer = _pick_layer(analysis, layer)
         return self._focus(analysis, layer, _pick_group(analysis, layer, group), order, cmap, alpha)
 
@@ -193,15 +208,15 @@ class Handlers:
     def click_mosaic(self, analysis: Analysis | None, layer: str, order: str, evt: gr.SelectData) -> dict:
         """The group under the clicked mosaic pixel becomes the focused one."""
         if analysis is None or not isinstance(evt.index, (list, tuple)) or len(evt.index) != 2:
-            return {}
+            return self._unchanged("group")
         layer = _pick_layer(analysis, layer)
         group = svc.clicked_group(analysis, layer, order, int(evt.index[0]), int(evt.index[1]))
-        return {} if group is None else {self.c["group"]: group}
+        return self._unchanged("group") if group is None else {self.c["group"]: group}
 
     @user_errors
     def click_table(self, analysis: Analysis | None, layer: str, evt: gr.SelectData) -> dict:
         if analysis is None or not evt.row_value:
-            return {}
+            return self._unchanged("group")
         group = int(evt.row_value[1])  # column 1 is the group index
         return {self.c["group"]: group} if 0 <= group < analysis.layer(_pick_layer(analysis, layer)).groups else {}
 
@@ -209,10 +224,13 @@ class Handlers:
     def pin(self, analysis: Analysis | None, layer: str, group: Any, cmap: str, alpha: float,
             pins: list | None) -> dict:
         pins = list(pins or [])
+        # A warning, not an error: an error would blank the four panels already pinned.
         if analysis is None:
-            raise SGEVizError("Nothing to pin yet: give an image first.")
+            gr.Warning("Nothing to pin yet: give an image first.")
+            return self._unchanged("pins")
         if len(pins) >= 4:
-            raise SGEVizError("All four compare panels are in use: press 'Clear compare' first.")
+            gr.Warning("All four compare panels are in use: press 'Clear compare' first.")
+            return self._unchanged("pins")
         layer = _pick_layer(analysis, layer)
         picture, caption = svc.compare_panel(analysis, layer, _pick_group(analysis, layer, group), cmap, alpha)
         pins.append((picture, caption))
@@ -234,7 +252,8 @@ class Handlers:
     def downloads(self, analysis: Analysis | None, layer: str, group: Any, order: str, cmap: str,
                   alpha: float, pins: list | None) -> dict:
         if analysis is None:
-            raise SGEVizError("Nothing to download yet: give an image first.")
+            gr.Warning("Nothing to download yet: give an image first.")
+            return self._unchanged("files")
         layer = _pick_layer(analysis, layer)
         group = _pick_group(analysis, layer, group)
         views = svc.render_focus(analysis, layer, group, cmap, alpha)

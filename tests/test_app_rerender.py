@@ -107,7 +107,7 @@ def test_clicking_a_tile_focuses_that_group(app):
         evt = gr.SelectData(None, {"index": [x, y], "value": None})
         assert h.click_mosaic(analysis, layer, ORDERS[0], evt) == {h.c["group"]: position}
     gap = gr.SelectData(None, {"index": [TILE, 5], "value": None})  # the white line between tiles
-    assert h.click_mosaic(analysis, layer, ORDERS[0], gap) == {}
+    assert h.click_mosaic(analysis, layer, ORDERS[0], gap) == h._unchanged("group")
 
 
 def test_compare_holds_four_panels_then_says_so(app):
@@ -121,8 +121,8 @@ def test_compare_holds_four_panels_then_says_so(app):
         assert pins[-1][1] == f"scene.png · {layer} · group {i}"
         gate = analysis.layer(layer).gate[i]
         np.testing.assert_array_equal(pins[-1][0], render.overlay(view_image(analysis), gate, "inferno", 0.5))
-    with pytest.raises(gr.Error, match="four compare panels"):
-        h.pin(analysis, analysis.layer_names[0], 0, "inferno", 0.5, pins)
+    with pytest.warns(UserWarning, match="four compare panels"):
+        assert h.pin(analysis, analysis.layer_names[0], 0, "inferno", 0.5, pins) == h._unchanged("pins")
     assert h.clear_pins()[h.c["pins"]] == []
 
 
@@ -152,8 +152,11 @@ def test_user_errors_become_page_messages(app, tmp_path):
     with pytest.raises(gr.Error, match="not on offer"):
         h.show_image({"path": str(bad), "orig_name": bad.name}, "no such model", None, None, ORDERS[0],
                      "inferno", 0.5)
-    with pytest.raises(gr.Error, match="give an image first"):
-        h.downloads(None, "layer1.0.sge", 0, ORDERS[0], "inferno", 0.5, [])
+    # Controls moved before any image: nothing to redraw, nothing fails.
+    assert h.change_layer(None, "layer1.0.sge", 0, ORDERS[0], "inferno", 0.5) == {h.c["caption"]: gr.skip()}
+    assert h.change_view(None, "layer1.0.sge", 0, ORDERS[0], "viridis", 0.5) == {h.c["caption"]: gr.skip()}
+    with pytest.warns(UserWarning, match="give an image first"):
+        assert h.downloads(None, "layer1.0.sge", 0, ORDERS[0], "inferno", 0.5, []) == h._unchanged("files")
 
 
 def test_models_load_once_across_threads(app):

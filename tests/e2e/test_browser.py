@@ -39,7 +39,7 @@ def differs(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape != b.shape or float(np.abs(a.astype(int) - b.astype(int)).mean()) > 0.5
 
 
-def test_upload_explore_layer_and_group(live_app, browser, screenshots):
+def test_upload_explore_layer_and_group(live_app, browser, screenshots, tmp_path):
     url, service, image = live_app
     page = browser.new_page(viewport={"width": 1400, "height": 1100})
     page.goto(url)
@@ -117,6 +117,17 @@ def test_upload_explore_layer_and_group(live_app, browser, screenshots):
     page.get_by_role("tab", name="Statistics").click()
     page.wait_for_selector("#depth img, #depth canvas, #depth svg", timeout=30000)
     page.screenshot(path=str(screenshots / "04_statistics.png"), full_page=True)
+
+    # A broken upload: its message appears in the page, and the app goes on serving.
+    page.get_by_role("tab", name="Compare").click()
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    page.locator("#input-image input[type=file]").set_input_files(str(broken))
+    page.locator(".toast-body", has_text="broken.png").first.wait_for(timeout=30000)
+    again = tmp_path / f"again{image.suffix}"
+    again.write_bytes(image.read_bytes())
+    page.locator("#input-image input[type=file]").set_input_files(str(again))
+    page.wait_for_function("() => document.querySelector('#caption').innerText.includes('again')", timeout=60000)
 
     (screenshots / "timings.txt").write_text(
         f"model: {service.default}\nupload to mosaic: {upload_to_mosaic:.2f} s\n"
