@@ -370,7 +370,7 @@ def histogram_figure(analysis: Analysis, layer: str):
     return fig
 
 
-TABLE_HEADERS = ["rank", "group", "selectivity", "mean", "std", "min", "max", "enhanced share"]
+TABLE_HEADERS = ["rank", "group", "selectivity", "mean", "std", "min", "max", "enhanced"]
 
 
 def group_table(analysis: Analysis, layer: str) -> tuple[list[str], list[list]]:
@@ -382,10 +382,10 @@ def group_table(analysis: Analysis, layer: str) -> tuple[list[str], list[list]]:
     headers = TABLE_HEADERS + (["item AUC"] if auc is not None else [])
     rows = []
     for rank, g in enumerate(stats.selectivity_order(lg.gate), start=1):
-        row = [rank, int(g)] + [round(float(v[g]), 4) for v in
+        row = [rank, int(g)] + [round(float(v[g]), 3) for v in
                                 (gs.selectivity, gs.mean, gs.std, gs.min, gs.max, gs.enhanced_share)]
         if auc is not None:
-            row.append(round(float(auc[g]), 4))
+            row.append(round(float(auc[g]), 3))
         rows.append(row)
     return headers, rows
 

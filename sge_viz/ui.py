@@ -10,16 +10,20 @@ Start the app (``python app.py``), then from Python::
     client = Client("http://127.0.0.1:7860/")
     models = client.predict(api_name="/models")
     predictions, stats, mosaic, overlay, diverging, activations = client.predict(
-        handle_file("assets/examples/scene.png"),  # image: a path or URL
-        models["default"],                          # model: one of models["choices"]
-        "",                                         # layer: e.g. "layer3.1.sge"; "" = the deepest
-        -1,                                         # group: -1 = the layer's most selective group
-        "inferno",                                  # colour map of the gate heatmaps
-        0.5,                                        # opacity of the heatmaps over the image
+        handle_file("assets/examples/scene_01.png"),  # image: a path or URL
+        models["default"],                             # model: one of models["choices"]
+        "",                                            # layer: e.g. "layer3.1.sge"; "" = the deepest
+        -1,                                            # group: -1 = the layer's most selective group
+        "inferno",                                     # colour map of the heatmaps
+        0.5,                                           # opacity of the heatmaps over the image
         api_name="/analyze",
     )
 
 ``/models`` -> dict: ``{"choices": [labels], "default": label, "device": "CPU" or "GPU: <name>"}``.
+
+Every argument after the image has a default (the default model, the deepest layer, its most
+selective group, inferno, 0.5), so ``client.predict(handle_file(path), api_name="/analyze")`` works.
+Colour maps: inferno, viridis, magma, plasma, cividis, turbo, gray.
 
 ``/analyze`` -> six values:
 
@@ -77,10 +81,34 @@ def _payload_path(payload: Any) -> tuple[str, str] | None:
     if payload is None:
         return None
     if isinstance(payload, (str, Path)):
-        return str(payload), Path(payload).name
-    if isinstance(payload, dict) and payload.get("path"):
-        return str(payload["path"]), str(payload.get("orig_name") or Path(payload["path"]).name)
-    raise SGEVizError("The image did not arrive: upload it again.")
+        path, name = str(payload), Path(payload).name
+    elif isinstance(payload, dict) and payload.get("path"):
+        path, name = str(payload["path"]), str(payload.get("orig_name") or Path(payload["path"]).name)
+    else:
+        raise SGEVizError("The image did not arrive: upload it again.")
+    if not _may_read(path):
+        # Same words whatever the path: the answer must not tell whether a server file exists.
+        raise SGEVizError("The image did not arrive through an upload: upload the file itself.")
+    return path, name
+
+
+def _may_read(path: str) -> bool:
+    """Whether a served request may read this file: only Gradio's upload folder or an offered example.
+
+    Events skip Gradio's own upload check (preprocess=False), so without this a caller could name
+    any file on the server, another user's upload included. Handlers called directly from Python
+    (no launched app in context) have no remote caller to distrust.
+    """
+    from gradio.context import LocalContext
+    from gradio.utils import get_upload_folder
+
+    blocks = LocalContext.blocks.get(None)
+    if blocks is None or not blocks.has_launched:
+        return True
+    real = Path(path).resolve()
+    if real.is_relative_to(Path(get_upload_folder()).resolve()):
+        return True
+    return real in {p.resolve() for p in svc.example_paths()}
 
 
 def _label_value(analysis: Analysis) -> dict[str, float]:

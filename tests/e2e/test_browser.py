@@ -1,4 +1,7 @@
-"""The page in a real browser: upload, wait for the mosaic, change layer and group, see the views change."""
+"""The page in a real browser: upload, wait for the mosaic, change layer and group, see the views change.
+
+Screenshots land in tests/e2e/screenshots/ (not tracked); the README's pictures are copies of them.
+"""
 from __future__ import annotations
 
 import io
@@ -8,9 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytestmark = pytest.mark.timeout(180)
+from sge_viz.render import GAP
+from sge_viz.service import TILE
+
+pytestmark = pytest.mark.timeout(240)
 
 FOCUS = ("#overlay", "#diverging", "#activations")
+UPLOAD = "#input-image input[type=file]"
 
 
 def src(page, selector: str) -> str | None:
@@ -19,7 +26,7 @@ def src(page, selector: str) -> str | None:
 
 
 def wait_for_new(page, selector: str, old: str | None, timeout_s: float = 60.0) -> str:
-    """Wait until the picture in ``selector`` is a new file (the server re-rendered it)."""
+    """Wait until the picture in ``selector`` is a new file (the server re-rendered it) and has loaded."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         now = src(page, selector)
@@ -39,29 +46,44 @@ def differs(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape != b.shape or float(np.abs(a.astype(int) - b.astype(int)).mean()) > 0.5
 
 
+def views(page) -> dict[str, tuple[str | None, np.ndarray]]:
+    return {sel: (src(page, sel), pixels(page, sel)) for sel in FOCUS + ("#mosaic",)}
+
+
+def group_value(page) -> int:
+    return int(float(page.locator("#group input[type=number]").input_value()))
+
+
+def pin(page, slot: int) -> None:
+    """Pin the focused view (the Compare tab is the open one) and wait for it in panel ``slot``."""
+    page.locator("#pin").click()
+    wait_for_new(page, f"#compare-{slot}", None)
+
+
 def test_upload_explore_layer_and_group(live_app, browser, screenshots, tmp_path):
     url, service, image = live_app
-    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page = browser.new_page(viewport={"width": 1400, "height": 1150})
     page.goto(url)
-    page.wait_for_selector("#input-image input[type=file]", state="attached")
+    page.wait_for_selector(UPLOAD, state="attached")
 
     started = time.perf_counter()
-    page.locator("#input-image input[type=file]").set_input_files(str(image))
+    page.locator(UPLOAD).set_input_files(str(image))
     wait_for_new(page, "#mosaic", None)
     upload_to_mosaic = time.perf_counter() - started
     for sel in FOCUS:
         wait_for_new(page, sel, None)
     page.wait_for_timeout(300)
-    page.screenshot(path=str(screenshots / "01_after_upload.png"), full_page=True)
-    first = {sel: (src(page, sel), pixels(page, sel)) for sel in FOCUS + ("#mosaic",)}
+    page.screenshot(path=str(screenshots / "app_overview.png"))
+    first = views(page)
     assert page.locator("#predictions").inner_text().strip(), "no predictions shown"
+    assert f"group {group_value(page)} of" in page.locator("#caption").inner_text()
+    pin(page, 1)
 
-    # Another layer from the dropdown.
+    # Another layer from the dropdown: every picture changes.
     layer_input = page.locator("#layer input")
     current = layer_input.input_value()
-    page.locator("#layer input").click()
-    options = page.get_by_role("option")
-    names = [n.replace("✓", "").strip() for n in options.all_inner_texts()]
+    layer_input.click()
+    names = [n.replace("✓", "").strip() for n in page.get_by_role("option").all_inner_texts()]
     assert current in names and len(names) >= 2, names
     target = names[1] if current != names[1] else names[0]
     started = time.perf_counter()
@@ -71,62 +93,62 @@ def test_upload_explore_layer_and_group(live_app, browser, screenshots, tmp_path
         wait_for_new(page, sel, first[sel][0])
     layer_switch = time.perf_counter() - started
     assert layer_input.input_value() == target
-    second = {sel: (src(page, sel), pixels(page, sel)) for sel in FOCUS + ("#mosaic",)}
-    for sel in FOCUS + ("#mosaic",):
+    second = views(page)
+    for sel in second:
         assert differs(first[sel][1], second[sel][1]), f"{sel} looks the same after the layer change"
-    page.screenshot(path=str(screenshots / "02_other_layer.png"), full_page=True)
+    assert f"`{target}`" not in page.locator("#caption").inner_text() and target in page.locator("#caption").inner_text()
+    pin(page, 2)
 
-    # Another group: type it into the slider's number box.
+    # Another group, typed into the slider's number box: the focused views change.
     group_box = page.locator("#group input[type=number]")
-    old_group = int(float(group_box.input_value()))
-    new_group = 1 if old_group != 1 else 2
+    new_group = 1 if group_value(page) != 1 else 2
     group_box.fill(str(new_group))
     group_box.press("Enter")
-    for sel in FOCUS:
+    for sel in FOCUS + ("#mosaic",):  # the mosaic's frame moves to the new group
         wait_for_new(page, sel, second[sel][0])
-    third = {sel: (src(page, sel), pixels(page, sel)) for sel in FOCUS}
+    third = views(page)
     for sel in FOCUS:
         assert differs(second[sel][1], third[sel][1]), f"{sel} looks the same after the group change"
     assert f"group {new_group} of" in page.locator("#caption").inner_text()
+    pin(page, 3)
 
     # Clicking a mosaic tile focuses that group: the second tile of the first row.
-    from sge_viz.render import GAP
-    from sge_viz.service import TILE
-
     mosaic = page.locator("#mosaic img")
     box = mosaic.bounding_box()
-    natural = mosaic.evaluate("(el) => [el.naturalWidth, el.naturalHeight]")
-    scale = box["width"] / natural[0]
-    mosaic_before_click = src(page, "#mosaic")
+    natural_width = mosaic.evaluate("(el) => el.naturalWidth")
+    scale = box["width"] / natural_width
     mosaic.click(position={"x": (TILE + GAP + TILE / 2) * scale, "y": (TILE / 2) * scale})
     deadline = time.monotonic() + 30
-    while int(float(group_box.input_value())) == new_group and time.monotonic() < deadline:
+    while group_value(page) == new_group and time.monotonic() < deadline:
         page.wait_for_timeout(100)
-    clicked = int(float(group_box.input_value()))
+    clicked = group_value(page)
     assert clicked != new_group, "clicking a tile did not change the focused group"
     wait_for_new(page, "#overlay", third["#overlay"][0])
-    wait_for_new(page, "#mosaic", mosaic_before_click)  # the frame moves to the clicked tile
+    wait_for_new(page, "#mosaic", third["#mosaic"][0])
     assert f"group {clicked} of" in page.locator("#caption").inner_text()
-    page.screenshot(path=str(screenshots / "03_clicked_group.png"), full_page=True)
-    page.locator("#mosaic").screenshot(path=str(screenshots / "mosaic.png"))
+    pin(page, 4)
+    page.screenshot(path=str(screenshots / "focused_group.png"), full_page=True)
 
-    # Pin two views into the compare row.
-    page.get_by_role("tab", name="Compare").click()
-    page.locator("#pin").click()
-    wait_for_new(page, "#compare-1", None)
+    # The compare row holds the four pinned views, captioned (image · layer · group).
+    labels = [page.locator(f"#compare-{i}").inner_text() for i in range(1, 5)]
+    assert any(target in label for label in labels) and any(f"group {clicked}" in label for label in labels), labels
+    page.locator("#compare-1").scroll_into_view_if_needed()
+    page.locator("#compare-1").locator("xpath=../..").screenshot(path=str(screenshots / "compare.png"))
+
     page.get_by_role("tab", name="Statistics").click()
-    page.wait_for_selector("#depth img, #depth canvas, #depth svg", timeout=30000)
-    page.screenshot(path=str(screenshots / "04_statistics.png"), full_page=True)
+    page.wait_for_selector("#depth img", timeout=30000)
+    page.wait_for_timeout(300)
+    page.locator("#depth").locator("xpath=..").screenshot(path=str(screenshots / "statistics.png"))
 
     # A broken upload: its message appears in the page, and the app goes on serving.
     page.get_by_role("tab", name="Compare").click()
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    page.locator("#input-image input[type=file]").set_input_files(str(broken))
+    page.locator(UPLOAD).set_input_files(str(broken))
     page.locator(".toast-body", has_text="broken.png").first.wait_for(timeout=30000)
     again = tmp_path / f"again{image.suffix}"
     again.write_bytes(image.read_bytes())
-    page.locator("#input-image input[type=file]").set_input_files(str(again))
+    page.locator(UPLOAD).set_input_files(str(again))
     page.wait_for_function("() => document.querySelector('#caption').innerText.includes('again')", timeout=60000)
 
     (screenshots / "timings.txt").write_text(
