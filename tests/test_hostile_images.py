@@ -287,17 +287,26 @@ def test_app_api_answers_every_file_and_keeps_serving(app, corpus, library_outco
     assert not problems, "\n".join(problems)
 
 
-def test_app_api_reads_only_uploaded_files(app, corpus, tmp_path) -> None:
-    """A caller may not name a file on the server: only what it uploaded is read."""
-    from gradio_client import Client
+def _raw_call(url: str, api: str, data: list) -> str:
+    """One queue call over plain HTTP, as any script could send it (gradio_client would upload local paths)."""
+    import urllib.request
 
-    client = Client(app.url, verbose=False)
-    model = client.predict(api_name="/models")["default"]
+    request = urllib.request.Request(f"{url}gradio_api/call/{api}", data=json.dumps({"data": data}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as r:
+        event_id = json.loads(r.read())["event_id"]
+    with urllib.request.urlopen(f"{url}gradio_api/call/{api}/{event_id}", timeout=60) as r:
+        return r.read().decode()
+
+
+def test_app_api_reads_only_uploaded_files(app, tmp_path) -> None:
+    """A caller may not name a file on the server: only what it uploaded is read."""
+    model = json.loads(_raw_call(app.url, "models", []).split("data: ", 1)[1])[0]["default"]
     secret = tmp_path / "someone_elses_photo.png"
     secret.write_bytes(encode(Image.fromarray(pattern(64, 64)), "PNG"))
     for target in (secret, Path("/etc/passwd")):
         payload = {"path": str(target), "meta": {"_type": "gradio.FileData"}}
-        with pytest.raises(Exception) as err:
-            client.predict(payload, model, "", -1, "inferno", 0.5, api_name="/analyze")
-        assert "looks like text" not in str(err.value)  # not even the file's type leaks
+        answer = _raw_call(app.url, "analyze", [payload, model, "", -1, "inferno", 0.5])
+        assert answer.startswith("event: error") and "not uploaded by a user" in answer, answer[:300]
+        assert "looks like text" not in answer and "layers" not in answer
     assert app.alive()
