@@ -15,6 +15,7 @@ most 255 per channel.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 from functools import lru_cache
@@ -55,7 +56,9 @@ def _pack(rgb: np.ndarray) -> np.ndarray:
 
 def _unpack(packed: np.ndarray) -> np.ndarray:
     """(H, W) packed uint32 -> contiguous (H, W, 3) uint8."""
-    packed = np.ascontiguousarray(packed, dtype=_U32)
+    packed = np.asarray(packed, dtype=_U32)
+    if packed.ndim != 2 or packed.strides[1] != 4:  # a row-strided slice is viewed as bytes without a copy
+        packed = np.ascontiguousarray(packed)
     bytes4 = packed.view(np.uint8).reshape(*packed.shape, 4)
     out = np.empty((*packed.shape, 3), np.uint8)
     # Three single-channel copies beat one (..., :3) slice copy several times over in numpy.
@@ -109,6 +112,23 @@ def colorize(values: np.ndarray, cmap: str = "inferno", vmin: float = 0.0, vmax:
 
 # --- resizing ---------------------------------------------------------------
 
+@lru_cache(maxsize=1)
+def _blas_controller():
+    try:  # threadpoolctl comes with scikit-learn; without it the products just run as numpy likes
+        from threadpoolctl import ThreadpoolController
+
+        return ThreadpoolController()
+    except Exception:  # noqa: BLE001 - an optional speed-up, never a reason to fail
+        return None
+
+
+def _one_blas_thread():
+    """The resize products are small: one BLAS thread is as fast, and no idle BLAS threads are left
+    spinning on cores the model's next forward needs (a slowdown of several times on a busy machine)."""
+    controller = _blas_controller()
+    return controller.limit(limits=1, user_api="blas") if controller is not None else contextlib.nullcontext()
+
+
 @lru_cache(maxsize=256)
 def _resize_matrix(n_in: int, n_out: int) -> np.ndarray:
     """(n_out, n_in) weights of Pillow's bilinear filter (triangle, widened when shrinking).
@@ -134,7 +154,8 @@ def resize_maps(maps: np.ndarray, height: int, width: int) -> np.ndarray:
     if (h, w) == (height, width):
         return maps.copy()
     rows, cols = _resize_matrix(h, height), _resize_matrix(w, width)
-    return rows @ (maps @ cols.T)
+    with _one_blas_thread():
+        return rows @ (maps @ cols.T)
 
 
 def _resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -243,24 +264,24 @@ def mosaic(image: np.ndarray, gates: np.ndarray, order: list[int] | None = None,
     rows, cols = mosaic_grid(len(order), columns)
     step = tile + GAP
 
-    # Colour indices in the canvas layout (rows, step, cols, step), gaps included.
-    # Scale to index units and saturate on the small maps; bilinear weights are
-    # non-negative and sum to one, so the resized values stay in [0, 256).
-    maps = gates[order] if order != list(range(groups)) else gates
+    # Colour indices in the canvas layout (rows, step, cols, step), gaps included:
+    # scale to index units and saturate on the small maps (bilinear weights are
+    # non-negative and sum to one, so the resized values stay in [0, 256)), then
+    # two matrix products whose resize matrices carry zero rows for the gaps, so
+    # the second one writes the finished layout and nothing is transposed at full size.
+    n, h, w = len(order), gates.shape[1], gates.shape[2]
     span = float(vmax) - float(vmin)
-    small = (maps - np.float32(vmin)) * np.float32(256.0 / span if span > 0 else 0.0)
+    small = np.zeros((rows * cols, h, w), np.float32)  # empty cells at the end stay 0
+    np.subtract(gates[order] if order != list(range(groups)) else gates, np.float32(vmin), out=small[:n])
+    small[:n] *= np.float32(256.0 / span if span > 0 else 0.0)
     np.nan_to_num(small, copy=False, nan=0.0)
     np.clip(small, 0.0, 255.99, out=small)
-    n, h, w = small.shape
-    rows_m, cols_m = _resize_matrix(h, tile), _resize_matrix(w, tile)
-    across = small.reshape(n * h, w) @ cols_m.T  # (n*h, tile): one matrix product for all maps
-    if n < rows * cols:  # empty cells at the end of the last row
-        across = np.concatenate([across, np.zeros(((rows * cols - n) * h, tile), np.float32)])
-    down = rows_m @ across.reshape(rows * cols, h, tile).transpose(1, 0, 2).reshape(h, rows * cols * tile)
-    idx = np.zeros((rows, step, cols, step), np.uint8)
-    idx[:, :tile, :, :tile] = down.reshape(tile, rows, cols, tile).transpose(1, 0, 2, 3)
+    rows_m, cols_m = _gapped_resize_matrix(h, tile, step), _gapped_resize_matrix(w, tile, step)
+    with _one_blas_thread():
+        across = small.reshape(rows, cols, h, w).transpose(0, 2, 1, 3).reshape(rows, h * cols, w) @ cols_m.T
+        idx = (rows_m @ across.reshape(rows, h, cols * step)).astype(np.uint8)  # (rows, step, cols * step)
 
-    canvas = np.take(_blend_table(cmap, alpha), idx)  # (rows, step, cols, step) packed
+    canvas = np.take(_blend_table(cmap, alpha), idx).reshape(rows, step, cols, step)  # packed pixels
     canvas[:, :tile, :, :tile] += _base(_resize_image(image, tile, tile), alpha)[None, :, None, :]
     background = _pack(np.array(BACKGROUND, np.uint8))
     canvas[:, tile:], canvas[:, :, :, tile:] = background, background
@@ -284,6 +305,15 @@ def mosaic(image: np.ndarray, gates: np.ndarray, order: list[int] | None = None,
         cell[:width], cell[-width:], cell[:, :width], cell[:, -width:] = colour, colour, colour, colour
     # Drop the trailing gap so the picture ends at the last tile.
     return _unpack(canvas[:rows * step - GAP, :cols * step - GAP])
+
+
+@lru_cache(maxsize=256)
+def _gapped_resize_matrix(n_in: int, tile: int, step: int) -> np.ndarray:
+    """(step, n_in): the bilinear resize to ``tile`` followed by ``step - tile`` zero rows (the gap)."""
+    out = np.zeros((step, n_in), np.float32)
+    out[:tile] = _resize_matrix(n_in, tile)
+    out.setflags(write=False)
+    return out
 
 
 # --- outlines, legends, captions ----------------------------------------------------
