@@ -9,6 +9,12 @@ without a recorder. Each recorder keeps what it captured on itself and only
 records forwards run inside its own ``with`` block on its own thread (a
 ContextVar marks the active recorder), so concurrent requests on one shared
 model never see each other's gates.
+
+Cost: the hooks keep what they capture on the model's device and in its dtype;
+everything moves to the CPU as float32 once, when the ``with`` block closes
+(one device sync instead of one per layer on a GPU). For the official module
+the output's group sums are the gate times the input's group sums (y = x * a
+with a constant over each group's channels), so only the input is reduced.
 """
 from __future__ import annotations
 
@@ -18,14 +24,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .sge import is_sge_module
+from .sge import SpatialGroupEnhance, is_sge_module
 
 _active: contextvars.ContextVar["GateRecorder | None"] = contextvars.ContextVar("sge_viz_recorder", default=None)
 
 
 @dataclass
 class LayerCapture:
-    """One SGE layer's gate and group activation maps, each (B, G, H, W) float32 on the CPU."""
+    """One SGE layer's gate and group activation maps, each (B, G, H, W) float32 on the CPU
+    once the recorder has closed."""
 
     gate: torch.Tensor
     before: torch.Tensor | None = None  # sum over each group's channels, input of SGE
@@ -38,8 +45,9 @@ def find_sge_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def group_sums(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """Sum over each group's channels, (B, G, H, W) float32, on x's device."""
     b, c, h, w = x.shape
-    return x.detach().reshape(b, groups, c // groups, h, w).sum(dim=2).float().cpu()
+    return x.detach().reshape(b, groups, c // groups, h, w).sum(dim=2, dtype=torch.float32)
 
 
 class GateRecorder:
@@ -75,6 +83,18 @@ class GateRecorder:
             _active.reset(self._token)
             self._token = None
         self._remove()
+        self._to_cpu()
+
+    def _to_cpu(self) -> None:
+        """Finish what the hooks left on the device: derived 'after' sums, then float32 on the CPU."""
+        for capture in self.captures.values():
+            if capture.after is None and capture.before is not None and capture.gate.numel():
+                capture.after = capture.gate.float() * capture.before
+            capture.gate = capture.gate.float().cpu()
+            if capture.before is not None:
+                capture.before = capture.before.cpu()
+            if capture.after is not None:
+                capture.after = capture.after.cpu()
 
     def _remove(self) -> None:
         for handle in self._handles:
@@ -89,14 +109,21 @@ class GateRecorder:
             if self._mine():
                 gate = output.detach()
                 b = gate.shape[0] // groups
-                gate = gate.reshape(b, groups, *gate.shape[-2:]).float().cpu().clone()
+                # A copy, so that a later in-place op in the network cannot change what was captured.
+                gate = gate.reshape(b, groups, *gate.shape[-2:]).clone()
                 self.captures.setdefault(name, LayerCapture(gate)).gate = gate
         return hook
 
     def _activation_hook(self, name: str, groups: int):
+        # Only the official module is known to compute y = x * gate; look-alikes get their output summed.
+        derive_after = type(self._module(name)) is SpatialGroupEnhance
+
         def hook(_module, inputs, output):
             if self._mine():
                 capture = self.captures.setdefault(name, LayerCapture(torch.empty(0)))
                 capture.before = group_sums(inputs[0], groups)
-                capture.after = group_sums(output, groups)
+                capture.after = None if derive_after else group_sums(output, groups)
         return hook
+
+    def _module(self, name: str) -> nn.Module:
+        return dict(self.layers)[name]
