@@ -105,12 +105,14 @@ def train_one(recipe: Recipe, use_sge: bool, config: ModelConfig, device: torch.
     optimizer = torch.optim.SGD(param_groups(model, recipe.weight_decay), lr=recipe.lr, momentum=recipe.momentum,
                                 nesterov=True)
     start_epoch, seconds = 0, 0.0
+    acc, mean_loss = float("nan"), float("nan")
     if resume and state_path.is_file():
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         if state["recipe"] == asdict(recipe) and state["use_sge"] == use_sge:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             start_epoch, seconds = int(state["epoch"]), float(state["seconds"])
+            acc, mean_loss = float(state.get("acc", "nan")), float(state.get("loss", "nan"))
             torch.set_rng_state(state["torch_rng"])
             print(f"resuming {state_path} after epoch {start_epoch}", file=sys.stderr)
         else:
@@ -118,7 +120,6 @@ def train_one(recipe: Recipe, use_sge: bool, config: ModelConfig, device: torch.
     base = ClutteredFashionMNIST("train", seed=recipe.seed + TRAIN_SEED_OFFSET, length=recipe.samples_per_epoch,
                                  root=root)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-    acc, mean_loss = float("nan"), float("nan")
     name = "sge" if use_sge else "plain"
     for epoch in range(start_epoch, recipe.epochs):
         loader = torch.utils.data.DataLoader(
@@ -159,7 +160,7 @@ def train_one(recipe: Recipe, use_sge: bool, config: ModelConfig, device: torch.
         state_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = state_path.with_suffix(".tmp")
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                    "seconds": seconds, "recipe": asdict(recipe), "use_sge": use_sge,
+                    "seconds": seconds, "recipe": asdict(recipe), "use_sge": use_sge, "acc": acc, "loss": mean_loss,
                     "torch_rng": torch.get_rng_state()}, tmp)
         tmp.replace(state_path)
     return TrainResult(model.cpu().eval(), config, seconds, acc, mean_loss)
