@@ -37,8 +37,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         service = ModelService(device=args.device, checkpoint=args.checkpoint, random_weights=args.random_weights,
                                default=args.model)
-        if args.checkpoint and not args.model:
-            service.default = service.choices[0]
         service.get(service.default)  # load the default model before the first visitor arrives
         demo = build_ui(service)
     except SGEVizError as exc:

@@ -10,7 +10,7 @@ Start the app (``python app.py``), then from Python::
     client = Client("http://127.0.0.1:7860/")
     models = client.predict(api_name="/models")
     predictions, stats, mosaic, overlay, diverging, activations = client.predict(
-        handle_file("assets/examples/scene_01.png"),  # image: a path or URL
+        handle_file("assets/scene_01.png"),           # image: a path or URL
         models["default"],                             # model: one of models["choices"]
         "",                                            # layer: e.g. "layer3.1.sge"; "" = the deepest
         -1,                                            # group: -1 = the layer's most selective group

@@ -10,15 +10,15 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from sge_viz import render, stats
+from sge_viz import assets, render, stats
 from sge_viz.analysis import analyze
-from sge_viz.checkpoints import load_checkpoint
+from sge_viz.checkpoints import create_model
 from sge_viz.device import describe_device, pick_device
 from sge_viz.images import open_image
 from sge_viz.service import ModelService, view_image
 from sge_viz.ui import build_ui, launch
 
-from test_app_rerender import scene, small_checkpoint
+from test_app_rerender import PHOTO, SCENE
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -30,27 +30,35 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("api")
-    checkpoint = small_checkpoint(folder)
-    service = ModelService(checkpoint=checkpoint, device="cpu")
+def served():
+    """The app on the shipped demo model, served on a free localhost port."""
+    service = ModelService(device="cpu")
     demo = build_ui(service)
     port = free_port()
     launch(demo, host="127.0.0.1", port=port, prevent_thread_lock=True)
     try:
-        yield Client(f"http://127.0.0.1:{port}/", verbose=False), service, checkpoint, scene(folder / "scene.png")
+        yield Client(f"http://127.0.0.1:{port}/", verbose=False), service, SCENE
     finally:
         demo.close()
 
 
-def test_analyze_endpoint_returns_the_library_result(served):
-    client, service, checkpoint, image = served
+@pytest.fixture(scope="module")
+def library():
+    """The same model loaded by the library itself, apart from the app's cache."""
+    return create_model(device="cpu")
+
+
+@pytest.mark.parametrize("image", [SCENE, PHOTO], ids=["scene-with-mask", "photo"])
+def test_analyze_endpoint_returns_the_library_result(served, library, image):
+    client, service, _ = served
     predictions, got, mosaic, overlay, diverging, activations = client.predict(
         handle_file(str(image)), service.default, "", -1, "inferno", 0.5, api_name="/analyze")
 
-    # The same image through the library directly, in this process.
-    analysis = analyze(load_checkpoint(checkpoint, "cpu"), open_image(image))
-    expected = stats.analysis_stats(analysis)
+    # The same image through the library directly, in this process; example scenes carry their mask.
+    analysis = analyze(library, open_image(image))
+    mask = assets.mask_for(image)
+    assert (mask is not None) == (image == SCENE)
+    expected = stats.analysis_stats(analysis, mask)
     assert got["model"] == expected["model"]
     assert got["image_size"] == expected["image_size"]
     assert [p["index"] for p in got["predictions"]] == [p["index"] for p in expected["predictions"]]
@@ -68,27 +76,34 @@ def test_analyze_endpoint_returns_the_library_result(served):
     deepest = analysis.layers[-1]
     group = stats.selectivity_order(deepest.gate)[0]
     want = render.overlay(view_image(analysis), deepest.gate[group], "inferno", 0.5)
+    want_diverging = render.diverging(view_image(analysis), deepest.gate[group])
+    if mask is not None:  # the item's outline drawn over both maps
+        side = want.shape[0]
+        big = np.asarray(Image.fromarray(mask).resize((side, side), Image.NEAREST))
+        want, want_diverging = render.draw_outline(want, big), render.draw_outline(want_diverging, big)
     np.testing.assert_array_equal(np.asarray(Image.open(overlay).convert("RGB")), want)
+    np.testing.assert_array_equal(np.asarray(Image.open(diverging).convert("RGB")), want_diverging)
     want_mosaic = render.mosaic(view_image(analysis), deepest.gate, order=stats.selectivity_order(deepest.gate),
                                 cmap="inferno", alpha=0.5, highlight=group)
     np.testing.assert_array_equal(np.asarray(Image.open(mosaic).convert("RGB")), want_mosaic)
-    pair = np.asarray(Image.open(activations).convert("RGB"))
-    assert pair.shape == render.activation_pair(view_image(analysis), deepest.before[group], deepest.after[group]).shape
-    assert np.asarray(Image.open(diverging).convert("RGB")).shape == want.shape
+    want_pair = render.activation_pair(view_image(analysis), deepest.before[group], deepest.after[group])
+    np.testing.assert_array_equal(np.asarray(Image.open(activations).convert("RGB")), want_pair)
 
 
-def test_analyze_endpoint_layer_and_group(served):
-    client, service, checkpoint, image = served
-    analysis = analyze(load_checkpoint(checkpoint, "cpu"), open_image(image))
+def test_analyze_endpoint_layer_and_group(served, library):
+    client, service, _ = served
+    analysis = analyze(library, open_image(PHOTO))
     layer = analysis.layer_names[1]
-    _, _, _, overlay, _, _ = client.predict(handle_file(str(image)), service.default, layer, 5, "viridis", 0.7,
+    _, _, _, overlay, _, _ = client.predict(handle_file(str(PHOTO)), service.default, layer, 5, "viridis", 0.7,
                                             api_name="/analyze")
     want = render.overlay(view_image(analysis), analysis.layer(layer).gate[5], "viridis", 0.7)
     np.testing.assert_array_equal(np.asarray(Image.open(overlay).convert("RGB")), want)
+    other = render.overlay(view_image(analysis), analysis.layer(layer).gate[6], "viridis", 0.7)
+    assert not np.array_equal(want, other)  # the group really selects the picture
 
 
 def test_models_endpoint(served):
-    client, service, _, _ = served
+    client, service, _ = served
     models = client.predict(api_name="/models")
     assert models["choices"] == service.choices
     assert models["default"] == service.default
@@ -96,7 +111,7 @@ def test_models_endpoint(served):
 
 
 def test_errors_come_back_as_messages_and_the_app_keeps_serving(served, tmp_path):
-    client, service, _, image = served
+    client, service, image = served
     junk = tmp_path / "notes.png"
     junk.write_text("this is not an image")
     with pytest.raises(AppError, match="notes.png"):

@@ -11,18 +11,22 @@ import pytest
 import torch
 from PIL import Image
 
-from sge_viz import render, stats
+from sge_viz import assets, metrics, render, stats
 from sge_viz.checkpoints import save_safetensors
 from sge_viz.config import ModelConfig
+from sge_viz.images import center_crop_view
 from sge_viz.models import DEMO_ARCH, DEMO_KWARGS, build_model
-from sge_viz.service import ORDERS, TILE, ModelService, view_image
+from sge_viz.service import DEMO_LABEL, ORDERS, TILE, ModelService, group_table, view_image
 from sge_viz.ui import build_ui
 
+SCENE = assets.ASSET_DIR / "scene_01.png"  # an example scene with its item mask
+PHOTO = assets.ASSET_DIR / "chelsea.jpg"  # an example without a mask
 
-def small_checkpoint(folder: Path) -> Path:
+
+def small_checkpoint(folder: Path, resize_size: int = 64) -> Path:
     """A demo-sized SGE-ResNet whose SGE weights are not the flat init, so every group's gate differs."""
     torch.manual_seed(0)
-    config = ModelConfig(arch=DEMO_ARCH, num_classes=10, input_size=64, resize_size=64,
+    config = ModelConfig(arch=DEMO_ARCH, num_classes=10, input_size=64, resize_size=resize_size,
                          class_names=tuple(f"class{i}" for i in range(10)), arch_kwargs=DEMO_KWARGS)
     model, config = build_model(DEMO_ARCH, config)
     for name, p in model.named_parameters():
@@ -33,23 +37,16 @@ def small_checkpoint(folder: Path) -> Path:
     return save_safetensors(model, config, folder / "small.safetensors")
 
 
-def scene(path: Path) -> Path:
-    rng = np.random.default_rng(1)
-    pixels = (rng.random((72, 90, 3)) * 255).astype(np.uint8)
-    pixels[20:50, 30:60] = (230, 200, 40)  # an object the gates can single out
-    Image.fromarray(pixels).save(path)
-    return path
-
-
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("app")
-    service = ModelService(checkpoint=small_checkpoint(folder), device="cpu")
+def app():
+    """The page's handlers over the shipped demo model, with every forward counted."""
+    service = ModelService(device="cpu")
+    assert service.default == DEMO_LABEL and not service.notice
     demo = build_ui(service)
     loaded = service.get(service.default)
     forwards = []
     handle = loaded.model.register_forward_hook(lambda *_: forwards.append(1))
-    yield demo.handlers, service, forwards, scene(folder / "scene.png")
+    yield demo.handlers, service, forwards, SCENE
     handle.remove()
 
 
@@ -74,9 +71,12 @@ def test_view_changes_never_run_the_model(app):
     after_layer = images_of(out_layer, h)
     for key in before:
         assert before[key].shape != after_layer[key].shape or not np.array_equal(before[key], after_layer[key]), key
-    # The redrawn overlay is exactly the renderer's picture of that layer's gate.
+    # The redrawn overlay is exactly the renderer's picture of that layer's gate, item outlined.
     gate = analysis.layer(other).gate[group]
-    np.testing.assert_array_equal(after_layer["overlay"], render.overlay(view_image(analysis), gate, "inferno", 0.5))
+    side = view_image(analysis).shape[0]
+    mask = np.asarray(Image.fromarray(assets.mask_for(image)).resize((side, side), Image.NEAREST))
+    want = render.draw_outline(render.overlay(view_image(analysis), gate, "inferno", 0.5), mask)
+    np.testing.assert_array_equal(after_layer["overlay"], want)
 
     # Another group, colour map, opacity, ordering: the focused views change, still no forward.
     views = [h.change_view(analysis, other, 7, ORDERS[0], "inferno", 0.5),
@@ -95,7 +95,7 @@ def test_view_changes_never_run_the_model(app):
 
 def test_clicking_a_tile_focuses_that_group(app):
     h, service, _, image = app
-    analysis = service.run_analysis(service.default, image, "scene.png")
+    analysis = service.run_analysis(service.default, image, image.name)
     layer = analysis.layer_names[2]
     order = stats.selectivity_order(analysis.layer(layer).gate)
     rows, cols = render.mosaic_grid(len(order))
@@ -112,15 +112,16 @@ def test_clicking_a_tile_focuses_that_group(app):
 
 def test_compare_holds_four_panels_then_says_so(app):
     h, service, _, image = app
-    analysis = service.run_analysis(service.default, image, "scene.png")
+    analysis = service.run_analysis(service.default, image, image.name)
     pins: list = []
     for i, layer in enumerate(analysis.layer_names[:4]):
         out = h.pin(analysis, layer, i, "inferno", 0.5, pins)
         pins = out[h.c["pins"]]
         assert len(pins) == i + 1
-        assert pins[-1][1] == f"scene.png · {layer} · group {i}"
+        assert pins[-1][1] == f"{image.name} · {layer} · group {i}"
         gate = analysis.layer(layer).gate[i]
-        np.testing.assert_array_equal(pins[-1][0], render.overlay(view_image(analysis), gate, "inferno", 0.5))
+        overlay = render.overlay(view_image(analysis), gate, "inferno", 0.5)
+        assert np.mean(np.any(pins[-1][0] != overlay, axis=2)) < 0.05  # the overlay, with a thin outline
     with pytest.warns(UserWarning, match="four compare panels"):
         assert h.pin(analysis, analysis.layer_names[0], 0, "inferno", 0.5, pins) == h._unchanged("pins")
     assert h.clear_pins()[h.c["pins"]] == []
@@ -128,7 +129,7 @@ def test_compare_holds_four_panels_then_says_so(app):
 
 def test_downloads_are_the_cli_formats(app):
     h, service, _, image = app
-    analysis = service.run_analysis(service.default, image, "scene.png")
+    analysis = service.run_analysis(service.default, image, image.name)
     layer = analysis.layer_names[-1]
     out = h.downloads(analysis, layer, 2, ORDERS[1], "magma", 0.4, [])
     files = {Path(p).name: Path(p) for p in out[h.c["files"]]}
@@ -136,10 +137,12 @@ def test_downloads_are_the_cli_formats(app):
         assert sorted(npz.files) == sorted(analysis.layer_names)
         for lg in analysis.layers:
             np.testing.assert_array_equal(npz[lg.name], lg.gate)
-    assert json.loads(files["stats.json"].read_text()) == json.loads(json.dumps(stats.analysis_stats(analysis)))
+    want = stats.analysis_stats(analysis, assets.mask_for(image))  # the scene's mask: AUCs included
+    assert "mask_auc" in want["layers"][layer]
+    assert json.loads(files["stats.json"].read_text()) == json.loads(json.dumps(want))
     overlay = np.asarray(Image.open(files[f"overlay_{layer}_g2.png"]))
-    np.testing.assert_array_equal(overlay, render.overlay(view_image(analysis), analysis.layer(layer).gate[2],
-                                                          "magma", 0.4))
+    np.testing.assert_array_equal(overlay, h._focus(analysis, layer, 2, ORDERS[1], "magma", 0.4)[h.c["overlay"]])
+    assert not np.array_equal(overlay, h._focus(analysis, layer, 3, ORDERS[1], "magma", 0.4)[h.c["overlay"]])
 
 
 def test_user_errors_become_page_messages(app, tmp_path):
@@ -172,3 +175,23 @@ def test_models_load_once_across_threads(app):
         t.join()
     assert len(got) == 4 and all(m is got[0] for m in got)
     assert fresh.get(label) is got[0]
+
+
+def test_example_scenes_bring_their_mask(app, tmp_path):
+    h, service, _, image = app
+    analysis = service.run_analysis(service.default, image, image.name)
+    np.testing.assert_array_equal(analysis.extras["mask"], assets.mask_for(image))  # 64x64 in, 64x64 seen
+    layer = analysis.layer_names[3]
+    headers, rows = group_table(analysis, layer)
+    assert headers[-1] == "item AUC"
+    auc = metrics.gate_mask_auc(analysis.layer(layer).gate, assets.mask_for(image))
+    assert [r[-1] for r in rows] == [round(float(auc[r[1]]), 3) for r in rows]
+    assert "mask" not in service.run_analysis(service.default, PHOTO, PHOTO.name).extras
+
+    # A model that resizes before cropping: the mask goes through the same resize and crop.
+    other = ModelService(checkpoint=small_checkpoint(tmp_path, resize_size=80), device="cpu")
+    seen = other.run_analysis(other.default, image, image.name).extras["mask"]
+    mask_image = Image.fromarray(assets.mask_for(image).astype(np.uint8) * 255)
+    want = center_crop_view(mask_image.resize((80, 80), Image.NEAREST), 80, 64) >= 128
+    assert seen.shape == (64, 64)
+    assert (seen & want).sum() / (seen | want).sum() > 0.9  # bilinear vs nearest differ only on the edge

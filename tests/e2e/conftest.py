@@ -4,13 +4,11 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import sys
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/: shared model and image builders
 
 CHROMIUM = os.environ.get("SGE_VIZ_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
@@ -25,25 +23,18 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def live_app(tmp_path_factory):
-    """(url, service, scene image path): the shipped demo model when present, else a small SGE-ResNet."""
-    from sge_viz.checkpoints import DEMO_CHECKPOINT
-    from sge_viz.service import ModelService, example_paths
+def live_app():
+    """(url, service, example scene path): the app on the shipped demo model, on a free localhost port."""
+    from sge_viz.assets import ASSET_DIR
+    from sge_viz.service import ModelService
     from sge_viz.ui import build_ui, launch
-    from test_app_rerender import scene, small_checkpoint
 
-    folder = tmp_path_factory.mktemp("e2e")
-    if DEMO_CHECKPOINT.is_file():
-        service = ModelService(device="cpu")
-    else:
-        service = ModelService(checkpoint=small_checkpoint(folder), device="cpu")
-    examples = example_paths()
-    image = examples[0] if examples else scene(folder / "scene.png")
+    service = ModelService(device="cpu")
     demo = build_ui(service)
     port = _free_port()
     launch(demo, host="127.0.0.1", port=port, prevent_thread_lock=True)
     try:
-        yield f"http://127.0.0.1:{port}/", service, Path(image)
+        yield f"http://127.0.0.1:{port}/", service, ASSET_DIR / "scene_03.png"
     finally:
         demo.close()
 
