@@ -29,6 +29,9 @@ from .models import DEMO_ARCH, available_models
 DEMO_LABEL = f"{DEMO_ARCH} (demo)"
 FALLBACK_ARCH = "sge_resnet18"  # offered, untrained, while the demo checkpoint is missing
 ORDERS = ("model order", "most selective first")
+# Heatmap colour scale: the gate's full range (colours mean the same in every layer), or this
+# layer's own min..max (small differences show, e.g. in deep layers whose gates sit near one value).
+SCALES = ("gate range 0 to 1", "this layer's range")
 COLORMAPS = ("inferno", "viridis", "magma", "plasma", "cividis", "turbo", "gray")
 TILE = 96  # mosaic tile side in pixels; render.group_at must be given the same value
 MIN_VIEW_SIDE = 320  # small inputs (the demo's 64x64 canvases) are enlarged before drawing over them
@@ -224,6 +227,13 @@ def most_selective(layer: LayerGates) -> int:
     return int(stats.selectivity_order(layer.gate)[0])
 
 
+def default_layer(analysis: Analysis, min_side: int = 14) -> str:
+    """The deepest layer whose gate maps are still at least ``min_side`` wide (e.g. layer3.5.sge in
+    SGE-ResNet50, layer2.1.sge in the demo model): semantic, yet detailed enough to read."""
+    wide = [lg.name for lg in analysis.layers if lg.gate.shape[2] >= min_side]
+    return wide[-1] if wide else analysis.layer_names[-1]
+
+
 def view_image(analysis: Analysis) -> np.ndarray:
     """The network's crop, enlarged when small so heatmaps over it are readable; cached on the analysis."""
     cached = analysis.extras.get("_view")
@@ -253,12 +263,22 @@ def _outlined(analysis: Analysis, picture: np.ndarray) -> np.ndarray:
     return picture if mask is None else render.draw_outline(picture, mask)
 
 
+def colour_range(lg: LayerGates, scale: str = SCALES[0]) -> tuple[float, float]:
+    """(vmin, vmax) of the gate heatmaps for a scale choice."""
+    if scale == SCALES[1]:
+        lo, hi = float(lg.gate.min()), float(lg.gate.max())
+        if hi > lo:
+            return lo, hi
+    return 0.0, 1.0
+
+
 def render_mosaic(analysis: Analysis, layer: str, order: str, cmap: str, alpha: float,
-                  focus: int | None = None) -> np.ndarray:
+                  focus: int | None = None, scale: str = SCALES[0]) -> np.ndarray:
     """Every group's gate of one layer over the image, in the chosen order, the focused group framed."""
     lg = analysis.layer(layer)
+    vmin, vmax = colour_range(lg, scale)
     return render.mosaic(view_image(analysis), lg.gate, order=group_order(lg, order), cmap=cmap, alpha=alpha,
-                         tile=TILE, highlight=focus)
+                         tile=TILE, highlight=focus, vmin=vmin, vmax=vmax)
 
 
 def clicked_group(analysis: Analysis, layer: str, order: str, x: int, y: int) -> int | None:
@@ -278,9 +298,11 @@ class FocusViews:
     caption: str
 
 
-def render_focus(analysis: Analysis, layer: str, group: int, cmap: str, alpha: float) -> FocusViews:
+def render_focus(analysis: Analysis, layer: str, group: int, cmap: str, alpha: float,
+                 scale: str = SCALES[0]) -> FocusViews:
     lg = analysis.layer(layer)
     group = check_group(lg, group)
+    vmin, vmax = colour_range(lg, scale)
     image = view_image(analysis)
     gate = lg.gate[group]
     g = stats.group_stats(lg.gate[group:group + 1])
@@ -289,10 +311,10 @@ def render_focus(analysis: Analysis, layer: str, group: int, cmap: str, alpha: f
                f"spread {float(g.std[0]):.3f} · enhanced share {float(g.enhanced_share[0]):.0%} · "
                f"selectivity {float(g.selectivity[0]):.3f}")
     return FocusViews(
-        overlay=_outlined(analysis, render.overlay(image, gate, cmap=cmap, alpha=alpha)),
+        overlay=_outlined(analysis, render.overlay(image, gate, cmap=cmap, alpha=alpha, vmin=vmin, vmax=vmax)),
         diverging=_outlined(analysis, render.diverging(image, gate)),
         activations=render.activation_pair(image, lg.before[group], lg.after[group]),
-        gate_legend=legend(cmap, "suppressed", "passed"),
+        gate_legend=legend(cmap, "gate: suppressed", "passed", vmin=vmin, vmax=vmax),
         diverging_legend=legend("bwr", "below the group's mean gate", "above it (enhanced)", ticks=False),
         caption=caption,
     )
@@ -305,9 +327,10 @@ def check_group(lg: LayerGates, group: int) -> int:
     return group
 
 
-def legend(cmap: str, left: str, right: str, width: int = 320, ticks: bool = True) -> np.ndarray:
-    """A colour bar (with 0 / 0.5 / 1 ticks when ``ticks``) and its meaning written under both ends."""
-    bar = render.colorbar(cmap, width=width, height=14, labels=ticks)
+def legend(cmap: str, left: str, right: str, width: int = 320, ticks: bool = True, vmin: float = 0.0,
+           vmax: float = 1.0) -> np.ndarray:
+    """A colour bar (with vmin / middle / vmax ticks when ``ticks``) and its meaning under both ends."""
+    bar = render.colorbar(cmap, width=width, height=14, vmin=vmin, vmax=vmax, labels=ticks)
     canvas = Image.new("RGB", (width, bar.shape[0] + 16), (255, 255, 255))
     canvas.paste(Image.fromarray(bar), (0, 0))
     draw = ImageDraw.Draw(canvas)
@@ -316,12 +339,18 @@ def legend(cmap: str, left: str, right: str, width: int = 320, ticks: bool = Tru
     return np.asarray(canvas)
 
 
-def compare_panel(analysis: Analysis, layer: str, group: int, cmap: str, alpha: float) -> tuple[np.ndarray, str]:
+def compare_panel(analysis: Analysis, layer: str, group: int, cmap: str, alpha: float,
+                  scale: str = SCALES[0]) -> tuple[np.ndarray, str]:
     """One pinned (image, layer, group) view for the compare row, with its caption."""
     lg = analysis.layer(layer)
     group = check_group(lg, group)
-    picture = _outlined(analysis, render.overlay(view_image(analysis), lg.gate[group], cmap=cmap, alpha=alpha))
-    return picture, f"{analysis.extras.get('name', 'image')} · {layer} · group {group}"
+    vmin, vmax = colour_range(lg, scale)
+    picture = _outlined(analysis, render.overlay(view_image(analysis), lg.gate[group], cmap=cmap, alpha=alpha,
+                                                 vmin=vmin, vmax=vmax))
+    caption = f"{analysis.extras.get('name', 'image')} · {layer} · group {group}"
+    if scale == SCALES[1]:
+        caption += f" · scale {vmin:.2f}-{vmax:.2f}"
+    return picture, caption
 
 
 # --- statistics ---------------------------------------------------------------------

@@ -119,7 +119,7 @@ def _label_value(analysis: Analysis) -> dict[str, float]:
 
 
 def _pick_layer(analysis: Analysis, wanted: str | None) -> str:
-    return wanted if wanted in analysis.layer_names else analysis.layer_names[-1]
+    return wanted if wanted in analysis.layer_names else svc.default_layer(analysis)
 
 
 def _pick_group(analysis: Analysis, layer: str, wanted: Any) -> int:
@@ -145,11 +145,12 @@ class Handlers:
         """Leave the page as it is (an empty dict would read as one output value)."""
         return {self.c[key]: gr.skip()}
 
-    def _focus(self, analysis: Analysis, layer: str, group: int, order: str, cmap: str, alpha: float) -> dict:
+    def _focus(self, analysis: Analysis, layer: str, group: int, order: str, cmap: str, alpha: float,
+               scale: str) -> dict:
         c = self.c
-        views = svc.render_focus(analysis, layer, group, cmap, alpha)
+        views = svc.render_focus(analysis, layer, group, cmap, alpha, scale)
         return {
-            c["mosaic"]: svc.render_mosaic(analysis, layer, order, cmap, alpha, focus=group),
+            c["mosaic"]: svc.render_mosaic(analysis, layer, order, cmap, alpha, focus=group, scale=scale),
             c["overlay"]: views.overlay,
             c["diverging"]: views.diverging,
             c["activations"]: views.activations,
@@ -158,13 +159,14 @@ class Handlers:
             c["caption"]: views.caption,
         }
 
-    def _layer(self, analysis: Analysis, layer: str, group: int, order: str, cmap: str, alpha: float) -> dict:
+    def _layer(self, analysis: Analysis, layer: str, group: int, order: str, cmap: str, alpha: float,
+               scale: str) -> dict:
         c = self.c
         lg = analysis.layer(layer)
         headers, rows = svc.group_table(analysis, layer)
         import pandas as pd
 
-        out = self._focus(analysis, layer, group, order, cmap, alpha)
+        out = self._focus(analysis, layer, group, order, cmap, alpha, scale)
         out.update({
             c["layer"]: gr.Dropdown(choices=analysis.layer_names, value=layer),
             c["group"]: gr.Slider(minimum=0, maximum=lg.groups - 1, value=group, step=1,
@@ -178,7 +180,7 @@ class Handlers:
 
     @user_errors
     def show_image(self, payload: Any, choice: str, layer: str, group: Any, order: str, cmap: str, alpha: float,
-                progress: gr.Progress = gr.Progress()) -> dict:
+                   scale: str = svc.SCALES[0], progress: gr.Progress = gr.Progress()) -> dict:
         source = _payload_path(payload)
         c = self.c
         if not self.service.is_loaded(choice):
@@ -203,7 +205,7 @@ class Handlers:
         progress(0.7, desc="Drawing")
         layer = _pick_layer(analysis, layer)
         group = _pick_group(analysis, layer, group)
-        out = self._layer(analysis, layer, group, order, cmap, alpha)
+        out = self._layer(analysis, layer, group, order, cmap, alpha, scale)
         mask_note = " · outline = the item's mask (example scene)" if "mask" in analysis.extras else ""
         out.update({
             c["state"]: analysis,
@@ -217,20 +219,20 @@ class Handlers:
 
     @user_errors
     def change_layer(self, analysis: Analysis | None, layer: str, group: Any, order: str, cmap: str,
-                     alpha: float) -> dict:
+                     alpha: float, scale: str = svc.SCALES[0]) -> dict:
         if analysis is None:
             return self._unchanged("caption")
         layer = _pick_layer(analysis, layer)
-        return self._layer(analysis, layer, _pick_group(analysis, layer, group), order, cmap, alpha)
+        return self._layer(analysis, layer, _pick_group(analysis, layer, group), order, cmap, alpha, scale)
 
     @user_errors
     def change_view(self, analysis: Analysis | None, layer: str, group: Any, order: str, cmap: str,
-                    alpha: float) -> dict:
-        """Group, colour map, opacity or ordering: redraw from the captured gates."""
+                    alpha: float, scale: str = svc.SCALES[0]) -> dict:
+        """Group, colour map, opacity, scale or ordering: redraw from the captured gates."""
         if analysis is None:
             return self._unchanged("caption")
         layer = _pick_layer(analysis, layer)
-        return self._focus(analysis, layer, _pick_group(analysis, layer, group), order, cmap, alpha)
+        return self._focus(analysis, layer, _pick_group(analysis, layer, group), order, cmap, alpha, scale)
 
     @user_errors
     def click_mosaic(self, analysis: Analysis | None, layer: str, order: str, evt: gr.SelectData) -> dict:
@@ -246,11 +248,13 @@ class Handlers:
         if analysis is None or not evt.row_value:
             return self._unchanged("group")
         group = int(evt.row_value[1])  # column 1 is the group index
-        return {self.c["group"]: group} if 0 <= group < analysis.layer(_pick_layer(analysis, layer)).groups else {}
+        if not 0 <= group < analysis.layer(_pick_layer(analysis, layer)).groups:
+            return self._unchanged("group")
+        return {self.c["group"]: group}
 
     @user_errors
     def pin(self, analysis: Analysis | None, layer: str, group: Any, cmap: str, alpha: float,
-            pins: list | None) -> dict:
+            pins: list | None, scale: str = svc.SCALES[0]) -> dict:
         pins = list(pins or [])
         # A warning, not an error: an error would blank the four panels already pinned.
         if analysis is None:
@@ -260,7 +264,8 @@ class Handlers:
             gr.Warning("All four compare panels are in use: press 'Clear compare' first.")
             return self._unchanged("pins")
         layer = _pick_layer(analysis, layer)
-        picture, caption = svc.compare_panel(analysis, layer, _pick_group(analysis, layer, group), cmap, alpha)
+        picture, caption = svc.compare_panel(analysis, layer, _pick_group(analysis, layer, group), cmap, alpha,
+                                             scale)
         pins.append((picture, caption))
         return self._slots(pins)
 
@@ -278,16 +283,16 @@ class Handlers:
 
     @user_errors
     def downloads(self, analysis: Analysis | None, layer: str, group: Any, order: str, cmap: str,
-                  alpha: float, pins: list | None) -> dict:
+                  alpha: float, scale: str, pins: list | None) -> dict:
         if analysis is None:
             gr.Warning("Nothing to download yet: give an image first.")
             return self._unchanged("files")
         layer = _pick_layer(analysis, layer)
         group = _pick_group(analysis, layer, group)
-        views = svc.render_focus(analysis, layer, group, cmap, alpha)
+        views = svc.render_focus(analysis, layer, group, cmap, alpha, scale)
         tag = f"{layer}_g{group}"
         pictures = {
-            f"mosaic_{layer}": svc.render_mosaic(analysis, layer, order, cmap, alpha, focus=group),
+            f"mosaic_{layer}": svc.render_mosaic(analysis, layer, order, cmap, alpha, focus=group, scale=scale),
             f"overlay_{tag}": views.overlay,
             f"diverging_{tag}": views.diverging,
             f"activations_{tag}": views.activations,
@@ -353,7 +358,7 @@ def build_ui(service: svc.ModelService, concurrency: int | None = None, queue_si
                                               "loaded models stay cached.")
                 c["run"] = gr.Button("Analyse again", variant="primary", elem_id="run")
                 if examples:
-                    gr.Examples(examples, inputs=[c["image"]], label="Example scenes (with item masks)",
+                    gr.Examples(examples, inputs=[c["image"]], label="Examples (the scenes come with item masks)",
                                 examples_per_page=12)
                 c["info"] = gr.Markdown(f"Device: **{describe_device(pick_device(service.device))}**",
                                         elem_id="info")
@@ -371,6 +376,8 @@ def build_ui(service: svc.ModelService, concurrency: int | None = None, queue_si
                                             elem_id="cmap", scale=1)
                     c["alpha"] = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Heatmap opacity",
                                            elem_id="alpha", scale=2)
+                    c["scale"] = gr.Radio(list(svc.SCALES), value=svc.SCALES[0], label="Heatmap colour scale",
+                                          elem_id="scale", scale=2)
                 c["caption"] = gr.Markdown("", elem_id="caption", elem_classes=["caption-line"])
                 with gr.Row():
                     with gr.Column():
@@ -419,12 +426,13 @@ def build_ui(service: svc.ModelService, concurrency: int | None = None, queue_si
             models_out = gr.JSON()
 
         # --- wiring ----------------------------------------------------------
-        view_inputs = [c["state"], c["layer"], c["group"], c["order"], c["cmap"], c["alpha"]]
+        view_inputs = [c["state"], c["layer"], c["group"], c["order"], c["cmap"], c["alpha"], c["scale"]]
         focus_outputs = [c[k] for k in ("mosaic", "overlay", "diverging", "activations", "gate_legend",
                                         "diverging_legend", "caption")]
         layer_outputs = focus_outputs + [c[k] for k in ("layer", "group", "histogram", "table")]
         analyze_outputs = layer_outputs + [c[k] for k in ("state", "predictions", "info", "depth")]
-        analyze_inputs = [c["image"], c["model"], c["layer"], c["group"], c["order"], c["cmap"], c["alpha"]]
+        analyze_inputs = [c["image"], c["model"], c["layer"], c["group"], c["order"], c["cmap"], c["alpha"],
+                          c["scale"]]
         hidden = dict(api_visibility="undocumented")
         run = dict(fn=h.show_image, inputs=analyze_inputs, outputs=analyze_outputs, preprocess=False,
                    trigger_mode="always_last", **hidden)
@@ -432,7 +440,7 @@ def build_ui(service: svc.ModelService, concurrency: int | None = None, queue_si
         c["model"].input(**run)
         c["run"].click(**run)
         c["layer"].select(h.change_layer, view_inputs, layer_outputs, trigger_mode="always_last", **hidden)
-        for control in (c["order"], c["cmap"]):
+        for control in (c["order"], c["cmap"], c["scale"]):
             control.input(h.change_view, view_inputs, focus_outputs, **hidden)
         # Whatever moves the group (slider, tile click, table row, layer change) redraws through .change.
         for slider in (c["group"], c["alpha"]):
@@ -440,8 +448,8 @@ def build_ui(service: svc.ModelService, concurrency: int | None = None, queue_si
         c["mosaic"].select(h.click_mosaic, [c["state"], c["layer"], c["order"]], [c["group"]], **hidden)
         c["table"].select(h.click_table, [c["state"], c["layer"]], [c["group"]], **hidden)
         pin_outputs = [c["pins"]] + c["slots"]
-        pin_btn.click(h.pin, [c["state"], c["layer"], c["group"], c["cmap"], c["alpha"], c["pins"]], pin_outputs,
-                      **hidden)
+        pin_btn.click(h.pin, [c["state"], c["layer"], c["group"], c["cmap"], c["alpha"], c["pins"], c["scale"]],
+                      pin_outputs, **hidden)
         clear_btn.click(h.clear_pins, None, pin_outputs, **hidden)
         dl_btn.click(h.downloads, view_inputs + [c["pins"]], [c["files"]], **hidden)
         api_btn.click(h.api_analyze, api_in, api_out, api_name="analyze", preprocess=False,

@@ -16,7 +16,7 @@ from sge_viz.checkpoints import save_safetensors
 from sge_viz.config import ModelConfig
 from sge_viz.images import center_crop_view
 from sge_viz.models import DEMO_ARCH, DEMO_KWARGS, build_model
-from sge_viz.service import DEMO_LABEL, ORDERS, TILE, ModelService, group_table, view_image
+from sge_viz.service import DEMO_LABEL, ORDERS, SCALES, TILE, ModelService, group_table, view_image
 from sge_viz.ui import build_ui
 
 SCENE = assets.ASSET_DIR / "scene_01.png"  # an example scene with its item mask
@@ -78,11 +78,12 @@ def test_view_changes_never_run_the_model(app):
     want = render.draw_outline(render.overlay(view_image(analysis), gate, "inferno", 0.5), mask)
     np.testing.assert_array_equal(after_layer["overlay"], want)
 
-    # Another group, colour map, opacity, ordering: the focused views change, still no forward.
+    # Another group, colour map, opacity, ordering, colour scale: the views change, still no forward.
     views = [h.change_view(analysis, other, 7, ORDERS[0], "inferno", 0.5),
              h.change_view(analysis, other, 7, ORDERS[0], "viridis", 0.5),
              h.change_view(analysis, other, 7, ORDERS[0], "viridis", 0.9),
-             h.change_view(analysis, other, 7, ORDERS[1], "viridis", 0.9)]
+             h.change_view(analysis, other, 7, ORDERS[1], "viridis", 0.9),
+             h.change_view(analysis, other, 7, ORDERS[1], "viridis", 0.9, SCALES[1])]
     pictures = [images_of(v, h) for v in views]
     assert not np.array_equal(pictures[0]["overlay"], after_layer["overlay"])  # group 3 -> 7
     assert not np.array_equal(pictures[0]["activations"], after_layer["activations"])
@@ -90,6 +91,11 @@ def test_view_changes_never_run_the_model(app):
     assert not np.array_equal(pictures[2]["overlay"], pictures[1]["overlay"])  # opacity
     assert not np.array_equal(pictures[3]["mosaic"], pictures[2]["mosaic"])  # ordering
     np.testing.assert_array_equal(pictures[3]["overlay"], pictures[2]["overlay"])  # ordering moves tiles only
+    lg = analysis.layer(other)  # the layer's own range stretches the colours
+    stretched = render.overlay(view_image(analysis), lg.gate[7], "viridis", 0.9, vmin=float(lg.gate.min()),
+                               vmax=float(lg.gate.max()))
+    np.testing.assert_array_equal(pictures[4]["overlay"], render.draw_outline(stretched, mask))
+    assert not np.array_equal(pictures[4]["mosaic"], pictures[3]["mosaic"])
     assert len(forwards) == start + 1
 
 
@@ -131,7 +137,7 @@ def test_downloads_are_the_cli_formats(app):
     h, service, _, image = app
     analysis = service.run_analysis(service.default, image, image.name)
     layer = analysis.layer_names[-1]
-    out = h.downloads(analysis, layer, 2, ORDERS[1], "magma", 0.4, [])
+    out = h.downloads(analysis, layer, 2, ORDERS[1], "magma", 0.4, SCALES[0], [])
     files = {Path(p).name: Path(p) for p in out[h.c["files"]]}
     with np.load(files["gates.npz"]) as npz:
         assert sorted(npz.files) == sorted(analysis.layer_names)
@@ -141,8 +147,9 @@ def test_downloads_are_the_cli_formats(app):
     assert "mask_auc" in want["layers"][layer]
     assert json.loads(files["stats.json"].read_text()) == json.loads(json.dumps(want))
     overlay = np.asarray(Image.open(files[f"overlay_{layer}_g2.png"]))
-    np.testing.assert_array_equal(overlay, h._focus(analysis, layer, 2, ORDERS[1], "magma", 0.4)[h.c["overlay"]])
-    assert not np.array_equal(overlay, h._focus(analysis, layer, 3, ORDERS[1], "magma", 0.4)[h.c["overlay"]])
+    np.testing.assert_array_equal(overlay, h._focus(analysis, layer, 2, ORDERS[1], "magma", 0.4,
+                                                    SCALES[0])[h.c["overlay"]])
+    assert not np.array_equal(overlay, h._focus(analysis, layer, 3, ORDERS[1], "magma", 0.4, SCALES[0])[h.c["overlay"]])
 
 
 def test_user_errors_become_page_messages(app, tmp_path):
@@ -159,7 +166,7 @@ def test_user_errors_become_page_messages(app, tmp_path):
     assert h.change_layer(None, "layer1.0.sge", 0, ORDERS[0], "inferno", 0.5) == {h.c["caption"]: gr.skip()}
     assert h.change_view(None, "layer1.0.sge", 0, ORDERS[0], "viridis", 0.5) == {h.c["caption"]: gr.skip()}
     with pytest.warns(UserWarning, match="give an image first"):
-        assert h.downloads(None, "layer1.0.sge", 0, ORDERS[0], "inferno", 0.5, []) == h._unchanged("files")
+        assert h.downloads(None, "layer1.0.sge", 0, ORDERS[0], "inferno", 0.5, SCALES[0], []) == h._unchanged("files")
 
 
 def test_models_load_once_across_threads(app):
