@@ -29,9 +29,10 @@ from .models import DEMO_ARCH, available_models
 DEMO_LABEL = f"{DEMO_ARCH} (demo)"
 FALLBACK_ARCH = "sge_resnet18"  # offered, untrained, while the demo checkpoint is missing
 ORDERS = ("model order", "most selective first")
-# Heatmap colour scale: the gate's full range (colours mean the same in every layer), or this
-# layer's own min..max (small differences show, e.g. in deep layers whose gates sit near one value).
-SCALES = ("gate range 0 to 1", "this layer's range")
+# Heatmap colour scale: this layer's own min..max (the default: trained gates often sit in a narrow
+# band, e.g. 0.6-0.85, where a 0..1 scale shows almost nothing), or the gate's full range 0..1
+# (colours mean the same in every layer). The legend under the overlay gives the numbers.
+SCALES = ("this layer's range", "gate range 0 to 1")
 COLORMAPS = ("inferno", "viridis", "magma", "plasma", "cividis", "turbo", "gray")
 TILE = 96  # mosaic tile side in pixels; render.group_at must be given the same value
 MIN_VIEW_SIDE = 320  # small inputs (the demo's 64x64 canvases) are enlarged before drawing over them
@@ -265,7 +266,7 @@ def _outlined(analysis: Analysis, picture: np.ndarray) -> np.ndarray:
 
 def colour_range(lg: LayerGates, scale: str = SCALES[0]) -> tuple[float, float]:
     """(vmin, vmax) of the gate heatmaps for a scale choice."""
-    if scale == SCALES[1]:
+    if scale == SCALES[0]:
         lo, hi = float(lg.gate.min()), float(lg.gate.max())
         if hi > lo:
             return lo, hi
@@ -348,7 +349,7 @@ def compare_panel(analysis: Analysis, layer: str, group: int, cmap: str, alpha: 
     picture = _outlined(analysis, render.overlay(view_image(analysis), lg.gate[group], cmap=cmap, alpha=alpha,
                                                  vmin=vmin, vmax=vmax))
     caption = f"{analysis.extras.get('name', 'image')} · {layer} · group {group}"
-    if scale == SCALES[1]:
+    if (vmin, vmax) != (0.0, 1.0):
         caption += f" · scale {vmin:.2f}-{vmax:.2f}"
     return picture, caption
 

@@ -32,6 +32,7 @@ Colour maps: inferno, viridis, magma, plasma, cividis, turbo, gray.
   "layers": {layer: {"groups", "height", "width", "mean", "std", "min", "max", "enhanced_share",
   "selectivity"[, "mask_auc"]}}}`` (``mask_auc`` only for the example scenes that ship a mask)
 - ``mosaic``: PNG path, every group's gate of the layer over the image, most selective first
+  (heatmap colours span the layer's own min..max gate, as the page does by default)
 - ``overlay``: PNG path, the group's gate over the image
 - ``diverging``: PNG path, the group's enhanced (red) vs suppressed (blue) map
 - ``activations``: PNG path, the group's activation before | after SGE on one colour scale
@@ -180,7 +181,10 @@ class Handlers:
 
     @user_errors
     def show_image(self, payload: Any, choice: str, layer: str, group: Any, order: str, cmap: str, alpha: float,
-                   scale: str = svc.SCALES[0], progress: gr.Progress = gr.Progress()) -> dict:
+                   scale: str = svc.SCALES[0], previous: Analysis | None = None,
+                   progress: gr.Progress = gr.Progress()) -> dict:
+        """A new image or model: the one forward pass. Same model as before: the layer and group stay put,
+        so images compare; otherwise start on the default layer's most selective group."""
         source = _payload_path(payload)
         c = self.c
         if not self.service.is_loaded(choice):
@@ -203,6 +207,8 @@ class Handlers:
                 self._failed.pop(next(iter(self._failed)))
             raise
         progress(0.7, desc="Drawing")
+        if previous is None or previous.model_name != analysis.model_name:
+            layer, group = None, None
         layer = _pick_layer(analysis, layer)
         group = _pick_group(analysis, layer, group)
         out = self._layer(analysis, layer, group, order, cmap, alpha, scale)
@@ -432,7 +438,7 @@ def build_ui(service: svc.ModelService, concurrency: int | None = None, queue_si
         layer_outputs = focus_outputs + [c[k] for k in ("layer", "group", "histogram", "table")]
         analyze_outputs = layer_outputs + [c[k] for k in ("state", "predictions", "info", "depth")]
         analyze_inputs = [c["image"], c["model"], c["layer"], c["group"], c["order"], c["cmap"], c["alpha"],
-                          c["scale"]]
+                          c["scale"], c["state"]]
         hidden = dict(api_visibility="undocumented")
         run = dict(fn=h.show_image, inputs=analyze_inputs, outputs=analyze_outputs, preprocess=False,
                    trigger_mode="always_last", **hidden)

@@ -75,7 +75,8 @@ def test_analyze_endpoint_returns_the_library_result(served, library, image):
     # Pictures: the deepest layer's most selective group, drawn by the renderer.
     deepest = analysis.layers[-1]
     group = stats.selectivity_order(deepest.gate)[0]
-    want = render.overlay(view_image(analysis), deepest.gate[group], "inferno", 0.5)
+    stretch = dict(vmin=float(deepest.gate.min()), vmax=float(deepest.gate.max()))  # the layer's own range
+    want = render.overlay(view_image(analysis), deepest.gate[group], "inferno", 0.5, **stretch)
     want_diverging = render.diverging(view_image(analysis), deepest.gate[group])
     if mask is not None:  # the item's outline drawn over both maps
         side = want.shape[0]
@@ -84,7 +85,7 @@ def test_analyze_endpoint_returns_the_library_result(served, library, image):
     np.testing.assert_array_equal(np.asarray(Image.open(overlay).convert("RGB")), want)
     np.testing.assert_array_equal(np.asarray(Image.open(diverging).convert("RGB")), want_diverging)
     want_mosaic = render.mosaic(view_image(analysis), deepest.gate, order=stats.selectivity_order(deepest.gate),
-                                cmap="inferno", alpha=0.5, highlight=group)
+                                cmap="inferno", alpha=0.5, highlight=group, **stretch)
     np.testing.assert_array_equal(np.asarray(Image.open(mosaic).convert("RGB")), want_mosaic)
     want_pair = render.activation_pair(view_image(analysis), deepest.before[group], deepest.after[group])
     np.testing.assert_array_equal(np.asarray(Image.open(activations).convert("RGB")), want_pair)
@@ -96,9 +97,11 @@ def test_analyze_endpoint_layer_and_group(served, library):
     layer = analysis.layer_names[1]
     _, _, _, overlay, _, _ = client.predict(handle_file(str(PHOTO)), service.default, layer, 5, "viridis", 0.7,
                                             api_name="/analyze")
-    want = render.overlay(view_image(analysis), analysis.layer(layer).gate[5], "viridis", 0.7)
+    gate = analysis.layer(layer).gate
+    stretch = dict(vmin=float(gate.min()), vmax=float(gate.max()))
+    want = render.overlay(view_image(analysis), gate[5], "viridis", 0.7, **stretch)
     np.testing.assert_array_equal(np.asarray(Image.open(overlay).convert("RGB")), want)
-    other = render.overlay(view_image(analysis), analysis.layer(layer).gate[6], "viridis", 0.7)
+    other = render.overlay(view_image(analysis), gate[6], "viridis", 0.7, **stretch)
     assert not np.array_equal(want, other)  # the group really selects the picture
 
 

@@ -16,7 +16,8 @@ from sge_viz.checkpoints import save_safetensors
 from sge_viz.config import ModelConfig
 from sge_viz.images import center_crop_view
 from sge_viz.models import DEMO_ARCH, DEMO_KWARGS, build_model
-from sge_viz.service import DEMO_LABEL, ORDERS, SCALES, TILE, ModelService, group_table, view_image
+from sge_viz.service import (DEMO_LABEL, ORDERS, SCALES, TILE, ModelService, default_layer, group_table,
+                             view_image)
 from sge_viz.ui import build_ui
 
 SCENE = assets.ASSET_DIR / "scene_01.png"  # an example scene with its item mask
@@ -75,7 +76,9 @@ def test_view_changes_never_run_the_model(app):
     gate = analysis.layer(other).gate[group]
     side = view_image(analysis).shape[0]
     mask = np.asarray(Image.fromarray(assets.mask_for(image)).resize((side, side), Image.NEAREST))
-    want = render.draw_outline(render.overlay(view_image(analysis), gate, "inferno", 0.5), mask)
+    lg = analysis.layer(other)  # the default colour scale: the layer's own min..max
+    stretch = dict(vmin=float(lg.gate.min()), vmax=float(lg.gate.max()))
+    want = render.draw_outline(render.overlay(view_image(analysis), gate, "inferno", 0.5, **stretch), mask)
     np.testing.assert_array_equal(after_layer["overlay"], want)
 
     # Another group, colour map, opacity, ordering, colour scale: the views change, still no forward.
@@ -91,10 +94,8 @@ def test_view_changes_never_run_the_model(app):
     assert not np.array_equal(pictures[2]["overlay"], pictures[1]["overlay"])  # opacity
     assert not np.array_equal(pictures[3]["mosaic"], pictures[2]["mosaic"])  # ordering
     np.testing.assert_array_equal(pictures[3]["overlay"], pictures[2]["overlay"])  # ordering moves tiles only
-    lg = analysis.layer(other)  # the layer's own range stretches the colours
-    stretched = render.overlay(view_image(analysis), lg.gate[7], "viridis", 0.9, vmin=float(lg.gate.min()),
-                               vmax=float(lg.gate.max()))
-    np.testing.assert_array_equal(pictures[4]["overlay"], render.draw_outline(stretched, mask))
+    full = render.overlay(view_image(analysis), lg.gate[7], "viridis", 0.9)  # the gate's whole range 0..1
+    np.testing.assert_array_equal(pictures[4]["overlay"], render.draw_outline(full, mask))
     assert not np.array_equal(pictures[4]["mosaic"], pictures[3]["mosaic"])
     assert len(forwards) == start + 1
 
@@ -124,9 +125,10 @@ def test_compare_holds_four_panels_then_says_so(app):
         out = h.pin(analysis, layer, i, "inferno", 0.5, pins)
         pins = out[h.c["pins"]]
         assert len(pins) == i + 1
-        assert pins[-1][1] == f"{image.name} · {layer} · group {i}"
-        gate = analysis.layer(layer).gate[i]
-        overlay = render.overlay(view_image(analysis), gate, "inferno", 0.5)
+        assert pins[-1][1].startswith(f"{image.name} · {layer} · group {i} · scale ")
+        gate = analysis.layer(layer).gate
+        overlay = render.overlay(view_image(analysis), gate[i], "inferno", 0.5, vmin=float(gate.min()),
+                                 vmax=float(gate.max()))
         assert np.mean(np.any(pins[-1][0] != overlay, axis=2)) < 0.05  # the overlay, with a thin outline
     with pytest.warns(UserWarning, match="four compare panels"):
         assert h.pin(analysis, analysis.layer_names[0], 0, "inferno", 0.5, pins) == h._unchanged("pins")
@@ -202,3 +204,19 @@ def test_example_scenes_bring_their_mask(app, tmp_path):
     want = center_crop_view(mask_image.resize((80, 80), Image.NEAREST), 80, 64) >= 128
     assert seen.shape == (64, 64)
     assert (seen & want).sum() / (seen | want).sum() > 0.9  # bilinear vs nearest differ only on the edge
+
+
+def test_first_image_starts_on_a_readable_layer_later_images_keep_the_view(app):
+    h, service, forwards, image = app
+    payload = {"path": str(image), "orig_name": image.name}
+    first = h.show_image(payload, service.default, "layer1.0.sge", 0, ORDERS[1], "inferno", 0.5)
+    analysis = first[h.c["state"]]
+    layer = default_layer(analysis)
+    assert analysis.layer(layer).gate.shape[2] >= 14 and layer != analysis.layer_names[-1]
+    assert first[h.c["layer"]].value == layer
+    assert first[h.c["group"]].value == stats.selectivity_order(analysis.layer(layer).gate)[0]
+    # The next image on the same model keeps the layer and group the user chose, so images compare.
+    photo = {"path": str(PHOTO), "orig_name": PHOTO.name}
+    second = h.show_image(photo, service.default, "layer1.1.sge", 5, ORDERS[1], "inferno", 0.5, SCALES[0], analysis)
+    assert second[h.c["layer"]].value == "layer1.1.sge" and second[h.c["group"]].value == 5
+    assert "group **5** of" in second[h.c["caption"]] and PHOTO.name in second[h.c["caption"]]

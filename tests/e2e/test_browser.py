@@ -96,7 +96,8 @@ def test_upload_explore_layer_and_group(live_app, browser, screenshots, tmp_path
     second = views(page)
     for sel in second:
         assert differs(first[sel][1], second[sel][1]), f"{sel} looks the same after the layer change"
-    assert f"`{target}`" not in page.locator("#caption").inner_text() and target in page.locator("#caption").inner_text()
+    caption = page.locator("#caption").inner_text()
+    assert target in caption and f"`{target}`" not in caption  # named, as rendered Markdown
     pin(page, 2)
 
     # Another group, typed into the slider's number box: the focused views change.
