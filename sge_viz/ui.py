@@ -54,6 +54,7 @@ from .analysis import Analysis
 from .device import describe_device, pick_device
 from .errors import SGEVizError
 from .limits import current_limits
+from .pngcache import png_path
 
 # Each browser session keeps its Analysis (~11 MB for SGE-ResNet50) for an hour; beyond this many
 # sessions the least recently used ones are dropped, which bounds the server's memory.
@@ -328,8 +329,10 @@ class Handlers:
         group = svc.most_selective(lg) if group < 0 else svc.check_group(lg, group)
         views = svc.render_focus(analysis, layer, group, colormap, float(opacity))
         mosaic = svc.render_mosaic(analysis, layer, svc.ORDERS[1], colormap, float(opacity), focus=group)
-        return (_label_value(analysis), svc.analysis_stats(analysis), mosaic, views.overlay, views.diverging,
-                views.activations)
+        # PNG files written fast (pngcache): Gradio's own PNG encoding of these four arrays costs more
+        # than the forward pass.
+        pictures = [png_path(p) for p in (mosaic, views.overlay, views.diverging, views.activations)]
+        return (_label_value(analysis), svc.analysis_stats(analysis), *pictures)
 
     def api_models(self) -> dict:
         return {"choices": self.service.choices, "default": self.service.default,

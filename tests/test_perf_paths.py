@@ -73,3 +73,24 @@ def test_after_sums_match_the_module_output(module_cls):
         assert got.device.type == "cpu" and got.dtype == torch.float32
         assert (got - want).abs().max() <= 1e-5 * want.abs().max()
     assert cap.gate.shape == (2, 4, 12, 10) and cap.gate.dtype == torch.float32
+
+
+def test_png_files_hold_the_same_pixels_and_are_written_once(tmp_path, rng):
+    from PIL import Image
+
+    from sge_viz import pngcache
+
+    image = rng.integers(0, 256, (30, 47, 3), dtype=np.uint8)
+    first = pngcache.png_path(image, root=tmp_path)
+    assert np.array_equal(np.asarray(Image.open(first).convert("RGB")), image)
+    mtime = tmp_path.joinpath(first).stat().st_mtime_ns
+    again = pngcache.png_path(image.copy(), root=tmp_path)
+    assert again == first and len(list(tmp_path.glob("*.png"))) == 1
+    assert tmp_path.joinpath(first).stat().st_mtime_ns >= mtime
+    other = image.copy()
+    other[0, 0, 0] ^= 1
+    assert pngcache.png_path(other, root=tmp_path) != first
+    # same bytes, other shape: another picture
+    assert pngcache.png_path(image.reshape(47, 30, 3), root=tmp_path) not in (first,)
+    with pytest.raises(ValueError):
+        pngcache.png_path(np.zeros((4, 4), np.uint8), root=tmp_path)
