@@ -151,13 +151,16 @@ class Handlers:
                scale: str) -> dict:
         c = self.c
         views = svc.render_focus(analysis, layer, group, cmap, alpha, scale)
+        mosaic = svc.render_mosaic(analysis, layer, order, cmap, alpha, focus=group, scale=scale)
+        # PNG files written fast (pngcache) rather than arrays: Gradio's own PNG encoding of these
+        # pictures would cost more than drawing them.
         return {
-            c["mosaic"]: svc.render_mosaic(analysis, layer, order, cmap, alpha, focus=group, scale=scale),
-            c["overlay"]: views.overlay,
-            c["diverging"]: views.diverging,
-            c["activations"]: views.activations,
-            c["gate_legend"]: views.gate_legend,
-            c["diverging_legend"]: views.diverging_legend,
+            c["mosaic"]: png_path(mosaic),
+            c["overlay"]: png_path(views.overlay),
+            c["diverging"]: png_path(views.diverging),
+            c["activations"]: png_path(views.activations),
+            c["gate_legend"]: png_path(views.gate_legend),
+            c["diverging_legend"]: png_path(views.diverging_legend),
             c["caption"]: views.caption,
         }
 
@@ -283,7 +286,7 @@ class Handlers:
         out: dict = {self.c["pins"]: pins}
         for i, slot in enumerate(self.c["slots"]):
             if i < len(pins):
-                out[slot] = gr.Image(value=pins[i][0], label=pins[i][1])
+                out[slot] = gr.Image(value=png_path(pins[i][0]), label=pins[i][1])
             else:
                 out[slot] = gr.Image(value=None, label=f"Panel {i + 1}: empty")
         return out

@@ -52,8 +52,10 @@ def app():
 
 
 def images_of(out: dict, handlers) -> dict[str, np.ndarray]:
+    """The pictures a handler sent to the page (PNG files), as arrays."""
     c = handlers.c
-    return {k: out[c[k]] for k in ("mosaic", "overlay", "diverging", "activations") if c[k] in out}
+    return {k: np.asarray(Image.open(out[c[k]]).convert("RGB"))
+            for k in ("mosaic", "overlay", "diverging", "activations") if c[k] in out}
 
 
 def test_view_changes_never_run_the_model(app):
@@ -149,9 +151,10 @@ def test_downloads_are_the_cli_formats(app):
     assert "mask_auc" in want["layers"][layer]
     assert json.loads(files["stats.json"].read_text()) == json.loads(json.dumps(want))
     overlay = np.asarray(Image.open(files[f"overlay_{layer}_g2.png"]))
-    np.testing.assert_array_equal(overlay, h._focus(analysis, layer, 2, ORDERS[1], "magma", 0.4,
-                                                    SCALES[0])[h.c["overlay"]])
-    assert not np.array_equal(overlay, h._focus(analysis, layer, 3, ORDERS[1], "magma", 0.4, SCALES[0])[h.c["overlay"]])
+    shown = images_of(h._focus(analysis, layer, 2, ORDERS[1], "magma", 0.4, SCALES[0]), h)["overlay"]
+    np.testing.assert_array_equal(overlay, shown)
+    other = images_of(h._focus(analysis, layer, 3, ORDERS[1], "magma", 0.4, SCALES[0]), h)["overlay"]
+    assert not np.array_equal(overlay, other)
 
 
 def test_user_errors_become_page_messages(app, tmp_path):
