@@ -21,7 +21,7 @@ class SpatialGroupEnhance(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.size()
-        x = x.view(b * self.groups, -1, h, w)
+        x = x.reshape(b * self.groups, -1, h, w)  # a view for NCHW; a copy for channels_last input
         xn = (x * self.avg_pool(x)).sum(dim=1, keepdim=True)
         t = xn.view(b * self.groups, -1)
         t = t - t.mean(dim=1, keepdim=True)

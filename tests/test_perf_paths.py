@@ -94,3 +94,24 @@ def test_png_files_hold_the_same_pixels_and_are_written_once(tmp_path, rng):
     assert pngcache.png_path(image.reshape(47, 30, 3), root=tmp_path) not in (first,)
     with pytest.raises(ValueError):
         pngcache.png_path(np.zeros((4, 4), np.uint8), root=tmp_path)
+
+
+def test_channels_last_model_gives_the_same_outputs_and_gates():
+    from sge_viz.models import build_model
+
+    torch.manual_seed(3)
+    model, _ = build_model("sge_resnet50")
+    model = model.eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("sge.weight", "sge.bias")):
+                p.copy_(torch.randn(p.shape))
+    x = torch.randn(1, 3, 96, 96)
+    with torch.inference_mode(), GateRecorder(model) as plain:
+        want = model(x)
+    model = model.to(memory_format=torch.channels_last)
+    with torch.inference_mode(), GateRecorder(model) as last:
+        got = model(x.contiguous(memory_format=torch.channels_last))
+    assert (got - want).abs().max() <= 1e-4 * want.abs().max()
+    for name, cap in plain.captures.items():
+        assert (last.captures[name].gate - cap.gate).abs().max() < 1e-4
