@@ -23,6 +23,8 @@ import argparse
 import json
 import os
 import sys
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -256,6 +258,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     from .analysis import analyze_views
     from .export import write_analysis
+    from .render import default_workers
 
     jobs = expand_inputs(args.inputs)
     out = Path(args.out)
@@ -270,6 +273,29 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                         batch_size=args.batch_size, num_workers=workers, collate_fn=_as_list)
     results, failures = [], []
     progress = tqdm(total=len(jobs), unit="image", file=sys.stderr, disable=len(jobs) < 2 or None)
+    # Result folders are drawn and written on a few threads while the next batch runs through the
+    # network (PNG encoding and numpy release the GIL); reported in input order, as they finish.
+    writers = ThreadPoolExecutor(max_workers=default_workers(), thread_name_prefix="sge-write")
+    pending: deque = deque()
+    limit = args.batch_size + 2 * default_workers()  # finished analyses waiting to be written, at most
+
+    def collect(block: bool) -> None:
+        while pending and (block or pending[0][1].done() or len(pending) > limit):
+            job, future, top = pending.popleft()
+            try:
+                folder = future.result()
+            except (OSError, SGEVizError) as exc:
+                failures.append({"image": str(job.path), "error": f"could not write results: {exc}"})
+                progress.write(f"error: {job.path}: could not write results: {exc}", file=sys.stderr)
+                progress.update(1)
+                continue
+            results.append({"image": str(job.path), "folder": str(folder), "predictions": top})
+            if not args.json:
+                best = top[0]
+                progress.write(f"{job.path} -> {folder}  ({best['label']} {best['probability']:.1%})",
+                               file=sys.stdout)
+            progress.update(1)
+
     try:
         for batch in loader:
             good = [(i, view) for i, view, error in batch if error is None]
@@ -277,22 +303,18 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                 if error is not None:
                     failures.append({"image": str(jobs[i].path), "error": error})
                     progress.write(f"error: {jobs[i].path}: {' '.join(error.split())}", file=sys.stderr)
+                    progress.update(1)
             analyses = analyze_views(loaded, [view for _, view in good]) if good else []
             for (i, _), analysis in zip(good, analyses):
                 job = jobs[i]
-                try:
-                    folder = write_analysis(analysis, out / job.out_name)
-                except (OSError, SGEVizError) as exc:
-                    failures.append({"image": str(job.path), "error": f"could not write results: {exc}"})
-                    progress.write(f"error: {job.path}: could not write results: {exc}", file=sys.stderr)
-                    continue
-                top = analysis.predictions[0]
-                results.append({"image": str(job.path), "folder": str(folder),
-                                "predictions": _predictions_json(analysis.predictions)})
-                if not args.json:
-                    progress.write(f"{job.path} -> {folder}  ({top.label} {top.probability:.1%})", file=sys.stdout)
-            progress.update(len(batch))
+                pending.append((job, writers.submit(write_analysis, analysis, out / job.out_name),
+                                _predictions_json(analysis.predictions)))
+            collect(block=False)
+        collect(block=True)
     finally:
+        for _, future, _ in pending:
+            future.cancel()
+        writers.shutdown(wait=True)
         progress.close()
     if args.json:
         _emit_json({"model": loaded.name, "out": str(out), "results": results, "failed": failures})

