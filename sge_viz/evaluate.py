@@ -138,8 +138,12 @@ def markdown_table(sge: dict, plain_top1: float | None) -> str:
         lines.append(f"| plain twin (same network, SGE removed, same recipe) | {100 * plain_top1:.2f}% |")
     lines += [
         "",
-        "Per SGE layer (gate maps upsampled bilinearly to the 64x64 canvas; AUC per image against the item mask, "
-        "averaged over images per group):",
+        "Per SGE layer. Gate AUC: each group's gate map upsampled bilinearly to the canvas and scored by "
+        "ROC-AUC against the item mask (item pixels positive, every other pixel negative) per scene, then "
+        "averaged over scenes per group; the table gives the median over groups and the share of groups above "
+        "0.5. Item/clutter ratio: mean gate on item pixels over mean gate on clutter pixels, pooled over groups "
+        "and scenes (scenes with clutter). Activation AUC: the same median AUC for each group's summed "
+        "activation map entering SGE (before) and leaving it (after).",
         "",
         "| layer | groups | gate map | median gate AUC | groups with AUC > 0.5 | gate item/clutter ratio "
         "| activation AUC before SGE | after SGE |",
