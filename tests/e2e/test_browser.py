@@ -83,6 +83,7 @@ def test_upload_explore_layer_and_group(live_app, browser, screenshots, tmp_path
     layer_input = page.locator("#layer input")
     current = layer_input.input_value()
     layer_input.click()
+    page.get_by_role("option").first.wait_for(timeout=10000)
     names = [n.replace("✓", "").strip() for n in page.get_by_role("option").all_inner_texts()]
     assert current in names and len(names) >= 2, names
     target = names[1] if current != names[1] else names[0]
