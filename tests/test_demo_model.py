@@ -106,3 +106,27 @@ def test_plain_twin_matches_the_model_card(metadata):
         assert rec.layer_names == []  # really without SGE
     top1 = measure(plain, count=FIXTURE, activations=False)["top1"]
     assert abs(top1 - metadata["metrics"]["plain_top1"]) <= TOP1_MARGIN
+
+
+def test_default_command_reproduces_the_shipped_recipe(metadata):
+    from dataclasses import asdict
+
+    from sge_viz.train import Recipe
+
+    shipped = {k: v for k, v in metadata["recipe"].items() if k in asdict(Recipe())}
+    assert shipped == asdict(Recipe())  # `python -m sge_viz.train` with no flags trains this recipe
+
+
+def test_recipe_spares_sge_parameters_from_weight_decay(loaded):
+    from sge_viz.train import Recipe, lr_at, param_groups
+
+    decay, no_decay = param_groups(loaded.model, 5e-4)
+    sge_params = {id(p) for n, p in loaded.model.named_parameters() if ".sge." in n}
+    assert len(sge_params) == 2 * sum(DEMO_KWARGS["layers"])  # weight and bias of every SGE layer
+    assert sge_params <= {id(p) for p in no_decay["params"]}
+    assert not sge_params & {id(p) for p in decay["params"]}
+    assert all(p.ndim == 4 or p.ndim == 2 for p in decay["params"])
+    r = Recipe()
+    assert lr_at(0, r) == pytest.approx(r.lr / r.warmup_steps)
+    assert lr_at(r.warmup_steps, r) == pytest.approx(r.lr)
+    assert lr_at(r.total_steps, r) == pytest.approx(0.0, abs=1e-12)
