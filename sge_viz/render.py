@@ -322,6 +322,10 @@ def mosaics(image: np.ndarray, layers: list[np.ndarray], orders: list[list[int] 
     if not len(layers) == len(orders) == len(highlights):
         raise ValueError("layers, orders and highlights must have the same length")
 
+    # mosaic() only uses the image shrunk to one tile: shrink it once for all layers.
+    tile = options.get("tile", 96)
+    image = _resize_image(_as_rgb(image), tile, tile)
+
     def draw(i: int) -> np.ndarray:
         return mosaic(image, layers[i], order=orders[i], highlight=highlights[i], **options)
 
