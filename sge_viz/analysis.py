@@ -8,7 +8,7 @@ import torch
 
 from .capture import GateRecorder
 from .checkpoints import LoadedModel
-from .images import normalise, prepare
+from .images import center_crop_view, normalise
 from .config import ModelConfig
 
 from PIL import Image
@@ -88,5 +88,6 @@ def analyze_views(loaded: LoadedModel, views: list[np.ndarray], activations: boo
 
 def analyze(loaded: LoadedModel, image: Image.Image) -> Analysis:
     """Preprocess an RGB PIL image, run one forward with capture, return plain arrays."""
-    _, view = prepare(image, loaded.config)
+    # The crop alone: analyze_views normalises it (prepare() would normalise it a second time).
+    view = center_crop_view(image, loaded.config.resize_size, loaded.config.input_size)
     return analyze_views(loaded, [view])[0]
