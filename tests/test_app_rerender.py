@@ -223,3 +223,13 @@ def test_first_image_starts_on_a_readable_layer_later_images_keep_the_view(app):
     second = h.show_image(photo, service.default, "layer1.1.sge", 5, ORDERS[1], "inferno", 0.5, SCALES[0], analysis)
     assert second[h.c["layer"]].value == "layer1.1.sge" and second[h.c["group"]].value == 5
     assert "group **5** of" in second[h.c["caption"]] and PHOTO.name in second[h.c["caption"]]
+
+
+def test_without_the_demo_checkpoint_the_app_says_so_and_still_starts(monkeypatch, tmp_path):
+    import sge_viz.service as service_module
+
+    monkeypatch.setattr(service_module, "DEMO_CHECKPOINT", tmp_path / "missing.safetensors")
+    service = ModelService(device="cpu", checkpoint_dir=tmp_path)
+    assert service.choices == ["sge_resnet18 (random weights)"] == [service.default]
+    assert "missing.safetensors" in service.notice and "untrained" in service.notice
+    assert "layer4.1.sge" in service.run_analysis(service.default, PHOTO, PHOTO.name).layer_names
