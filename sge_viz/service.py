@@ -1,7 +1,7 @@
 """What the app does, apart from the page: which models it offers, one analysis, and every picture.
 
 The UI calls ``ModelService.run_analysis`` once per (image, model); everything a
-user changes afterwards (layer, group, colour map, opacity, ordering) goes
+user changes afterwards (layer, group, colour map, opacity, colour scale, ordering) goes
 through the ``render_*``/``*_figure``/``group_table`` functions below, which
 read the ``Analysis`` alone and never touch the model.
 """
