@@ -1,0 +1,527 @@
+"""The speed and memory benchmark: ``python bench/run.py`` (about 2 to 4 minutes on 2 CPU cores).
+
+Everything that is compared is measured in one process, on the same image and
+model, in interleaved rounds (each round runs every case once, in turn), and
+reported as medians and as ratios to the bare forward of the same rounds, so a
+busy machine slows all cases alike. Cases, per model (the shipped demo model and
+sge_resnet50 at 224 with random weights):
+
+- bare forward: ``model(x)``, batch 1, no hooks
+- recorder: the same forward inside ``GateRecorder`` (gates + group activations)
+- full analysis: ``analyze`` (preprocess, forward, capture) + stats of every
+  layer + the app's mosaic of every layer + the focused views of one group
+- re-render: what the app does on a group change (mosaic + focused views) and on
+  a layer change (also the group table and the histogram, drawn to PNG), from
+  the cached analysis, no forward
+- GradCAM: pytorch-grad-cam on the last residual block (forward + backward)
+- app request: ``/analyze`` through gradio_client against the app on localhost
+
+Then: peak RSS of a fresh process that loads sge_resnet50 and runs one full
+analysis, and the throughput of ``sge-viz analyze FOLDER`` against the bare
+batched forward. Results go to bench/RESULTS.md (``--out`` to change).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import io
+import json
+import os
+import platform
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from sge_viz import render  # noqa: E402
+from sge_viz import service as svc  # noqa: E402
+from sge_viz import stats  # noqa: E402
+from sge_viz.analysis import analyze  # noqa: E402
+from sge_viz.capture import GateRecorder  # noqa: E402
+from sge_viz.checkpoints import DEMO_CHECKPOINT, LoadedModel, create_model, load_checkpoint, save_safetensors  # noqa: E402
+from sge_viz.config import ModelConfig  # noqa: E402
+from sge_viz.images import prepare  # noqa: E402
+from sge_viz.models import DEMO_ARCH, DEMO_KWARGS, build_model  # noqa: E402
+
+TARGETS = {  # (case, limit, against): the issue's targets, CPU, sge_resnet50 at 224, batch 1
+    "recorder": (1.03, "bare forward"),
+    "full analysis": (1.5, "bare forward"),
+    "re-render (group)": (0.25, "bare forward"),
+    "full vs GradCAM": (0.5, "GradCAM"),
+    "app request": (2.5, "bare forward"),
+}
+RSS_LIMIT_MB = 1200
+BATCH_LIMIT = 0.8
+
+
+# --- inputs -----------------------------------------------------------------------------
+
+def test_image() -> Image.Image:
+    """A natural photo shipped with scikit-image (no download), else a smooth synthetic scene."""
+    try:
+        import skimage.data
+
+        return Image.fromarray(skimage.data.astronaut())
+    except Exception:  # noqa: BLE001 - any failure: fall back to pixels made here
+        y, x = np.mgrid[0:512, 0:512] / 512.0
+        rgb = np.stack([np.sin(7 * x) * 0.5 + 0.5, np.cos(5 * y) * 0.5 + 0.5, x * y], -1)
+        return Image.fromarray((rgb * 255).astype(np.uint8))
+
+
+def vary_sge(model: torch.nn.Module, seed: int = 0) -> None:
+    """Random SGE weights, so untrained gates vary over the image as trained ones do (init gives flat gates)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("sge.weight", "sge.bias")):
+                p.copy_(torch.randn(p.shape, generator=gen))
+
+
+def demo_model(device: str) -> tuple[LoadedModel, str]:
+    """The shipped demo checkpoint, or (while it is missing) the demo architecture with random weights."""
+    if DEMO_CHECKPOINT.is_file():
+        return create_model(None, device=device), f"{DEMO_ARCH} (shipped checkpoint)"
+    config = ModelConfig(arch=DEMO_ARCH, num_classes=10, input_size=64, resize_size=64,
+                         class_names=tuple(f"class {i}" for i in range(10)), arch_kwargs=dict(DEMO_KWARGS))
+    model, config = build_model(DEMO_ARCH, config)
+    vary_sge(model)
+    model = model.to(device).eval().requires_grad_(False)
+    note = f"{DEMO_ARCH} (checkpoint missing: demo architecture, random weights)"
+    return LoadedModel(model, config, note, "random weights", torch.device(device)), note
+
+
+def resnet50(device: str) -> tuple[LoadedModel, str]:
+    loaded = create_model("sge_resnet50", device=device, random_weights=True)
+    vary_sge(loaded.model)
+    return loaded, "sge_resnet50 (random weights)"
+
+
+# --- timing ---------------------------------------------------------------------------------
+
+@dataclass
+class Timings:
+    samples: dict[str, list[float]] = field(default_factory=dict)
+
+    def median(self, case: str) -> float:
+        return statistics.median(self.samples[case])
+
+    def minimum(self, case: str) -> float:
+        return min(self.samples[case])
+
+
+def interleaved(cases: dict[str, Callable[[], object]], rounds: int, warmup: int = 2,
+                sync: Callable[[], None] = lambda: None) -> Timings:
+    """Each round runs every case once, in turn; the first ``warmup`` rounds are discarded."""
+    out = Timings({name: [] for name in cases})
+    for r in range(warmup + rounds):
+        for name, fn in cases.items():
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            if r >= warmup:
+                out.samples[name].append(time.perf_counter() - start)
+    return out
+
+
+# --- the cases ------------------------------------------------------------------------------
+
+def full_analysis(loaded: LoadedModel, pil: Image.Image, cmap: str = "inferno", alpha: float = 0.5):
+    """What one image costs end to end in the library: forward + capture, every statistic and picture."""
+    analysis = analyze(loaded, pil)
+    summary = stats.analysis_stats(analysis)
+    deepest = analysis.layers[-1]
+    group = svc.most_selective(deepest)
+    # The app's mosaic (svc.render_mosaic) of every layer, drawn on a few threads by render.mosaics.
+    mosaics = render.mosaics(svc.view_image(analysis), [lg.gate for lg in analysis.layers],
+                             [svc.group_order(lg, svc.ORDERS[1]) for lg in analysis.layers],
+                             [group if lg is deepest else None for lg in analysis.layers],
+                             cmap=cmap, alpha=alpha, tile=svc.TILE)
+    views = svc.render_focus(analysis, deepest.name, group, cmap, alpha)
+    return analysis, summary, mosaics, views
+
+
+def rerender_group(analysis, layer: str, group: int, cmap: str = "inferno", alpha: float = 0.5):
+    """The app's group change (ui.Handlers.change_view): focused views + the mosaic with its frame."""
+    views = svc.render_focus(analysis, layer, group, cmap, alpha)
+    return views, svc.render_mosaic(analysis, layer, svc.ORDERS[1], cmap, alpha, focus=group)
+
+
+def rerender_layer(analysis, layer: str, cmap: str = "inferno", alpha: float = 0.5):
+    """The app's layer change (ui.Handlers.change_layer): also the group table and the histogram as PNG."""
+    group = svc.most_selective(analysis.layer(layer))
+    out = rerender_group(analysis, layer, group, cmap, alpha)
+    svc.group_table(analysis, layer)
+    fig = svc.histogram_figure(analysis, layer)
+    fig.savefig(io.BytesIO(), format="png")  # Gradio draws the figure to PNG for the page
+    return out
+
+
+def gradcam_case(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], object]:
+    """pytorch-grad-cam as a user would run it: a model whose parameters require grad, the last block."""
+    from pytorch_grad_cam import GradCAM
+
+    model = copy.deepcopy(model).requires_grad_(True).eval()
+    stage = getattr(model, f"layer{model.num_stages}")
+    target = [stage[-1]]
+
+    def run():
+        with GradCAM(model=model, target_layers=target) as cam:
+            return cam(input_tensor=x, targets=None)
+    return run
+
+
+class App:
+    """The Gradio app serving the benchmark's models from a temporary checkpoint folder."""
+
+    def __init__(self, models: dict[str, LoadedModel]):
+        from gradio_client import Client
+
+        from sge_viz.ui import build_ui, launch
+
+        self.folder = Path(tempfile.mkdtemp(prefix="sge_bench_app_"))
+        for key, loaded in models.items():
+            save_safetensors(loaded.model, loaded.config, self.folder / f"{key}.safetensors")
+        self.service = svc.ModelService(device=str(next(iter(models.values())).device), checkpoint_dir=self.folder)
+        self.labels = {}
+        for key in models:
+            self.labels[key] = next(c for c in self.service.choices if f"{key}.safetensors" in c)
+            self.service.get(self.labels[key])
+        self.demo = build_ui(self.service)
+        port = _free_port()
+        launch(self.demo, host="127.0.0.1", port=port, prevent_thread_lock=True)
+        # Plain HTTP on localhost, so there is no certificate to verify; with ssl_verify left on,
+        # gradio_client builds a TLS context (loading the CA bundle, ~15 ms) for every upload, stream
+        # and download of every request, which would be timed as if it were the app's work.
+        self.client = Client(f"http://127.0.0.1:{port}/", verbose=False, ssl_verify=False)
+        self.image = self.folder / "image.png"
+
+    def request(self, key: str, image: Path) -> Callable[[], object]:
+        from gradio_client import handle_file
+
+        label = self.labels[key]
+
+        def run():
+            return self.client.predict(handle_file(str(image)), label, "", -1, "inferno", 0.5, api_name="/analyze")
+        return run
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        except Exception:  # noqa: BLE001
+            pass
+        self.demo.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bench_model(loaded: LoadedModel, pil: Image.Image, rounds: int, app: "App | None", app_key: str,
+                image_path: Path | None, with_gradcam: bool = True) -> tuple[Timings, dict]:
+    x, _ = prepare(pil, loaded.config)
+    x = x.to(loaded.device, loaded.dtype)
+    model = loaded.model
+    sync = torch.cuda.synchronize if loaded.device.type == "cuda" else (lambda: None)
+
+    def bare():
+        with torch.inference_mode():
+            return model(x)
+
+    def recorder():
+        with torch.inference_mode(), GateRecorder(model) as rec:
+            model(x)
+        return rec
+
+    analysis = full_analysis(loaded, pil)[0]
+    deepest = analysis.layers[-1]
+    groups = [int(g) for g in stats.selectivity_order(deepest.gate)]
+    layers = analysis.layer_names
+    turn = {"group": 0, "layer": 0}
+
+    def group_switch():
+        turn["group"] += 1
+        return rerender_group(analysis, deepest.name, groups[turn["group"] % len(groups)])
+
+    def layer_switch():
+        turn["layer"] += 1
+        return rerender_layer(analysis, layers[turn["layer"] % len(layers)])
+
+    cases: dict[str, Callable[[], object]] = {
+        "bare forward": bare,
+        "recorder": recorder,
+        "full analysis": lambda: full_analysis(loaded, pil),
+        "re-render (group)": group_switch,
+        "re-render (layer)": layer_switch,
+    }
+    if with_gradcam:
+        cases["GradCAM"] = gradcam_case(model, x)
+    if app is not None and image_path is not None:
+        cases["app request"] = app.request(app_key, image_path)
+    info = {"layers": len(layers), "input": loaded.config.input_size,
+            "groups": int(deepest.groups), "params": loaded.num_parameters}
+    return interleaved(cases, rounds, sync=sync), info
+
+
+# --- peak RSS in a fresh process ------------------------------------------------------------
+
+def rss_child() -> None:
+    """Load sge_resnet50, run one full analysis, print peak RSS (MB) as JSON."""
+    import psutil
+
+    loaded, _ = resnet50("cpu")
+    full_analysis(loaded, test_image())
+    print(json.dumps({"peak_rss_mb": peak_rss_mb(), "rss_now_mb": psutil.Process().memory_info().rss / 2**20}))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set. VmHWM, not ru_maxrss: ru_maxrss survives exec, so a child
+    started by fork would report its parent's size."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux; other systems: approximate
+
+
+def measure_rss(threads: int) -> dict:
+    env = dict(os.environ, BENCH_THREADS=str(threads))
+    out = subprocess.run([sys.executable, str(Path(__file__)), "--rss-child"], capture_output=True, text=True,
+                         env=env, check=True, cwd=ROOT)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# --- batch CLI throughput ------------------------------------------------------------------
+
+def make_folder(folder: Path, n: int, pil: Image.Image) -> None:
+    """n distinct JPEGs (random crops and flips of the test photo)."""
+    rng = np.random.default_rng(0)
+    arr = np.asarray(pil)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        side = int(rng.integers(300, arr.shape[0]))
+        y, x = rng.integers(0, arr.shape[0] - side + 1), rng.integers(0, arr.shape[1] - side + 1)
+        crop = arr[y:y + side, x:x + side]
+        if i % 2:
+            crop = crop[:, ::-1]
+        Image.fromarray(np.ascontiguousarray(crop)).save(folder / f"img_{i:03d}.jpg", quality=90)
+
+
+def run_cli(folder: Path, out: Path, batch: int, workers: int, threads: int) -> float:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    cmd = [sys.executable, "-m", "sge_viz", "analyze", str(folder), "--model", "sge_resnet50", "--random-weights",
+           "--batch-size", str(batch), "--workers", str(workers), "--out", str(out), "--json", "--device", "cpu"]
+    start = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"sge-viz analyze failed ({done.returncode}): {done.stderr[-2000:]}")
+    return elapsed
+
+
+def batch_throughput(pil: Image.Image, images: int, batch: int, workers: int, threads: int,
+                     rounds: int) -> dict:
+    """Marginal images/s of the CLI (difference of a large and a small folder cancels start-up and model
+    build) against the bare batched forward of sge_resnet50 at the same batch size."""
+    tmp = Path(tempfile.mkdtemp(prefix="sge_bench_cli_"))
+    try:
+        big, small = tmp / "big", tmp / "small"
+        make_folder(big, images, pil)
+        make_folder(small, batch, pil)
+        t_small = run_cli(small, tmp / "out_small", batch, workers, threads)
+        t_big = run_cli(big, tmp / "out_big", batch, workers, threads)
+        loaded, _ = resnet50("cpu")
+        x = prepare(pil, loaded.config)[0].repeat(batch, 1, 1, 1)
+
+        def bare():
+            with torch.inference_mode():
+                loaded.model(x)
+        t = interleaved({"bare batch": bare}, max(3, rounds // 3), warmup=1)
+        bare_ips = batch / t.median("bare batch")
+        cli_ips = (images - batch) / max(t_big - t_small, 1e-9)
+        return {"images": images, "batch": batch, "workers": workers, "cli_seconds": t_big,
+                "cli_small_seconds": t_small, "cli_raw_ips": images / t_big, "cli_ips": cli_ips,
+                "bare_ips": bare_ips, "ratio": cli_ips / bare_ips}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --- report ------------------------------------------------------------------------------------
+
+def machine() -> dict:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "threads": torch.get_num_threads(),
+            "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "load": [round(v, 2) for v in load]}
+
+
+def fmt_ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f}"
+
+
+def model_table(name: str, note: str, t: Timings, info: dict) -> list[str]:
+    bare = t.median("bare forward")
+    lines = [f"### {note}", "",
+             f"{info['layers']} SGE layers, input {info['input']}x{info['input']}, {info['params']:,} parameters, "
+             f"{len(t.samples['bare forward'])} interleaved rounds.", "",
+             "| case | median ms | min ms | x bare forward |", "| --- | ---: | ---: | ---: |"]
+    for case in t.samples:
+        lines.append(f"| {case} | {fmt_ms(t.median(case))} | {fmt_ms(t.minimum(case))} | "
+                     f"{t.median(case) / bare:.3f} |")
+    if "GradCAM" in t.samples:
+        lines.append(f"| full analysis / GradCAM | | | {t.median('full analysis') / t.median('GradCAM'):.3f} "
+                     "(x GradCAM) |")
+    return lines + [""]
+
+
+def target_rows(t: Timings, rss: dict | None, batch: dict | None) -> list[tuple[str, str, str, bool]]:
+    bare = t.median("bare forward")
+    rows = []
+    for case, (limit, against) in TARGETS.items():
+        if case == "full vs GradCAM":
+            if "GradCAM" not in t.samples:
+                continue
+            value = t.median("full analysis") / t.median("GradCAM")
+            rows.append(("full analysis vs GradCAM", f"<= {limit}x GradCAM", f"{value:.3f}x", value <= limit))
+        elif case in t.samples:
+            value = t.median(case) / bare
+            rows.append((case, f"<= {limit}x {against}", f"{value:.3f}x", value <= limit))
+    if rss is not None:
+        rows.append(("peak RSS (load + one full analysis)", f"<= {RSS_LIMIT_MB} MB", f"{rss['peak_rss_mb']:.0f} MB",
+                     rss["peak_rss_mb"] <= RSS_LIMIT_MB))
+    if batch is not None:
+        rows.append(("batch CLI throughput", f">= {BATCH_LIMIT}x bare batched forward", f"{batch['ratio']:.3f}x",
+                     batch["ratio"] >= BATCH_LIMIT))
+    return rows
+
+
+def write_results(path: Path, mach: dict, sections: list[str], targets, rss, batch, elapsed: float,
+                  notes: list[str]) -> None:
+    lines = ["# Benchmark results", "",
+             f"Written by `python bench/run.py` on {mach['date']} in {elapsed:.0f} s.", "",
+             f"- CPU: {mach['cpu']}, {mach['cores']} cores; torch {mach['torch']} with "
+             f"{mach['threads']} intra-op threads; numpy {mach['numpy']}; Python {mach['python']}",
+             f"- load average at the end of the run: {mach['load']} (other work on the machine slows every "
+             "case; the ratios are what to compare, all from the same interleaved rounds)", ""]
+    lines += [f"- {n}" for n in notes] + [""]
+    lines += ["## Targets (sge_resnet50 at 224, batch 1, CPU)", "", "| target | limit | measured | met |",
+              "| --- | --- | ---: | :---: |"]
+    lines += [f"| {a} | {b} | {c} | {'yes' if ok else 'NO'} |" for a, b, c, ok in targets]
+    lines += ["", "## Per model", ""] + sections
+    if rss is not None:
+        lines += ["## Memory", "",
+                  f"A fresh process that builds sge_resnet50 and runs one full analysis peaks at "
+                  f"{rss['peak_rss_mb']:.0f} MB RSS (ru_maxrss), {rss['rss_now_mb']:.0f} MB at the end.", ""]
+    if batch is not None:
+        lines += ["## Batch CLI", "",
+                  f"`sge-viz analyze FOLDER --model sge_resnet50 --random-weights --batch-size {batch['batch']} "
+                  f"--workers {batch['workers']}` on {batch['images']} JPEGs: {batch['cli_seconds']:.1f} s "
+                  f"({batch['cli_raw_ips']:.2f} images/s including start-up and model build); marginal throughput "
+                  f"(difference to a {batch['batch']}-image folder, which cancels start-up) "
+                  f"{batch['cli_ips']:.2f} images/s, each image written as gates.npz, stats.json, 16 mosaics "
+                  f"and an overlay. Bare batched forward at batch {batch['batch']}: {batch['bare_ips']:.2f} "
+                  f"images/s. Ratio {batch['ratio']:.3f}.", ""]
+    extra = ROOT / "bench" / "NOTES.md"
+    if extra.is_file():
+        lines += [extra.read_text(encoding="utf-8").strip(), ""]
+    gpu = ROOT / "bench" / "GPU.md"
+    if gpu.is_file():
+        lines += [gpu.read_text(encoding="utf-8").strip(), ""]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved timed rounds per model (default 15)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: torch's own choice, one per core)")
+    parser.add_argument("--images", type=int, default=64, help="images in the batch CLI folder (default 64)")
+    parser.add_argument("--batch-size", type=int, default=8, help="batch size for the CLI and batched forward")
+    parser.add_argument("--workers", type=int, default=2, help="CLI image-loading workers (default 2)")
+    parser.add_argument("--skip-app", action="store_true", help="leave out the gradio_client request")
+    parser.add_argument("--skip-batch", action="store_true", help="leave out the batch CLI throughput")
+    parser.add_argument("--skip-rss", action="store_true", help="leave out the peak-RSS process")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md", help="results file")
+    parser.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    threads = args.threads or int(os.environ.get("BENCH_THREADS", 0)) or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    if args.rss_child:
+        rss_child()
+        return 0
+
+    started = time.perf_counter()
+    pil = test_image()
+    notes = [f"Test image: scikit-image's astronaut photo ({pil.size[0]}x{pil.size[1]}), resized and centre-cropped "
+             "to each model's input. Random-weight models get random SGE weights so that gates vary."]
+    models = {"demo": demo_model("cpu"), "resnet50": resnet50("cpu")}
+    notes.append(f"Demo model: {models['demo'][1]}.")
+    app = None
+    image_path = None
+    if not args.skip_app:
+        app = App({k: v[0] for k, v in models.items()})
+        image_path = app.folder / "image.png"
+        pil.save(image_path)
+    sections, results = [], {}
+    try:
+        for key, (loaded, note) in models.items():
+            print(f"== {note}", flush=True)
+            t, info = bench_model(loaded, pil, args.rounds, app, key, image_path)
+            results[key] = t
+            bare = t.median("bare forward")
+            for case in t.samples:
+                print(f"  {case:<20} {fmt_ms(t.median(case)):>9} ms  {t.median(case) / bare:7.3f}x bare", flush=True)
+            sections += model_table(key, note, t, info)
+    finally:
+        if app is not None:
+            app.close()
+    rss = None if args.skip_rss else measure_rss(threads)
+    if rss:
+        print(f"== peak RSS {rss['peak_rss_mb']:.0f} MB", flush=True)
+    batch = None
+    if not args.skip_batch:
+        batch = batch_throughput(pil, args.images, args.batch_size, args.workers, threads, args.rounds)
+        print(f"== batch CLI {batch['cli_ips']:.2f} images/s vs bare batched forward {batch['bare_ips']:.2f} "
+              f"images/s: {batch['ratio']:.3f}x", flush=True)
+    targets = target_rows(results["resnet50"], rss, batch)
+    print("== targets")
+    for a, b, c, ok in targets:
+        print(f"  {'ok ' if ok else 'MISS'} {a}: {c} ({b})")
+    mach = machine()
+    write_results(args.out, mach, sections, targets, rss, batch, time.perf_counter() - started, notes)
+    print(f"wrote {args.out} ({time.perf_counter() - started:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
