@@ -86,11 +86,12 @@ class ClutterConfig:
     """How a scene is drawn. The defaults are what the shipped demo model was trained on."""
 
     canvas: int = 64
-    item_size: tuple[int, int] = (26, 42)  # side of the resized 28x28 item, pixels
-    clutter_count: tuple[int, int] = (4, 8)  # patches cut from other items
-    patch_size: tuple[int, int] = (8, 16)  # side of a clutter patch on the canvas
+    item_size: tuple[int, int] = (32, 46)  # side of the resized 28x28 item, pixels
+    clutter_count: tuple[int, int] = (2, 5)  # patches cut from other items
+    patch_size: tuple[int, int] = (8, 12)  # side of a clutter patch on the canvas
     alpha_threshold: float = 0.2  # item/patch pixels above this intensity are opaque
-    noise_strength: float = 0.35  # amplitude of the textured background noise
+    noise_strength: float = 0.15  # amplitude of the textured background noise
+    clutter_contrast: float = 0.6  # clutter colour blended this far from the canvas under it (1 = opaque colour)
 
 
 @dataclass(frozen=True)
@@ -180,14 +181,23 @@ def _background(spec: SceneSpec, cfg: ClutterConfig) -> np.ndarray:
     return base + cfg.noise_strength * (0.6 * smooth + 0.4 * grain)
 
 
-def _paste(canvas: np.ndarray, covered: np.ndarray, images: np.ndarray, patch: Patch, threshold: float) -> np.ndarray:
-    """Paste opaquely where the patch is brighter than ``threshold``; returns the patch's canvas mask."""
+def _paste(canvas: np.ndarray, covered: np.ndarray, images: np.ndarray, patch: Patch, threshold: float,
+           contrast: float = 1.0) -> np.ndarray:
+    """Paste where the patch is brighter than ``threshold``; returns the patch's canvas mask.
+
+    ``contrast`` < 1 blends the patch's colour with the canvas under it (fainter clutter); the
+    covered pixels, and so the mask, stay the same.
+    """
     alpha = _resized_alpha(images, patch)
     opaque = alpha > threshold
     region = (slice(patch.top, patch.top + patch.size), slice(patch.left, patch.left + patch.size))
     # Keep the item's texture: shade the tint by the source intensity.
     colour = np.asarray(patch.tint, dtype=np.float32) * (0.35 + 0.65 * alpha[..., None])
-    canvas[region][opaque] = colour[opaque]
+    if contrast == 1.0:
+        canvas[region][opaque] = colour[opaque]
+    else:
+        under = canvas[region][opaque]
+        canvas[region][opaque] = under + np.float32(contrast) * (colour[opaque] - under)
     mask = np.zeros(covered.shape, dtype=bool)
     mask[region] = opaque
     return mask
@@ -200,7 +210,7 @@ def render(spec: SceneSpec, images: np.ndarray, cfg: ClutterConfig,
     canvas = _background(spec, cfg)
     clutter = np.zeros((s, s), dtype=bool)
     for patch in spec.clutter:
-        clutter |= _paste(canvas, clutter, images, patch, cfg.alpha_threshold)
+        clutter |= _paste(canvas, clutter, images, patch, cfg.alpha_threshold, cfg.clutter_contrast)
     item = np.zeros((s, s), dtype=bool)
     if with_item:
         item = _paste(canvas, item, images, spec.item, cfg.alpha_threshold)

@@ -140,7 +140,7 @@ _IMAGENET_LAYOUTS: dict[str, tuple[type, list[int]]] = {
 # The shipped demo model: a narrow two-block-per-stage SGE-ResNet for 64x64
 # Cluttered Fashion-MNIST canvases. Deepest gate map: 64 / 2 / 2 / 2 = 8x8.
 DEMO_ARCH = "sge_resnet_demo"
-DEMO_KWARGS: dict = dict(block="basic", layers=[2, 2, 2], widths=[32, 64, 128], groups=16,
+DEMO_KWARGS: dict = dict(block="basic", layers=[2, 2, 2], widths=[32, 64, 128], groups=8,
                          stem="small", stem_stride=2)
 
 _BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}

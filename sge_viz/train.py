@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from .checkpoints import CHECKPOINT_DIR, DEMO_CHECKPOINT, save_safetensors
 from .config import ModelConfig
-from .data import FASHION_MNIST_CLASSES, ClutteredFashionMNIST, TorchCluttered, data_stats
+from .data import FASHION_MNIST_CLASSES, ClutterConfig, ClutteredFashionMNIST, TorchCluttered, data_stats
 from .device import describe_device, pick_device
 from .errors import SGEVizError
 from .models import DEMO_ARCH, DEMO_KWARGS, build_model
@@ -40,13 +40,14 @@ TRAIN_SEED_OFFSET = 0  # training scenes use seeds args.seed + this; evaluation 
 class Recipe:
     """Everything that decides the trained weights (recorded in the checkpoint's metadata)."""
 
-    epochs: int = 8
+    epochs: int = 6
     samples_per_epoch: int = 40000
     batch_size: int = 128
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
     warmup_steps: int = 200
+    sge_lr_mult: float = 10.0  # SGE's weight/bias learn this much faster, so the gates can become decisive
     label_smoothing: float = 0.0
     seed: int = 0
     input_size: int = 64
@@ -66,12 +67,20 @@ def demo_config(mean: tuple[float, ...], std: tuple[float, ...], size: int, arch
                        arch_kwargs=dict(arch_kwargs if arch_kwargs is not None else DEMO_KWARGS))
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on conv/linear weights only: decaying SGE's weight would pull every gate to a constant."""
-    decay, no_decay = [], []
+def param_groups(model: nn.Module, weight_decay: float, sge_lr_mult: float = 1.0) -> list[dict]:
+    """Groups: conv/linear weights (decayed), BN and biases (not decayed), SGE weight/bias (not decayed,
+    learning rate times ``sge_lr_mult``). Decaying SGE's weight would pull every gate to a constant."""
+    decay, no_decay, sge = [], [], []
     for name, p in model.named_parameters():
-        (no_decay if p.ndim <= 1 or ".sge." in name else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if ".sge." in name:
+            sge.append(p)
+        else:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay, "lr_mult": 1.0},
+              {"params": no_decay, "weight_decay": 0.0, "lr_mult": 1.0}]
+    if sge:
+        groups.append({"params": sge, "weight_decay": 0.0, "lr_mult": float(sge_lr_mult)})
+    return groups
 
 
 def lr_at(step: int, recipe: Recipe) -> float:
@@ -102,7 +111,7 @@ def train_one(recipe: Recipe, use_sge: bool, config: ModelConfig, device: torch.
     seed_everything(recipe.seed)
     model, _ = build_model(DEMO_ARCH, config, use_sge=use_sge)
     model = model.to(device)
-    optimizer = torch.optim.SGD(param_groups(model, recipe.weight_decay), lr=recipe.lr, momentum=recipe.momentum,
+    optimizer = torch.optim.SGD(param_groups(model, recipe.weight_decay, recipe.sge_lr_mult), lr=recipe.lr, momentum=recipe.momentum,
                                 nesterov=True)
     start_epoch, seconds = 0, 0.0
     acc, mean_loss = float("nan"), float("nan")
@@ -136,7 +145,7 @@ def train_one(recipe: Recipe, use_sge: bool, config: ModelConfig, device: torch.
             if max_steps is not None and i >= max_steps:
                 break
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, recipe)
+                group["lr"] = lr_at(step, recipe) * group["lr_mult"]
             x = x.to(device, non_blocking=True)
             y = y.to(device, non_blocking=True)
             logits = model(x)
@@ -168,7 +177,8 @@ def train_one(recipe: Recipe, use_sge: bool, config: ModelConfig, device: torch.
 
 def recipe_metadata(recipe: Recipe, result: TrainResult, use_sge: bool, device: torch.device) -> dict:
     return {
-        "recipe": {**asdict(recipe), "optimizer": "SGD nesterov, no weight decay on BN/SGE/bias",
+        "recipe": {**asdict(recipe), "optimizer": "SGD nesterov, no weight decay on BN/SGE/bias; SGE weight/bias at lr x sge_lr_mult",
+                   "clutter": asdict(ClutterConfig()),
                    "schedule": "linear warm-up then cosine to 0", "data": "Cluttered Fashion-MNIST (train split)"},
         "use_sge": use_sge,
         "training": {"seconds": round(result.seconds, 1), "device": describe_device(device),
@@ -188,6 +198,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
+    p.add_argument("--sge-lr-mult", type=float, default=d.sge_lr_mult,
+                   help="learning-rate multiplier for SGE's weight/bias")
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu, cuda, mps")
@@ -218,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         workers = args.workers if args.workers is not None else (8 if device.type == "cuda" else 1)
         recipe = Recipe(epochs=args.epochs, samples_per_epoch=args.samples_per_epoch, batch_size=args.batch_size,
                         lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
+                        sge_lr_mult=args.sge_lr_mult,
                         label_smoothing=args.label_smoothing, seed=args.seed)
         which = "plain" if args.plain else args.which
         stats_set = ClutteredFashionMNIST("train", seed=args.seed + TRAIN_SEED_OFFSET, root=args.data_root)

@@ -75,7 +75,10 @@ def test_clutter_mask_is_the_clutter_not_under_the_item(train):
         assert not (clutter_all & visible & ~sample.clutter_mask).any()
         extra = sample.clutter_mask & ~clutter_all
         assert extra.sum() <= max(2, 0.01 * sample.clutter_mask.sum())
-        assert sample.clutter_mask.sum() > 0 or len(spec.clutter) == 0
+        # An empty clutter mask only when the item hides every clutter pixel (large items can).
+        assert sample.clutter_mask.sum() > 0 or not (clutter_all & visible).any()
+    # The scenes stay cluttered: nearly all of them show clutter beside the item.
+    assert np.mean([train[i].clutter_mask.any() for i in INDICES]) >= 0.9
 
 
 def test_deterministic_per_seed_and_index_in_any_order():

@@ -120,13 +120,15 @@ def test_default_command_reproduces_the_shipped_recipe(metadata):
 def test_recipe_spares_sge_parameters_from_weight_decay(loaded):
     from sge_viz.train import Recipe, lr_at, param_groups
 
-    decay, no_decay = param_groups(loaded.model, 5e-4)
+    r = Recipe()
+    decay, no_decay, sge = param_groups(loaded.model, 5e-4, r.sge_lr_mult)
     sge_params = {id(p) for n, p in loaded.model.named_parameters() if ".sge." in n}
     assert len(sge_params) == 2 * sum(DEMO_KWARGS["layers"])  # weight and bias of every SGE layer
-    assert sge_params <= {id(p) for p in no_decay["params"]}
-    assert not sge_params & {id(p) for p in decay["params"]}
+    assert sge_params == {id(p) for p in sge["params"]}
+    assert sge["weight_decay"] == 0.0 and sge["lr_mult"] == r.sge_lr_mult
+    assert not sge_params & {id(p) for p in decay["params"] + no_decay["params"]}
     assert all(p.ndim == 4 or p.ndim == 2 for p in decay["params"])
-    r = Recipe()
+    assert decay["lr_mult"] == no_decay["lr_mult"] == 1.0 and no_decay["weight_decay"] == 0.0
     assert lr_at(0, r) == pytest.approx(r.lr / r.warmup_steps)
     assert lr_at(r.warmup_steps, r) == pytest.approx(r.lr)
     assert lr_at(r.total_steps, r) == pytest.approx(0.0, abs=1e-12)
