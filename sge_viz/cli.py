@@ -3,7 +3,8 @@
     sge-viz info CHECKPOINT [--json]
     sge-viz predict IMAGE [--checkpoint PATH | --model NAME] [--json]
     sge-viz analyze IMAGE_OR_FOLDER... [--checkpoint PATH | --model NAME] [--out DIR]
-                    [--device D] [--batch-size N] [--workers N] [--random-weights] [--half] [--json]
+                    [--device D] [--batch-size N] [--workers N] [--random-weights] [--half]
+                    [--no-pictures] [--json]
 
 Without --checkpoint/--model the shipped demo model is used. This interface is
 a stable contract:
@@ -83,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--workers", type=_non_negative_int, default=None, metavar="N",
                          help="image-loading worker processes (default: up to 4 for many images, else 0)")
     analyze.add_argument("--half", action="store_true", help="half precision on CUDA (ignored elsewhere)")
+    analyze.add_argument("--no-pictures", action="store_true",
+                         help="write only gates.npz and stats.json (no PNGs): the fast path for large folders")
     return parser
 
 
@@ -304,10 +307,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                     failures.append({"image": str(jobs[i].path), "error": error})
                     progress.write(f"error: {jobs[i].path}: {' '.join(error.split())}", file=sys.stderr)
                     progress.update(1)
-            analyses = analyze_views(loaded, [view for _, view in good]) if good else []
+            # Group activation sums are only drawn, never exported: skip them when nothing is drawn.
+            views = [view for _, view in good]
+            analyses = analyze_views(loaded, views, activations=not args.no_pictures) if good else []
             for (i, _), analysis in zip(good, analyses):
                 job = jobs[i]
-                pending.append((job, writers.submit(write_analysis, analysis, out / job.out_name),
+                pending.append((job, writers.submit(write_analysis, analysis, out / job.out_name,
+                                                        pictures=not args.no_pictures),
                                 _predictions_json(analysis.predictions)))
             collect(block=False)
         collect(block=True)

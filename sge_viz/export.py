@@ -6,6 +6,9 @@ Folder layout written by ``write_analysis``:
     stats.json           analysis_stats(): predictions and per-group gate statistics
     mosaic_<layer>.png   every group's gate over the image, captioned, with a colour bar
     overlay.png          the most selective group of the deepest layer over the image
+
+With ``pictures=False`` only the two data files are written: drawing and PNG
+encoding cost several forward passes per image, which matters for big folders.
 """
 from __future__ import annotations
 
@@ -62,7 +65,7 @@ def overlay_picture(analysis: "Analysis") -> tuple[np.ndarray, str, int]:
 
 
 def write_analysis(analysis: "Analysis", out_dir: str | Path, mask: np.ndarray | None = None,
-                   tile: int = EXPORT_TILE) -> Path:
+                   tile: int = EXPORT_TILE, pictures: bool = True) -> Path:
     """Write the folder described in the module docstring, atomically.
 
     Everything goes into a hidden temporary folder beside ``out_dir`` that is
@@ -79,9 +82,11 @@ def write_analysis(analysis: "Analysis", out_dir: str | Path, mask: np.ndarray |
     try:
         (tmp / "gates.npz").write_bytes(npz_bytes(analysis))
         (tmp / "stats.json").write_text(stats_json(analysis, mask), encoding="utf-8")
-        for layer in analysis.layers:
-            (tmp / f"mosaic_{layer.name}.png").write_bytes(render.to_png_bytes(mosaic_picture(analysis, layer.name, tile)))
-        (tmp / "overlay.png").write_bytes(render.to_png_bytes(overlay_picture(analysis)[0]))
+        if pictures:
+            for layer in analysis.layers:
+                picture = mosaic_picture(analysis, layer.name, tile)
+                (tmp / f"mosaic_{layer.name}.png").write_bytes(render.to_png_bytes(picture))
+            (tmp / "overlay.png").write_bytes(render.to_png_bytes(overlay_picture(analysis)[0]))
         _replace_dir(tmp, out_dir, token)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

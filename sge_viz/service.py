@@ -34,7 +34,17 @@ ORDERS = ("model order", "most selective first")
 # (colours mean the same in every layer). The legend under the overlay gives the numbers.
 SCALES = ("this layer's range", "gate range 0 to 1")
 COLORMAPS = ("inferno", "viridis", "magma", "plasma", "cividis", "turbo", "gray")
-TILE = 96  # mosaic tile side in pixels; render.group_at must be given the same value
+TILE = 96  # largest mosaic tile side in pixels
+MOSAIC_WIDTH = 576  # about the width the page gives the mosaic: more pixels would only be scaled down
+
+
+def mosaic_tile(groups: int) -> int:
+    """Tile side for a layer's mosaic: up to TILE px, smaller when many groups share the width.
+
+    render.group_at must be given the same value. 8 groups -> 96 px, 64 groups -> 70 px.
+    """
+    _, columns = render.mosaic_grid(groups)
+    return max(48, min(TILE, MOSAIC_WIDTH // columns - render.GAP))
 MIN_VIEW_SIDE = 320  # small inputs (the demo's 64x64 canvases) are enlarged before drawing over them
 DOWNLOAD_ROOT = Path(tempfile.gettempdir()) / "sge_viz_downloads"
 DOWNLOAD_TTL_S = 3600
@@ -279,12 +289,12 @@ def render_mosaic(analysis: Analysis, layer: str, order: str, cmap: str, alpha: 
     lg = analysis.layer(layer)
     vmin, vmax = colour_range(lg, scale)
     return render.mosaic(view_image(analysis), lg.gate, order=group_order(lg, order), cmap=cmap, alpha=alpha,
-                         tile=TILE, highlight=focus, vmin=vmin, vmax=vmax)
+                         tile=mosaic_tile(lg.groups), highlight=focus, vmin=vmin, vmax=vmax)
 
 
 def clicked_group(analysis: Analysis, layer: str, order: str, x: int, y: int) -> int | None:
     lg = analysis.layer(layer)
-    return render.group_at(x, y, lg.groups, tile=TILE, order=group_order(lg, order))
+    return render.group_at(x, y, lg.groups, tile=mosaic_tile(lg.groups), order=group_order(lg, order))
 
 
 @dataclass

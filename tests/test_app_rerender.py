@@ -16,7 +16,7 @@ from sge_viz.checkpoints import save_safetensors
 from sge_viz.config import ModelConfig
 from sge_viz.images import center_crop_view
 from sge_viz.models import DEMO_ARCH, DEMO_KWARGS, build_model
-from sge_viz.service import (DEMO_LABEL, ORDERS, SCALES, TILE, ModelService, default_layer, group_table,
+from sge_viz.service import (DEMO_LABEL, ORDERS, SCALES, ModelService, mosaic_tile, default_layer, group_table,
                              view_image)
 from sge_viz.ui import build_ui
 
@@ -108,14 +108,15 @@ def test_clicking_a_tile_focuses_that_group(app):
     layer = analysis.layer_names[2]
     order = stats.selectivity_order(analysis.layer(layer).gate)
     rows, cols = render.mosaic_grid(len(order))
+    tile = mosaic_tile(len(order))
     for position in (0, 5, len(order) - 1):
         r, c = divmod(position, cols)
-        x, y = c * (TILE + render.GAP) + TILE // 2, r * (TILE + render.GAP) + TILE // 2
+        x, y = c * (tile + render.GAP) + tile // 2, r * (tile + render.GAP) + tile // 2
         evt = gr.SelectData(None, {"index": [x, y], "value": None})
         assert h.click_mosaic(analysis, layer, ORDERS[1], evt) == {h.c["group"]: order[position]}
         evt = gr.SelectData(None, {"index": [x, y], "value": None})
         assert h.click_mosaic(analysis, layer, ORDERS[0], evt) == {h.c["group"]: position}
-    gap = gr.SelectData(None, {"index": [TILE, 5], "value": None})  # the white line between tiles
+    gap = gr.SelectData(None, {"index": [tile, 5], "value": None})  # the white line between tiles
     assert h.click_mosaic(analysis, layer, ORDERS[0], gap) == h._unchanged("group")
 
 

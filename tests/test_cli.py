@@ -76,6 +76,20 @@ def test_analyze_writes_consistent_files(capsys, tmp_path, tiny_checkpoint, imag
     assert overlay.shape[1] == 48 and overlay.shape[2] == 3
 
 
+def test_analyze_without_pictures_writes_the_same_data_only(capsys, tmp_path, tiny_checkpoint, image_file):
+    full, lean = tmp_path / "full", tmp_path / "lean"
+    for out, extra in ((full, ()), (lean, ("--no-pictures",))):
+        code, _, stderr = run(capsys, "analyze", image_file, "--checkpoint", tiny_checkpoint, "--out", out,
+                              "--device", "cpu", *extra)
+        assert code == 0, stderr
+    assert {p.name for p in (lean / image_file.stem).iterdir()} == {"gates.npz", "stats.json"}
+    with np.load(full / image_file.stem / "gates.npz") as a, np.load(lean / image_file.stem / "gates.npz") as b:
+        assert a.files == b.files
+        for key in a.files:
+            np.testing.assert_array_equal(a[key], b[key])
+    assert (full / image_file.stem / "stats.json").read_text() == (lean / image_file.stem / "stats.json").read_text()
+
+
 def test_analyze_folder_with_a_bad_image_keeps_going(capsys, tmp_path, tiny_checkpoint):
     inputs = tmp_path / "in"
     inputs.mkdir()

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from sge_viz.render import GAP
-from sge_viz.service import TILE
+from sge_viz.models import DEMO_KWARGS
+from sge_viz.service import mosaic_tile
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -119,7 +120,8 @@ def test_upload_explore_layer_and_group(live_app, browser, screenshots, tmp_path
     box = mosaic.bounding_box()
     natural_width = mosaic.evaluate("(el) => el.naturalWidth")
     scale = box["width"] / natural_width
-    mosaic.click(position={"x": (TILE + GAP + TILE / 2) * scale, "y": (TILE / 2) * scale})
+    tile = mosaic_tile(DEMO_KWARGS["groups"])  # the demo model's layers all have the same group count
+    mosaic.click(position={"x": (tile + GAP + tile / 2) * scale, "y": (tile / 2) * scale})
     deadline = time.monotonic() + 30
     while group_value(page) == new_group and time.monotonic() < deadline:
         page.wait_for_timeout(100)
