@@ -1,7 +1,10 @@
 """Shared fixtures: small SGE models with non-trivial weights, checkpoints and images on disk."""
 from __future__ import annotations
 
+import socket
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -73,3 +76,23 @@ def image_file(tmp_path: Path) -> Path:
     path = tmp_path / "photo.jpg"
     structured_image().save(path, quality=92)
     return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def served_app(service) -> Iterator[str]:
+    """The Gradio app over ``service`` on a free localhost port; yields its URL, closes it afterwards."""
+    from sge_viz.ui import build_ui, launch
+
+    demo = build_ui(service)
+    port = free_port()
+    launch(demo, host="127.0.0.1", port=port, prevent_thread_lock=True)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import numpy as np
 import pytest
@@ -16,30 +15,19 @@ from sge_viz.checkpoints import create_model
 from sge_viz.device import describe_device, pick_device
 from sge_viz.images import open_image
 from sge_viz.service import ModelService, view_image
-from sge_viz.ui import build_ui, launch
 
+from conftest import served_app
 from test_app_rerender import PHOTO, SCENE
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def served():
     """The app on the shipped demo model, served on a free localhost port."""
     service = ModelService(device="cpu")
-    demo = build_ui(service)
-    port = free_port()
-    launch(demo, host="127.0.0.1", port=port, prevent_thread_lock=True)
-    try:
-        yield Client(f"http://127.0.0.1:{port}/", verbose=False), service, SCENE
-    finally:
-        demo.close()
+    with served_app(service) as url:
+        yield Client(url, verbose=False), service, SCENE
 
 
 @pytest.fixture(scope="module")

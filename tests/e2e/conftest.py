@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
+
+from conftest import served_app
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -16,27 +17,15 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--
 SCREENSHOTS = Path(__file__).resolve().parent / "screenshots"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def live_app():
     """(url, service, example scene path): the app on the shipped demo model, on a free localhost port."""
     from sge_viz.assets import ASSET_DIR
     from sge_viz.service import ModelService
-    from sge_viz.ui import build_ui, launch
 
     service = ModelService(device="cpu")
-    demo = build_ui(service)
-    port = _free_port()
-    launch(demo, host="127.0.0.1", port=port, prevent_thread_lock=True)
-    try:
-        yield f"http://127.0.0.1:{port}/", service, ASSET_DIR / "scene_03.png"
-    finally:
-        demo.close()
+    with served_app(service) as url:
+        yield url, service, ASSET_DIR / "scene_03.png"
 
 
 @pytest.fixture(scope="module")
