@@ -13,6 +13,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -338,16 +339,22 @@ def check_group(lg: LayerGates, group: int) -> int:
     return group
 
 
+@lru_cache(maxsize=64)
 def legend(cmap: str, left: str, right: str, width: int = 320, ticks: bool = True, vmin: float = 0.0,
            vmax: float = 1.0) -> np.ndarray:
-    """A colour bar (with vmin / middle / vmax ticks when ``ticks``) and its meaning under both ends."""
+    """A colour bar (with vmin / middle / vmax ticks when ``ticks``) and its meaning under both ends.
+
+    Cached (read-only result): the same legend is asked for on every redraw of a layer.
+    """
     bar = render.colorbar(cmap, width=width, height=14, vmin=vmin, vmax=vmax, labels=ticks)
     canvas = Image.new("RGB", (width, bar.shape[0] + 16), (255, 255, 255))
     canvas.paste(Image.fromarray(bar), (0, 0))
     draw = ImageDraw.Draw(canvas)
     draw.text((2, bar.shape[0] + 2), left, fill=(40, 40, 40))
     draw.text((width - draw.textlength(right) - 2, bar.shape[0] + 2), right, fill=(40, 40, 40))
-    return np.asarray(canvas)
+    picture = np.array(canvas)
+    picture.setflags(write=False)
+    return picture
 
 
 def compare_panel(analysis: Analysis, layer: str, group: int, cmap: str, alpha: float,
