@@ -5,13 +5,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from PIL import Image
 
 from .capture import GateRecorder
 from .checkpoints import LoadedModel
-from .images import center_crop_view, normalise
 from .config import ModelConfig
-
-from PIL import Image
+from .images import center_crop_view, normalise
 
 
 @dataclass(frozen=True)
