@@ -31,7 +31,7 @@ from .checkpoints import (CHECKPOINT_DIR, CONFIG_KEY, DEMO_CHECKPOINT, LoadedMod
 from .data import ClutteredFashionMNIST
 from .device import pick_device
 from .errors import SGEVizError
-from .metrics import gate_mask_auc, upsample
+from .metrics import gate_mask_auc, roc_auc, upsample
 
 EVAL_SEED = 20250905  # held-out scenes; training never uses this seed (and draws from the train split)
 EVAL_SAMPLES = 5000
@@ -56,7 +56,7 @@ def score_layer(gate: np.ndarray, before: np.ndarray | None, after: np.ndarray |
     item_gate = up[:, item.ravel()].mean(axis=1)
     clutter_gate = up[:, clutter.ravel()].mean(axis=1) if clutter.any() else np.full(gate.shape[0], np.nan)
     return ImageLayerScores(
-        gate_mask_auc(gate, item),
+        roc_auc(up, item.ravel()),  # = gate_mask_auc(gate, item), reusing the upsampled maps
         None if before is None else gate_mask_auc(before, item),
         None if after is None else gate_mask_auc(after, item),
         item_gate, clutter_gate)

@@ -37,8 +37,3 @@ def gate_mask_auc(gates: np.ndarray, mask: np.ndarray) -> np.ndarray:
     up = upsample(gates, mask.shape)
     return roc_auc(up.reshape(up.shape[0], -1), mask.ravel())
 
-
-def mean_ratio(gates: np.ndarray, inside: np.ndarray, outside: np.ndarray) -> np.ndarray:
-    """Per-group mean gate on ``inside`` pixels over mean gate on ``outside`` pixels (G,)."""
-    up = upsample(gates, inside.shape).reshape(gates.shape[0], -1)
-    return up[:, inside.ravel()].mean(axis=1) / up[:, outside.ravel()].mean(axis=1)
