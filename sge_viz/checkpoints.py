@@ -259,6 +259,15 @@ def infer_arch(state_dict: dict[str, torch.Tensor]) -> str | None:
 
 def build_for(contents: CheckpointContents, path: Path, use_sge: bool = True) -> tuple[nn.Module, ModelConfig]:
     """An empty model of the checkpoint's architecture and its config."""
+    arch_name, config = check_arch(contents, path, use_sge)
+    return build_model(arch_name, config, use_sge=use_sge)
+
+
+def check_arch(contents: CheckpointContents, path: Path, use_sge: bool = True) -> tuple[str, ModelConfig | None]:
+    """The checkpoint's architecture name (and full config, when it carries one), checked to fit.
+
+    Only a skeleton on the meta device is built, so this costs no weight memory.
+    """
     if contents.config is not None:
         config = contents.config
     else:
@@ -287,7 +296,7 @@ def build_for(contents: CheckpointContents, path: Path, use_sge: bool = True) ->
         raise SGEVizError(f"Checkpoint {path} does not fit {arch_name}: "
                           + (misfit or f"the model has {needed:,} weights but the file holds only {held:,}")
                           + ". Check that the file is an SGE-ResNet of this architecture.")
-    return build_model(arch_name, config, use_sge=use_sge)
+    return arch_name, config
 
 
 def fit_problems(expected: dict[str, torch.Size], state_dict: dict[str, torch.Tensor]) -> str | None:
@@ -341,7 +350,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = None, 
     model, config = build_for(contents, path)
     load_strict(model, contents.state_dict, path, config.arch)
     verify_forward(model, config, path)
-    name = DEMO_ARCH + " (demo)" if path.resolve() == DEMO_CHECKPOINT.resolve() else f"{config.arch} ({path.name})"
+    name = checkpoint_label(path, config.arch)
     return _place(model, config, name, str(path), device, half, channels_last)
 
 
@@ -394,6 +403,11 @@ class FoundCheckpoint:
     label: str
 
 
+def checkpoint_label(path: Path, arch: str) -> str:
+    """How a checkpoint is named to users: the demo model, or its architecture and file name."""
+    return f"{DEMO_ARCH} (demo)" if path.resolve() == DEMO_CHECKPOINT.resolve() else f"{arch} ({path.name})"
+
+
 def find_checkpoints(directory: str | Path = CHECKPOINT_DIR) -> list[FoundCheckpoint]:
     """Every loadable checkpoint in a folder, recognised by content, not by name."""
     found = []
@@ -404,12 +418,10 @@ def find_checkpoints(directory: str | Path = CHECKPOINT_DIR) -> list[FoundCheckp
         if not path.is_file() or not path.name.endswith(CHECKPOINT_SUFFIXES):
             continue
         try:
-            contents = read_checkpoint(path)
-            _, config = build_for(contents, path)
+            arch, _ = check_arch(read_checkpoint(path), path)
         except SGEVizError:
             continue
-        label = f"{DEMO_ARCH} (demo)" if path.resolve() == DEMO_CHECKPOINT.resolve() else f"{config.arch} ({path.name})"
-        found.append(FoundCheckpoint(path, config.arch, label))
+        found.append(FoundCheckpoint(path, arch, checkpoint_label(path, arch)))
     return found
 
 
