@@ -71,7 +71,7 @@ class GateRecorder:
             for name, module in self.layers:
                 self._handles.append(module.sig.register_forward_hook(self._gate_hook(name, module.groups)))
                 if self.activations:
-                    self._handles.append(module.register_forward_hook(self._activation_hook(name, module.groups)))
+                    self._handles.append(module.register_forward_hook(self._activation_hook(name, module)))
         except BaseException:
             self._remove()
             raise
@@ -114,9 +114,10 @@ class GateRecorder:
                 self.captures.setdefault(name, LayerCapture(gate)).gate = gate
         return hook
 
-    def _activation_hook(self, name: str, groups: int):
+    def _activation_hook(self, name: str, module: nn.Module):
         # Only the official module is known to compute y = x * gate; look-alikes get their output summed.
-        derive_after = type(self._module(name)) is SpatialGroupEnhance
+        derive_after = type(module) is SpatialGroupEnhance
+        groups = module.groups
 
         def hook(_module, inputs, output):
             if self._mine():
@@ -124,6 +125,3 @@ class GateRecorder:
                 capture.before = group_sums(inputs[0], groups)
                 capture.after = None if derive_after else group_sums(output, groups)
         return hook
-
-    def _module(self, name: str) -> nn.Module:
-        return dict(self.layers)[name]
