@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from . import export, metrics, render, stats
+from . import assets, export, metrics, render, stats
 from .analysis import Analysis, LayerGates, analyze
 from .checkpoints import (CHECKPOINT_DIR, DEMO_CHECKPOINT, LoadedModel, create_model, find_checkpoints,
                           load_checkpoint)
@@ -189,9 +189,8 @@ class ModelService:
         if path is None:
             return None
         try:
-            from . import assets
             mask = assets.mask_for(path)
-        except (ImportError, AttributeError, SGEVizError, OSError):
+        except (SGEVizError, OSError):  # a broken mask file costs the outline, not the analysis
             return None
         if mask is None:
             return None
@@ -215,11 +214,10 @@ class ModelService:
 
 
 def example_paths() -> list[Path]:
-    """The example images in assets/, or none while that module is missing."""
+    """The example images in assets/ (none when the folder is missing or unreadable)."""
     try:
-        from . import assets
-        return [Path(p) for p in assets.example_images()]
-    except (ImportError, AttributeError, OSError):
+        return assets.example_images()
+    except OSError:
         return []
 
 
