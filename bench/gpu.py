@@ -26,9 +26,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run  # noqa: E402  (bench/run.py: the same cases and helpers)
 
-from sge_viz.analysis import analyze, analyze_views  # noqa: E402
-from sge_viz.checkpoints import LoadedModel  # noqa: E402
-from sge_viz.images import center_crop_view  # noqa: E402
+from sge_viz.capture.analysis import analyze, analyze_views  # noqa: E402
+from sge_viz.capture.preprocess import center_crop_view  # noqa: E402
+from sge_viz.models.factory import LoadedModel  # noqa: E402
 
 
 def place(loaded: LoadedModel, half: bool) -> LoadedModel:
@@ -51,7 +51,7 @@ def gate_check(cpu: LoadedModel, gpu: LoadedModel, pil) -> dict:
 
 
 def throughput(gpu: LoadedModel, views: list[np.ndarray], rounds: int) -> dict:
-    from sge_viz.images import normalise
+    from sge_viz.capture.preprocess import normalise
 
     batch = torch.stack([normalise(v, gpu.config) for v in views]).to("cuda", gpu.dtype)
     if gpu.dtype == torch.float16:

@@ -37,9 +37,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -48,15 +48,18 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from sge_viz import render  # noqa: E402
-from sge_viz import service as svc  # noqa: E402
-from sge_viz import stats  # noqa: E402
-from sge_viz.analysis import analyze  # noqa: E402
-from sge_viz.capture import GateRecorder  # noqa: E402
-from sge_viz.checkpoints import DEMO_CHECKPOINT, LoadedModel, create_model, load_checkpoint, save_safetensors  # noqa: E402
-from sge_viz.config import ModelConfig  # noqa: E402
-from sge_viz.images import prepare  # noqa: E402
-from sge_viz.models import DEMO_ARCH, DEMO_KWARGS, build_model  # noqa: E402
+from sge_viz import viz as render  # noqa: E402
+from sge_viz.app import views as svc  # noqa: E402
+from sge_viz.app.catalogue import ModelService  # noqa: E402
+from sge_viz.capture.analysis import analyze  # noqa: E402
+from sge_viz.capture.preprocess import prepare  # noqa: E402
+from sge_viz.capture.recorder import GateRecorder  # noqa: E402
+from sge_viz.metrics import gates as stats  # noqa: E402
+from sge_viz.models import LoadedModel, create_model, save_safetensors  # noqa: E402
+from sge_viz.models.config import ModelConfig  # noqa: E402
+from sge_viz.models.registry import DEMO_ARCH, DEMO_KWARGS, build_model  # noqa: E402
+from sge_viz.resources import demo_checkpoint  # noqa: E402
+from sge_viz.viz.figures import histogram_figure  # noqa: E402
 
 TARGETS = {  # (case, limit, against): the issue's targets, CPU, sge_resnet50 at 224, batch 1
     "recorder": (1.03, "bare forward"),
@@ -94,7 +97,7 @@ def vary_sge(model: torch.nn.Module, seed: int = 0) -> None:
 
 def demo_model(device: str) -> tuple[LoadedModel, str]:
     """The shipped demo checkpoint, or (while it is missing) the demo architecture with random weights."""
-    if DEMO_CHECKPOINT.is_file():
+    if demo_checkpoint().is_file():
         return create_model(None, device=device), f"{DEMO_ARCH} (shipped checkpoint)"
     config = ModelConfig(arch=DEMO_ARCH, num_classes=10, input_size=64, resize_size=64,
                          class_names=tuple(f"class {i}" for i in range(10)), arch_kwargs=dict(DEMO_KWARGS))
@@ -149,7 +152,7 @@ def full_analysis(loaded: LoadedModel, pil: Image.Image, cmap: str = "inferno", 
     group = svc.most_selective(deepest)
     # The app's mosaic (svc.render_mosaic) of every layer, drawn on a few threads by render.mosaics.
     mosaics = render.mosaics(svc.view_image(analysis), [lg.gate for lg in analysis.layers],
-                             [svc.group_order(lg, svc.ORDERS[1]) for lg in analysis.layers],
+                             [svc.group_order(lg, svc.Order.SELECTIVE) for lg in analysis.layers],
                              [group if lg is deepest else None for lg in analysis.layers],
                              cmap=cmap, alpha=alpha, tile=svc.mosaic_tile(deepest.groups))
     views = svc.render_focus(analysis, deepest.name, group, cmap, alpha)
@@ -157,17 +160,17 @@ def full_analysis(loaded: LoadedModel, pil: Image.Image, cmap: str = "inferno", 
 
 
 def rerender_group(analysis, layer: str, group: int, cmap: str = "inferno", alpha: float = 0.5):
-    """The app's group change (ui.Handlers.change_view): focused views + the mosaic with its frame."""
+    """The app's group change (app.handlers.Handlers.change_view): focused views + the mosaic with its frame."""
     views = svc.render_focus(analysis, layer, group, cmap, alpha)
-    return views, svc.render_mosaic(analysis, layer, svc.ORDERS[1], cmap, alpha, focus=group)
+    return views, svc.render_mosaic(analysis, layer, svc.Order.SELECTIVE, cmap, alpha, focus=group)
 
 
 def rerender_layer(analysis, layer: str, cmap: str = "inferno", alpha: float = 0.5):
-    """The app's layer change (ui.Handlers.change_layer): also the group table and the histogram as PNG."""
+    """The app's layer change (app.handlers.Handlers.change_layer): also the group table and the histogram as PNG."""
     group = svc.most_selective(analysis.layer(layer))
     out = rerender_group(analysis, layer, group, cmap, alpha)
     svc.group_table(analysis, layer)
-    fig = svc.histogram_figure(analysis, layer)
+    fig = histogram_figure(analysis, layer)
     fig.savefig(io.BytesIO(), format="png")  # Gradio draws the figure to PNG for the page
     return out
 
@@ -192,12 +195,12 @@ class App:
     def __init__(self, models: dict[str, LoadedModel]):
         from gradio_client import Client
 
-        from sge_viz.ui import build_ui, launch
+        from sge_viz.app.layout import build_ui, launch
 
         self.folder = Path(tempfile.mkdtemp(prefix="sge_bench_app_"))
         for key, loaded in models.items():
             save_safetensors(loaded.model, loaded.config, self.folder / f"{key}.safetensors")
-        self.service = svc.ModelService(device=str(next(iter(models.values())).device), checkpoint_dir=self.folder)
+        self.service = ModelService(device=str(next(iter(models.values())).device), checkpoint_dir=self.folder)
         self.labels = {}
         for key in models:
             self.labels[key] = next(c for c in self.service.choices if f"{key}.safetensors" in c)
@@ -235,7 +238,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def bench_model(loaded: LoadedModel, pil: Image.Image, rounds: int, app: "App | None", app_key: str,
+def bench_model(loaded: LoadedModel, pil: Image.Image, rounds: int, app: App | None, app_key: str,
                 image_path: Path | None, with_gradcam: bool = True) -> tuple[Timings, dict]:
     x, _ = prepare(pil, loaded.config)
     x = x.to(loaded.device, loaded.dtype)

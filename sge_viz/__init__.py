@@ -1,16 +1,35 @@
-"""sge_viz: see where Spatial Group-wise Enhance networks look."""
-from .analysis import Analysis, LayerGates, Prediction, analyze, analyze_views
-from .capture import GateRecorder, LayerCapture, find_sge_layers
-from .checkpoints import LoadedModel, create_model, find_checkpoints, load_checkpoint
-from .config import ModelConfig
+"""sge_viz: see where Spatial Group-wise Enhance networks look.
+
+    from sge_viz import create_model, open_image, analyze
+    model = create_model()                        # the shipped demo model
+    result = analyze(model, open_image("assets/scene_01.png"))
+"""
+from .capture import (
+    Analysis,
+    GateRecorder,
+    LayerCapture,
+    LayerGates,
+    Prediction,
+    analyze,
+    analyze_views,
+    find_sge_layers,
+)
 from .errors import SGEVizError
-from .images import open_image
-from .models import available_models, build_model
-from .sge import SpatialGroupEnhance
+from .io.images import open_image
+from .models import (
+    LoadedModel,
+    ModelConfig,
+    SpatialGroupEnhance,
+    available_models,
+    build_model,
+    create_model,
+    find_checkpoints,
+    load_checkpoint,
+)
 
 __all__ = [
     "Analysis", "GateRecorder", "LayerCapture", "LayerGates", "LoadedModel", "ModelConfig", "Prediction",
     "SGEVizError", "SpatialGroupEnhance", "analyze", "analyze_views", "available_models", "build_model",
     "create_model", "find_checkpoints", "find_sge_layers", "load_checkpoint", "open_image",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -1,10 +1,10 @@
-"""Shared fixtures: small SGE models with non-trivial weights, checkpoints and images on disk."""
+"""Shared test helpers: the one tiny-model factory, checkpoints and images on disk, a free port, a served app."""
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -12,14 +12,19 @@ import torch
 from PIL import Image
 from torch import nn
 
-from sge_viz.checkpoints import save_safetensors
-from sge_viz.config import ModelConfig
-from sge_viz.models import build_model
+from sge_viz.models.checkpoint import save_safetensors
+from sge_viz.models.config import ModelConfig
+from sge_viz.models.registry import DEMO_ARCH, DEMO_KWARGS, build_model
 
 # A narrow member of the family: fast enough to build and run many times per test.
 TINY_KWARGS = dict(block="basic", layers=[1, 1, 1], widths=[16, 32, 64], groups=8, stem="small", stem_stride=2)
 TINY_CONFIG = ModelConfig(arch="sge_resnet_tiny", num_classes=10, input_size=48, resize_size=56,
                           class_names=tuple(f"item {i}" for i in range(10)), arch_kwargs=TINY_KWARGS)
+# The demo model's own layout and input size (64x64), saved like the demo model: for app and CLI tests.
+DEMO_LIKE_SIZE = 64
+DEMO_LIKE_CONFIG = ModelConfig(arch=DEMO_ARCH, num_classes=10, input_size=DEMO_LIKE_SIZE,
+                               resize_size=DEMO_LIKE_SIZE, mean=(0.3, 0.3, 0.3), std=(0.3, 0.3, 0.3),
+                               class_names=tuple(f"class {i}" for i in range(10)), arch_kwargs=dict(DEMO_KWARGS))
 
 
 def perturb(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -38,14 +43,31 @@ def perturb(model: nn.Module, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
+def make_tiny_model(seed: int = 0, config: ModelConfig = TINY_CONFIG) -> tuple[nn.Module, ModelConfig]:
+    """The one tiny-model factory: a small member of the family with non-trivial weights, in eval mode.
+
+    Official SGE init (weight 0, bias 1) gives the same gate everywhere, which would hide a mix-up
+    between two requests; perturbed parameters make every image's gates and predictions its own.
+    """
+    with torch.random.fork_rng():  # the same seed gives the same model, without touching the global RNG
+        torch.manual_seed(seed)
+        model, config = build_model(config.arch, config)
+    return perturb(model, seed=seed), config
+
+
+def save_tiny(path: Path, seed: int = 0, config: ModelConfig = DEMO_LIKE_CONFIG) -> Path:
+    """A tiny model saved as a .safetensors checkpoint (demo layout by default), as the demo model is."""
+    model, config = make_tiny_model(seed, config)
+    return save_safetensors(model, config, path)
+
+
 def sge_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if n.endswith("sge")]
 
 
 @pytest.fixture
 def tiny_model() -> tuple[nn.Module, ModelConfig]:
-    model, config = build_model(TINY_CONFIG.arch, TINY_CONFIG)
-    return perturb(model, seed=1), config
+    return make_tiny_model(seed=1)
 
 
 @pytest.fixture
@@ -87,7 +109,7 @@ def free_port() -> int:
 @contextmanager
 def served_app(service) -> Iterator[str]:
     """The Gradio app over ``service`` on a free localhost port; yields its URL, closes it afterwards."""
-    from sge_viz.ui import build_ui, launch
+    from sge_viz.app.layout import build_ui, launch
 
     demo = build_ui(service)
     port = free_port()

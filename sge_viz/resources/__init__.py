@@ -1,0 +1,37 @@
+"""Data files that ship inside the package: ImageNet class names, the demo model's weights, example images.
+
+Found through ``importlib.resources``, so they are there in a source checkout
+(``weights`` and ``examples`` link to the top-level ``checkpoints/`` and
+``assets/`` folders) and in an installed wheel (which carries copies) alike.
+"""
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+DEMO_WEIGHTS = "sge_resnet_demo.safetensors"
+
+
+def _root() -> Path:
+    # The package is always on disk (never zipped): Path() of the traversable is a real folder.
+    return Path(str(resources.files(__name__)))
+
+
+def resource_path(*parts: str) -> Path:
+    """The path of a shipped data file (it may not exist, e.g. when the demo weights were deleted)."""
+    return _root().joinpath(*parts)
+
+
+def demo_checkpoint() -> Path:
+    """The shipped demo model's weights file."""
+    return resource_path("weights", DEMO_WEIGHTS)
+
+
+def examples_dir() -> Path:
+    """The folder of example images (and the item masks of the example scenes)."""
+    return resource_path("examples")
+
+
+def read_text(name: str) -> str:
+    """A shipped text file, e.g. ``imagenet_classes.txt``."""
+    return resources.files(__name__).joinpath(name).read_text(encoding="utf-8")

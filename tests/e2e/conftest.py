@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import served_app
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -20,12 +19,12 @@ SCREENSHOTS = Path(__file__).resolve().parent / "screenshots"
 @pytest.fixture(scope="module")
 def live_app():
     """(url, service, example scene path): the app on the shipped demo model, on a free localhost port."""
-    from sge_viz.assets import ASSET_DIR
-    from sge_viz.service import ModelService
+    from sge_viz.app.catalogue import ModelService
+    from sge_viz.resources import examples_dir
 
     service = ModelService(device="cpu")
     with served_app(service) as url:
-        yield url, service, ASSET_DIR / "scene_03.png"
+        yield url, service, examples_dir() / "scene_03.png"
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sge_viz.render import GAP
-from sge_viz.models import DEMO_KWARGS
-from sge_viz.service import mosaic_tile
+from sge_viz.app.views import mosaic_tile
+from sge_viz.models.registry import DEMO_KWARGS
+from sge_viz.viz import GAP
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -230,7 +230,7 @@ def non_image_cases() -> list[Case]:
         Case("postscript.jpg", "not an image", ERROR,
              b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nnewpath 0 0 moveto showpage\n"),
         Case("compressed.jpg", "not an image", ERROR, zlib.compress(b"x" * 1000)),
-        Case("unicode_text.gif", "not an image", ERROR, "ここは画像ではありません".encode("utf-8")),
+        Case("unicode_text.gif", "not an image", ERROR, "ここは画像ではありません".encode()),
     ]
 
 

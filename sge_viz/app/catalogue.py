@@ -1,0 +1,160 @@
+"""The models the app offers (the demo model, checkpoints found by content, untrained networks on request),
+loaded on first use and cached, and the one analysis per (image, model) that every picture draws on."""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from ..capture.analysis import Analysis, analyze
+from ..capture.preprocess import center_crop_view
+from ..errors import SGEVizError
+from ..io.images import open_image
+from ..models.factory import LoadedModel, create_model, find_checkpoints, load_checkpoint
+from ..models.registry import DEMO_ARCH, available_models
+from ..resources import demo_checkpoint
+from .examples import example_mask
+
+DEMO_LABEL = f"{DEMO_ARCH} (demo)"
+FALLBACK_ARCH = "sge_resnet18"  # offered, untrained, while the demo checkpoint is missing
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """One entry of the model dropdown and how to load it."""
+
+    label: str
+    name: str | None = None
+    checkpoint: Path | None = None
+    random_weights: bool = False
+
+
+class ModelService:
+    """The models the app offers, loaded on first use and cached; safe to call from many threads."""
+
+    def __init__(self, device: str | None = None, checkpoint: str | Path | None = None,
+                 random_weights: list[str] | tuple[str, ...] = (), checkpoint_dir: str | Path | None = None,
+                 default: str | None = None):
+        self.device = device
+        self.notice = ""
+        self._cache: dict[str, LoadedModel] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._cli_label: str | None = None
+        self._choices = self._discover(checkpoint_dir, checkpoint, random_weights)
+        # Start on what was asked for: --model, else the --checkpoint file, else the demo (listed first).
+        self.default = self.resolve(default) if default else (self._cli_label or self._choices[0].label)
+        if not demo_checkpoint().is_file():
+            self.notice = (f"The shipped demo model ({demo_checkpoint().name}) is missing, so the "
+                           f"app starts on {self.default} instead"
+                           + (" (untrained: its gates are not meaningful)" if "random weights" in self.default
+                              else "")
+                           + ". Reinstall sge-viz, restore it with `git checkout checkpoints/` or train it with "
+                           "`python -m sge_viz.demo.train`.")
+
+    # --- which models -----------------------------------------------------
+
+    def _discover(self, checkpoint_dir: str | Path | None, checkpoint: str | Path | None,
+                  random_weights: list[str] | tuple[str, ...]) -> list[ModelChoice]:
+        choices: list[ModelChoice] = []
+        seen: set[Path] = set()
+        if checkpoint is not None:
+            # Named on the command line: load now, so a bad file fails at start-up with its reason.
+            path = Path(checkpoint)
+            loaded = load_checkpoint(path, self.device)
+            self._cache[loaded.name] = loaded
+            choices.append(ModelChoice(loaded.name, checkpoint=path))
+            self._cli_label = loaded.name
+            seen.add(path.resolve())
+        demo = demo_checkpoint()
+        if demo.is_file() and demo.resolve() not in seen:
+            choices.insert(0, ModelChoice(DEMO_LABEL, checkpoint=demo))
+            seen.add(demo.resolve())
+        for found in find_checkpoints(checkpoint_dir):
+            if found.path.resolve() not in seen:
+                choices.append(ModelChoice(found.label, checkpoint=found.path))
+                seen.add(found.path.resolve())
+        names = list(random_weights)
+        if not choices and FALLBACK_ARCH not in names:
+            names.append(FALLBACK_ARCH)
+        for name in names:
+            if name not in available_models() or name == DEMO_ARCH:
+                raise SGEVizError(f"--random-weights {name!r} is not a known architecture; known: "
+                                  f"{', '.join(m for m in available_models() if m != DEMO_ARCH)}.")
+            choices.append(ModelChoice(f"{name} (random weights)", name=name, random_weights=True))
+        return choices
+
+    @property
+    def choices(self) -> list[str]:
+        return [c.label for c in self._choices]
+
+    def resolve(self, wanted: str) -> str:
+        """A dropdown label from a label, an architecture name or "demo"; else a clear error."""
+        for choice in self._choices:
+            if wanted == choice.label:
+                return choice.label
+        if wanted in ("demo", DEMO_ARCH) and DEMO_LABEL in self.choices:
+            return DEMO_LABEL
+        for choice in self._choices:
+            if choice.label.split(" ")[0] == wanted:
+                return choice.label
+        raise SGEVizError(f"Model {wanted!r} is not on offer; choose one of: {', '.join(self.choices)}. "
+                          "Put official checkpoints in checkpoints/, pass --checkpoint PATH, or use "
+                          "--random-weights NAME for an untrained network.")
+
+    def _choice(self, label: str) -> ModelChoice:
+        for choice in self._choices:
+            if choice.label == label:
+                return choice
+        raise SGEVizError(f"Model {label!r} is not on offer; choose one of: {', '.join(self.choices)}.")
+
+    def get(self, label: str) -> LoadedModel:
+        """The loaded model for a dropdown label; loads it once, even when asked from several threads."""
+        choice = self._choice(label)
+        with self._guard:
+            if label in self._cache:
+                return self._cache[label]
+            lock = self._locks.setdefault(label, threading.Lock())
+        with lock:
+            if label not in self._cache:
+                if choice.checkpoint is not None:
+                    loaded = load_checkpoint(choice.checkpoint, self.device)
+                else:
+                    loaded = create_model(choice.name, device=self.device, random_weights=choice.random_weights)
+                with self._guard:
+                    self._cache[label] = loaded
+        return self._cache[label]
+
+    def is_loaded(self, label: str) -> bool:
+        with self._guard:
+            return label in self._cache
+
+    # --- one analysis ---------------------------------------------------------
+
+    def run_analysis(self, choice: str, image: str | Path | bytes | Image.Image, name: str = "image") -> Analysis:
+        """Open the image and run the chosen model once with gate capture.
+
+        The analysis carries the image's name, the device, the time the forward took and, for the
+        shipped example scenes, the item mask cropped like the image.
+        """
+        pil = open_image(image)
+        loaded = self.get(choice)
+        start = time.perf_counter()
+        analysis = analyze(loaded, pil)
+        analysis.seconds = time.perf_counter() - start
+        analysis.image_name = name
+        analysis.device = loaded.device_label
+        analysis.mask = _cropped_mask(pil, loaded)
+        return analysis
+
+
+def _cropped_mask(pil: Image.Image, loaded: LoadedModel):
+    """An example scene's item mask put through the image's resize and centre crop, so mask and gates line up."""
+    mask = example_mask(pil)
+    if mask is None or (mask.shape[1], mask.shape[0]) != pil.size:
+        return None
+    mask_img = Image.fromarray(mask.astype("uint8") * 255, "L")
+    return center_crop_view(mask_img, loaded.config.resize_size, loaded.config.input_size) >= 128

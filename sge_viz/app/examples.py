@@ -1,0 +1,55 @@
+"""The example images the app offers, and the item masks of the example scenes (recognised by their pixels)."""
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..errors import SGEVizError
+from ..io.images import IMAGE_SUFFIXES, open_image
+from ..io.masks import is_mask_file, mask_for
+from ..resources import examples_dir
+
+
+def example_paths(directory: str | Path | None = None) -> list[Path]:
+    """Every example image (masks excluded), scenes first, sorted by name; [] when the folder is missing."""
+    directory = Path(directory) if directory is not None else examples_dir()
+    try:
+        files = [p for p in directory.iterdir()
+                 if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not is_mask_file(p)]
+    except OSError:
+        return []
+    return sorted(files, key=lambda p: (not p.name.startswith("scene_"), p.name))
+
+
+def pixel_key(image: Image.Image) -> str:
+    """A digest of an RGB image's size and pixels: the same picture uploaded again has the same key."""
+    return hashlib.sha256(f"{image.size}".encode() + image.tobytes()).hexdigest()
+
+
+@lru_cache(maxsize=1)
+def _index() -> dict[str, Path]:
+    index: dict[str, Path] = {}
+    for path in example_paths():
+        try:
+            index[pixel_key(open_image(path))] = path
+        except SGEVizError:
+            continue
+    return index
+
+
+def example_mask(image: Image.Image) -> np.ndarray | None:
+    """The item mask (H, W) bool of ``image`` when it is one of the shipped example scenes, else None.
+
+    A broken mask file costs the outline, never the analysis.
+    """
+    path = _index().get(pixel_key(image))
+    if path is None:
+        return None
+    try:
+        return mask_for(path)
+    except (SGEVizError, OSError):
+        return None

@@ -1,0 +1,334 @@
+"""Event handlers of the page and the named API endpoints. Only ``show_image`` and ``api_analyze`` run the
+network; every other event redraws from the captured gates (``views``)."""
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from ..capture.analysis import Analysis
+from ..device import describe_device, pick_device
+from ..errors import SGEVizError
+from ..io import export
+from ..io.tempfiles import png_path
+from ..viz import figures
+from . import views
+from .catalogue import ModelService
+from .examples import example_paths
+from .views import Order, Scale
+
+
+class Page:
+    """The page's components that handlers read or write; ``build_ui`` sets each one."""
+
+    state: gr.State  # this browser session's Analysis
+    pins: gr.State  # [(picture, caption), ...] of the compare panels
+    image: gr.Image
+    model: gr.Dropdown
+    run: gr.Button
+    info: gr.Markdown
+    predictions: gr.Label
+    layer: gr.Dropdown
+    order: gr.Radio
+    mosaic: gr.Image
+    group: gr.Slider
+    cmap: gr.Dropdown
+    alpha: gr.Slider
+    scale: gr.Radio
+    caption: gr.Markdown
+    overlay: gr.Image
+    gate_legend: gr.Image
+    diverging: gr.Image
+    diverging_legend: gr.Image
+    activations: gr.Image
+    slots: list[gr.Image]
+    depth: gr.Plot
+    histogram: gr.Plot
+    table: gr.Dataframe
+    files: gr.File
+
+
+def user_errors(fn: Callable) -> Callable:
+    """A project error becomes a message in the page; the app keeps serving."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except SGEVizError as exc:
+            raise gr.Error(str(exc), print_exception=False) from exc
+
+    return wrapper
+
+
+def _payload_path(payload: Any) -> tuple[str, str] | None:
+    """(server path, display name) of an image input left unprocessed, or None when empty."""
+    if payload is None:
+        return None
+    if isinstance(payload, (str, Path)):
+        path, name = str(payload), Path(payload).name
+    elif isinstance(payload, dict) and payload.get("path"):
+        path, name = str(payload["path"]), str(payload.get("orig_name") or Path(payload["path"]).name)
+    else:
+        raise SGEVizError("The image did not arrive: upload it again.")
+    if not _may_read(path):
+        # Same words whatever the path: the answer must not tell whether a server file exists.
+        raise SGEVizError("The image did not arrive through an upload: upload the file itself.")
+    return path, name
+
+
+def _may_read(path: str) -> bool:
+    """Whether a served request may read this file: only Gradio's upload folder or an offered example.
+
+    Events skip Gradio's own upload check (preprocess=False), so without this a caller could name
+    any file on the server, another user's upload included. Handlers called directly from Python
+    (no launched app in context) have no remote caller to distrust.
+    """
+    from gradio.context import LocalContext
+    from gradio.utils import get_upload_folder
+
+    blocks = LocalContext.blocks.get(None)
+    if blocks is None or not blocks.has_launched:
+        return True
+    real = Path(path).resolve()
+    if real.is_relative_to(Path(get_upload_folder()).resolve()):
+        return True
+    return real in {p.resolve() for p in example_paths()}
+
+
+def _label_value(analysis: Analysis) -> dict[str, float]:
+    # Some ImageNet names repeat ("crane", "maillot"): the class index keeps them apart.
+    names = [p.label for p in analysis.predictions]
+    return {(f"{p.label} (#{p.index})" if names.count(p.label) > 1 else p.label): p.probability
+            for p in analysis.predictions}
+
+
+def _pick_layer(analysis: Analysis, wanted: str | None) -> str:
+    return wanted if wanted in analysis.layer_names else views.default_layer(analysis)
+
+
+def _pick_group(analysis: Analysis, layer: str, wanted: Any) -> int:
+    lg = analysis.layer(layer)
+    try:
+        group = int(wanted)
+    except (TypeError, ValueError):
+        group = -1
+    return group if 0 <= group < lg.groups else views.most_selective(lg)
+
+
+class Handlers:
+    """Event handlers; each returns {component: value}. Only ``analyze`` runs the network."""
+
+    def __init__(self, service: ModelService):
+        self.service = service
+        self.c = Page()  # filled by build_ui
+        self._failed: dict[tuple[str, str], float] = {}  # (upload path, model) -> when it last failed
+        self._failed_lock = threading.Lock()  # handlers run on several worker threads at once
+
+    # --- outputs -----------------------------------------------------------
+
+    def _unchanged(self, key: str) -> dict:
+        """Leave the page as it is (an empty dict would read as one output value)."""
+        return {getattr(self.c, key): gr.skip()}
+
+    def _focus(self, analysis: Analysis, layer: str, group: int, order: str, cmap: str, alpha: float,
+               scale: str) -> dict:
+        c = self.c
+        focus = views.render_focus(analysis, layer, group, cmap, alpha, scale)
+        mosaic = views.render_mosaic(analysis, layer, order, cmap, alpha, focus=group, scale=scale)
+        # PNG files written fast (io.tempfiles) rather than arrays: Gradio's own PNG encoding of these
+        # pictures would cost more than drawing them.
+        return {
+            c.mosaic: png_path(mosaic),
+            c.overlay: png_path(focus.overlay),
+            c.diverging: png_path(focus.diverging),
+            c.activations: png_path(focus.activations),
+            c.gate_legend: png_path(focus.gate_legend),
+            c.diverging_legend: png_path(focus.diverging_legend),
+            c.caption: focus.caption,
+        }
+
+    def _layer(self, analysis: Analysis, layer: str, group: int, order: str, cmap: str, alpha: float,
+               scale: str) -> dict:
+        c = self.c
+        lg = analysis.layer(layer)
+        headers, rows = views.group_table(analysis, layer)
+        import pandas as pd
+
+        out = self._focus(analysis, layer, group, order, cmap, alpha, scale)
+        out.update({
+            c.layer: gr.Dropdown(choices=analysis.layer_names, value=layer),
+            c.group: gr.Slider(minimum=0, maximum=lg.groups - 1, value=group, step=1,
+                                  label=f"Focused group (0 to {lg.groups - 1}; or click a tile)"),
+            c.histogram: figures.histogram_figure(analysis, layer),
+            c.table: pd.DataFrame(rows, columns=headers),
+        })
+        return out
+
+    # --- events ------------------------------------------------------------
+
+    @user_errors
+    def show_image(self, payload: Any, choice: str, layer: str, group: Any, order: str, cmap: str, alpha: float,
+                   scale: str = Scale.LAYER, previous: Analysis | None = None,
+                   progress: gr.Progress = gr.Progress()) -> dict:
+        """A new image or model: the one forward pass. Same model as before: the layer and group stay put,
+        so images compare; otherwise start on the default layer's most selective group."""
+        source = _payload_path(payload)
+        c = self.c
+        if not self.service.is_loaded(choice):
+            progress(0.05, desc=f"Loading {choice}")
+            loaded = self.service.get(choice)
+            if source is None:  # a model picked before any image: load it now, say where it runs
+                return {c.info: f"**{loaded.name}** loaded on **{loaded.device_label}**: give an image."}
+        if source is None:
+            return self._unchanged("caption")
+        path, name = source
+        with self._failed_lock:
+            failed_recently = self._failed.get((path, choice), 0.0) > time.monotonic() - 10
+        if failed_recently:
+            # The page re-sends an image it could not display; its error is already on screen.
+            return self._unchanged("caption")
+        progress(0.3, desc="Running the network")
+        try:
+            analysis = self.service.run_analysis(choice, path, name=name)
+        except SGEVizError:
+            with self._failed_lock:
+                self._failed[(path, choice)] = time.monotonic()
+                while len(self._failed) > 64:
+                    self._failed.pop(next(iter(self._failed)))
+            raise
+        progress(0.7, desc="Drawing")
+        if previous is None or previous.model_name != analysis.model_name:
+            layer, group = None, None
+        layer = _pick_layer(analysis, layer)
+        group = _pick_group(analysis, layer, group)
+        out = self._layer(analysis, layer, group, order, cmap, alpha, scale)
+        mask_note = " · outline = the item's mask (example scene)" if analysis.mask is not None else ""
+        out.update({
+            c.state: analysis,
+            c.predictions: _label_value(analysis),
+            c.info: (f"**{analysis.model_name}** on **{analysis.device}** · "
+                        f"{len(analysis.layers)} SGE layers · forward + capture "
+                        f"{analysis.seconds * 1000:.0f} ms{mask_note}"),
+            c.depth: figures.depth_figure(analysis),
+        })
+        return out
+
+    @user_errors
+    def change_layer(self, analysis: Analysis | None, layer: str, group: Any, order: str, cmap: str,
+                     alpha: float, scale: str = Scale.LAYER) -> dict:
+        if analysis is None:
+            return self._unchanged("caption")
+        layer = _pick_layer(analysis, layer)
+        return self._layer(analysis, layer, _pick_group(analysis, layer, group), order, cmap, alpha, scale)
+
+    @user_errors
+    def change_view(self, analysis: Analysis | None, layer: str, group: Any, order: str, cmap: str,
+                    alpha: float, scale: str = Scale.LAYER) -> dict:
+        """Group, colour map, opacity, scale or ordering: redraw from the captured gates."""
+        if analysis is None:
+            return self._unchanged("caption")
+        layer = _pick_layer(analysis, layer)
+        return self._focus(analysis, layer, _pick_group(analysis, layer, group), order, cmap, alpha, scale)
+
+    @user_errors
+    def click_mosaic(self, analysis: Analysis | None, layer: str, order: str, evt: gr.SelectData) -> dict:
+        """The group under the clicked mosaic pixel becomes the focused one."""
+        if analysis is None or not isinstance(evt.index, (list, tuple)) or len(evt.index) != 2:
+            return self._unchanged("group")
+        layer = _pick_layer(analysis, layer)
+        group = views.clicked_group(analysis, layer, order, int(evt.index[0]), int(evt.index[1]))
+        return self._unchanged("group") if group is None else {self.c.group: group}
+
+    @user_errors
+    def click_table(self, analysis: Analysis | None, layer: str, evt: gr.SelectData) -> dict:
+        if analysis is None or not evt.row_value:
+            return self._unchanged("group")
+        group = int(evt.row_value[1])  # column 1 is the group index
+        if not 0 <= group < analysis.layer(_pick_layer(analysis, layer)).groups:
+            return self._unchanged("group")
+        return {self.c.group: group}
+
+    @user_errors
+    def pin(self, analysis: Analysis | None, layer: str, group: Any, cmap: str, alpha: float,
+            pins: list | None, scale: str = Scale.LAYER) -> dict:
+        pins = list(pins or [])
+        # A warning, not an error: an error would blank the four panels already pinned.
+        if analysis is None:
+            gr.Warning("Nothing to pin yet: give an image first.")
+            return self._unchanged("pins")
+        if len(pins) >= 4:
+            gr.Warning("All four compare panels are in use: press 'Clear compare' first.")
+            return self._unchanged("pins")
+        layer = _pick_layer(analysis, layer)
+        picture, caption = views.compare_panel(analysis, layer, _pick_group(analysis, layer, group), cmap, alpha,
+                                             scale)
+        pins.append((picture, caption))
+        return self._slots(pins)
+
+    def clear_pins(self) -> dict:
+        return self._slots([])
+
+    def _slots(self, pins: list) -> dict:
+        out: dict = {self.c.pins: pins}
+        for i, slot in enumerate(self.c.slots):
+            if i < len(pins):
+                out[slot] = gr.Image(value=png_path(pins[i][0]), label=pins[i][1])
+            else:
+                out[slot] = gr.Image(value=None, label=f"Panel {i + 1}: empty")
+        return out
+
+    @user_errors
+    def downloads(self, analysis: Analysis | None, layer: str, group: Any, order: str, cmap: str,
+                  alpha: float, scale: str, pins: list | None) -> dict:
+        if analysis is None:
+            gr.Warning("Nothing to download yet: give an image first.")
+            return self._unchanged("files")
+        layer = _pick_layer(analysis, layer)
+        group = _pick_group(analysis, layer, group)
+        focus = views.render_focus(analysis, layer, group, cmap, alpha, scale)
+        tag = f"{layer}_g{group}"
+        pictures = {
+            f"mosaic_{layer}": views.render_mosaic(analysis, layer, order, cmap, alpha, focus=group, scale=scale),
+            f"overlay_{tag}": focus.overlay,
+            f"diverging_{tag}": focus.diverging,
+            f"activations_{tag}": focus.activations,
+        }
+        for i, (picture, _caption) in enumerate(pins or []):
+            pictures[f"compare_{i + 1}"] = picture
+        return {self.c.files: export.write_downloads(analysis, pictures)}
+
+    # --- the API -------------------------------------------------------------
+
+    @user_errors
+    def api_analyze(self, image: Any, model: str, layer: str, group: Any, colormap: str, opacity: float):
+        source = _payload_path(image)
+        if source is None:
+            raise SGEVizError("No image given: pass one with handle_file(path_or_url).")
+        if colormap not in views.COLORMAPS:
+            raise SGEVizError(f"Unknown colour map {colormap!r}; use one of {', '.join(views.COLORMAPS)}.")
+        if not 0.0 <= float(opacity) <= 1.0:
+            raise SGEVizError(f"Opacity {opacity} is outside 0..1.")
+        analysis = self.service.run_analysis(model or self.service.default, source[0], name=source[1])
+        if layer and layer not in analysis.layer_names:
+            raise SGEVizError(f"Layer {layer!r} is not in {analysis.model_name}; its SGE layers are "
+                              f"{', '.join(analysis.layer_names)}.")
+        layer = layer or analysis.layer_names[-1]
+        lg = analysis.layer(layer)
+        group = int(group) if group is not None else -1
+        group = views.most_selective(lg) if group < 0 else views.check_group(lg, group)
+        focus = views.render_focus(analysis, layer, group, colormap, float(opacity))
+        mosaic = views.render_mosaic(analysis, layer, Order.SELECTIVE, colormap, float(opacity), focus=group)
+        # PNG files written fast (io.tempfiles): Gradio's own PNG encoding of these four arrays costs more
+        # than the forward pass.
+        pictures = [png_path(p) for p in (mosaic, focus.overlay, focus.diverging, focus.activations)]
+        return (_label_value(analysis), views.analysis_stats(analysis), *pictures)
+
+    def api_models(self) -> dict:
+        return {"choices": self.service.choices, "default": self.service.default,
+                "device": describe_device(pick_device(self.service.device))}

@@ -1,0 +1,47 @@
+"""Start the app: the command-line flags shared by ``python app.py`` and ``sge-viz serve``."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ..errors import SGEVizError
+
+
+def add_serve_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The server's flags: --host, --port, --share, --model, --checkpoint, --device, --random-weights."""
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                        help="interface to listen on (0.0.0.0 for every interface; default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)),
+                        help="port (default 7860)")
+    parser.add_argument("--share", action="store_true", help="also serve through a public Gradio share link")
+    parser.add_argument("--model", default=None,
+                        help="model selected at start: 'demo', an architecture name or a dropdown label")
+    parser.add_argument("--checkpoint", default=None, help="a checkpoint file to offer (and select)")
+    parser.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps")
+    parser.add_argument("--random-weights", action="append", default=[], metavar="NAME",
+                        help="also offer an untrained network of this architecture (repeatable)")
+    return parser
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Load the default model, build the page and serve until interrupted. 2 when the start-up fails."""
+    from .catalogue import ModelService
+    from .layout import build_ui, launch
+
+    try:
+        service = ModelService(device=args.device, checkpoint=args.checkpoint, random_weights=args.random_weights,
+                               default=args.model)
+        service.get(service.default)  # load the default model before the first visitor arrives
+        demo = build_ui(service)
+    except SGEVizError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    launch(demo, host=args.host, port=args.port, share=args.share)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python app.py [flags]``."""
+    parser = argparse.ArgumentParser(description="See where an SGE network looks, group by group.")
+    return serve(add_serve_args(parser).parse_args(argv))

@@ -1,0 +1,122 @@
+"""One image (or a batch) through a model with gate capture: the single forward everything else draws on."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..models.config import ModelConfig
+from ..models.factory import LoadedModel
+from .preprocess import center_crop_view, normalise
+from .recorder import GateRecorder
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One class of the top-k: its index, name and softmax probability in [0, 1]."""
+
+    index: int
+    label: str
+    probability: float
+
+
+@dataclass
+class LayerGates:
+    """One SGE layer for one image: arrays of shape (G, H, W), float32."""
+
+    name: str
+    gate: np.ndarray
+    before: np.ndarray
+    after: np.ndarray
+
+    @property
+    def groups(self) -> int:
+        return self.gate.shape[0]
+
+
+@dataclass
+class Analysis:
+    """Everything the pictures and statistics need; no torch objects inside."""
+
+    image: np.ndarray  # (S, S, 3) uint8: the crop the network saw
+    predictions: list[Prediction]
+    layers: list[LayerGates]
+    model_name: str = ""
+    image_name: str = "image"  # for captions: the file name the user gave
+    device: str = ""  # where it ran, e.g. "CPU" or "GPU: <name>"
+    seconds: float = 0.0  # forward + capture time
+    mask: np.ndarray | None = None  # (S, S) bool item mask cropped like ``image``, when one is known
+
+    def layer(self, name: str) -> LayerGates:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [layer.name for layer in self.layers]
+
+
+def top_k(probs: torch.Tensor, config: ModelConfig, k: int = 5) -> list[Prediction]:
+    """The ``k`` most probable classes of one probability vector (classes,), most probable first."""
+    values, indices = probs.topk(min(k, probs.numel()))
+    return [Prediction(int(i), config.class_name(int(i)), float(v)) for v, i in zip(values, indices)]
+
+
+def predict(loaded: LoadedModel, image: Image.Image, k: int = 5) -> list[Prediction]:
+    """The top-``k`` classes of an RGB PIL image: one plain forward, no capture."""
+    x = normalise(center_crop_view(image, loaded.config.resize_size, loaded.config.input_size), loaded.config)
+    with torch.inference_mode():
+        logits = loaded.model(x.unsqueeze(0).to(loaded.device, loaded.dtype))
+    return top_k(logits.float().softmax(dim=1)[0].cpu(), loaded.config, k)
+
+
+def sge_layer_shapes(loaded: LoadedModel) -> list[dict]:
+    """Every SGE layer of the model with its group count and gate map size at the model's input size:
+    ``[{"name", "groups", "height", "width"}, ...]`` in forward order (one forward of a blank image)."""
+    size = loaded.config.input_size
+    x = torch.zeros(1, 3, size, size, device=loaded.device, dtype=loaded.dtype)
+    with torch.inference_mode(), GateRecorder(loaded.model, activations=False) as recorder:
+        loaded.model(x)
+    return [{"name": name, "groups": int(cap.gate.shape[1]), "height": int(cap.gate.shape[2]),
+             "width": int(cap.gate.shape[3])} for name, cap in recorder.captures.items()]
+
+
+def run_batch(loaded: LoadedModel, batch: torch.Tensor, activations: bool = True) -> tuple[torch.Tensor, GateRecorder]:
+    """Forward a normalised batch with capture; probabilities (B, classes) on the CPU."""
+    x = batch.to(loaded.device, loaded.dtype, non_blocking=True)
+    with torch.inference_mode(), GateRecorder(loaded.model, activations=activations) as recorder:
+        logits = loaded.model(x)
+    return logits.float().softmax(dim=1).cpu(), recorder
+
+
+def analyze_views(loaded: LoadedModel, views: list[np.ndarray], activations: bool = True) -> list[Analysis]:
+    """Analyse already-cropped RGB views (each (S, S, 3) uint8, S = the model's input size) in one batched
+    forward. ``activations=False`` skips the before/after maps (they come back as zeros)."""
+    batch = torch.stack([normalise(v, loaded.config) for v in views])
+    probs, recorder = run_batch(loaded, batch, activations)
+    results = []
+    for i, view in enumerate(views):
+        layers = []
+        for name in recorder.layer_names:
+            cap = recorder.captures[name]
+            gate = cap.gate[i].numpy()
+            before = cap.before[i].numpy() if cap.before is not None else np.zeros_like(gate)
+            after = cap.after[i].numpy() if cap.after is not None else np.zeros_like(gate)
+            layers.append(LayerGates(name, gate, before, after))
+        results.append(Analysis(view, top_k(probs[i], loaded.config), layers, loaded.name))
+    return results
+
+
+def analyze(loaded: LoadedModel, image: Image.Image) -> Analysis:
+    """Preprocess an RGB PIL image, run one forward with capture, return plain arrays.
+
+    Each layer's ``gate`` is (G, h, w) float32 in (0, 1); ``before``/``after`` are SGE's input/output
+    summed over each group's channels, (G, h, w) float32, unbounded.
+    """
+    # The crop alone: analyze_views normalises it (prepare() would normalise it a second time).
+    view = center_crop_view(image, loaded.config.resize_size, loaded.config.input_size)
+    return analyze_views(loaded, [view])[0]

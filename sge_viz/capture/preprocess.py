@@ -1,0 +1,37 @@
+"""From an RGB image to what a model sees: resize, centre crop, normalise with the model's mean/std."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..models.config import ModelConfig
+
+
+def prepare(image: Image.Image, config: ModelConfig) -> tuple[torch.Tensor, np.ndarray]:
+    """The model's input tensor (1, 3, S, S) and the RGB crop it sees (S, S, 3) uint8.
+
+    Resize the shorter side (bilinear, antialiased), centre-crop, normalise.
+    """
+    view = center_crop_view(image, config.resize_size, config.input_size)
+    return normalise(view, config).unsqueeze(0), view
+
+
+def center_crop_view(image: Image.Image, resize_size: int, crop_size: int) -> np.ndarray:
+    """The (crop_size, crop_size, 3) uint8 centre crop after resizing the shorter side to ``resize_size``."""
+    w, h = image.size
+    scale = resize_size / min(w, h)
+    new_w, new_h = max(crop_size, round(w * scale)), max(crop_size, round(h * scale))
+    if (new_w, new_h) != (w, h):
+        # Pillow's resize filters antialias when shrinking, like torchvision's antialias=True.
+        image = image.resize((new_w, new_h), Image.BILINEAR, reducing_gap=None)
+    left, top = (new_w - crop_size) // 2, (new_h - crop_size) // 2
+    return np.asarray(image.crop((left, top, left + crop_size, top + crop_size)), dtype=np.uint8).copy()
+
+
+def normalise(view: np.ndarray, config: ModelConfig) -> torch.Tensor:
+    """(S, S, 3) uint8 -> (3, S, S) float32 normalised with the model's mean/std."""
+    t = torch.from_numpy(view).permute(2, 0, 1).float().div_(255.0)
+    mean = torch.tensor(config.mean).view(3, 1, 1)
+    std = torch.tensor(config.std).view(3, 1, 1)
+    return (t - mean) / std

@@ -1,0 +1,127 @@
+"""Recording SGE gates with forward hooks.
+
+    with GateRecorder(model) as rec:
+        logits = model(x)
+    captures = rec.captures   # {"layer1.0.sge": LayerCapture(gate, before, after), ...}
+
+Hooks only read tensors, so the model's output is bit-identical with and
+without a recorder. Each recorder keeps what it captured on itself and only
+records forwards run inside its own ``with`` block on its own thread (a
+ContextVar marks the active recorder), so concurrent requests on one shared
+model never see each other's gates.
+
+Cost: the hooks keep what they capture on the model's device and in its dtype;
+everything moves to the CPU as float32 once, when the ``with`` block closes
+(one device sync instead of one per layer on a GPU). For the official module
+the output's group sums are the gate times the input's group sums (y = x * a
+with a constant over each group's channels), so only the input is reduced.
+"""
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..models.sge import SpatialGroupEnhance, is_sge_module
+
+_active: contextvars.ContextVar[GateRecorder | None] = contextvars.ContextVar("sge_viz_recorder", default=None)
+
+
+@dataclass
+class LayerCapture:
+    """One SGE layer's gate and group activation maps, each (B, G, H, W) float32 on the CPU
+    once the recorder has closed."""
+
+    gate: torch.Tensor
+    before: torch.Tensor | None = None  # sum over each group's channels, input of SGE
+    after: torch.Tensor | None = None  # the same for SGE's output
+
+
+def find_sge_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(module path, module) of every SGE layer, in forward order of registration."""
+    return [(name, m) for name, m in model.named_modules() if name and is_sge_module(m)]
+
+
+def group_sums(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """Sum over each group's channels, (B, G, H, W) float32, on x's device."""
+    b, c, h, w = x.shape
+    return x.detach().reshape(b, groups, c // groups, h, w).sum(dim=2, dtype=torch.float32)
+
+
+class GateRecorder:
+    """Context manager that hooks every SGE layer of ``model`` while it is open."""
+
+    def __init__(self, model: nn.Module, activations: bool = True):
+        self.model = model
+        self.activations = activations
+        self.layers = find_sge_layers(model)
+        self.captures: dict[str, LayerCapture] = {}
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._token: contextvars.Token | None = None
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [name for name, _ in self.layers]
+
+    def __enter__(self) -> GateRecorder:
+        self.captures = {}
+        try:
+            for name, module in self.layers:
+                self._handles.append(module.sig.register_forward_hook(self._gate_hook(name, module.groups)))
+                if self.activations:
+                    self._handles.append(module.register_forward_hook(self._activation_hook(name, module)))
+        except BaseException:
+            self._remove()
+            raise
+        self._token = _active.set(self)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._token is not None:
+            _active.reset(self._token)
+            self._token = None
+        self._remove()
+        self._to_cpu()
+
+    def _to_cpu(self) -> None:
+        """Finish what the hooks left on the device: derived 'after' sums, then float32 on the CPU."""
+        for capture in self.captures.values():
+            if capture.after is None and capture.before is not None and capture.gate.numel():
+                capture.after = capture.gate.float() * capture.before
+            capture.gate = capture.gate.float().cpu()
+            if capture.before is not None:
+                capture.before = capture.before.cpu()
+            if capture.after is not None:
+                capture.after = capture.after.cpu()
+
+    def _remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _mine(self) -> bool:
+        return _active.get() is self
+
+    def _gate_hook(self, name: str, groups: int):
+        def hook(_module, _inputs, output):
+            if self._mine():
+                gate = output.detach()
+                b = gate.shape[0] // groups
+                # A copy, so that a later in-place op in the network cannot change what was captured.
+                gate = gate.reshape(b, groups, *gate.shape[-2:]).clone()
+                self.captures.setdefault(name, LayerCapture(gate)).gate = gate
+        return hook
+
+    def _activation_hook(self, name: str, module: nn.Module):
+        # Only the official module is known to compute y = x * gate; look-alikes get their output summed.
+        derive_after = type(module) is SpatialGroupEnhance
+        groups = module.groups
+
+        def hook(_module, inputs, output):
+            if self._mine():
+                capture = self.captures.setdefault(name, LayerCapture(torch.empty(0)))
+                capture.before = group_sums(inputs[0], groups)
+                capture.after = None if derive_after else group_sums(output, groups)
+        return hook

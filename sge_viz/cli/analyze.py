@@ -1,0 +1,176 @@
+"""``sge-viz analyze IMAGE_OR_FOLDER... [--checkpoint PATH | --model NAME] [--out DIR] [--device D]
+[--batch-size N] [--workers N] [--random-weights] [--half] [--no-pictures] [--json]``.
+
+Writes DIR/<image stem>/ per image (see ``sge_viz.io.export``). A folder appears
+only when complete. When an image fails, the others still run; each failure is
+reported as it happens and the exit status is 1 at the end. Two inputs with the
+same stem get the file suffix appended (photo_jpg, photo_png).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import SGEVizError
+from ..io.images import IMAGE_SUFFIXES
+from ..io.masks import is_mask_file
+from .common import UsageError, add_model_args, emit_json, load_model, non_negative_int, positive_int, predictions_json
+
+DEFAULT_OUT = "sge-viz-out"
+
+
+def register(sub) -> None:
+    p = sub.add_parser("analyze", help="write gates.npz, stats.json and pictures per image")
+    p.add_argument("inputs", metavar="IMAGE_OR_FOLDER", nargs="+")
+    add_model_args(p)
+    p.add_argument("--out", metavar="DIR", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    p.add_argument("--batch-size", type=positive_int, default=8, metavar="N", help="images per forward (default 8)")
+    p.add_argument("--workers", type=non_negative_int, default=None, metavar="N",
+                   help="image-loading worker processes (default: up to 4 for many images, else 0)")
+    p.add_argument("--half", action="store_true", help="half precision on CUDA (ignored elsewhere)")
+    p.add_argument("--no-pictures", action="store_true",
+                   help="write only gates.npz and stats.json (no PNGs): the fast path for large folders")
+
+
+@dataclass(frozen=True)
+class _Job:
+    path: Path
+    out_name: str
+
+
+def expand_inputs(inputs: Sequence[str]) -> list[_Job]:
+    """Files as given, folders as their images (sorted, not recursive, ``<stem>_mask.png`` masks left out);
+    unique output names."""
+    paths: list[Path] = []
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir()
+                           if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not is_mask_file(p))
+            if not found:
+                raise UsageError(f"folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            paths.extend(found)
+        elif path.is_file():
+            paths.append(path)
+        else:
+            raise UsageError(f"{path} does not exist: give image files or folders of images")
+    unique = list(dict.fromkeys(paths))
+    stems: dict[str, int] = {}
+    for p in unique:
+        stems[p.stem] = stems.get(p.stem, 0) + 1
+    jobs, taken = [], set()
+    for p in unique:
+        name = p.stem if stems[p.stem] == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower() or 'noext'}"
+        base, n = name, 2
+        while name in taken:
+            name, n = f"{base}_{n}", n + 1
+        taken.add(name)
+        jobs.append(_Job(p, name))
+    return jobs
+
+
+class ImageViews:
+    """Dataset of (index, view or None, error or None): opening and cropping happen in workers."""
+
+    def __init__(self, paths: list[Path], resize_size: int, input_size: int):
+        self.paths, self.resize_size, self.input_size = paths, resize_size, input_size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        from ..capture.preprocess import center_crop_view
+        from ..io.images import open_image
+
+        try:
+            view = center_crop_view(open_image(self.paths[i]), self.resize_size, self.input_size)
+            return i, view, None
+        except SGEVizError as exc:
+            return i, None, str(exc)
+
+
+def _as_list(batch):
+    return batch  # keep views as numpy arrays: analyze_views normalises them itself
+
+
+def run(args: argparse.Namespace) -> int:
+    """Analyse every input and write one result folder per image; 1 when any image failed."""
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    from ..capture.analysis import analyze_views
+    from ..io.export import write_analysis
+    from ..viz import default_workers
+
+    jobs = expand_inputs(args.inputs)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a folder")
+    loaded = load_model(args, half=args.half)
+    if args.half and loaded.device.type != "cuda":
+        print(f"note: --half only applies on CUDA; running in float32 on {loaded.device_label}", file=sys.stderr)
+    workers = args.workers if args.workers is not None else (min(4, os.cpu_count() or 1) if len(jobs) > 8 else 0)
+    config = loaded.config
+    loader = DataLoader(ImageViews([j.path for j in jobs], config.resize_size, config.input_size),
+                        batch_size=args.batch_size, num_workers=workers, collate_fn=_as_list)
+    results, failures = [], []
+    progress = tqdm(total=len(jobs), unit="image", file=sys.stderr, disable=len(jobs) < 2 or None)
+    # Result folders are drawn and written on a few threads while the next batch runs through the
+    # network (PNG encoding and numpy release the GIL); reported in input order, as they finish.
+    writers = ThreadPoolExecutor(max_workers=default_workers(), thread_name_prefix="sge-write")
+    pending: deque = deque()
+    limit = args.batch_size + 2 * default_workers()  # finished analyses waiting to be written, at most
+
+    def collect(block: bool) -> None:
+        while pending and (block or pending[0][1].done() or len(pending) > limit):
+            job, future, top = pending.popleft()
+            try:
+                folder = future.result()
+            except (OSError, SGEVizError) as exc:
+                failures.append({"image": str(job.path), "error": f"could not write results: {exc}"})
+                progress.write(f"error: {job.path}: could not write results: {exc}", file=sys.stderr)
+                progress.update(1)
+                continue
+            results.append({"image": str(job.path), "folder": str(folder), "predictions": top})
+            if not args.json:
+                best = top[0]
+                progress.write(f"{job.path} -> {folder}  ({best['label']} {best['probability']:.1%})",
+                               file=sys.stdout)
+            progress.update(1)
+
+    try:
+        for batch in loader:
+            good = [(i, view) for i, view, error in batch if error is None]
+            for i, _, error in batch:
+                if error is not None:
+                    failures.append({"image": str(jobs[i].path), "error": error})
+                    progress.write(f"error: {jobs[i].path}: {' '.join(error.split())}", file=sys.stderr)
+                    progress.update(1)
+            # Group activation sums are only drawn, never exported: skip them when nothing is drawn.
+            views = [view for _, view in good]
+            analyses = analyze_views(loaded, views, activations=not args.no_pictures) if good else []
+            for (i, _), analysis in zip(good, analyses):
+                job = jobs[i]
+                pending.append((job, writers.submit(write_analysis, analysis, out / job.out_name,
+                                                        pictures=not args.no_pictures),
+                                predictions_json(analysis.predictions)))
+            collect(block=False)
+        collect(block=True)
+    finally:
+        for _, future, _ in pending:
+            future.cancel()
+        writers.shutdown(wait=True)
+        progress.close()
+    if args.json:
+        emit_json({"model": loaded.name, "out": str(out), "results": results, "failed": failures})
+    if failures:
+        print(f"error: {len(failures)} of {len(jobs)} images failed (see above); the others are in {out}",
+              file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,43 @@
+"""``sge-viz info CHECKPOINT [--json]``: architecture, parameter count, metadata and SGE layers of a checkpoint."""
+from __future__ import annotations
+
+import argparse
+
+from .common import emit_json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("info", help="architecture, parameter count and SGE layers of a checkpoint")
+    p.add_argument("checkpoint", metavar="CHECKPOINT")
+    p.add_argument("--device", default="cpu", help="where to load it (default cpu)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print what the checkpoint holds; the file is loaded strictly, exactly as the app would load it."""
+    from ..capture.analysis import sge_layer_shapes
+    from ..models.factory import load_checkpoint
+
+    loaded = load_checkpoint(args.checkpoint, device=args.device)
+    config = loaded.config
+    layers = sge_layer_shapes(loaded)
+    info = {
+        "path": str(args.checkpoint), "arch": config.arch, "parameters": loaded.num_parameters,
+        "num_classes": config.num_classes, "input_size": config.input_size, "resize_size": config.resize_size,
+        "metadata": loaded.metadata, "sge_layers": layers,
+    }
+    if args.json:
+        emit_json(info)
+        return 0
+    size = config.input_size
+    print(f"checkpoint   {args.checkpoint}")
+    print(f"architecture {config.arch}")
+    print(f"parameters   {info['parameters']:,}")
+    print(f"classes      {config.num_classes}")
+    print(f"input        {size}x{size} (resize shorter side to {config.resize_size}, centre crop)")
+    for key, value in info["metadata"].items():
+        print(f"{key:<12} {value}")
+    print(f"SGE layers   {len(layers)} (gate map size at {size}x{size} input)")
+    for layer in layers:
+        print(f"  {layer['name']:<16} {layer['groups']:>3} groups  {layer['height']}x{layer['width']}")
+    return 0

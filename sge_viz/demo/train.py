@@ -1,0 +1,267 @@
+"""Train the shipped demo model (and its plain twin) on Cluttered Fashion-MNIST.
+
+    python -m sge_viz.demo.train                 # SGE model, then the plain twin, same recipe
+    python -m sge_viz.demo.train --which sge     # only the SGE model
+    python -m sge_viz.demo.train --plain         # only the plain twin (use_sge=False)
+
+Every epoch sees fresh scenes (epoch e uses sample indices e*N .. e*N+N-1 of
+the train split), so the data never repeats. A checkpoint of the whole training
+state is written to ``--out-dir`` after every epoch and picked up again when the
+same command is rerun, so an interrupted run resumes where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ..device import describe_device, pick_device
+from ..errors import SGEVizError
+from ..models.checkpoint import save_safetensors
+from ..models.config import ModelConfig
+from ..models.registry import DEMO_ARCH, DEMO_KWARGS, build_model
+from . import DEMO_CHECKPOINT, PLAIN_CHECKPOINT
+from .data import FASHION_MNIST_CLASSES, ClutterConfig, ClutteredFashionMNIST, TorchCluttered, data_stats
+
+TRAIN_SEED_OFFSET = 0  # training scenes use seeds args.seed + this; evaluation uses a seed never used here
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that decides the trained weights (recorded in the checkpoint's metadata)."""
+
+    epochs: int = 6
+    samples_per_epoch: int = 40000
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_steps: int = 200
+    sge_lr_mult: float = 10.0  # SGE's weight/bias learn this much faster, so the gates can become decisive
+    label_smoothing: float = 0.0
+    seed: int = 0
+    input_size: int = 64
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.samples_per_epoch // self.batch_size
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+
+def demo_config(mean: tuple[float, ...], std: tuple[float, ...], size: int,
+                arch_kwargs: dict | None = None) -> ModelConfig:
+    return ModelConfig(arch=DEMO_ARCH, num_classes=10, input_size=size, resize_size=size, mean=tuple(mean),
+                       std=tuple(std), class_names=FASHION_MNIST_CLASSES,
+                       arch_kwargs=dict(arch_kwargs if arch_kwargs is not None else DEMO_KWARGS))
+
+
+def param_groups(model: nn.Module, weight_decay: float, sge_lr_mult: float = 1.0) -> list[dict]:
+    """Groups: conv/linear weights (decayed), BN and biases (not decayed), SGE weight/bias (not decayed,
+    learning rate times ``sge_lr_mult``). Decaying SGE's weight would pull every gate to a constant."""
+    decay, no_decay, sge = [], [], []
+    for name, p in model.named_parameters():
+        if ".sge." in name:
+            sge.append(p)
+        else:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay, "lr_mult": 1.0},
+              {"params": no_decay, "weight_decay": 0.0, "lr_mult": 1.0}]
+    if sge:
+        groups.append({"params": sge, "weight_decay": 0.0, "lr_mult": float(sge_lr_mult)})
+    return groups
+
+
+def lr_at(step: int, recipe: Recipe) -> float:
+    """Linear warm-up, then cosine decay to zero."""
+    if step < recipe.warmup_steps:
+        return recipe.lr * (step + 1) / recipe.warmup_steps
+    progress = (step - recipe.warmup_steps) / max(1, recipe.total_steps - recipe.warmup_steps)
+    return 0.5 * recipe.lr * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    config: ModelConfig
+    seconds: float
+    last_epoch_accuracy: float
+    last_epoch_loss: float
+
+
+def train_one(recipe: Recipe, use_sge: bool, config: ModelConfig, device: torch.device, state_path: Path,
+              workers: int, root: str | None, resume: bool = True, max_steps: int | None = None) -> TrainResult:
+    """Train one variant with the recipe; resumes from ``state_path`` when it holds a matching state."""
+    seed_everything(recipe.seed)
+    model, _ = build_model(DEMO_ARCH, config, use_sge=use_sge)
+    model = model.to(device)
+    optimizer = torch.optim.SGD(param_groups(model, recipe.weight_decay, recipe.sge_lr_mult), lr=recipe.lr,
+                                momentum=recipe.momentum, nesterov=True)
+    start_epoch, seconds = 0, 0.0
+    acc, mean_loss = float("nan"), float("nan")
+    if resume and state_path.is_file():
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        if state["recipe"] == asdict(recipe) and state["use_sge"] == use_sge:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            start_epoch, seconds = int(state["epoch"]), float(state["seconds"])
+            acc, mean_loss = float(state.get("acc", "nan")), float(state.get("loss", "nan"))
+            torch.set_rng_state(state["torch_rng"])
+            print(f"resuming {state_path} after epoch {start_epoch}", file=sys.stderr)
+        else:
+            print(f"ignoring {state_path}: it was written by another recipe", file=sys.stderr)
+    base = ClutteredFashionMNIST("train", seed=recipe.seed + TRAIN_SEED_OFFSET, length=recipe.samples_per_epoch,
+                                 root=root)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    name = "sge" if use_sge else "plain"
+    for epoch in range(start_epoch, recipe.epochs):
+        loader = torch.utils.data.DataLoader(
+            TorchCluttered(base, config.mean, config.std, start=epoch * recipe.samples_per_epoch),
+            batch_size=recipe.batch_size, shuffle=False, drop_last=True, num_workers=workers,
+            pin_memory=device.type == "cuda", persistent_workers=False)
+        model.train()
+        t0 = time.perf_counter()
+        correct = total = 0
+        loss_sum = 0.0
+        bar = tqdm(loader, desc=f"{name} epoch {epoch + 1}/{recipe.epochs}", leave=False, dynamic_ncols=True)
+        for i, (x, y) in enumerate(bar):
+            step = epoch * recipe.steps_per_epoch + i
+            if max_steps is not None and i >= max_steps:
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, recipe) * group["lr_mult"]
+            x = x.to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True)
+            logits = model(x)
+            loss = loss_fn(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if i % 20 == 0 or i == len(loader) - 1:
+                correct += int((logits.argmax(1) == y).sum())
+                total += len(y)
+                loss_sum += float(loss.detach()) * len(y)
+                bar.set_postfix(loss=f"{loss_sum / total:.3f}", acc=f"{correct / total:.3f}")
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds += time.perf_counter() - t0
+        acc, mean_loss = correct / max(1, total), loss_sum / max(1, total)
+        print(f"{name} epoch {epoch + 1}/{recipe.epochs}: loss {mean_loss:.3f}, train acc {acc:.3f}, "
+              f"{seconds:.0f} s so far", file=sys.stderr, flush=True)
+        if max_steps is not None:
+            break
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = state_path.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
+                    "seconds": seconds, "recipe": asdict(recipe), "use_sge": use_sge, "acc": acc, "loss": mean_loss,
+                    "torch_rng": torch.get_rng_state()}, tmp)
+        tmp.replace(state_path)
+    return TrainResult(model.cpu().eval(), config, seconds, acc, mean_loss)
+
+
+def recipe_metadata(recipe: Recipe, result: TrainResult, use_sge: bool, device: torch.device) -> dict:
+    return {
+        "recipe": {**asdict(recipe),
+                   "optimizer": "SGD nesterov, no weight decay on BN/SGE/bias; SGE weight/bias at lr x sge_lr_mult",
+                   "clutter": asdict(ClutterConfig()),
+                   "schedule": "linear warm-up then cosine to 0", "data": "Cluttered Fashion-MNIST (train split)"},
+        "use_sge": use_sge,
+        "training": {"seconds": round(result.seconds, 1), "device": describe_device(device),
+                     "torch": torch.__version__, "python": platform.python_version(),
+                     "last_epoch_train_accuracy": round(result.last_epoch_accuracy, 4),
+                     "last_epoch_train_loss": round(result.last_epoch_loss, 4)},
+        "data_origin": "Fashion-MNIST (Zalando Research, MIT licence), Debian package dataset-fashion-mnist",
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    d = Recipe()
+    p = argparse.ArgumentParser(prog="python -m sge_viz.demo.train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--samples-per-epoch", type=int, default=d.samples_per_epoch)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
+    p.add_argument("--sge-lr-mult", type=float, default=d.sge_lr_mult,
+                   help="learning-rate multiplier for SGE's weight/bias")
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu, cuda, mps")
+    p.add_argument("--workers", type=int, default=None, help="data loader processes (default: by device)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--widths", default=None, help="override the demo widths, e.g. 24,48,96 (experiments)")
+    p.add_argument("--groups", type=int, default=None, help="override the demo SGE group count (experiments)")
+    p.add_argument("--which", choices=("sge", "plain", "both"), default="both")
+    p.add_argument("--plain", action="store_true", help="train only the plain twin (same as --which plain)")
+    p.add_argument("--out-dir", type=Path, default=Path("runs/demo"), help="resumable training state")
+    p.add_argument("--checkpoint", type=Path, default=DEMO_CHECKPOINT, help="where the SGE model is written")
+    p.add_argument("--plain-checkpoint", type=Path, default=PLAIN_CHECKPOINT)
+    p.add_argument("--data-root", default=None, help="folder of the Fashion-MNIST IDX .gz files")
+    p.add_argument("--no-resume", action="store_true", help="start from scratch even if a state exists")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="stop after this many steps of one epoch and write nothing (throughput check)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        device = pick_device(args.device)
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        workers = args.workers if args.workers is not None else (8 if device.type == "cuda" else 1)
+        recipe = Recipe(epochs=args.epochs, samples_per_epoch=args.samples_per_epoch, batch_size=args.batch_size,
+                        lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
+                        sge_lr_mult=args.sge_lr_mult,
+                        label_smoothing=args.label_smoothing, seed=args.seed)
+        which = "plain" if args.plain else args.which
+        stats_set = ClutteredFashionMNIST("train", seed=args.seed + TRAIN_SEED_OFFSET, root=args.data_root)
+        mean, std = data_stats(stats_set)
+        arch_kwargs = dict(DEMO_KWARGS)
+        if args.widths:
+            arch_kwargs["widths"] = [int(v) for v in args.widths.split(",")]
+        if args.groups:
+            arch_kwargs["groups"] = args.groups
+        config = demo_config(mean, std, recipe.input_size, arch_kwargs)
+        print(f"training on {describe_device(device)}; recipe {json.dumps(asdict(recipe))}", file=sys.stderr)
+        variants = [("sge", True), ("plain", False)] if which == "both" else [(which, which == "sge")]
+        for name, use_sge in variants:
+            result = train_one(recipe, use_sge, config, device, args.out_dir / f"{name}.pt", workers,
+                               args.data_root, resume=not args.no_resume, max_steps=args.max_steps)
+            if args.max_steps is not None:
+                steps = min(args.max_steps, recipe.steps_per_epoch)
+                print(f"{name}: {steps} steps of batch {recipe.batch_size} in {result.seconds:.1f} s = "
+                      f"{steps * recipe.batch_size / result.seconds:.1f} samples/s; full recipe "
+                      f"{recipe.total_steps} steps ~ {result.seconds / steps * recipe.total_steps / 60:.1f} min")
+                continue
+            path = args.checkpoint if use_sge else args.plain_checkpoint
+            save_safetensors(result.model, config, path, recipe_metadata(recipe, result, use_sge, device))
+            print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) after {result.seconds:.0f} s of training")
+    except SGEVizError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

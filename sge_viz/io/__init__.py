@@ -1,0 +1,1 @@
+"""Files in and out: reading user images safely, limits, exports and temporary files."""

@@ -1,0 +1,135 @@
+"""Writing one analysis to files (CLI) or bytes (downloads), never leaving half-written output.
+
+Folder layout written by ``write_analysis``:
+
+    gates.npz            one float32 (G, h, w) array per SGE layer, key = layer name
+    stats.json           analysis_stats(): predictions and per-group gate statistics
+    mosaic_<layer>.png   every group's gate over the image, captioned, with a colour bar
+    overlay.png          the most selective group of the deepest layer over the image
+
+With ``pictures=False`` only the two data files are written: drawing and PNG
+encoding cost several forward passes per image, which matters for big folders.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .. import viz
+from ..metrics.gates import analysis_stats, selectivity_order
+from .tempfiles import download_folder
+
+if TYPE_CHECKING:
+    from ..capture.analysis import Analysis
+
+EXPORT_TILE = 64  # px per mosaic tile in files: an 8x8 mosaic of 64 groups is ~525 px wide
+CMAP = "inferno"
+
+
+def npz_bytes(analysis: Analysis) -> bytes:
+    """gates.npz as bytes: {layer name: float32 (G, h, w)}."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **{layer.name: np.asarray(layer.gate, dtype=np.float32) for layer in analysis.layers})
+    return buffer.getvalue()
+
+
+def stats_json(analysis: Analysis, mask: np.ndarray | None = None) -> str:
+    """stats.json as text."""
+    return json.dumps(analysis_stats(analysis, mask), indent=1) + "\n"
+
+
+def mosaic_picture(analysis: Analysis, layer_name: str, tile: int = EXPORT_TILE) -> np.ndarray:
+    """A layer's mosaic with a caption that says what it shows, and the colour scale under it."""
+    layer = analysis.layer(layer_name)
+    groups, height, width = layer.gate.shape
+    picture = viz.mosaic(analysis.image, layer.gate, cmap=CMAP, tile=tile)
+    title = f"{layer.name}: SGE gate of each of {groups} groups ({height}x{width}, tile label = group)"
+    legend = viz.colorbar(CMAP, width=min(256, picture.shape[1]), vmin=0.0, vmax=1.0)
+    return viz.stack([viz.caption(picture, title), legend])
+
+
+def overlay_picture(analysis: Analysis) -> tuple[np.ndarray, str, int]:
+    """The deepest layer's most selective group over the image, captioned; also (layer, group)."""
+    layer = analysis.layers[-1]
+    group = selectivity_order(layer.gate)[0]
+    picture = viz.overlay(analysis.image, layer.gate[group], cmap=CMAP)
+    title = f"{layer.name} g{group} (most selective)"
+    legend = viz.colorbar(CMAP, width=picture.shape[1], vmin=0.0, vmax=1.0)
+    return viz.stack([viz.caption(picture, title, size=11), legend]), layer.name, group
+
+
+def write_analysis(analysis: Analysis, out_dir: str | Path, mask: np.ndarray | None = None,
+                   tile: int = EXPORT_TILE, pictures: bool = True) -> Path:
+    """Write the folder described in the module docstring, atomically.
+
+    Everything goes into a hidden temporary folder beside ``out_dir`` that is
+    renamed into place at the end; on any error it is removed, and an existing
+    ``out_dir`` is only replaced once the new one is complete.
+    """
+    if not analysis.layers:
+        raise ValueError("the analysis has no SGE layers to write")
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = out_dir.parent / f".{out_dir.name}.partial-{token}"
+    tmp.mkdir()
+    try:
+        (tmp / "gates.npz").write_bytes(npz_bytes(analysis))
+        (tmp / "stats.json").write_text(stats_json(analysis, mask), encoding="utf-8")
+        if pictures:
+            for layer in analysis.layers:
+                picture = mosaic_picture(analysis, layer.name, tile)
+                (tmp / f"mosaic_{layer.name}.png").write_bytes(viz.to_png_bytes(picture))
+            (tmp / "overlay.png").write_bytes(viz.to_png_bytes(overlay_picture(analysis)[0]))
+        _replace_dir(tmp, out_dir, token)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _replace_dir(new: Path, target: Path, token: str) -> None:
+    """Rename ``new`` to ``target``; an old ``target`` is moved aside first and deleted after."""
+    old = None
+    if target.exists() or target.is_symlink():
+        old = target.parent / f".{target.name}.old-{token}"
+        target.rename(old)
+    try:
+        new.rename(target)
+    except BaseException:
+        if old is not None:
+            old.rename(target)  # put the previous results back
+        raise
+    if old is not None:
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink()
+
+
+def write_downloads(analysis: Analysis, pictures: dict[str, np.ndarray]) -> list[str]:
+    """The on-screen pictures as PNGs plus gates.npz and stats.json (the CLI's formats), in a fresh folder.
+
+    Returns the file paths; folders older than an hour are pruned as new ones are made.
+    """
+    folder = download_folder()
+    paths = []
+    for name, picture in pictures.items():
+        path = folder / f"{_safe(name)}.png"
+        path.write_bytes(viz.to_png_bytes(picture))
+        paths.append(path)
+    (folder / "gates.npz").write_bytes(npz_bytes(analysis))
+    (folder / "stats.json").write_text(stats_json(analysis, analysis.mask), encoding="utf-8")
+    paths += [folder / "gates.npz", folder / "stats.json"]
+    return [str(p) for p in paths]
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)

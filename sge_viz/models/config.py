@@ -1,0 +1,46 @@
+"""The preprocessing and labelling config that travels with a model's weights."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to feed a model and name its outputs (cf. timm's pretrained_cfg)."""
+
+    arch: str
+    num_classes: int
+    input_size: int  # side of the square crop the network sees
+    resize_size: int  # shorter side before the centre crop
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    class_names: tuple[str, ...] = field(default=(), repr=False)
+    # Keyword arguments of the architecture builder (widths, groups, ...), so a
+    # checkpoint can rebuild a non-default member of the family.
+    arch_kwargs: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["mean"], d["std"], d["class_names"] = list(self.mean), list(self.std), list(self.class_names)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        return cls(
+            arch=str(d["arch"]),
+            num_classes=int(d["num_classes"]),
+            input_size=int(d["input_size"]),
+            resize_size=int(d["resize_size"]),
+            mean=tuple(float(v) for v in d["mean"]),
+            std=tuple(float(v) for v in d["std"]),
+            class_names=tuple(str(v) for v in d.get("class_names", ())),
+            arch_kwargs=dict(d.get("arch_kwargs", {})),
+        )
+
+    def class_name(self, index: int) -> str:
+        if 0 <= index < len(self.class_names):
+            return self.class_names[index]
+        return f"class {index}"

@@ -1,0 +1,156 @@
+"""The one door to a ready model: ``create_model`` (a name, a checkpoint path or the shipped demo model).
+
+Official checkpoints are found by content, in this order: ``checkpoint_path``,
+then the folders in ``$SGE_VIZ_CHECKPOINTS`` (separated by ``os.pathsep``), then
+``./checkpoints`` of the working folder. Random weights are only ever used when
+asked for.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..device import describe_device, pick_device
+from ..errors import SGEVizError
+from ..resources import demo_checkpoint
+from .checkpoint import CHECKPOINT_SUFFIXES, build_for, check_arch, load_strict, read_checkpoint, verify_forward
+from .config import ModelConfig
+from .registry import DEMO_ARCH, available_models, build_model
+
+CHECKPOINTS_ENV = "SGE_VIZ_CHECKPOINTS"
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for analysis (eval mode, no gradients), where it came from and how to feed it."""
+
+    model: nn.Module
+    config: ModelConfig
+    name: str  # how users see it, e.g. "sge_resnet50 (sge_resnet50.pth.tar)"
+    source: str  # file path, or "random weights"
+    device: torch.device
+    dtype: torch.dtype = torch.float32
+    metadata: dict[str, str] = field(default_factory=dict)  # what the file says of itself (epoch, accuracy, ...)
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    @property
+    def device_label(self) -> str:
+        return describe_device(self.device)
+
+
+@dataclass(frozen=True)
+class FoundCheckpoint:
+    """A loadable checkpoint file found in a folder, with the architecture its content matches."""
+
+    path: Path
+    arch: str
+    label: str
+
+
+def checkpoint_dirs() -> list[Path]:
+    """Where registered models look for official weights: $SGE_VIZ_CHECKPOINTS, then ./checkpoints."""
+    dirs = [Path(p) for p in os.environ.get(CHECKPOINTS_ENV, "").split(os.pathsep) if p.strip()]
+    return dirs + [Path.cwd() / "checkpoints"]
+
+
+def checkpoint_label(path: Path, arch: str) -> str:
+    """How a checkpoint is named to users: the demo model, or its architecture and file name."""
+    return f"{DEMO_ARCH} (demo)" if _same_file(path, demo_checkpoint()) else f"{arch} ({path.name})"
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def find_checkpoints(directory: str | Path | None = None) -> list[FoundCheckpoint]:
+    """Every loadable checkpoint in a folder (default: each of ``checkpoint_dirs()``), recognised by
+    content, not by name. Unreadable or foreign files are passed over."""
+    directories = [Path(directory)] if directory is not None else checkpoint_dirs()
+    found, seen = [], set()
+    for folder in directories:
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir()):
+            if not path.is_file() or not path.name.endswith(CHECKPOINT_SUFFIXES) or path.resolve() in seen:
+                continue
+            seen.add(path.resolve())
+            try:
+                arch, _ = check_arch(read_checkpoint(path), path)
+            except SGEVizError:
+                continue
+            found.append(FoundCheckpoint(path, arch, checkpoint_label(path, arch)))
+    return found
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device | None = None, half: bool = False,
+                    channels_last: bool = False) -> LoadedModel:
+    """Read, verify and strictly load a checkpoint into a fresh model in eval mode.
+
+    Raises SGEVizError naming what is wrong with the file (missing, foreign, code-running pickle,
+    truncated, NaN weights, wrong architecture, ...).
+    """
+    path = Path(path)
+    contents = read_checkpoint(path)
+    model, config = build_for(contents, path)
+    load_strict(model, contents.state_dict, path, config.arch)
+    verify_forward(model, config, path)
+    loaded = _place(model, config, checkpoint_label(path, config.arch), str(path), device, half, channels_last)
+    loaded.metadata = {k: v for k, v in contents.metadata.items() if not k.startswith("sge_viz.")}
+    return loaded
+
+
+def create_model(name: str | None = None, checkpoint_path: str | Path | None = None,
+                 device: str | torch.device | None = None, random_weights: bool = False, half: bool = False,
+                 channels_last: bool = False) -> LoadedModel:
+    """A ready model, like timm's ``create_model``.
+
+    - ``checkpoint_path``: that file, whatever ``name`` says;
+    - ``name`` None, "demo" or "sge_resnet_demo": the shipped demo model (64x64 input, 10 classes);
+    - a registered ImageNet name: its weights, found by content in ``checkpoint_dirs()``; or an untrained
+      network when ``random_weights=True``.
+
+    ``device``: "auto" (default: CUDA, else MPS, else CPU), "cpu", "cuda", "cuda:N" or "mps".
+    ``half`` and ``channels_last`` apply on CUDA only. Raises SGEVizError when no weights are found.
+    """
+    if checkpoint_path is not None:
+        return load_checkpoint(checkpoint_path, device, half, channels_last)
+    if name in (None, "", "demo", DEMO_ARCH):
+        demo = demo_checkpoint()
+        if not demo.is_file():
+            raise SGEVizError(f"The shipped demo model {demo} is missing: reinstall sge-viz, restore it with "
+                              "`git checkout checkpoints/` or train it with `python -m sge_viz.demo.train`.")
+        return load_checkpoint(demo, device, half, channels_last)
+    if name not in available_models():
+        raise SGEVizError(f"Unknown model {name!r}; known: {', '.join(available_models())}.")
+    if random_weights:
+        model, config = build_model(name)
+        return _place(model, config, f"{name} (random weights)", "random weights", device, half, channels_last)
+    for found in find_checkpoints():
+        if found.arch == name:
+            return load_checkpoint(found.path, device, half, channels_last)
+    where = " or ".join(str(d) for d in checkpoint_dirs())
+    raise SGEVizError(f"No weights for {name} were found in {where}: put the official file "
+                      f"(e.g. {name}.pth.tar) there, set ${CHECKPOINTS_ENV}, or pass --checkpoint PATH; use "
+                      "--random-weights to explore an untrained network.")
+
+
+def _place(model: nn.Module, config: ModelConfig, name: str, source: str, device, half: bool,
+           channels_last: bool) -> LoadedModel:
+    dev = device if isinstance(device, torch.device) else pick_device(device)
+    dtype = torch.float16 if half and dev.type == "cuda" else torch.float32
+    model = model.to(device=dev, dtype=dtype).eval()
+    if channels_last and dev.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return LoadedModel(model, config, name, source, dev, dtype)

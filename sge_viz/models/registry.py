@@ -1,0 +1,109 @@
+"""One table of architectures: it builds models, names the architecture of a checkpoint, and gives defaults.
+
+Each entry carries the layout (block type, blocks per stage, widths, stem) and
+the default config (input size, mean/std, class names), in the manner of
+timm's ``default_cfgs``. Building, inferring an architecture from a state_dict
+and preprocessing defaults all read this one table.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+
+import torch
+
+from .config import ModelConfig
+from .imagenet import imagenet_class_names
+from .resnet import BasicBlock, Bottleneck, SGEResNet
+
+BLOCKS: dict[str, type[BasicBlock] | type[Bottleneck]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
+
+# The shipped demo model: a narrow two-block-per-stage SGE-ResNet for 64x64
+# Cluttered Fashion-MNIST canvases. Deepest gate map: 64 / 2 / 2 / 2 = 8x8.
+DEMO_ARCH = "sge_resnet_demo"
+DEMO_KWARGS: dict = dict(block="basic", layers=[2, 2, 2], widths=[32, 64, 128], groups=8,
+                         stem="small", stem_stride=2)
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """A registered architecture: its layout and whether it has ImageNet defaults."""
+
+    name: str
+    block: str  # a key of BLOCKS; the rest of the layout is the official one (7x7 stem, widths 64..512, 64 groups)
+    layers: tuple[int, ...]
+
+    def default_config(self) -> ModelConfig:
+        """The preprocessing and labelling defaults of the official ImageNet weights."""
+        return ModelConfig(arch=self.name, num_classes=1000, input_size=224, resize_size=256,
+                           class_names=imagenet_class_names())
+
+
+ARCHS: dict[str, ArchSpec] = {spec.name: spec for spec in (
+    ArchSpec("sge_resnet18", "basic", (2, 2, 2, 2)),
+    ArchSpec("sge_resnet34", "basic", (3, 4, 6, 3)),
+    ArchSpec("sge_resnet50", "bottleneck", (3, 4, 6, 3)),
+    ArchSpec("sge_resnet101", "bottleneck", (3, 4, 23, 3)),
+    ArchSpec("sge_resnet152", "bottleneck", (3, 8, 36, 3)),
+)}
+
+_BLOCK_KEY = re.compile(r"^layer(\d+)\.(\d+)\.")
+
+
+def available_models() -> list[str]:
+    """Every name ``build_model`` and ``create_model`` accept: the ImageNet family, then the demo model."""
+    return sorted(ARCHS) + [DEMO_ARCH]
+
+
+def build_custom(block: str, layers: list[int], widths: list[int], groups: int, stem: str = "small",
+                 stem_stride: int = 1, num_classes: int = 10, use_sge: bool = True) -> SGEResNet:
+    """Any member of the family from plain keyword values (what a checkpoint's metadata holds).
+
+    Raises ValueError for an unknown block or stem.
+    """
+    if block not in BLOCKS:
+        raise ValueError(f"unknown block {block!r}; known: {', '.join(BLOCKS)}")
+    return SGEResNet(BLOCKS[block], list(layers), num_classes=num_classes, widths=tuple(widths), groups=groups,
+                     stem=stem, stem_stride=stem_stride, use_sge=use_sge)
+
+
+def build_model(arch: str, config: ModelConfig | None = None, use_sge: bool = True) -> tuple[SGEResNet, ModelConfig]:
+    """A freshly initialised model and its config.
+
+    ``arch``: a registered name, or any name when ``config.arch_kwargs`` describes the layout (the demo
+    model and other custom members). ``config`` overrides the default config. ``use_sge=False`` builds the
+    plain twin (identity instead of SGE). Raises KeyError for an unknown name without a layout.
+    """
+    if arch in ARCHS:
+        spec = ARCHS[arch]
+        cfg = config or spec.default_config()
+        return SGEResNet(BLOCKS[spec.block], list(spec.layers), num_classes=cfg.num_classes, use_sge=use_sge), cfg
+    if config is None or not config.arch_kwargs:
+        raise KeyError(arch)
+    return build_custom(**config.arch_kwargs, num_classes=config.num_classes, use_sge=use_sge), config
+
+
+@cache
+def _layouts() -> dict[tuple[str, tuple[int, ...]], str]:
+    return {(spec.block, spec.layers): spec.name for spec in ARCHS.values()}
+
+
+def infer_arch(state_dict: dict[str, torch.Tensor]) -> str | None:
+    """The registered architecture whose layout these keys and shapes match, or None.
+
+    Blocks per stage come from the ``layerX.Y.`` keys, the block type from the presence of
+    ``conv3`` (bottleneck), and the ImageNet stem from ``conv1.weight`` being (64, 3, 7, 7).
+    """
+    blocks: dict[int, set[int]] = {}
+    for key in state_dict:
+        m = _BLOCK_KEY.match(key)
+        if m:
+            blocks.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
+    layout = tuple(len(blocks[i]) for i in sorted(blocks))
+    block = "bottleneck" if any(k.endswith(".conv3.weight") for k in state_dict) else "basic"
+    arch = _layouts().get((block, layout))
+    conv1 = state_dict.get("conv1.weight")
+    if arch and conv1 is not None and tuple(conv1.shape) == (64, 3, 7, 7):
+        return arch
+    return None

@@ -1,0 +1,26 @@
+"""Pictures: colour tables, the one resizer of gate maps, drawing, text and legends, matplotlib figures.
+
+Everything takes and returns numpy arrays; nothing here knows about torch.
+"""
+from .colour import colorize, colour_indices, colour_table
+from .draw import (
+    GAP,
+    HIGHLIGHT,
+    activation_pair,
+    default_workers,
+    diverging,
+    draw_outline,
+    group_at,
+    mosaic,
+    mosaic_grid,
+    mosaics,
+    overlay,
+)
+from .resize import resize_maps
+from .text import caption, colorbar, stack, to_png_bytes
+
+__all__ = [
+    "GAP", "HIGHLIGHT", "activation_pair", "caption", "colorbar", "colorize", "colour_indices", "colour_table",
+    "default_workers", "diverging", "draw_outline", "group_at", "mosaic", "mosaic_grid", "mosaics", "overlay",
+    "resize_maps", "stack", "to_png_bytes",
+]

@@ -1,0 +1,110 @@
+"""Text on pictures without matplotlib: legends (colour bars with numbers), captions, stacking, PNG bytes."""
+from __future__ import annotations
+
+import io
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from .colour import colorize, pack
+from .resize import as_rgb
+
+BACKGROUND = (255, 255, 255)
+
+
+def colorbar(cmap: str = "inferno", width: int = 256, height: int = 16, vmin: float = 0.0, vmax: float = 1.0,
+             labels: bool = True) -> np.ndarray:
+    """Legend strip: ``cmap`` from vmin (left) to vmax (right), (height, width, 3).
+
+    With ``labels`` a text row below names vmin, the middle and vmax, so the
+    picture is (height + text row, width, 3).
+    """
+    ramp = np.linspace(vmin, vmax, width, dtype=np.float64)
+    strip = np.repeat(colorize(ramp[None, :], cmap, vmin, vmax), height, axis=0)
+    if not labels:
+        return strip
+    size = max(9, min(13, height))
+    row = np.empty((size + 4, width, 3), np.uint8)
+    row[:] = BACKGROUND
+    texts = [_format_tick(vmin), _format_tick((vmin + vmax) / 2), _format_tick(vmax)]
+    sprites = [text_sprite(t, size, (0, 0, 0), BACKGROUND) for t in texts]
+    for sprite, x in zip(sprites, (0, (width - sprites[1].shape[1]) // 2, width - sprites[2].shape[1])):
+        paste(row, sprite, max(0, x), 2)
+    return np.concatenate([strip, row])
+
+
+def caption(image: np.ndarray, text: str, size: int = 13) -> np.ndarray:
+    """The image with a white strip above it holding ``text`` (one line, clipped to the width)."""
+    image = as_rgb(image)
+    strip = np.empty((size + 8, image.shape[1], 3), np.uint8)
+    strip[:] = BACKGROUND
+    paste(strip, text_sprite(text, size, (0, 0, 0), BACKGROUND), 4, 4)
+    return np.concatenate([strip, image])
+
+
+def stack(images: list[np.ndarray], gap: int = 4) -> np.ndarray:
+    """Images one below the other, left-aligned, on a white background."""
+    width = max(im.shape[1] for im in images)
+    height = sum(im.shape[0] for im in images) + gap * (len(images) - 1)
+    out = np.empty((height, width, 3), np.uint8)
+    out[:] = BACKGROUND
+    y = 0
+    for im in images:
+        out[y:y + im.shape[0], :im.shape[1]] = im
+        y += im.shape[0] + gap
+    return out
+
+
+def to_png_bytes(image: np.ndarray, compress_level: int = 1) -> bytes:
+    """PNG encoding of an RGB array; zlib's fastest level by default (these are written often: 17 per
+    analysed image), which is ~30% faster than level 3 for ~2% larger files."""
+    buffer = io.BytesIO()
+    Image.fromarray(as_rgb(image)).save(buffer, format="PNG", compress_level=compress_level)
+    return buffer.getvalue()
+
+
+def _format_tick(value: float) -> str:
+    return f"{value:.3g}"
+
+
+@lru_cache(maxsize=16)
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (ImportError, OSError, TypeError):  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+@lru_cache(maxsize=2048)
+def text_sprite(text: str, size: int, fg: tuple[int, int, int], bg: tuple[int, int, int]) -> np.ndarray:
+    """Rendered text on a solid box, (h, w, 3) uint8, cached (labels repeat across layers)."""
+    font = _font(size)
+    left, top, right, bottom = font.getbbox(text)
+    pad = 2
+    box = Image.new("RGB", (right - left + 2 * pad, max(bottom, size) - min(top, 0) + pad), bg)
+    ImageDraw.Draw(box).text((pad - left, pad // 2 - min(top, 0)), text, fill=fg, font=font)
+    out = np.asarray(box).copy()
+    out.setflags(write=False)
+    return out
+
+
+@lru_cache(maxsize=2048)
+def label_sprite(text: str, size: int) -> np.ndarray:
+    """A tile label (white on black), packed for the mosaic canvas."""
+    packed = pack(text_sprite(text, size, (255, 255, 255), (0, 0, 0)))
+    packed.setflags(write=False)
+    return packed
+
+
+def paste(target: np.ndarray, sprite: np.ndarray, x: int, y: int) -> None:
+    """Copy ``sprite`` into ``target`` at column x, row y, clipped at the target's edges."""
+    h = min(sprite.shape[0], target.shape[0] - y)
+    w = min(sprite.shape[1], target.shape[1] - x)
+    if h > 0 and w > 0:
+        target[y:y + h, x:x + w] = sprite[:h, :w]
+
+
+def stamp_text(target: np.ndarray, text: str, x: int, y: int, size: int) -> None:
+    """White-on-black ``text`` pasted into ``target`` at (x, y)."""
+    paste(target, text_sprite(text, size, (255, 255, 255), (0, 0, 0)), x, y)

@@ -1,0 +1,117 @@
+"""The fast paths give the same results as the plain ones (no timings asserted here: see bench/)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from sge_viz import viz as render
+from sge_viz.capture.recorder import GateRecorder
+from sge_viz.models.sge import SpatialGroupEnhance
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(7)
+
+
+def test_threaded_mosaics_equal_one_call_per_layer(rng):
+    image = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    layers = [rng.random((g, s, s), dtype=np.float32) for g, s in ((16, 9), (10, 5), (64, 3), (1, 4))]
+    orders = [list(rng.permutation(16)), None, list(range(63, -1, -1)), None]
+    highlights = [3, None, 60, 0]
+    expected = [render.mosaic(image, gates, order=order, highlight=h, tile=24, cmap="viridis", alpha=0.4)
+                for gates, order, h in zip(layers, orders, highlights)]
+    for workers in (1, 2, 4):
+        got = render.mosaics(image, layers, orders, highlights, workers=workers, tile=24, cmap="viridis", alpha=0.4)
+        assert len(got) == len(expected)
+        for a, b in zip(got, expected):
+            assert a.dtype == np.uint8 and np.array_equal(a, b)
+
+
+def test_threaded_mosaics_reject_mismatched_lists(rng):
+    with pytest.raises(ValueError):
+        render.mosaics(np.zeros((8, 8, 3), np.uint8), [np.zeros((4, 2, 2), np.float32)], orders=[None, None])
+
+
+class BlogSGE(nn.Module):
+    """A look-alike whose output is not x * gate (an extra residual), so 'after' must be summed from it."""
+
+    def __init__(self, groups: int):
+        super().__init__()
+        self.groups = groups
+        self.weight = nn.Parameter(torch.randn(1, groups, 1, 1))
+        self.bias = nn.Parameter(torch.randn(1, groups, 1, 1))
+        self.sig = nn.Sigmoid()
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        xg = x.view(b * self.groups, -1, h, w)
+        t = (xg * xg.mean((2, 3), keepdim=True)).sum(1, keepdim=True).view(b, self.groups, h, w)
+        a = self.sig((t * self.weight + self.bias).view(b * self.groups, 1, h, w))
+        return (xg * a).view(b, c, h, w) + x
+
+
+@pytest.mark.parametrize("module_cls", [SpatialGroupEnhance, BlogSGE])
+def test_after_sums_match_the_module_output(module_cls):
+    torch.manual_seed(0)
+    module = module_cls(4).eval()
+    if module_cls is SpatialGroupEnhance:
+        with torch.no_grad():
+            module.weight.copy_(torch.randn(1, 4, 1, 1))
+            module.bias.copy_(torch.randn(1, 4, 1, 1))
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), module)
+    x = torch.randn(2, 3, 12, 10)
+    with torch.inference_mode(), GateRecorder(net) as rec:
+        out = net(x)
+        pre = net[0](x)
+    cap = rec.captures["1"]
+    want_before = pre.reshape(2, 4, 4, 12, 10).sum(2)
+    want_after = out.reshape(2, 4, 4, 12, 10).sum(2)
+    for got, want in ((cap.before, want_before), (cap.after, want_after)):
+        assert got.device.type == "cpu" and got.dtype == torch.float32
+        assert (got - want).abs().max() <= 1e-5 * want.abs().max()
+    assert cap.gate.shape == (2, 4, 12, 10) and cap.gate.dtype == torch.float32
+
+
+def test_png_files_hold_the_same_pixels_and_are_written_once(tmp_path, rng):
+    from PIL import Image
+
+    from sge_viz.io import tempfiles as pngcache
+
+    image = rng.integers(0, 256, (30, 47, 3), dtype=np.uint8)
+    first = pngcache.png_path(image, root=tmp_path)
+    assert np.array_equal(np.asarray(Image.open(first).convert("RGB")), image)
+    mtime = tmp_path.joinpath(first).stat().st_mtime_ns
+    again = pngcache.png_path(image.copy(), root=tmp_path)
+    assert again == first and len(list(tmp_path.glob("*.png"))) == 1
+    assert tmp_path.joinpath(first).stat().st_mtime_ns >= mtime
+    other = image.copy()
+    other[0, 0, 0] ^= 1
+    assert pngcache.png_path(other, root=tmp_path) != first
+    # same bytes, other shape: another picture
+    assert pngcache.png_path(image.reshape(47, 30, 3), root=tmp_path) not in (first,)
+    with pytest.raises(ValueError):
+        pngcache.png_path(np.zeros((4, 4), np.uint8), root=tmp_path)
+
+
+def test_channels_last_model_gives_the_same_outputs_and_gates():
+    from sge_viz.models.registry import build_model
+
+    torch.manual_seed(3)
+    model, _ = build_model("sge_resnet50")
+    model = model.eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("sge.weight", "sge.bias")):
+                p.copy_(torch.randn(p.shape))
+    x = torch.randn(1, 3, 96, 96)
+    with torch.inference_mode(), GateRecorder(model) as plain:
+        want = model(x)
+    model = model.to(memory_format=torch.channels_last)
+    with torch.inference_mode(), GateRecorder(model) as last:
+        got = model(x.contiguous(memory_format=torch.channels_last))
+    assert (got - want).abs().max() <= 1e-4 * want.abs().max()
+    for name, cap in plain.captures.items():
+        assert (last.captures[name].gate - cap.gate).abs().max() < 1e-4

@@ -1,0 +1,226 @@
+"""The sge-viz command line: files written, JSON that parses, one-line errors and exit codes."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import structured_image
+from PIL import Image
+
+from sge_viz import viz as render
+from sge_viz.capture.analysis import analyze
+from sge_viz.capture.recorder import find_sge_layers
+from sge_viz.cli import main
+from sge_viz.io import export
+from sge_viz.io.images import open_image
+from sge_viz.metrics.gates import group_stats
+from sge_viz.models.factory import load_checkpoint
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_analyze_writes_consistent_files(capsys, tmp_path, tiny_checkpoint, image_file):
+    out = tmp_path / "results"
+    code, stdout, stderr = run(capsys, "analyze", image_file, "--checkpoint", tiny_checkpoint, "--out", out,
+                               "--device", "cpu")
+    assert code == 0, stderr
+    folder = out / image_file.stem
+    assert str(folder) in stdout
+    loaded = load_checkpoint(tiny_checkpoint, device="cpu")
+    layers = find_sge_layers(loaded.model)
+    names = [n for n, _ in layers]
+    expected = {"gates.npz", "stats.json", "overlay.png"} | {f"mosaic_{n}.png" for n in names}
+    assert {p.name for p in folder.iterdir()} == expected
+    assert leftovers(out) == []
+
+    direct = analyze(loaded, open_image(image_file))
+    with np.load(folder / "gates.npz") as npz:
+        gates = {k: npz[k] for k in npz.files}
+    assert list(gates) == names
+    for (name, module), layer in zip(layers, direct.layers):
+        arr = gates[name]
+        assert arr.dtype == np.float32 and arr.ndim == 3 and arr.shape[0] == module.groups
+        assert np.abs(arr - layer.gate).max() < 1e-6
+
+    stats = json.loads((folder / "stats.json").read_text())
+    assert [p["index"] for p in stats["predictions"]] == [p.index for p in direct.predictions]
+    assert stats["image_size"] == [48, 48]
+    for name, arr in gates.items():
+        entry = stats["layers"][name]
+        assert [entry["groups"], entry["height"], entry["width"]] == list(arr.shape)
+        s = group_stats(arr)
+        for key in ("mean", "std", "min", "max", "enhanced_share", "selectivity"):
+            assert np.allclose(entry[key], getattr(s, key), rtol=0, atol=1e-12), (name, key)
+
+    for name, arr in gates.items():
+        picture = np.asarray(Image.open(folder / f"mosaic_{name}.png"))
+        rows, cols = render.mosaic_grid(arr.shape[0])
+        assert picture.shape[1] == cols * (export.EXPORT_TILE + render.GAP) - render.GAP
+        assert picture.shape[0] > rows * (export.EXPORT_TILE + render.GAP)  # plus caption and colour bar
+    overlay = np.asarray(Image.open(folder / "overlay.png"))
+    assert overlay.shape[1] == 48 and overlay.shape[2] == 3
+
+
+def test_analyze_without_pictures_writes_the_same_data_only(capsys, tmp_path, tiny_checkpoint, image_file):
+    full, lean = tmp_path / "full", tmp_path / "lean"
+    for out, extra in ((full, ()), (lean, ("--no-pictures",))):
+        code, _, stderr = run(capsys, "analyze", image_file, "--checkpoint", tiny_checkpoint, "--out", out,
+                              "--device", "cpu", *extra)
+        assert code == 0, stderr
+    assert {p.name for p in (lean / image_file.stem).iterdir()} == {"gates.npz", "stats.json"}
+    with np.load(full / image_file.stem / "gates.npz") as a, np.load(lean / image_file.stem / "gates.npz") as b:
+        assert a.files == b.files
+        for key in a.files:
+            np.testing.assert_array_equal(a[key], b[key])
+    assert (full / image_file.stem / "stats.json").read_text() == (lean / image_file.stem / "stats.json").read_text()
+
+
+def test_analyze_folder_with_a_bad_image_keeps_going(capsys, tmp_path, tiny_checkpoint):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    structured_image(seed=1).save(inputs / "a.png")
+    structured_image(seed=2).save(inputs / "b.jpg")
+    (inputs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    (inputs / "readme.txt").write_text("not an image, not an input")
+    out = tmp_path / "out"
+    code, stdout, stderr = run(capsys, "analyze", inputs, "--checkpoint", tiny_checkpoint, "--out", out,
+                               "--batch-size", "2", "--json")
+    assert code == 1
+    report = json.loads(stdout)
+    assert sorted(Path(r["image"]).name for r in report["results"]) == ["a.png", "b.jpg"]
+    assert [Path(f["image"]).name for f in report["failed"]] == ["broken.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["a", "b"]
+    assert "broken.png" in stderr and all(line.startswith("error: ") for line in stderr.strip().splitlines())
+
+
+def test_workers_and_batches_give_the_same_gates(capsys, tmp_path, tiny_checkpoint):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(3):
+        structured_image(seed=10 + i).save(inputs / f"img{i}.png")
+    serial, parallel = tmp_path / "serial", tmp_path / "parallel"
+    assert run(capsys, "analyze", inputs, "--checkpoint", tiny_checkpoint, "--out", serial, "--workers", "0",
+               "--batch-size", "1")[0] == 0
+    assert run(capsys, "analyze", inputs, "--checkpoint", tiny_checkpoint, "--out", parallel, "--workers", "2",
+               "--batch-size", "3")[0] == 0
+    for i in range(3):
+        with np.load(serial / f"img{i}" / "gates.npz") as a, np.load(parallel / f"img{i}" / "gates.npz") as b:
+            assert a.files == b.files
+            for key in a.files:
+                assert np.abs(a[key] - b[key]).max() < 1e-5
+
+
+def test_same_stem_gets_distinct_folders(capsys, tmp_path, tiny_checkpoint):
+    structured_image(seed=1).save(tmp_path / "x.png")
+    structured_image(seed=2).save(tmp_path / "x.jpg")
+    out = tmp_path / "out"
+    assert run(capsys, "analyze", tmp_path / "x.png", tmp_path / "x.jpg", "--checkpoint", tiny_checkpoint,
+               "--out", out)[0] == 0
+    assert sorted(p.name for p in out.iterdir()) == ["x_jpg", "x_png"]
+
+
+def test_info_json(capsys, tiny_checkpoint):
+    code, stdout, _ = run(capsys, "info", tiny_checkpoint, "--json")
+    assert code == 0
+    info = json.loads(stdout)
+    loaded = load_checkpoint(tiny_checkpoint, device="cpu")
+    assert info["arch"] == "sge_resnet_tiny" and info["parameters"] == loaded.num_parameters
+    assert info["input_size"] == 48
+    assert [entry["name"] for entry in info["sge_layers"]] == [n for n, _ in find_sge_layers(loaded.model)]
+    direct = analyze(loaded, structured_image())
+    shapes = [(entry["groups"], entry["height"], entry["width"]) for entry in info["sge_layers"]]
+    assert shapes == [layer.gate.shape for layer in direct.layers]
+
+
+def test_info_text_for_an_official_checkpoint(capsys, tmp_path):
+    from sge_viz.models.registry import build_model
+
+    model, _ = build_model("sge_resnet18")
+    path = tmp_path / "sge_resnet18.pth.tar"
+    torch.save({"epoch": 1, "arch": "sge_resnet18", "best_acc1": 1.0, "optimizer": {},
+                "state_dict": {"module." + k: v for k, v in model.state_dict().items()}}, path)
+    code, stdout, _ = run(capsys, "info", path)
+    assert code == 0
+    assert "sge_resnet18" in stdout and "11,690,536" in stdout and "layer4.1.sge" in stdout and "7x7" in stdout
+
+
+def test_predict_json(capsys, tiny_checkpoint, image_file):
+    code, stdout, _ = run(capsys, "predict", image_file, "--checkpoint", tiny_checkpoint, "--json")
+    assert code == 0
+    result = json.loads(stdout)
+    loaded = load_checkpoint(tiny_checkpoint, device="cpu")
+    direct = analyze(loaded, open_image(image_file)).predictions
+    assert [p["index"] for p in result["predictions"]] == [p.index for p in direct]
+    probs = [p["probability"] for p in result["predictions"]]
+    assert len(probs) == 5 and probs == sorted(probs, reverse=True)
+    assert np.allclose(probs, [p.probability for p in direct], atol=1e-6)
+    assert result["predictions"][0]["label"] == direct[0].label
+
+
+@pytest.mark.parametrize("argv, code, fragment", [
+    (["analyze", "/nonexistent/img.png", "--model", "sge_resnet18", "--random-weights"], 2, "does not exist"),
+    (["analyze", "{img}", "--checkpoint", "{ckpt}", "--random-weights"], 2, "--random-weights"),
+    (["analyze", "{img}", "--batch-size", "0"], 2, "at least 1"),
+    (["predict", "{img}", "--frobnicate"], 2, "unrecognized arguments"),
+    (["predict", "{img}", "--model", "sge_resnet152"], 1, "--random-weights"),
+    (["predict", "{img}", "--model", "not_a_model"], 1, "Unknown model"),
+    (["info", "{junk}"], 1, "junk.pth"),
+    (["predict", "{junk}", "--checkpoint", "{ckpt}"], 1, "junk.pth"),
+])
+def test_errors_are_one_line_with_exit_codes(capsys, tmp_path, tiny_checkpoint, image_file, argv, code, fragment):
+    junk = tmp_path / "junk.pth"
+    junk.write_text("definitely not weights")
+    argv = [a.format(img=image_file, ckpt=tiny_checkpoint, junk=junk) for a in argv]
+    got, stdout, stderr = run(capsys, *argv)
+    assert got == code
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0]
+    assert stdout == ""
+
+
+def test_failed_write_leaves_nothing_behind(tmp_path, tiny_checkpoint, image_file, monkeypatch):
+    loaded = load_checkpoint(tiny_checkpoint, device="cpu")
+    analysis = analyze(loaded, open_image(image_file))
+    target = tmp_path / "photo"
+    export.write_analysis(analysis, target)
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+    calls = {"n": 0}
+    real = render.to_png_bytes
+
+    def failing(image, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError("disk full")
+        return real(image, *a, **k)
+
+    monkeypatch.setattr(render, "to_png_bytes", failing)
+    with pytest.raises(OSError, match="disk full"):
+        export.write_analysis(analysis, target)
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before  # old results intact
+    calls["n"] = 0
+    with pytest.raises(OSError):
+        export.write_analysis(analysis, tmp_path / "fresh")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["photo", "photo.jpg", "tiny.safetensors"])
+
+
+def test_module_entry_point_exit_code(tmp_path):
+    missing = tmp_path / "nope.safetensors"
+    result = subprocess.run([sys.executable, "-m", "sge_viz", "info", str(missing), "--json"], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith("error: ") and "does not exist" in result.stderr

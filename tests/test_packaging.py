@@ -1,0 +1,98 @@
+"""The package as users get it: a built wheel, installed into a fresh virtualenv, run from another folder."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(cmd: list[str], cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> tuple[Path, Path]:
+    """(bin folder, an empty working folder) of a virtualenv holding only the built wheel (its dependencies
+    come from this interpreter's site-packages)."""
+    base = tmp_path_factory.mktemp("wheel")
+    wheels = base / "dist"
+    built = run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+                 "-w", str(wheels), "-q"], cwd=base)
+    assert built.returncode == 0, built.stderr
+    (wheel,) = wheels.glob("sge_viz-*.whl")
+    env_dir = base / "venv"
+    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
+    bin_dir = env_dir / "bin"
+    installed = run([sys.executable, "-m", "pip", "--python", str(bin_dir / "python"), "install", "--no-deps",
+                     "-q", str(wheel)], cwd=base)
+    assert installed.returncode == 0, installed.stderr
+    work = base / "elsewhere"
+    work.mkdir()
+    return bin_dir, work
+
+
+def clean_env() -> dict:
+    # Nothing may point back into the checkout.
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SGE_VIZ_CHECKPOINTS")}
+
+
+def test_installed_package_loads_the_demo_model_from_its_own_files(installed):
+    bin_dir, work = installed
+    code = ("import sge_viz, sys; m = sge_viz.create_model(device='cpu'); "
+            "print(sge_viz.__file__); print(m.source); print(m.config.arch)")
+    out = run([str(bin_dir / "python"), "-c", code], cwd=work, env=clean_env())
+    assert out.returncode == 0, out.stderr
+    package_file, source, arch = out.stdout.split()
+    assert not Path(package_file).is_relative_to(ROOT)  # the installed copy, not the checkout
+    assert Path(source).is_file() and not Path(source).resolve().is_relative_to(ROOT)
+    assert arch == "sge_resnet_demo"
+
+
+def test_installed_cli_predicts_a_shipped_example(installed):
+    bin_dir, work = installed
+    find = run([str(bin_dir / "python"), "-c",
+                "from sge_viz.app.examples import example_paths; print(example_paths()[0])"], cwd=work, env=clean_env())
+    assert find.returncode == 0, find.stderr
+    example = Path(find.stdout.strip())
+    assert example.is_file() and not example.resolve().is_relative_to(ROOT)
+    out = run([str(bin_dir / "sge-viz"), "predict", str(example), "--json", "--device", "cpu"], cwd=work,
+              env=clean_env())
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["model"] == "sge_resnet_demo (demo)" and len(result["predictions"]) == 5
+    # The same answer as the checkout's library gives for the same file.
+    from sge_viz import create_model, open_image
+    from sge_viz.capture.analysis import predict
+
+    here = predict(create_model(device="cpu"), open_image(example))
+    assert [p["index"] for p in result["predictions"]] == [p.index for p in here]
+    assert result["predictions"][0]["probability"] == pytest.approx(here[0].probability, abs=1e-6)
+
+
+def test_installed_cli_offers_serve_with_the_apps_flags(installed):
+    bin_dir, work = installed
+    out = run([str(bin_dir / "sge-viz"), "serve", "--help"], cwd=work, env=clean_env())
+    assert out.returncode == 0, out.stderr
+    for flag in ("--host", "--port", "--share", "--model", "--checkpoint", "--device", "--random-weights"):
+        assert flag in out.stdout
+    app = run([sys.executable, str(ROOT / "app.py"), "--help"], cwd=work, env=clean_env())
+    assert app.returncode == 0 and app.stdout.split("options:")[1] == out.stdout.split("options:")[1]
+    # A bad flag value is refused before anything is served.
+    bad = run([str(bin_dir / "sge-viz"), "serve", "--model", "no_such_model", "--device", "cpu"], cwd=work,
+              env=clean_env(), timeout=120)
+    assert bad.returncode == 2 and "no_such_model" in bad.stderr
+
+
+def test_the_runtime_never_imports_the_demo_training_code():
+    code = ("import sys, sge_viz, sge_viz.cli, sge_viz.app.layout, sge_viz.app.server; "
+            "print([m for m in sys.modules if m.startswith('sge_viz.demo')])")
+    out = run([sys.executable, "-c", code], cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
