@@ -24,12 +24,19 @@ class Prediction:
 
 @dataclass
 class LayerGates:
-    """One SGE layer for one image: arrays of shape (G, H, W), float32."""
+    """One SGE layer for one image: arrays of shape (G, H, W), float32.
+
+    ``gate`` in (0, 1); ``before``/``after``: SGE's input/output summed over each group's channels (signed);
+    ``before_length``/``after_length``: the group's vector length ||x_g(p)||_2 over its channels (>= 0), the
+    quantity of the paper's activation histograms. Zeros when activations were not captured.
+    """
 
     name: str
     gate: np.ndarray
     before: np.ndarray
     after: np.ndarray
+    before_length: np.ndarray | None = None
+    after_length: np.ndarray | None = None
 
     @property
     def groups(self) -> int:
@@ -104,9 +111,10 @@ def analyze_views(loaded: LoadedModel, views: list[np.ndarray], activations: boo
         for name in recorder.layer_names:
             cap = recorder.captures[name]
             gate = cap.gate[i].numpy()
-            before = cap.before[i].numpy() if cap.before is not None else np.zeros_like(gate)
-            after = cap.after[i].numpy() if cap.after is not None else np.zeros_like(gate)
-            layers.append(LayerGates(name, gate, before, after))
+            before, after, before_sq, after_sq = (
+                getattr(cap, key)[i].numpy() if getattr(cap, key) is not None else np.zeros_like(gate)
+                for key in ("before", "after", "before_sq", "after_sq"))
+            layers.append(LayerGates(name, gate, before, after, np.sqrt(before_sq), np.sqrt(after_sq)))
         results.append(Analysis(view, top_k(probs[i], loaded.config), layers, loaded.name))
     return results
 

@@ -2,7 +2,7 @@
 
     with GateRecorder(model) as rec:
         logits = model(x)
-    captures = rec.captures   # {"layer1.0.sge": LayerCapture(gate, before, after), ...}
+    captures = rec.captures   # {"layer1.0.sge": LayerCapture(gate, before, after, ...), ...}
 
 Hooks only read tensors, so the model's output is bit-identical with and
 without a recorder. Each recorder keeps what it captured on itself and only
@@ -14,7 +14,8 @@ Cost: the hooks keep what they capture on the model's device and in its dtype;
 everything moves to the CPU as float32 once, when the ``with`` block closes
 (one device sync instead of one per layer on a GPU). For the official module
 the output's group sums are the gate times the input's group sums (y = x * a
-with a constant over each group's channels), so only the input is reduced.
+with a constant over each group's channels, a > 0), and its squared vector
+lengths the gate squared times the input's, so only the input is reduced.
 """
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ class LayerCapture:
     gate: torch.Tensor
     before: torch.Tensor | None = None  # sum over each group's channels, input of SGE
     after: torch.Tensor | None = None  # the same for SGE's output
+    before_sq: torch.Tensor | None = None  # sum of squares over each group's channels (vector length^2), input
+    after_sq: torch.Tensor | None = None  # the same for SGE's output
 
 
 def find_sge_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -44,10 +47,14 @@ def find_sge_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(name, m) for name, m in model.named_modules() if name and is_sge_module(m)]
 
 
-def group_sums(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """Sum over each group's channels, (B, G, H, W) float32, on x's device."""
+def group_sums(x: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum and sum of squares over each group's channels, each (B, G, H, W) float32, on x's device.
+
+    The square root of the second is the group's vector length ||x_g(p)||_2 at every position p.
+    """
     b, c, h, w = x.shape
-    return x.detach().reshape(b, groups, c // groups, h, w).sum(dim=2, dtype=torch.float32)
+    xg = x.detach().reshape(b, groups, c // groups, h, w).float()
+    return xg.sum(dim=2), xg.square().sum(dim=2)
 
 
 class GateRecorder:
@@ -89,12 +96,14 @@ class GateRecorder:
         """Finish what the hooks left on the device: derived 'after' sums, then float32 on the CPU."""
         for capture in self.captures.values():
             if capture.after is None and capture.before is not None and capture.gate.numel():
-                capture.after = capture.gate.float() * capture.before
+                gate = capture.gate.float()
+                capture.after = gate * capture.before
+                capture.after_sq = gate.square() * capture.before_sq
             capture.gate = capture.gate.float().cpu()
-            if capture.before is not None:
-                capture.before = capture.before.cpu()
-            if capture.after is not None:
-                capture.after = capture.after.cpu()
+            for name in ("before", "after", "before_sq", "after_sq"):
+                value = getattr(capture, name)
+                if value is not None:
+                    setattr(capture, name, value.cpu())
 
     def _remove(self) -> None:
         for handle in self._handles:
@@ -122,6 +131,9 @@ class GateRecorder:
         def hook(_module, inputs, output):
             if self._mine():
                 capture = self.captures.setdefault(name, LayerCapture(torch.empty(0)))
-                capture.before = group_sums(inputs[0], groups)
-                capture.after = None if derive_after else group_sums(output, groups)
+                capture.before, capture.before_sq = group_sums(inputs[0], groups)
+                if derive_after:
+                    capture.after = capture.after_sq = None
+                else:
+                    capture.after, capture.after_sq = group_sums(output, groups)
         return hook

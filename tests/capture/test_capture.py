@@ -73,6 +73,12 @@ def test_recorded_gates_equal_independent_recomputation(resnet50):
         # float32 sums of large activations: compare relative to the layer's scale
         assert (capture.before - want_before).abs().max() <= 1e-5 * want_before.abs().max()
         assert (capture.after - want_after).abs().max() <= 1e-5 * want_after.abs().max()
+        # vector lengths ||x_g(p)||_2 over each group's channels, squared, before and after SGE
+        want_sq_before = grouped.double().square().sum(2)
+        want_sq_after = (grouped.double() * expected.unsqueeze(2)).square().sum(2)
+        assert (capture.before_sq - want_sq_before).abs().max() <= 1e-5 * want_sq_before.max()
+        assert (capture.after_sq - want_sq_after).abs().max() <= 1e-5 * want_sq_after.max()
+        assert (capture.after_sq <= capture.before_sq * (1 + 1e-6)).all()  # a gate never exceeds 1
         spread.append(float(capture.gate.std()))
     assert min(spread) > 0.01  # non-trivial gates, not the constant sigmoid(1) of the official init
 
@@ -135,6 +141,10 @@ def test_third_party_sge_class_in_a_custom_model():
         expected = recompute_gate(inputs[name], module.weight, module.bias, module.groups)
         assert rec.captures[name].gate.shape == (3, module.groups) + tuple(inputs[name].shape[-2:])
         assert (rec.captures[name].gate.double() - expected).abs().max() < 1e-5
+        # A look-alike's output is reduced as it is (not derived): the same lengths as recomputed.
+        b, c, h, w = inputs[name].shape
+        after = module(inputs[name]).view(b, module.groups, c // module.groups, h, w)
+        torch.testing.assert_close(rec.captures[name].after_sq, after.square().sum(2), rtol=1e-5, atol=1e-6)
     assert all_hooks_gone(model)
 
 
