@@ -58,7 +58,13 @@ def group_sums(x: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor
 
 
 class GateRecorder:
-    """Context manager that hooks every SGE layer of ``model`` while it is open."""
+    """Context manager that hooks every SGE layer of ``model`` while it is open.
+
+    After the ``with`` block, ``captures`` maps each SGE layer's module path (e.g. "layer3.1.sge") to a
+    ``LayerCapture`` of (B, G, H, W) float32 CPU tensors: ``gate`` in (0, 1) and, with ``activations=True``,
+    the group sums and sums of squares of SGE's input and output. Hooks are removed on exit, also after an
+    exception; the model's outputs are unchanged.
+    """
 
     def __init__(self, model: nn.Module, activations: bool = True):
         self.model = model
