@@ -395,6 +395,10 @@ def describe_wild(rng: np.random.Generator, n_images: int, n_photos: int, cfg: S
 
 def _wild_background(spec: WildSpec, photos: tuple[np.ndarray, ...]) -> np.ndarray:
     """(S, S, 3) float32 in about [0, 1]."""
+    return np.asarray(_background_pixels(spec, photos), dtype=np.float32)
+
+
+def _background_pixels(spec: WildSpec, photos: tuple[np.ndarray, ...]) -> np.ndarray:
     s = spec.canvas
     rng = np.random.default_rng(spec.noise_seed)
     c0, c1 = (np.asarray(c, dtype=np.float32) for c in spec.colours)

@@ -332,6 +332,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="scenes per shift (default: each shift's own count, 1000; fewer only with --no-write)")
     p.add_argument("--only", default=None, help="comma-separated shift names (a quick look; needs --no-write)")
     p.add_argument("--label", default=None, help="how the shift tables name the model (default: the checkpoint)")
+    p.add_argument("--from-json", type=Path, default=None,
+                   help="with --shifts: render the tables from results an earlier --shifts --json run wrote")
     return p.parse_args(argv)
 
 
@@ -345,20 +347,28 @@ def run_shifts(args: argparse.Namespace) -> None:
     partial = args.only or (args.shift_samples is not None and args.shift_samples < min(s.count for s in shifts))
     if partial and not args.no_write:
         raise SGEVizError("The model card needs every shift at its full size; use --no-write for a quick look.")
-    device = pick_device(args.device)
     t0 = time.perf_counter()
-    loaded = load_checkpoint(args.checkpoint, device=device)
-    plain = plain_twin(args.plain_checkpoint, device) if args.plain_checkpoint.is_file() else None
-    results = measure_shifts(loaded, plain, shifts, args.shift_samples, args.workers, args.data_root, progress=True)
+    if args.from_json:
+        results = json.loads(args.from_json.read_text())
+        if [r["name"] for r in results] != [s.name for s in shifts]:
+            raise SGEVizError(f"{args.from_json} holds other shifts than {', '.join(s.name for s in shifts)}.")
+        with_plain = all("plain_top1" in r for r in results)
+    else:
+        device = pick_device(args.device)
+        loaded = load_checkpoint(args.checkpoint, device=device)
+        plain = plain_twin(args.plain_checkpoint, device) if args.plain_checkpoint.is_file() else None
+        results = measure_shifts(loaded, plain, shifts, args.shift_samples, args.workers, args.data_root,
+                                 progress=True)
+        with_plain = plain is not None
     label = args.label or (f"`{args.checkpoint.name}`" + (f" and its plain twin `{args.plain_checkpoint.name}`"
-                                                        if plain is not None else ""))
+                                                        if with_plain else ""))
     table = shift_tables(results, label)
     print(table)
     print(f"evaluated in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     if not args.no_write:
-        update_model_card(args.card, table, f"# Model card: {loaded.config.arch}\n", SHIFT_START, SHIFT_END)
+        update_model_card(args.card, table, "# Model card\n", SHIFT_START, SHIFT_END)
         print(f"wrote the shift suite into {args.card}", file=sys.stderr)
 
 
