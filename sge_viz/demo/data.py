@@ -1,4 +1,13 @@
-"""Cluttered Fashion-MNIST: one Fashion-MNIST item on a canvas among clutter, with exact masks.
+"""Fashion-MNIST scenes: one Fashion-MNIST item on a canvas among clutter, with exact masks.
+
+Two generators. ``ClutteredFashionMNIST`` (``ClutterConfig``) is the one the shipped demo model
+was trained on: a 64x64 canvas, dark textured noise, a few faint patches; its defaults stay
+exactly as they were, pixel for pixel. ``WildFashionMNIST`` (``SceneConfig``, the "wild" recipe)
+randomises what people's images vary in: canvas size (48-160 px, resized to the model's input by
+the consumer), item scale relative to it, polarity and colour (light on dark, dark on light,
+tinted or grey), background (noise texture, smooth gradient, plain light shop-style, or a crop of
+a shipped photo of the split's own photo set, see ``photos``), 0-12 clutter fragments of varied
+size, opacity and brightness, mild rotation, blur and JPEG compression.
 
 Each sample is drawn from its own random generator seeded by (split, seed, index),
 so any sample can be regenerated alone, in any order, in any worker process.
@@ -8,7 +17,8 @@ the item was pasted onto, which is how the masks are checked.
 
 Compositing is opaque: the item covers exactly the pixels of its silhouette
 (``item_mask``) and is drawn last, so the item mask is exactly the pixels where
-the item is visible. ``clutter_mask`` is the pixels covered by clutter patches
+the item is visible (for the randomised scenes: before blur and JPEG, which act
+on the finished canvas and move nothing). ``clutter_mask`` is the pixels covered by clutter patches
 and not by the item; the rest is textured background noise.
 """
 from __future__ import annotations
