@@ -281,8 +281,10 @@ def shift_tables(results: list[dict], label: str = "the shipped SGE model") -> s
                      f"{'yes' if gap >= 0 else f'no, {-100 * gap:.1f} points short'} |")
     for r in results:
         if "diff" in r:
+            verdict = ("yes" if r["diff"] >= 0 else
+                       "no, within 2 standard errors" if -r["diff"] <= 2 * r["diff_se"] else "no")
             lines.append(f"| {r['name']}: SGE not below the plain twin | {100 * r['diff']:+.1f} +- "
-                         f"{100 * r['diff_se']:.1f} points | {'yes' if r['diff'] >= 0 else 'no'} |")
+                         f"{100 * r['diff_se']:.1f} points | {verdict} |")
     for r in results:
         if "best_gate_auc_median" in r:
             gap = r["best_gate_auc_median"] - TARGET_GATE_AUC
