@@ -1,7 +1,10 @@
 """The demo model's own code: its data set, training and evaluation. The runtime never imports this package.
 
     python -m sge_viz.demo.train        # train the SGE model and its plain twin
+    python -m sge_viz.demo.train --scenes wild ...   # the same on the randomised scenes (data.SceneConfig)
     python -m sge_viz.demo.evaluate     # measure them and rewrite checkpoints/MODEL_CARD.md
+    python -m sge_viz.demo.evaluate --shifts   # the shift suite (shifts.SHIFTS) -> the card's "Shift suite"
+    python -m sge_viz.demo.photos       # regenerate the background photo crops (needs scikit-image)
     python -m sge_viz.demo.assets       # regenerate the example images in assets/
 
 Run from a source checkout: the paths below resolve into its checkpoints/ and assets/ folders.

@@ -3,6 +3,9 @@
     python -m sge_viz.demo.train                 # SGE model, then the plain twin, same recipe
     python -m sge_viz.demo.train --which sge     # only the SGE model
     python -m sge_viz.demo.train --plain         # only the plain twin (use_sge=False)
+    python -m sge_viz.demo.train --scenes wild --checkpoint OUT.safetensors --plain-checkpoint OUT_plain.safetensors
+                                                 # the randomised scenes (data.SceneConfig) instead of the
+                                                 # shipped model's Cluttered Fashion-MNIST
 
 Every epoch sees fresh scenes (epoch e uses sample indices e*N .. e*N+N-1 of
 the train split), so the data never repeats. A checkpoint of the whole training
@@ -31,9 +34,28 @@ from ..models.checkpoint import save_safetensors
 from ..models.config import ModelConfig
 from ..models.registry import DEMO_ARCH, DEMO_KWARGS, build_model
 from . import DEMO_CHECKPOINT, PLAIN_CHECKPOINT
-from .data import FASHION_MNIST_CLASSES, ClutterConfig, ClutteredFashionMNIST, TorchCluttered, data_stats
+from .data import (
+    FASHION_MNIST_CLASSES,
+    ClutterConfig,
+    ClutteredFashionMNIST,
+    SceneConfig,
+    TorchCluttered,
+    WildFashionMNIST,
+    data_stats,
+)
 
 TRAIN_SEED_OFFSET = 0  # training scenes use seeds args.seed + this; evaluation uses a seed never used here
+SCENES = ("cluttered", "wild")  # cluttered: ClutterConfig (the shipped model); wild: SceneConfig (randomised)
+
+
+def training_scenes(scenes: str, seed: int, length: int, root: str | None = None
+                    ) -> ClutteredFashionMNIST | WildFashionMNIST:
+    """The training set of a scene recipe: always the train split (and, for "wild", the train photos)."""
+    if scenes == "cluttered":
+        return ClutteredFashionMNIST("train", seed=seed, length=length, root=root)
+    if scenes == "wild":
+        return WildFashionMNIST("train", seed=seed, length=length, root=root, config=SceneConfig())
+    raise ValueError(f"unknown scenes {scenes!r}: one of {', '.join(SCENES)}")
 
 
 @dataclass(frozen=True)
@@ -107,7 +129,8 @@ class TrainResult:
 
 
 def train_one(recipe: Recipe, use_sge: bool, config: ModelConfig, device: torch.device, state_path: Path,
-              workers: int, root: str | None, resume: bool = True, max_steps: int | None = None) -> TrainResult:
+              workers: int, root: str | None, resume: bool = True, max_steps: int | None = None,
+              scenes: str = "cluttered") -> TrainResult:
     """Train one variant with the recipe; resumes from ``state_path`` when it holds a matching state."""
     seed_everything(recipe.seed)
     model, _ = build_model(DEMO_ARCH, config, use_sge=use_sge)
@@ -118,7 +141,8 @@ def train_one(recipe: Recipe, use_sge: bool, config: ModelConfig, device: torch.
     acc, mean_loss = float("nan"), float("nan")
     if resume and state_path.is_file():
         state = torch.load(state_path, map_location="cpu", weights_only=True)
-        if state["recipe"] == asdict(recipe) and state["use_sge"] == use_sge:
+        if (state["recipe"] == asdict(recipe) and state["use_sge"] == use_sge
+                and state.get("scenes", "cluttered") == scenes):
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             start_epoch, seconds = int(state["epoch"]), float(state["seconds"])
@@ -127,13 +151,13 @@ def train_one(recipe: Recipe, use_sge: bool, config: ModelConfig, device: torch.
             print(f"resuming {state_path} after epoch {start_epoch}", file=sys.stderr)
         else:
             print(f"ignoring {state_path}: it was written by another recipe", file=sys.stderr)
-    base = ClutteredFashionMNIST("train", seed=recipe.seed + TRAIN_SEED_OFFSET, length=recipe.samples_per_epoch,
-                                 root=root)
+    base = training_scenes(scenes, recipe.seed + TRAIN_SEED_OFFSET, recipe.samples_per_epoch, root)
+    size = None if scenes == "cluttered" else recipe.input_size  # randomised canvases are resized to the input
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     name = "sge" if use_sge else "plain"
     for epoch in range(start_epoch, recipe.epochs):
         loader = torch.utils.data.DataLoader(
-            TorchCluttered(base, config.mean, config.std, start=epoch * recipe.samples_per_epoch),
+            TorchCluttered(base, config.mean, config.std, start=epoch * recipe.samples_per_epoch, size=size),
             batch_size=recipe.batch_size, shuffle=False, drop_last=True, num_workers=workers,
             pin_memory=device.type == "cuda", persistent_workers=False)
         model.train()
@@ -170,18 +194,23 @@ def train_one(recipe: Recipe, use_sge: bool, config: ModelConfig, device: torch.
         state_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = state_path.with_suffix(".tmp")
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                    "seconds": seconds, "recipe": asdict(recipe), "use_sge": use_sge, "acc": acc, "loss": mean_loss,
+                    "seconds": seconds, "recipe": asdict(recipe), "use_sge": use_sge, "scenes": scenes,
+                    "acc": acc, "loss": mean_loss,
                     "torch_rng": torch.get_rng_state()}, tmp)
         tmp.replace(state_path)
     return TrainResult(model.cpu().eval(), config, seconds, acc, mean_loss)
 
 
-def recipe_metadata(recipe: Recipe, result: TrainResult, use_sge: bool, device: torch.device) -> dict:
+def recipe_metadata(recipe: Recipe, result: TrainResult, use_sge: bool, device: torch.device,
+                    scenes: str = "cluttered") -> dict:
+    data = ({"clutter": asdict(ClutterConfig()), "data": "Cluttered Fashion-MNIST (train split)"}
+            if scenes == "cluttered" else
+            {"scenes": scenes, "scene_config": asdict(SceneConfig()),
+             "data": "randomised Fashion-MNIST scenes (train split, train background photos)"})
     return {
         "recipe": {**asdict(recipe),
                    "optimizer": "SGD nesterov, no weight decay on BN/SGE/bias; SGE weight/bias at lr x sge_lr_mult",
-                   "clutter": asdict(ClutterConfig()),
-                   "schedule": "linear warm-up then cosine to 0", "data": "Cluttered Fashion-MNIST (train split)"},
+                   "schedule": "linear warm-up then cosine to 0", **data},
         "use_sge": use_sge,
         "training": {"seconds": round(result.seconds, 1), "device": describe_device(device),
                      "torch": torch.__version__, "python": platform.python_version(),
@@ -210,6 +239,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--widths", default=None, help="override the demo widths, e.g. 24,48,96 (experiments)")
     p.add_argument("--groups", type=int, default=None, help="override the demo SGE group count (experiments)")
     p.add_argument("--which", choices=("sge", "plain", "both"), default="both")
+    p.add_argument("--scenes", choices=SCENES, default="cluttered",
+                   help="training scenes: cluttered (the shipped model's) or wild (randomised, see data.SceneConfig)")
     p.add_argument("--plain", action="store_true", help="train only the plain twin (same as --which plain)")
     p.add_argument("--out-dir", type=Path, default=Path("runs/demo"), help="resumable training state")
     p.add_argument("--checkpoint", type=Path, default=DEMO_CHECKPOINT, help="where the SGE model is written")
@@ -235,8 +266,8 @@ def main(argv: list[str] | None = None) -> int:
                         sge_lr_mult=args.sge_lr_mult,
                         label_smoothing=args.label_smoothing, seed=args.seed)
         which = "plain" if args.plain else args.which
-        stats_set = ClutteredFashionMNIST("train", seed=args.seed + TRAIN_SEED_OFFSET, root=args.data_root)
-        mean, std = data_stats(stats_set)
+        stats_set = training_scenes(args.scenes, args.seed + TRAIN_SEED_OFFSET, 60000, args.data_root)
+        mean, std = data_stats(stats_set, size=None if args.scenes == "cluttered" else recipe.input_size)
         arch_kwargs = dict(DEMO_KWARGS)
         if args.widths:
             arch_kwargs["widths"] = [int(v) for v in args.widths.split(",")]
@@ -247,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         variants = [("sge", True), ("plain", False)] if which == "both" else [(which, which == "sge")]
         for name, use_sge in variants:
             result = train_one(recipe, use_sge, config, device, args.out_dir / f"{name}.pt", workers,
-                               args.data_root, resume=not args.no_resume, max_steps=args.max_steps)
+                               args.data_root, resume=not args.no_resume, max_steps=args.max_steps,
+                               scenes=args.scenes)
             if args.max_steps is not None:
                 steps = min(args.max_steps, recipe.steps_per_epoch)
                 print(f"{name}: {steps} steps of batch {recipe.batch_size} in {result.seconds:.1f} s = "
@@ -255,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{recipe.total_steps} steps ~ {result.seconds / steps * recipe.total_steps / 60:.1f} min")
                 continue
             path = args.checkpoint if use_sge else args.plain_checkpoint
-            save_safetensors(result.model, config, path, recipe_metadata(recipe, result, use_sge, device))
+            save_safetensors(result.model, config, path, recipe_metadata(recipe, result, use_sge, device, args.scenes))
             print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) after {result.seconds:.0f} s of training")
     except SGEVizError as exc:
         print(f"error: {exc}", file=sys.stderr)
