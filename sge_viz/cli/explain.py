@@ -36,7 +36,10 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder")
     loaded = load_model(args)
-    target = resolve_target(loaded.config, args.target)  # a bad --target fails before any image runs
+    try:
+        target = resolve_target(loaded.config, args.target)  # a bad --target fails before any image runs
+    except SGEVizError as exc:
+        raise UsageError(f"--target: {exc}") from None
     results, failures = [], []
     for job in jobs:
         try:
