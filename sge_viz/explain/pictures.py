@@ -51,18 +51,19 @@ def gate_picture(evidence: Evidence, layer: str, group: int, alpha: float = 0.5)
     return viz.stack([viz.caption(picture, title, size=11), legend])
 
 
-def signed_mosaic(evidence: Evidence, layer: str, tile: int = 72, highlight: int | None = None) -> np.ndarray:
+def signed_mosaic(evidence: Evidence, layer: str, tile: int | None = None, highlight: int | None = None) -> np.ndarray:
     """Every group's gate of ``layer``, most contributing first, each tile framed red (contribution > 0)
-    or blue (< 0); the ``highlight`` group's label is underlined by a thicker frame. With a caption and
-    the gate colour bar."""
+    or blue (< 0); the ``highlight`` group gets a thicker frame. With a caption and the gate colour bar.
+    ``tile``: px per tile, default up to 96 within a ~576 px wide picture."""
     gates = evidence.gates[layer]
     contributions = evidence.contributions[layer]
     order = evidence.ranked(layer)
+    _, cols = viz.mosaic_grid(len(order))
+    tile = tile or max(48, min(96, 576 // cols - viz.GAP))
     lo, hi = float(gates.min()), float(gates.max())
     lo, hi = (lo, hi) if hi > lo else (0.0, 1.0)
     picture = viz.mosaic(enlarged(evidence.image), gates, order=order, cmap=GATE_CMAP, tile=tile,
                          vmin=lo, vmax=hi).copy()
-    _, cols = viz.mosaic_grid(len(order))
     step = tile + viz.GAP
     for position, group in enumerate(order):
         r, c = divmod(position, cols)
