@@ -61,9 +61,9 @@ class SGETaps:
     def __init__(self, model: nn.Module, keep: bool = True):
         self.model = model
         self.keep = keep
-        self.layers = [KeptLayer(name, int(m.groups), name.rpartition(".")[0], _parent(model, name))
-                       for name, m in find_sge_layers(model)]
         self._modules = dict(find_sge_layers(model))
+        self.layers = [KeptLayer(name, int(m.groups), name.rpartition(".")[0], _parent(model, name))
+                       for name, m in self._modules.items()]
         self._handles: list = []
         self._token: contextvars.Token | None = None
 
