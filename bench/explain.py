@@ -151,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     mach = machine()
     lines = [
         "# Class evidence: speed and findings", "",
-        f"`python bench/explain.py` on {datetime.date.today().isoformat()}, {elapsed:.0f} s in all. Machine: "
+        f"`python bench/explain.py {' '.join(argv if argv is not None else sys.argv[1:])}`".replace(" `", "`")
+        + f" on {datetime.date.today().isoformat()}, {elapsed:.0f} s in all. Machine: "
         + ", ".join(f"{k} {v}" for k, v in mach.items()) + ". CPU; medians of interleaved rounds in one process, "
         "so only ratios within this run are compared.", "",
         "## Speed against pytorch-grad-cam's GradCAM alone, same image", "",

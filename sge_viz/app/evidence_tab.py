@@ -159,7 +159,7 @@ def evidence_tab(service: ModelService, *, image: gr.Image, model: gr.Dropdown, 
     """Build the "Class evidence" tab and the ``/explain`` endpoint inside the open Blocks, wired to the page's
     image, model, layer and group components. Returns the tab (its components and handlers)."""
     c = EvidenceTab(service)
-    png = dict(format="png", interactive=False, buttons=["download", "fullscreen"])
+    png = dict(format="png", interactive=False, show_label=False, buttons=["download", "fullscreen"])
     hidden = dict(api_visibility="undocumented")
     with gr.Tab("Class evidence", elem_id="evidence-tab") as tab:
         gr.Markdown(INTRO)
@@ -169,17 +169,23 @@ def evidence_tab(service: ModelService, *, image: gr.Image, model: gr.Dropdown, 
             c.button = gr.Button("Explain", variant="primary", elem_id="evidence-run", scale=1)
         c.summary = gr.Markdown("Open this tab with an image to see its class evidence.", elem_id="evidence-summary")
         with gr.Row():
-            c.cam = gr.Image(label="Grad-CAM over the image", elem_id="evidence-cam", **png)
-            c.gate = gr.Image(label="The focused group's gate", elem_id="evidence-gate", **png)
+            with gr.Column():
+                gr.Markdown("**Grad-CAM over the image** (the class's evidence)")
+                c.cam = gr.Image(label="Grad-CAM over the image", elem_id="evidence-cam", **png)
+            with gr.Column():
+                gr.Markdown("**The focused group's gate** (what SGE enhances)")
+                c.gate = gr.Image(label="The focused group's gate", elem_id="evidence-gate", **png)
         c.sentence = gr.Markdown("", elem_id="evidence-sentence")
         with gr.Row():
             c.ablation = gr.Plot(label="Per-layer ablation: the gate's spatial pattern removed", format="png",
-                                 elem_id="evidence-ablation")
+                                 elem_id="evidence-ablation", show_label=False)
             c.ranking = gr.Plot(label="The layer's groups ranked by contribution", format="png",
-                                elem_id="evidence-ranking")
+                                elem_id="evidence-ranking", show_label=False)
         with gr.Row():
-            c.mosaic = gr.Image(label="Gates by contribution (frame: red for the class, blue against)",
-                                elem_id="evidence-mosaic", **png)
+            with gr.Column():
+                gr.Markdown("**The layer's gates, most contributing group first** (frame: red for the class, "
+                            "blue against)")
+                c.mosaic = gr.Image(label="Gates by contribution", elem_id="evidence-mosaic", **png)
             c.table = gr.Dataframe(label="Groups ranked by contribution (click a row to focus it)",
                                    interactive=False, elem_id="evidence-table", max_height=420)
         c.state = gr.State(None, time_to_live=3600)

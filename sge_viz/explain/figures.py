@@ -25,20 +25,27 @@ def ablation_figure(evidence: Evidence, focus: str | None = None):
     fig = new_figure(7.0, 3.4)
     ax = fig.add_subplot()
     colours = ["#d62728" if v < evidence.target.probability else "#2ca02c" for v in values]
-    bars = ax.bar(x, values, color=colours, alpha=0.8)
+    bars = ax.bar(x, values, color=colours, alpha=0.8, bottom=0)
     if focus in layers:
         bars[layers.index(focus)].set_edgecolor("black")
         bars[layers.index(focus)].set_linewidth(2)
     ax.axhline(evidence.target.probability, color="black", linestyle="--", linewidth=1,
                label=f"with SGE's spatial pattern everywhere: {evidence.target.probability:.3f}")
     ax.set_xticks(x, [n.removesuffix(".sge") for n in layers], rotation=60, ha="right", fontsize=8)
-    ax.set_ylim(0, 1)
+    for i, v in enumerate(values):
+        if np.isfinite(v):
+            ax.annotate(f"{v:.3f}", (i, v), ha="center", va="bottom", fontsize=7)
+    # Zoomed on the values (probabilities near 1 differ in the third decimal); never beyond 0..1.
+    finite = [v for v in values if np.isfinite(v)] + [evidence.target.probability]
+    lo, hi = min(finite), max(finite)
+    pad = max(0.02, 0.15 * (hi - lo))
+    ax.set_ylim(max(0.0, lo - pad), min(1.0, hi + pad) if hi + pad < 1.0 else 1.0 + pad / 4)
     ax.set_ylabel(f"p('{evidence.target.label}')  (probability, 0..1)")
     ax.set_xlabel("SGE layer whose gate is replaced by its spatial mean per group")
     ax.legend(fontsize=8, loc="lower left")
     ax.grid(axis="y", alpha=0.3)
-    ax.set_title("Without SGE's spatial pattern at this layer the probability goes from a (line) to b (bar)",
-                 fontsize=9)
+    ax.set_title("Without SGE's spatial pattern at this layer the probability goes from a (line) to b (bar)\n"
+                 "(red: lower without it, green: higher; the y axis is zoomed)", fontsize=9)
     return fig
 
 
