@@ -15,6 +15,8 @@ residual block's identity branch, so an ablation can restart the network right a
 from __future__ import annotations
 
 import contextvars
+import threading
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -61,7 +63,7 @@ class SGETaps:
     def __init__(self, model: nn.Module, keep: bool = True):
         self.model = model
         self.keep = keep
-        self._modules = dict(find_sge_layers(model))
+        self._modules = _sge_layers(model)
         self.layers = [KeptLayer(name, int(m.groups), name.rpartition(".")[0], _parent(model, name))
                        for name, m in self._modules.items()]
         self._handles: list = []
@@ -156,6 +158,19 @@ class SGETaps:
     def gates(self) -> dict[str, np.ndarray]:
         """{layer: (G, h, w) float32 gate in (0, 1)} of the recorded forward."""
         return {k.name: k.gate.float().cpu().numpy() for k in self.layers}
+
+
+_layer_cache: weakref.WeakKeyDictionary[nn.Module, dict[str, nn.Module]] = weakref.WeakKeyDictionary()
+_cache_lock = threading.Lock()
+
+
+def _sge_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """``find_sge_layers`` as a dict, looked up once per model (a loaded model's modules do not change)."""
+    with _cache_lock:
+        found = _layer_cache.get(model)
+        if found is None:
+            found = _layer_cache[model] = dict(find_sge_layers(model))
+    return found
 
 
 def _parent(model: nn.Module, name: str) -> nn.Module | None:

@@ -123,14 +123,16 @@ def resolve_target(config: ModelConfig, target: int | str | None) -> int | None:
 
 @contextlib.contextmanager
 def _restored(model: nn.Module):
-    """Put back what a Grad-CAM run changes: training flags (it calls eval()) and parameters' .grad."""
-    modes = [(m, m.training) for m in model.modules()]
-    grads = [(p, p.grad) for p in model.parameters()]
+    """Put back what a Grad-CAM run changes (it calls eval() and zero_grad(), and its backward fills the
+    .grad of parameters that require grad): training flags and ``.grad``. A loaded model (eval mode, frozen
+    parameters without gradients) has nothing to put back, and pays only for the look."""
+    training = [m for m in model.modules() if m.training]
+    grads = [(p, p.grad) for p in model.parameters() if p.requires_grad or p.grad is not None]
     try:
         yield
     finally:
-        for m, mode in modes:
-            m.training = mode
+        for m in training:
+            m.training = True
         for p, grad in grads:
             p.grad = grad
 
@@ -154,7 +156,6 @@ def explain(loaded: LoadedModel, image: Image.Image | np.ndarray, target: int | 
     x = normalise(view, config).unsqueeze(0).to(loaded.device, loaded.dtype)
     cam_layer, block = last_block(model)
     with _restored(model), torch.inference_mode(False), torch.enable_grad():
-        model.eval()
         with SGETaps(model, keep=ablation) as taps:
             cam, logits = gradcam(model, x, index, block)
         probabilities = logits.float().softmax(dim=1)[0].cpu()
