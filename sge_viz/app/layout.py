@@ -1,6 +1,6 @@
 """The Gradio page: layout and event wiring; the work happens in ``handlers`` and ``views``.
 
-The named endpoints (``/analyze``, ``/models``) are documented in the README's API section.
+The named endpoints (``/analyze``, ``/models``, ``/explain``) are documented in the README's API section.
 """
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from ..device import describe_device, pick_device
 from ..io.limits import current_limits
 from . import views
 from .catalogue import ModelService
+from .evidence_tab import evidence_tab
 from .examples import example_paths
 from .handlers import Handlers
 from .views import Order, Scale
@@ -105,6 +106,8 @@ def build_ui(service: ModelService, concurrency: int | None = None, queue_size: 
                         "layer) and `stats.json`, the same files the command line writes.")
             dl_btn = gr.Button("Prepare downloads", elem_id="prepare-downloads")
             c.files = gr.File(file_count="multiple", label="Files", elem_id="files", interactive=False)
+        # Class evidence (Grad-CAM, contributions, ablations) and /explain: its own module.
+        evidence_tab(service, image=c.image, model=c.model, layer=c.layer, group=c.group)
 
         # API-only components: the documented endpoints take and return plain values.
         with gr.Column(visible=False):

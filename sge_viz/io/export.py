@@ -12,11 +12,13 @@ encoding cost several forward passes per image, which matters for big folders.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -70,17 +72,12 @@ def write_analysis(analysis: Analysis, out_dir: str | Path, mask: np.ndarray | N
     """Write the folder described in the module docstring, atomically.
 
     Everything goes into a hidden temporary folder beside ``out_dir`` that is
-    renamed into place at the end; on any error it is removed, and an existing
-    ``out_dir`` is only replaced once the new one is complete.
+    renamed into place at the end (``atomic_dir``); on any error it is removed,
+    and an existing ``out_dir`` is only replaced once the new one is complete.
     """
     if not analysis.layers:
         raise ValueError("the analysis has no SGE layers to write")
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp = out_dir.parent / f".{out_dir.name}.partial-{token}"
-    tmp.mkdir()
-    try:
+    with atomic_dir(out_dir) as tmp:
         (tmp / "gates.npz").write_bytes(npz_bytes(analysis))
         (tmp / "stats.json").write_text(stats_json(analysis, mask), encoding="utf-8")
         if pictures:
@@ -88,11 +85,24 @@ def write_analysis(analysis: Analysis, out_dir: str | Path, mask: np.ndarray | N
                 picture = mosaic_picture(analysis, layer.name, tile)
                 (tmp / f"mosaic_{layer.name}.png").write_bytes(viz.to_png_bytes(picture))
             (tmp / "overlay.png").write_bytes(viz.to_png_bytes(overlay_picture(analysis)[0]))
+    return Path(out_dir)
+
+
+@contextlib.contextmanager
+def atomic_dir(out_dir: str | Path) -> Iterator[Path]:
+    """A hidden temporary folder beside ``out_dir`` to write into; renamed to ``out_dir`` when the block
+    ends, removed on any error. An existing ``out_dir`` is only replaced once the new one is complete."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = out_dir.parent / f".{out_dir.name}.partial-{token}"
+    tmp.mkdir()
+    try:
+        yield tmp
         _replace_dir(tmp, out_dir, token)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out_dir
 
 
 def _replace_dir(new: Path, target: Path, token: str) -> None:

@@ -1,0 +1,217 @@
+"""The "Class evidence" tab and the ``/explain`` endpoint: Grad-CAM beside the gates, which groups carry
+the class, and what SGE's spatial pattern changes for the prediction (``sge_viz.explain``).
+
+``evidence_tab(service, image=..., model=..., layer=..., group=...)`` builds the tab inside the open
+``gr.Blocks`` and wires it to the page's image, model, layer and group components; it keeps its own
+per-session state. The network runs when the tab is opened, on "Explain", when the target class changes,
+and (once the tab has been opened) when the image or model changes; layer and group changes redraw from
+the kept evidence.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from ..errors import SGEVizError
+from ..explain import Evidence, explain, resolve_target
+from ..explain.figures import ablation_figure, ablation_sentence, contribution_figure
+from ..explain.pictures import cam_picture, gate_picture, signed_mosaic
+from ..io.images import open_image
+from ..io.tempfiles import png_path
+from .catalogue import ModelService
+from .handlers import _payload_path, user_errors
+
+TOP1 = "top-1 class (predicted)"
+TABLE_HEADERS = ["rank", "group", "contribution (logit)", "share of layer's |sum|", "gate vs CAM r", "sign"]
+INTRO = """For the target class: **Grad-CAM** (pytorch-grad-cam's `GradCAM` on the last residual block, relative
+0..1) beside the focused group's gate; every group's **contribution** = sum over its channels and positions of
+d logit / d y × y at the SGE output y (logit units: > 0 the group's output raises the class's logit); the
+**ablation** per layer = the class probability when that layer's gate is replaced by its spatial mean per group
+(its scale kept, its spatial pattern removed); **gate vs CAM r** = Pearson correlation of the group's gate,
+upsampled, with the CAM. Layer and group follow the page's selection; click a row to focus a group."""
+
+
+@dataclass(frozen=True)
+class _Kept:
+    key: tuple[str, str, int | None]  # (image path, model choice, target index or None)
+    evidence: Evidence
+
+
+class EvidenceTab:
+    """The tab's components and handlers (one per page)."""
+
+    def __init__(self, service: ModelService):
+        self.service = service
+
+    # --- helpers --------------------------------------------------------------------
+
+    @staticmethod
+    def target_choices(class_names: tuple[str, ...]) -> list[str]:
+        """The target picker's entries: the top-1 class, then "index: name" for every class."""
+        return [TOP1] + [f"{i}: {name}" for i, name in enumerate(class_names)]
+
+    @staticmethod
+    def parse_target(choice: Any) -> int | str | None:
+        """A picker entry (or typed text) as a class index, a class name, or None for the top-1 class."""
+        if choice in (None, "", TOP1):
+            return None
+        text = str(choice)
+        head, sep, _ = text.partition(":")
+        return int(head) if sep and head.strip().isdigit() else text
+
+    def _explain(self, payload: Any, choice: str, target: Any, previous: _Kept | None) -> _Kept:
+        source = _payload_path(payload)
+        if source is None:
+            raise SGEVizError("No image yet: give one on the left first.")
+        choice = choice or self.service.default
+        loaded = self.service.get(choice)
+        index = resolve_target(loaded.config, self.parse_target(target))
+        key = (source[0], choice, index)
+        if previous is not None and previous.key == key:
+            return previous
+        return _Kept(key, explain(loaded, open_image(source[0]), index))
+
+    def _draw(self, kept: _Kept, layer: str | None, group: Any) -> dict:
+        ev = kept.evidence
+        layer = layer if layer in ev.layers else ev.layers[-1]
+        contributions = ev.contributions[layer]
+        try:
+            group = int(group)
+        except (TypeError, ValueError):
+            group = -1
+        if not 0 <= group < len(contributions):
+            group = ev.ranked(layer)[0]
+        correlation = ev.cam_correlation(layer)
+        total = float(abs(contributions).sum()) or 1.0
+        rows = [[rank, g, round(float(contributions[g]), 4), round(float(contributions[g]) / total, 3),
+                 round(float(correlation[g]), 3), "for" if contributions[g] > 0 else "against"]
+                for rank, g in enumerate(ev.ranked(layer), start=1)]
+        import pandas as pd
+
+        t = ev.target
+        summary = (f"**'{t.label}'** (#{t.index}) p = **{t.probability:.3f}** · CAM at `{ev.cam_layer}` · "
+                   f"`{layer}` group **{group}**: contribution {float(contributions[group]):+.4g} logit "
+                   f"(rank {ev.ranked(layer).index(group) + 1} of {len(contributions)}), gate vs CAM r = "
+                   f"{float(correlation[group]):.2f} · layer total {float(contributions.sum()):+.4g} logit · "
+                   f"{ev.model_name}, {ev.seconds * 1000:.0f} ms")
+        c = self
+        return {
+            c.cam: png_path(cam_picture(ev)),
+            c.gate: png_path(gate_picture(ev, layer, group)),
+            c.summary: summary,
+            c.sentence: "**" + ablation_sentence(ev, layer) + "**",
+            c.ablation: ablation_figure(ev, layer),
+            c.ranking: contribution_figure(ev, layer, group),
+            c.mosaic: png_path(signed_mosaic(ev, layer, highlight=group)),
+            c.table: pd.DataFrame(rows, columns=TABLE_HEADERS),
+        }
+
+    def _full(self, kept: _Kept, layer: str | None, group: Any, target: Any) -> dict:
+        loaded = self.service.get(kept.key[1])
+        choices = self.target_choices(loaded.config.class_names)
+        value = target if target in choices else TOP1
+        out = self._draw(kept, layer, group)
+        out.update({self.state: kept, self.opened: True, self.target: gr.Dropdown(choices=choices, value=value)})
+        return out
+
+    # --- events ----------------------------------------------------------------------
+
+    @user_errors
+    def run(self, payload: Any, choice: str, target: Any, layer: str, group: Any, previous: _Kept | None) -> dict:
+        """Open the tab, press Explain or pick a target: explain (unless the same request is kept) and draw."""
+        return self._full(self._explain(payload, choice, target, previous), layer, group, target)
+
+    @user_errors
+    def follow(self, payload: Any, choice: str, target: Any, layer: str, group: Any, previous: _Kept | None,
+               opened: bool) -> dict:
+        """A new image or model: explain again once the tab has been opened; before that, do nothing."""
+        if not opened or payload is None:
+            return {self.state: None} if payload is None else {self.summary: gr.skip()}
+        return self._full(self._explain(payload, choice, target, previous), layer, group, target)
+
+    @user_errors
+    def redraw(self, previous: _Kept | None, layer: str, group: Any) -> dict:
+        """Layer or group changed on the page: redraw from the kept evidence, no network."""
+        return {self.summary: gr.skip()} if previous is None else self._draw(previous, layer, group)
+
+    @staticmethod
+    def click_row(evt: gr.SelectData) -> Any:
+        """A row of the ranking focuses its group on the page (column 1 is the group)."""
+        if not evt.row_value:
+            return gr.skip()
+        return int(evt.row_value[1])
+
+    @user_errors
+    def api_explain(self, image: Any, model: str, target: str):
+        """/explain: evidence.json and the CAM picture of one image."""
+        source = _payload_path(image)
+        if source is None:
+            raise SGEVizError("No image given: pass one with handle_file(path_or_url).")
+        loaded = self.service.get(self.service.resolve(model) if model else self.service.default)
+        evidence = explain(loaded, open_image(source[0]), resolve_target(loaded.config, target or None))
+        return evidence.to_json(), png_path(cam_picture(evidence))
+
+
+def evidence_tab(service: ModelService, *, image: gr.Image, model: gr.Dropdown, layer: gr.Dropdown,
+                 group: gr.Slider) -> EvidenceTab:
+    """Build the "Class evidence" tab and the ``/explain`` endpoint inside the open Blocks, wired to the page's
+    image, model, layer and group components. Returns the tab (its components and handlers)."""
+    c = EvidenceTab(service)
+    png = dict(format="png", interactive=False, show_label=False, buttons=["download", "fullscreen"])
+    hidden = dict(api_visibility="undocumented")
+    with gr.Tab("Class evidence", elem_id="evidence-tab") as tab:
+        gr.Markdown(INTRO)
+        with gr.Row():
+            c.target = gr.Dropdown([TOP1], value=TOP1, label="Target class", elem_id="evidence-target", scale=3,
+                                   filterable=True)
+            c.button = gr.Button("Explain", variant="primary", elem_id="evidence-run", scale=1)
+        c.summary = gr.Markdown("Open this tab with an image to see its class evidence.", elem_id="evidence-summary")
+        with gr.Row():
+            with gr.Column():
+                gr.Markdown("**Grad-CAM over the image** (the class's evidence)")
+                c.cam = gr.Image(label="Grad-CAM over the image", elem_id="evidence-cam", **png)
+            with gr.Column():
+                gr.Markdown("**The focused group's gate** (what SGE enhances)")
+                c.gate = gr.Image(label="The focused group's gate", elem_id="evidence-gate", **png)
+        c.sentence = gr.Markdown("", elem_id="evidence-sentence")
+        with gr.Row():
+            c.ablation = gr.Plot(label="Per-layer ablation: the gate's spatial pattern removed", format="png",
+                                 elem_id="evidence-ablation", show_label=False)
+            c.ranking = gr.Plot(label="The layer's groups ranked by contribution", format="png",
+                                elem_id="evidence-ranking", show_label=False)
+        with gr.Row():
+            with gr.Column():
+                gr.Markdown("**The layer's gates, most contributing group first** (frame: red for the class, "
+                            "blue against)")
+                c.mosaic = gr.Image(label="Gates by contribution", elem_id="evidence-mosaic", **png)
+            c.table = gr.Dataframe(label="Groups ranked by contribution (click a row to focus it)",
+                                   interactive=False, elem_id="evidence-table", max_height=420)
+        c.state = gr.State(None, time_to_live=3600)
+        c.opened = gr.State(False, time_to_live=3600)
+    with gr.Column(visible=False):
+        api_in = [gr.Image(type="filepath", image_mode=None, label="image"),
+                  gr.Textbox(value=service.default, label="model"),
+                  gr.Textbox(value="", label="target")]
+        api_out = [gr.JSON(), gr.Image(format="png")]
+        api_btn = gr.Button()
+
+    drawn = [c.cam, c.gate, c.summary, c.sentence, c.ablation, c.ranking, c.mosaic, c.table]
+    full = drawn + [c.state, c.opened, c.target]
+    inputs = [image, model, c.target, layer, group, c.state]
+    run = dict(fn=c.run, inputs=inputs, outputs=full, preprocess=False, trigger_mode="always_last", **hidden)
+    tab.select(**run)
+    c.button.click(**run)
+    c.target.input(**run)
+    follow = dict(fn=c.follow, inputs=inputs + [c.opened], outputs=full, preprocess=False,
+                  trigger_mode="always_last", **hidden)
+    image.change(**follow)
+    model.input(**follow)
+    for control in (layer, group):
+        control.change(c.redraw, [c.state, layer, group], drawn, trigger_mode="always_last", **hidden)
+    c.table.select(c.click_row, None, [group], **hidden)
+    api_btn.click(c.api_explain, api_in, api_out, api_name="explain", preprocess=False,
+                  api_description="evidence.json (target, Grad-CAM layer, per SGE layer the groups ranked by "
+                                  "contribution and the ablated probability) and the CAM picture of one image.")
+    return c

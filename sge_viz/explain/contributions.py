@@ -1,0 +1,181 @@
+"""Per-group contributions to the target logit, from hooks on every SGE module, and what ablations need.
+
+For SGE layer L with output y (1, C, h, w) and group g (channels c in g):
+
+    contribution[L][g] = sum over c in g and all positions (i, j) of  dlogit_target/dy[c, i, j] * y[c, i, j]
+
+in logit units (the logit is pre-softmax): gradient x activation, the first-order share of the logit that
+flows through the group's output. Positive: the group's output raises the target's logit; negative: it
+lowers it. The gradients come from the backward pass that pytorch-grad-cam runs for the CAM (one forward,
+one backward for everything): ``SGETaps`` registers a tensor hook on each SGE output during the forward.
+
+While open, the taps also keep, per SGE layer, its input x, its gate's spatial mean per group and the
+residual block's identity branch, so an ablation can restart the network right after that layer.
+"""
+from __future__ import annotations
+
+import contextvars
+import threading
+import weakref
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..capture.recorder import find_sge_layers
+
+_active: contextvars.ContextVar[SGETaps | None] = contextvars.ContextVar("sge_viz_explain_taps", default=None)
+
+
+@dataclass
+class KeptLayer:
+    """One SGE layer's tensors from the first pass (batch of 1), detached."""
+
+    name: str  # e.g. "layer3.1.sge"
+    groups: int
+    block_name: str  # the residual block holding it, e.g. "layer3.1"
+    block: nn.Module | None
+    x: torch.Tensor | None = None  # SGE input (1, C, h, w)
+    gate: torch.Tensor | None = None  # (G, h, w), in (0, 1)
+    block_input: torch.Tensor | None = None  # the block's input (1, C_in, H, W)
+    downsampled: torch.Tensor | None = None  # the block's downsample(input) when it has one
+    contribution: torch.Tensor | None = None  # (G,) float64, set during the backward pass
+    _y: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def identity(self) -> torch.Tensor:
+        """The block's skip branch: its input, or downsample(input)."""
+        has_downsample = self.block is not None and getattr(self.block, "downsample", None) is not None
+        return self.downsampled if has_downsample else self.block_input
+
+
+class SGETaps:
+    """Context manager: hooks every SGE layer of ``model`` (and its residual block) while open.
+
+    Only forwards run on this thread inside the ``with`` block are recorded (a ContextVar marks the
+    active taps), so other requests on the same shared model are neither seen nor changed. The first
+    SGE output that does not require grad is replaced by an equal leaf that does, so the backward
+    pass reaches every SGE output without gradients on the input or the parameters. Outputs are
+    otherwise unchanged.
+    """
+
+    def __init__(self, model: nn.Module, keep: bool = True):
+        self.model = model
+        self.keep = keep
+        self._modules = _sge_layers(model)
+        self.layers = [KeptLayer(name, int(m.groups), name.rpartition(".")[0], _parent(model, name))
+                       for name, m in self._modules.items()]
+        self._handles: list = []
+        self._token: contextvars.Token | None = None
+
+    def __enter__(self) -> SGETaps:
+        try:
+            for kept in self.layers:
+                module = self._modules[kept.name]
+                self._handles.append(module.register_forward_hook(self._output_hook(kept)))
+                self._handles.append(module.sig.register_forward_hook(self._gate_hook(kept)))
+                if self.keep and kept.block is not None:
+                    self._handles.append(kept.block.register_forward_pre_hook(self._block_hook(kept)))
+                    downsample = getattr(kept.block, "downsample", None)
+                    if isinstance(downsample, nn.Module):
+                        self._handles.append(downsample.register_forward_hook(self._downsample_hook(kept)))
+        except BaseException:
+            self._remove()
+            raise
+        self._token = _active.set(self)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._token is not None:
+            _active.reset(self._token)
+            self._token = None
+        self._remove()
+        for kept in self.layers:
+            kept._y = None
+
+    def _remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _mine(self) -> bool:
+        return _active.get() is self
+
+    def _output_hook(self, kept: KeptLayer):
+        def hook(_module, inputs, output):
+            if not self._mine():
+                return None
+            replaced = None
+            if not output.requires_grad and torch.is_grad_enabled():
+                output = replaced = output.detach().requires_grad_(True)
+            if self.keep:
+                kept.x = inputs[0].detach()
+            kept._y = output.detach()
+            if output.requires_grad:
+                output.register_hook(self._grad_hook(kept))
+            return replaced
+        return hook
+
+    @staticmethod
+    def _grad_hook(kept: KeptLayer):
+        def hook(grad: torch.Tensor) -> None:
+            y = kept._y
+            b, c, h, w = y.shape
+            per_group = (grad.detach().double() * y.double()).reshape(b, kept.groups, -1).sum(dim=2)
+            kept.contribution = per_group[0]
+            kept._y = None  # not needed any more
+        return hook
+
+    def _gate_hook(self, kept: KeptLayer):
+        def hook(_module, _inputs, output):
+            if self._mine():
+                gate = output.detach()
+                kept.gate = gate.reshape(-1, kept.groups, *gate.shape[-2:])[0]
+        return hook
+
+    def _block_hook(self, kept: KeptLayer):
+        def hook(_module, inputs):
+            if self._mine():
+                kept.block_input = inputs[0].detach()
+        return hook
+
+    def _downsample_hook(self, kept: KeptLayer):
+        def hook(_module, _inputs, output):
+            if self._mine():
+                kept.downsampled = output.detach()
+        return hook
+
+    # --- results ------------------------------------------------------------------
+
+    def contributions(self) -> dict[str, np.ndarray]:
+        """{layer: (G,) float64} in logit units; raises RuntimeError when no backward pass reached a layer."""
+        missing = [k.name for k in self.layers if k.contribution is None]
+        if missing:
+            raise RuntimeError(f"no gradient reached {', '.join(missing)}: was the backward pass run?")
+        return {k.name: k.contribution.cpu().numpy() for k in self.layers}
+
+    def gates(self) -> dict[str, np.ndarray]:
+        """{layer: (G, h, w) float32 gate in (0, 1)} of the recorded forward."""
+        return {k.name: k.gate.float().cpu().numpy() for k in self.layers}
+
+
+_layer_cache: weakref.WeakKeyDictionary[nn.Module, dict[str, nn.Module]] = weakref.WeakKeyDictionary()
+_cache_lock = threading.Lock()
+
+
+def _sge_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """``find_sge_layers`` as a dict, looked up once per model (a loaded model's modules do not change)."""
+    with _cache_lock:
+        found = _layer_cache.get(model)
+        if found is None:
+            found = _layer_cache[model] = dict(find_sge_layers(model))
+    return found
+
+
+def _parent(model: nn.Module, name: str) -> nn.Module | None:
+    parent = name.rpartition(".")[0]
+    try:
+        return model.get_submodule(parent) if parent else None
+    except AttributeError:
+        return None

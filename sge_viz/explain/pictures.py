@@ -1,0 +1,77 @@
+"""Pictures of the class evidence, each with its colour bar and units: the CAM, a group's gate, and the
+layer's mosaic ordered by contribution with every tile framed by the sign of its contribution."""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from .. import viz
+from .evidence import Evidence
+
+CAM_CMAP = "turbo"  # the CAM's own colours, so it is never mistaken for a gate (inferno)
+GATE_CMAP = "inferno"
+MIN_SIDE = 320  # small crops (the demo's 64x64) are enlarged by a whole factor before drawing over them
+FOR_CLASS = (220, 30, 30)  # frame of a group whose contribution is > 0
+AGAINST = (30, 90, 230)  # < 0
+
+
+def enlarged(image: np.ndarray, min_side: int = MIN_SIDE) -> np.ndarray:
+    """The crop (S, S, 3) uint8 enlarged by the smallest whole factor that makes it >= ``min_side``."""
+    side = image.shape[0]
+    if side >= min_side:
+        return image
+    scale = -(-min_side // side)
+    return np.asarray(Image.fromarray(image).resize((side * scale, side * scale), Image.LANCZOS))
+
+
+def _legend(cmap: str, width: int, vmin: float, vmax: float, text: str) -> np.ndarray:
+    return viz.caption(viz.colorbar(cmap, width=width, height=14, vmin=vmin, vmax=vmax), text, size=11)
+
+
+def cam_picture(evidence: Evidence, alpha: float = 0.5) -> np.ndarray:
+    """The CAM over the image, captioned (target, probability, layer), with its colour bar; (H, W, 3) uint8."""
+    image = enlarged(evidence.image)
+    picture = viz.overlay(image, evidence.cam, cmap=CAM_CMAP, alpha=alpha)
+    t = evidence.target
+    title = f"Grad-CAM at {evidence.cam_layer} for '{t.label}' (#{t.index}, p={t.probability:.3f})"
+    legend = _legend(CAM_CMAP, picture.shape[1], 0.0, 1.0, "Grad-CAM, relative: 0 = no evidence, 1 = the most")
+    return viz.stack([viz.caption(picture, title, size=11), legend])
+
+
+def gate_picture(evidence: Evidence, layer: str, group: int, alpha: float = 0.5) -> np.ndarray:
+    """One group's gate over the image on the layer's gate range, captioned with its contribution."""
+    gates = evidence.gates[layer]
+    lo, hi = float(gates.min()), float(gates.max())
+    lo, hi = (lo, hi) if hi > lo else (0.0, 1.0)
+    image = enlarged(evidence.image)
+    picture = viz.overlay(image, gates[group], cmap=GATE_CMAP, alpha=alpha, vmin=lo, vmax=hi)
+    c = float(evidence.contributions[layer][group])
+    title = f"{layer} g{group}: SGE gate, contribution {c:+.3g} logit"
+    legend = _legend(GATE_CMAP, picture.shape[1], lo, hi, "SGE gate (unitless, 0..1), this layer's range")
+    return viz.stack([viz.caption(picture, title, size=11), legend])
+
+
+def signed_mosaic(evidence: Evidence, layer: str, tile: int | None = None, highlight: int | None = None) -> np.ndarray:
+    """Every group's gate of ``layer``, most contributing first, each tile framed red (contribution > 0)
+    or blue (< 0); the ``highlight`` group gets a thicker frame. With a caption and the gate colour bar.
+    ``tile``: px per tile, default up to 96 within a ~576 px wide picture."""
+    gates = evidence.gates[layer]
+    contributions = evidence.contributions[layer]
+    order = evidence.ranked(layer)
+    _, cols = viz.mosaic_grid(len(order))
+    tile = tile or max(48, min(96, 576 // cols - viz.GAP))
+    lo, hi = float(gates.min()), float(gates.max())
+    lo, hi = (lo, hi) if hi > lo else (0.0, 1.0)
+    picture = viz.mosaic(enlarged(evidence.image), gates, order=order, cmap=GATE_CMAP, tile=tile,
+                         vmin=lo, vmax=hi).copy()
+    step = tile + viz.GAP
+    for position, group in enumerate(order):
+        r, c = divmod(position, cols)
+        width = max(2, tile // 24) * (2 if group == highlight else 1)
+        colour = FOR_CLASS if contributions[group] > 0 else AGAINST
+        cell = picture[r * step:r * step + tile, c * step:c * step + tile]
+        cell[:width], cell[-width:], cell[:, :width], cell[:, -width:] = colour, colour, colour, colour
+    titled = viz.caption(viz.caption(picture, "frame: red = for the class, blue = against", size=11),
+                         f"{layer}: groups by contribution, largest first", size=11)
+    legend = _legend(GATE_CMAP, min(320, picture.shape[1]), lo, hi, "SGE gate (unitless), this layer's range")
+    return viz.stack([titled, legend])
