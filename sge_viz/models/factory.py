@@ -21,7 +21,7 @@ from ..metrics.ood import OOD_KEY, OODDetector
 from ..resources import demo_checkpoint
 from .checkpoint import CHECKPOINT_SUFFIXES, build_for, check_arch, load_strict, read_checkpoint, verify_forward
 from .config import ModelConfig
-from .registry import DEMO_ARCH, available_models, build_model
+from .registry import DEMO_ARCH, available_models, build_model, untrained
 
 CHECKPOINTS_ENV = "SGE_VIZ_CHECKPOINTS"
 
@@ -107,7 +107,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = None, 
     model, config = build_for(contents, path)
     load_strict(model, contents.state_dict, path, config.arch)
     verify_forward(model, config, path)
-    ood = _read_ood(contents.metadata, path)
+    ood = read_ood(contents.metadata, path)
     if ood is not None:
         config = dataclasses.replace(config, ood_score=ood.name, ood_threshold=ood.threshold)
     loaded = _place(model, config, checkpoint_label(path, config.arch), str(path), device, half, channels_last)
@@ -116,7 +116,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = None, 
     return loaded
 
 
-def _read_ood(metadata: dict[str, str], path: Path) -> OODDetector | None:
+def read_ood(metadata: dict[str, str], path: Path) -> OODDetector | None:
     """The out-of-domain parameters a file carries (``sge_viz.ood``), or None; broken ones are an error."""
     if OOD_KEY not in metadata:
         return None
@@ -152,6 +152,7 @@ def create_model(name: str | None = None, checkpoint_path: str | Path | None = N
         raise SGEVizError(f"Unknown model {name!r}; known: {', '.join(available_models())}.")
     if random_weights:
         model, config = build_model(name)
+        config = untrained(config)
         return _place(model, config, f"{name} (random weights)", "random weights", device, half, channels_last)
     for found in find_checkpoints():
         if found.arch == name:

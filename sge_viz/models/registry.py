@@ -57,6 +57,13 @@ def with_domain(config: ModelConfig) -> ModelConfig:
                                training_data=config.training_data or defaults["training_data"])
 
 
+def untrained(config: ModelConfig) -> ModelConfig:
+    """``config`` of a network with random weights: its domain says it knows nothing."""
+    return dataclasses.replace(config, description="Untrained (random weights): its predictions and gates mean "
+                               "nothing; use it to time the network or to see SGE's initial gates.",
+                               training_data="nothing (random initialisation)", ood_score="", ood_threshold=None)
+
+
 @dataclass(frozen=True)
 class ArchSpec:
     """A registered architecture: its layout and whether it has ImageNet defaults."""
