@@ -72,7 +72,7 @@ def mosaic_picture(analysis: Analysis, layer_name: str, tile: int = EXPORT_TILE)
     picture = viz.mosaic(analysis.image, layer.gate, cmap=CMAP, tile=tile)
     lines = [f"{layer.name}: the SGE gate of each of its {groups} groups",
              f"gate map {height}x{width} per group; tile label = group"]
-    legend = viz.colorbar(CMAP, width=max(256, min(384, picture.shape[1])), vmin=0.0, vmax=1.0)
+    legend = viz.colorbar(CMAP, width=picture.shape[1], vmin=0.0, vmax=1.0)
     return viz.stack([_caption_lines(picture, lines), legend, viz.caption(legend[:0], "gate value (0 to 1)")])
 
 
