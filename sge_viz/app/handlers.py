@@ -229,9 +229,10 @@ class Handlers:
         selective group. Another model: its default layer's most selective group."""
         source = _payload_path(payload)
         c = self.c
+        if not self.service.is_loaded(choice):
+            progress(0.05, desc=f"Loading {choice}")
+            self.service.get(choice)
         if source is None:
-            if not self.service.is_loaded(choice):
-                progress(0.05, desc=f"Loading {choice}")
             return self._model_only(choice) if previous is None or previous.model_name != choice \
                 else self._unchanged("caption")
         path, name = source
