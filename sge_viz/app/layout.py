@@ -57,6 +57,11 @@ def build_ui(service: ModelService, concurrency: int | None = None, queue_size: 
                                          info=f"Runs on {describe_device(pick_device(service.device))}; "
                                               "loaded models stay cached.")
                 c.run = gr.Button("Analyse", variant="primary", elem_id="run")
+                c.ood = gr.Markdown("", elem_id="ood-note")
+                c.predictions = gr.Label(num_top_classes=5, label="Top-5 predictions", elem_id="predictions")
+                c.domain = gr.Markdown(_initial_domain(service), elem_id="domain-card")
+                c.info = gr.Markdown(f"Device: **{describe_device(pick_device(service.device))}**",
+                                        elem_id="info")
                 if scenes:
                     gr.Examples(scenes, inputs=[c.image], examples_per_page=12,
                                 label="Scenes for the demo model (Cluttered Fashion-MNIST, with the item's mask)")
@@ -64,11 +69,6 @@ def build_ui(service: ModelService, concurrency: int | None = None, queue_size: 
                     gr.Examples(photos, inputs=[c.image], examples_per_page=12,
                                 label="Photos: need an ImageNet model (sge_resnet50/101); the demo model has never "
                                       "seen a photo and flags them as out of domain")
-                c.info = gr.Markdown(f"Device: **{describe_device(pick_device(service.device))}**",
-                                        elem_id="info")
-                c.domain = gr.Markdown(_initial_domain(service), elem_id="domain-card")
-                c.ood = gr.Markdown("", elem_id="ood-note")
-                c.predictions = gr.Label(num_top_classes=5, label="Top-5 predictions", elem_id="predictions")
             with gr.Column(scale=2):
                 with gr.Row():
                     c.layer = gr.Dropdown([], label="SGE layer", elem_id="layer", scale=2)
