@@ -234,6 +234,15 @@ def test_upload_explore_layer_and_group(live_app, browser, screenshots, tmp_path
     page.screenshot(path=str(screenshots / "photo_out_of_domain.png"))
     page.locator("#ood-note").locator("xpath=../..").screenshot(path=str(screenshots / "photo_domain_card.png"))
 
+    # A group typed out of range: one warning naming the valid groups, no error badges, the views stay.
+    shown = src(page, "#overlay")
+    box = page.locator("#group input[type=number]")
+    box.fill("99")
+    box.press("Enter")
+    page.locator(".toast-body", has_text="groups 0 to 7").first.wait_for(timeout=30000)
+    assert src(page, "#overlay") == shown
+    assert page.locator(".error").count() == 0 or not page.locator(".error").first.is_visible()
+
     (screenshots / "timings.txt").write_text(
         f"model: {service.default}\nupload to mosaic: {upload_to_mosaic:.2f} s\n"
         f"layer switch (all views redrawn): {layer_switch:.2f} s\n")
