@@ -2,6 +2,7 @@
 loaded on first use and cached, and the one analysis per (image, model) that every picture draws on."""
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass
@@ -13,8 +14,10 @@ from ..capture.analysis import Analysis, analyze
 from ..capture.preprocess import center_crop_view
 from ..errors import SGEVizError
 from ..io.images import open_image
-from ..models.factory import LoadedModel, create_model, find_checkpoints, load_checkpoint
-from ..models.registry import DEMO_ARCH, available_models
+from ..models.checkpoint import check_arch, read_checkpoint
+from ..models.config import ModelConfig
+from ..models.factory import LoadedModel, create_model, find_checkpoints, load_checkpoint, read_ood
+from ..models.registry import ARCHS, DEMO_ARCH, available_models, build_model, untrained
 from ..resources import demo_checkpoint
 from .examples import example_mask
 
@@ -41,6 +44,7 @@ class ModelService:
         self.device = device
         self.notice = ""
         self._cache: dict[str, LoadedModel] = {}
+        self._configs: dict[str, ModelConfig] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._cli_label: str | None = None
@@ -127,6 +131,36 @@ class ModelService:
                 with self._guard:
                     self._cache[label] = loaded
         return self._cache[label]
+
+    def config(self, label: str) -> ModelConfig:
+        """The config of a model on offer (its domain, classes, input size, out-of-domain threshold) without
+        loading its weights into a network: read from the file's header, or the registry's defaults."""
+        with self._guard:
+            if label in self._cache:
+                return self._cache[label].config
+            if label in self._configs:
+                return self._configs[label]
+        choice = self._choice(label)
+        if choice.checkpoint is None:
+            config = untrained(ARCHS[choice.name].default_config())
+        else:
+            contents = read_checkpoint(choice.checkpoint)
+            arch, config = check_arch(contents, choice.checkpoint)
+            _, config = build_model(arch, config) if config is not None else (None, ARCHS[arch].default_config())
+            ood = read_ood(contents.metadata, choice.checkpoint)
+            if ood is not None:
+                config = dataclasses.replace(config, ood_score=ood.name, ood_threshold=ood.threshold)
+        with self._guard:
+            self._configs[label] = config
+        return config
+
+    def domain(self, label: str) -> dict:
+        """``ModelConfig.domain()`` of a model on offer: description, training data, classes, input size, OOD."""
+        return self.config(label).domain()
+
+    def groups(self, label: str) -> int:
+        """Groups per SGE layer of a model on offer (the demo model 8, the official layout 64)."""
+        return int(self.config(label).arch_kwargs.get("groups", 64))
 
     def is_loaded(self, label: str) -> bool:
         with self._guard:

@@ -22,7 +22,12 @@ def example_paths(directory: str | Path | None = None) -> list[Path]:
                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not is_mask_file(p)]
     except OSError:
         return []
-    return sorted(files, key=lambda p: (not p.name.startswith("scene_"), p.name))
+    return sorted(files, key=lambda p: (not is_scene(p), p.name))
+
+
+def is_scene(path: Path) -> bool:
+    """The demo model's example scenes (``scene_*``); the other examples are photographs for ImageNet models."""
+    return path.name.startswith("scene_")
 
 
 def pixel_key(image: Image.Image) -> str:

@@ -32,14 +32,21 @@ class Page:
     model: gr.Dropdown
     run: gr.Button
     info: gr.Markdown
+    domain: gr.Markdown  # what the model knows (the domain card)
+    ood: gr.Markdown  # the out-of-domain note of the current image
     predictions: gr.Label
     layer: gr.Dropdown
     order: gr.Radio
     mosaic: gr.Image
+    layer_mean: gr.Image
+    mosaic_legend: gr.Image
     group: gr.Slider
+    keep_group: gr.Checkbox
     cmap: gr.Dropdown
     alpha: gr.Slider
     scale: gr.Radio
+    contrast: gr.Radio
+    cells: gr.Radio
     caption: gr.Markdown
     overlay: gr.Image
     gate_legend: gr.Image
@@ -54,7 +61,7 @@ class Page:
 
 
 def user_errors(fn: Callable) -> Callable:
-    """A project error becomes a message in the page; the app keeps serving."""
+    """For the API: a project error becomes the endpoint's error message; the app keeps serving."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -64,6 +71,25 @@ def user_errors(fn: Callable) -> Callable:
             raise gr.Error(str(exc), print_exception=False) from exc
 
     return wrapper
+
+
+def page_errors(key: str) -> Callable:
+    """For page events: a project error becomes one warning toast and the page stays as it was (an error
+    would mark every output of the event with an "Error" badge). ``key`` names a Page component the event
+    outputs, left unchanged."""
+
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(self, *args, **kwargs):
+            try:
+                return fn(self, *args, **kwargs)
+            except SGEVizError as exc:
+                gr.Warning(str(exc))
+                return self._unchanged(key)
+
+        return wrapper
+
+    return decorate
 
 
 def _payload_path(payload: Any) -> tuple[str, str] | None:
@@ -114,11 +140,15 @@ def _pick_layer(analysis: Analysis, wanted: str | None) -> str:
 
 def _pick_group(analysis: Analysis, layer: str, wanted: Any) -> int:
     lg = analysis.layer(layer)
+    group = _as_int(wanted)
+    return group if group is not None and 0 <= group < lg.groups else views.most_selective(lg)
+
+
+def _as_int(value: Any) -> int | None:
     try:
-        group = int(wanted)
+        return int(float(value))
     except (TypeError, ValueError):
-        group = -1
-    return group if 0 <= group < lg.groups else views.most_selective(lg)
+        return None
 
 
 class Handlers:
@@ -137,14 +167,16 @@ class Handlers:
         return {getattr(self.c, key): gr.skip()}
 
     def _focus(self, analysis: Analysis, layer: str, group: int, order: str, cmap: str, alpha: float,
-               scale: str) -> dict:
+               scale: str, contrast: str = views.Contrast.ABSOLUTE, cells: str = views.Cells.SMOOTH) -> dict:
         c = self.c
-        focus = views.render_focus(analysis, layer, group, cmap, alpha, scale)
-        mosaic = views.render_mosaic(analysis, layer, order, cmap, alpha, focus=group, scale=scale)
+        focus = views.render_focus(analysis, layer, group, cmap, alpha, scale, contrast, cells)
+        mosaic = views.render_mosaic(analysis, layer, order, cmap, alpha, focus=group, scale=scale, cells=cells)
         # PNG files written fast (io.tempfiles) rather than arrays: Gradio's own PNG encoding of these
         # pictures would cost more than drawing them.
         return {
             c.mosaic: png_path(mosaic),
+            c.layer_mean: png_path(views.render_layer_mean(analysis, layer, cmap, alpha, scale, cells)),
+            c.mosaic_legend: png_path(views.mosaic_legend(analysis, layer, cmap, scale)),
             c.overlay: png_path(focus.overlay),
             c.diverging: png_path(focus.diverging),
             c.activations: png_path(focus.activations),
@@ -154,17 +186,16 @@ class Handlers:
         }
 
     def _layer(self, analysis: Analysis, layer: str, group: int, order: str, cmap: str, alpha: float,
-               scale: str) -> dict:
+               scale: str, contrast: str = views.Contrast.ABSOLUTE, cells: str = views.Cells.SMOOTH) -> dict:
         c = self.c
         lg = analysis.layer(layer)
         headers, rows = views.group_table(analysis, layer)
         import pandas as pd
 
-        out = self._focus(analysis, layer, group, order, cmap, alpha, scale)
+        out = self._focus(analysis, layer, group, order, cmap, alpha, scale, contrast, cells)
         out.update({
             c.layer: gr.Dropdown(choices=analysis.layer_names, value=layer),
-            c.group: gr.Slider(minimum=0, maximum=lg.groups - 1, value=group, step=1,
-                                  label=f"Focused group (0 to {lg.groups - 1}; or click a tile)"),
+            c.group: group_slider(lg.groups, group),
             c.histogram: figures.histogram_figure(analysis, layer),
             c.table: pd.DataFrame(rows, columns=headers),
         })
@@ -172,26 +203,43 @@ class Handlers:
 
     # --- events ------------------------------------------------------------
 
-    @user_errors
+    def _model_only(self, choice: str) -> dict:
+        """A model picked before any image: its card, its group range, where it runs."""
+        c = self.c
+        loaded = self.service.get(choice)
+        return {c.info: f"**{loaded.name}** loaded on **{loaded.device_label}**: give an image.",
+                c.domain: views.domain_markdown(self.service.domain(choice), choice), c.ood: "",
+                c.group: group_slider(self.service.groups(choice), 0)}
+
+    @page_errors("caption")
+    def run_clicked(self, payload: Any, choice: str, *args, **kwargs) -> dict:
+        """The Analyse button: says so when there is nothing to analyse, else runs like a new image."""
+        if payload is None:
+            gr.Warning("Nothing to analyse yet: upload an image or pick an example first.")
+            return self._unchanged("caption")
+        return self.show_image(payload, choice, *args, **kwargs)
+
+    @page_errors("caption")
     def show_image(self, payload: Any, choice: str, layer: str, group: Any, order: str, cmap: str, alpha: float,
                    scale: str = Scale.LAYER, previous: Analysis | None = None,
-                   progress: gr.Progress = gr.Progress()) -> dict:
-        """A new image or model: the one forward pass. Same model as before: the layer and group stay put,
-        so images compare; otherwise start on the default layer's most selective group."""
+                   contrast: str = views.Contrast.ABSOLUTE, cells: str = views.Cells.SMOOTH,
+                   keep_group: bool = False, progress: gr.Progress = gr.Progress()) -> dict:
+        """A new image or model: the one forward pass. Same model as before: the layer stays put (so images
+        compare) and so does the group when the user pinned it ("keep"); otherwise the layer's most
+        selective group. Another model: its default layer's most selective group."""
         source = _payload_path(payload)
         c = self.c
         if not self.service.is_loaded(choice):
             progress(0.05, desc=f"Loading {choice}")
-            loaded = self.service.get(choice)
-            if source is None:  # a model picked before any image: load it now, say where it runs
-                return {c.info: f"**{loaded.name}** loaded on **{loaded.device_label}**: give an image."}
+            self.service.get(choice)
         if source is None:
-            return self._unchanged("caption")
+            return self._model_only(choice) if previous is None or previous.model_name != choice \
+                else self._unchanged("caption")
         path, name = source
         with self._failed_lock:
             failed_recently = self._failed.get((path, choice), 0.0) > time.monotonic() - 10
         if failed_recently:
-            # The page re-sends an image it could not display; its error is already on screen.
+            # The page re-sends an image it could not display; its warning is already on screen.
             return self._unchanged("caption")
         progress(0.3, desc="Running the network")
         try:
@@ -205,38 +253,52 @@ class Handlers:
         progress(0.7, desc="Drawing")
         if previous is None or previous.model_name != analysis.model_name:
             layer, group = None, None
+        elif not keep_group:
+            group = None
         layer = _pick_layer(analysis, layer)
         group = _pick_group(analysis, layer, group)
-        out = self._layer(analysis, layer, group, order, cmap, alpha, scale)
-        mask_note = " · outline = the item's mask (example scene)" if analysis.mask is not None else ""
+        out = self._layer(analysis, layer, group, order, cmap, alpha, scale, contrast, cells)
+        mask_note = " · green outline = the item's mask (example scene)" if analysis.mask is not None else ""
         out.update({
             c.state: analysis,
             c.predictions: _label_value(analysis),
             c.info: (f"**{analysis.model_name}** on **{analysis.device}** · "
-                        f"{len(analysis.layers)} SGE layers · forward + capture "
-                        f"{analysis.seconds * 1000:.0f} ms{mask_note}"),
+                     f"{len(analysis.layers)} SGE layers · forward + capture "
+                     f"{analysis.seconds * 1000:.0f} ms{mask_note}"),
             c.depth: figures.depth_figure(analysis),
+            c.domain: views.domain_markdown(self.service.domain(choice), choice),
+            c.ood: views.ood_markdown(analysis),
         })
         return out
 
-    @user_errors
+    @page_errors("caption")
     def change_layer(self, analysis: Analysis | None, layer: str, group: Any, order: str, cmap: str,
-                     alpha: float, scale: str = Scale.LAYER) -> dict:
+                     alpha: float, scale: str = Scale.LAYER, contrast: str = views.Contrast.ABSOLUTE,
+                     cells: str = views.Cells.SMOOTH) -> dict:
         if analysis is None:
             return self._unchanged("caption")
         layer = _pick_layer(analysis, layer)
-        return self._layer(analysis, layer, _pick_group(analysis, layer, group), order, cmap, alpha, scale)
+        return self._layer(analysis, layer, _pick_group(analysis, layer, group), order, cmap, float(alpha), scale,
+                           contrast, cells)
 
-    @user_errors
+    @page_errors("caption")
     def change_view(self, analysis: Analysis | None, layer: str, group: Any, order: str, cmap: str,
-                    alpha: float, scale: str = Scale.LAYER) -> dict:
-        """Group, colour map, opacity, scale or ordering: redraw from the captured gates."""
+                    alpha: float, scale: str = Scale.LAYER, contrast: str = views.Contrast.ABSOLUTE,
+                    cells: str = views.Cells.SMOOTH) -> dict:
+        """Group, colour map, opacity, scales, cells or ordering: redraw from the captured gates.
+
+        A group typed outside the layer's range is refused with a warning naming the range."""
         if analysis is None:
             return self._unchanged("caption")
         layer = _pick_layer(analysis, layer)
-        return self._focus(analysis, layer, _pick_group(analysis, layer, group), order, cmap, alpha, scale)
+        lg = analysis.layer(layer)
+        wanted = _as_int(group)
+        if wanted is not None and not 0 <= wanted < lg.groups:
+            views.check_group(lg, wanted)  # raises the message naming the valid groups
+        return self._focus(analysis, layer, _pick_group(analysis, layer, group), order, cmap, float(alpha), scale,
+                           contrast, cells)
 
-    @user_errors
+    @page_errors("group")
     def click_mosaic(self, analysis: Analysis | None, layer: str, order: str, evt: gr.SelectData) -> dict:
         """The group under the clicked mosaic pixel becomes the focused one."""
         if analysis is None or not isinstance(evt.index, (list, tuple)) or len(evt.index) != 2:
@@ -245,7 +307,7 @@ class Handlers:
         group = views.clicked_group(analysis, layer, order, int(evt.index[0]), int(evt.index[1]))
         return self._unchanged("group") if group is None else {self.c.group: group}
 
-    @user_errors
+    @page_errors("group")
     def click_table(self, analysis: Analysis | None, layer: str, evt: gr.SelectData) -> dict:
         if analysis is None or not evt.row_value:
             return self._unchanged("group")
@@ -254,9 +316,9 @@ class Handlers:
             return self._unchanged("group")
         return {self.c.group: group}
 
-    @user_errors
+    @page_errors("pins")
     def pin(self, analysis: Analysis | None, layer: str, group: Any, cmap: str, alpha: float,
-            pins: list | None, scale: str = Scale.LAYER) -> dict:
+            pins: list | None, scale: str = Scale.LAYER, cells: str = views.Cells.SMOOTH) -> dict:
         pins = list(pins or [])
         # A warning, not an error: an error would blank the four panels already pinned.
         if analysis is None:
@@ -266,8 +328,8 @@ class Handlers:
             gr.Warning("All four compare panels are in use: press 'Clear compare' first.")
             return self._unchanged("pins")
         layer = _pick_layer(analysis, layer)
-        picture, caption = views.compare_panel(analysis, layer, _pick_group(analysis, layer, group), cmap, alpha,
-                                             scale)
+        picture, caption = views.compare_panel(analysis, layer, _pick_group(analysis, layer, group), cmap,
+                                               float(alpha), scale, cells)
         pins.append((picture, caption))
         return self._slots(pins)
 
@@ -283,18 +345,22 @@ class Handlers:
                 out[slot] = gr.Image(value=None, label=f"Panel {i + 1}: empty")
         return out
 
-    @user_errors
+    @page_errors("files")
     def downloads(self, analysis: Analysis | None, layer: str, group: Any, order: str, cmap: str,
-                  alpha: float, scale: str, pins: list | None) -> dict:
+                  alpha: float, scale: str, pins: list | None, contrast: str = views.Contrast.ABSOLUTE,
+                  cells: str = views.Cells.SMOOTH) -> dict:
         if analysis is None:
             gr.Warning("Nothing to download yet: give an image first.")
             return self._unchanged("files")
         layer = _pick_layer(analysis, layer)
         group = _pick_group(analysis, layer, group)
-        focus = views.render_focus(analysis, layer, group, cmap, alpha, scale)
+        alpha = float(alpha)
+        focus = views.render_focus(analysis, layer, group, cmap, alpha, scale, contrast, cells)
         tag = f"{layer}_g{group}"
         pictures = {
-            f"mosaic_{layer}": views.render_mosaic(analysis, layer, order, cmap, alpha, focus=group, scale=scale),
+            f"mosaic_{layer}": views.render_mosaic(analysis, layer, order, cmap, alpha, focus=group, scale=scale,
+                                                   cells=cells),
+            f"layer_mean_{layer}": views.render_layer_mean(analysis, layer, cmap, alpha, scale, cells),
             f"overlay_{tag}": focus.overlay,
             f"diverging_{tag}": focus.diverging,
             f"activations_{tag}": focus.activations,
@@ -330,5 +396,13 @@ class Handlers:
         return (_label_value(analysis), views.analysis_stats(analysis), *pictures)
 
     def api_models(self) -> dict:
+        """The choices, the default, the device, and per model what it knows (``ModelConfig.domain()``)."""
         return {"choices": self.service.choices, "default": self.service.default,
-                "device": describe_device(pick_device(self.service.device))}
+                "device": describe_device(pick_device(self.service.device)),
+                "models": {label: self.service.domain(label) for label in self.service.choices}}
+
+
+def group_slider(groups: int, value: int) -> gr.Slider:
+    """The focused-group control for a layer of ``groups`` groups."""
+    return gr.Slider(minimum=0, maximum=groups - 1, value=value, step=1,
+                     label=f"Focused group (0 to {groups - 1}; or click a tile)")

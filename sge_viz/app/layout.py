@@ -7,13 +7,14 @@ from __future__ import annotations
 import gradio as gr
 
 from ..device import describe_device, pick_device
+from ..errors import SGEVizError
 from ..io.limits import current_limits
 from . import views
 from .catalogue import ModelService
 from .evidence_tab import evidence_tab
-from .examples import example_paths
+from .examples import example_paths, is_scene
 from .handlers import Handlers
-from .views import Order, Scale
+from .views import Cells, Contrast, Order, Scale
 
 # Each browser session keeps its Analysis (~11 MB for SGE-ResNet50) for an hour; beyond this many
 # sessions the least recently used ones are dropped, which bounds the server's memory.
@@ -31,13 +32,19 @@ def build_ui(service: ModelService, concurrency: int | None = None, queue_size: 
     queue_size = queue_size or limits.queue_size
     h = Handlers(service)
     c = h.c
-    examples = [[str(p)] for p in example_paths()]
+    scenes = [[str(p)] for p in example_paths() if is_scene(p)]
+    photos = [[str(p)] for p in example_paths() if not is_scene(p)]
     png = dict(format="png", interactive=False, buttons=["download", "fullscreen"])
     legend = dict(format="png", interactive=False, show_label=False, container=False, buttons=[])
+    groups = _initial_groups(service)
 
     with gr.Blocks(title="SGE attention explorer", delete_cache=(1800, 3600)) as demo:
         gr.Markdown("## SGE attention explorer\nWhere does a Spatial Group-wise Enhance network look? Give an "
-                    "image, then walk through every SGE layer and every group's gate.")
+                    "image, then walk through every SGE layer and every group's gate. The gates mean something "
+                    "only for images of the model's own domain: see the card beside the predictions.")
+        with gr.Accordion("How to read this: what each picture and number means", open=False,
+                          elem_id="how-to-read"):
+            gr.Markdown(views.HOW_TO_READ, elem_id="definitions")
         if service.notice:
             gr.Markdown(f"> **Note:** {service.notice}", elem_id="notice")
         c.state = gr.State(None, time_to_live=3600)
@@ -50,28 +57,54 @@ def build_ui(service: ModelService, concurrency: int | None = None, queue_size: 
                 c.model = gr.Dropdown(service.choices, value=service.default, label="Model", elem_id="model",
                                          info=f"Runs on {describe_device(pick_device(service.device))}; "
                                               "loaded models stay cached.")
-                c.run = gr.Button("Analyse again", variant="primary", elem_id="run")
-                if examples:
-                    gr.Examples(examples, inputs=[c.image], label="Examples (the scenes come with item masks)",
-                                examples_per_page=12)
+                c.run = gr.Button("Analyse", variant="primary", elem_id="run")
+                c.ood = gr.Markdown("", elem_id="ood-note")
+                c.predictions = gr.Label(num_top_classes=5, label="Top-5 predictions", elem_id="predictions")
+                c.domain = gr.Markdown(_initial_domain(service), elem_id="domain-card")
                 c.info = gr.Markdown(f"Device: **{describe_device(pick_device(service.device))}**",
                                         elem_id="info")
-                c.predictions = gr.Label(num_top_classes=5, label="Top-5 predictions", elem_id="predictions")
+                if scenes:
+                    gr.Examples(scenes, inputs=[c.image], examples_per_page=12,
+                                label="Scenes for the demo model (Cluttered Fashion-MNIST, with the item's mask)")
+                if photos:
+                    gr.Examples(photos, inputs=[c.image], examples_per_page=12,
+                                label="Photos: need an ImageNet model (sge_resnet50/101); the demo model has never "
+                                      "seen a photo and flags them as out of domain")
             with gr.Column(scale=2):
                 with gr.Row():
                     c.layer = gr.Dropdown([], label="SGE layer", elem_id="layer", scale=2)
                     c.order = gr.Radio([o.value for o in Order], value=Order.SELECTIVE.value, label="Mosaic order",
                                           elem_id="order", scale=2)
-                gr.Markdown("**Every group's gate over the image** (click a tile to focus that group)")
-                c.mosaic = gr.Image(elem_id="mosaic", show_label=False, **png)
                 with gr.Row():
-                    c.group = gr.Slider(0, 63, value=0, step=1, label="Focused group", elem_id="group", scale=3)
+                    with gr.Column(scale=3):
+                        gr.Markdown("**Every group's gate over the image** (click a tile to focus that group)")
+                        c.mosaic = gr.Image(elem_id="mosaic", show_label=False, **png)
+                    with gr.Column(scale=1, min_width=160):
+                        gr.Markdown("**Layer mean**: the gate averaged over all groups")
+                        c.layer_mean = gr.Image(elem_id="layer-mean", show_label=False, **png)
+                c.mosaic_legend = gr.Image(elem_id="mosaic-legend", **legend)
+                with gr.Row():
+                    c.group = gr.Slider(0, groups - 1, value=0, step=1, elem_id="group", scale=3,
+                                        label=f"Focused group (0 to {groups - 1}; or click a tile)")
+                    c.keep_group = gr.Checkbox(False, label="Keep this group for new images", elem_id="keep-group",
+                                               scale=1, info="Otherwise a new image starts on its most "
+                                                             "selective group.")
                     c.cmap = gr.Dropdown(list(views.COLORMAPS), value=views.COLORMAPS[0], label="Colour map",
                                             elem_id="cmap", scale=1)
                     c.alpha = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Heatmap opacity",
                                            elem_id="alpha", scale=2)
+                with gr.Row():
                     c.scale = gr.Radio([s.value for s in Scale], value=Scale.LAYER.value, label="Heatmap colour scale",
-                                          elem_id="scale", scale=2)
+                                          elem_id="scale", scale=2,
+                                          info="Gates often sit in a narrow band; the layer's own range shows it.")
+                    c.contrast = gr.Radio([s.value for s in Contrast], value=Contrast.ABSOLUTE.value,
+                                          label="Enhanced vs suppressed: colour scale", elem_id="contrast", scale=2,
+                                          info=f"Absolute: gate minus the group's mean on ±{views.DIVERGING_RANGE}, so "
+                                               "a flat gate looks flat. Relative: each group stretched to its own "
+                                               "largest deviation.")
+                    c.cells = gr.Radio([s.value for s in Cells], value=Cells.SMOOTH.value, label="Gate cells",
+                                       elem_id="cells", scale=2,
+                                       info="True cells shows each gate value as one block (e.g. 8x8).")
                 c.caption = gr.Markdown("", elem_id="caption", elem_classes=["caption-line"])
                 with gr.Row():
                     with gr.Column():
@@ -79,11 +112,12 @@ def build_ui(service: ModelService, concurrency: int | None = None, queue_size: 
                         c.overlay = gr.Image(elem_id="overlay", show_label=False, **png)
                         c.gate_legend = gr.Image(elem_id="gate-legend", **legend)
                     with gr.Column():
-                        gr.Markdown("**Enhanced (red) vs suppressed (blue)**, relative to the group's mean gate")
+                        gr.Markdown("**Enhanced (red) vs suppressed (blue)**: gate minus the group's mean gate "
+                                    "(a gate is at most 1: red = attenuated less than average)")
                         c.diverging = gr.Image(elem_id="diverging", show_label=False, **png)
                         c.diverging_legend = gr.Image(elem_id="diverging-legend", **legend)
-                gr.Markdown("**The group's activation before vs after SGE** (summed over its channels, one "
-                            "colour scale for both)")
+                gr.Markdown("**Before vs after SGE**: the group's feature-vector length ||x_g(p)|| over its "
+                            "channels at each position (one colour scale for both; after = before x gate)")
                 c.activations = gr.Image(elem_id="activations", show_label=False, **png)
 
         with gr.Tab("Compare"):
@@ -101,6 +135,7 @@ def build_ui(service: ModelService, concurrency: int | None = None, queue_size: 
                 c.histogram = gr.Plot(label="This layer's gate values", elem_id="histogram", format="png")
                 c.table = gr.Dataframe(label="Groups ranked by selectivity (click a row to focus it)",
                                           interactive=False, elem_id="group-table", max_height=420)
+            gr.Markdown(views.definitions_markdown(), elem_id="stat-definitions")
         with gr.Tab("Download"):
             gr.Markdown("The pictures on screen as PNGs, plus `gates.npz` (one float32 (groups, h, w) array per "
                         "layer) and `stats.json`, the same files the command line writes.")
@@ -122,32 +157,36 @@ def build_ui(service: ModelService, concurrency: int | None = None, queue_size: 
             models_out = gr.JSON()
 
         # --- wiring ----------------------------------------------------------
-        view_inputs = [c.state, c.layer, c.group, c.order, c.cmap, c.alpha, c.scale]
-        focus_outputs = [getattr(c, k) for k in ("mosaic", "overlay", "diverging", "activations", "gate_legend",
-                                        "diverging_legend", "caption")]
+        view_inputs = [c.state, c.layer, c.group, c.order, c.cmap, c.alpha, c.scale, c.contrast, c.cells]
+        focus_outputs = [getattr(c, k) for k in ("mosaic", "layer_mean", "mosaic_legend", "overlay", "diverging",
+                                                 "activations", "gate_legend", "diverging_legend", "caption")]
         layer_outputs = focus_outputs + [getattr(c, k) for k in ("layer", "group", "histogram", "table")]
-        analyze_outputs = layer_outputs + [getattr(c, k) for k in ("state", "predictions", "info", "depth")]
+        analyze_outputs = layer_outputs + [getattr(c, k) for k in ("state", "predictions", "info", "depth", "domain",
+                                                                   "ood")]
         analyze_inputs = [c.image, c.model, c.layer, c.group, c.order, c.cmap, c.alpha,
-                          c.scale, c.state]
+                          c.scale, c.state, c.contrast, c.cells, c.keep_group]
         hidden = dict(api_visibility="undocumented")
-        run = dict(fn=h.show_image, inputs=analyze_inputs, outputs=analyze_outputs, preprocess=False,
-                   trigger_mode="always_last", **hidden)
+        # preprocess=False: values arrive as sent, so a group typed out of range reaches the handler (which
+        # says what is valid) instead of failing in Gradio's own range check with a server traceback.
+        raw = dict(preprocess=False, **hidden)
+        run = dict(fn=h.show_image, inputs=analyze_inputs, outputs=analyze_outputs, trigger_mode="always_last", **raw)
         c.image.change(**run)
         c.model.input(**run)
-        c.run.click(**run)
-        c.layer.select(h.change_layer, view_inputs, layer_outputs, trigger_mode="always_last", **hidden)
-        for control in (c.order, c.cmap, c.scale):
-            control.input(h.change_view, view_inputs, focus_outputs, **hidden)
+        c.run.click(**{**run, "fn": h.run_clicked})
+        c.layer.select(h.change_layer, view_inputs, layer_outputs, trigger_mode="always_last", **raw)
+        for control in (c.order, c.cmap, c.scale, c.contrast, c.cells):
+            control.input(h.change_view, view_inputs, focus_outputs, **raw)
         # Whatever moves the group (slider, tile click, table row, layer change) redraws through .change.
         for slider in (c.group, c.alpha):
-            slider.change(h.change_view, view_inputs, focus_outputs, trigger_mode="always_last", **hidden)
+            slider.change(h.change_view, view_inputs, focus_outputs, trigger_mode="always_last", **raw)
         c.mosaic.select(h.click_mosaic, [c.state, c.layer, c.order], [c.group], **hidden)
         c.table.select(h.click_table, [c.state, c.layer], [c.group], **hidden)
         pin_outputs = [c.pins] + c.slots
-        pin_btn.click(h.pin, [c.state, c.layer, c.group, c.cmap, c.alpha, c.pins, c.scale],
-                      pin_outputs, **hidden)
+        pin_btn.click(h.pin, [c.state, c.layer, c.group, c.cmap, c.alpha, c.pins, c.scale, c.cells],
+                      pin_outputs, **raw)
         clear_btn.click(h.clear_pins, None, pin_outputs, **hidden)
-        dl_btn.click(h.downloads, view_inputs + [c.pins], [c.files], **hidden)
+        dl_btn.click(h.downloads, [c.state, c.layer, c.group, c.order, c.cmap, c.alpha, c.scale, c.pins, c.contrast,
+                                   c.cells], [c.files], **raw)
         api_btn.click(h.api_analyze, api_in, api_out, api_name="analyze", preprocess=False,
                       api_description="Predictions, stats.json and the pictures of one image.")
         models_btn.click(h.api_models, None, models_out, api_name="models",
@@ -156,6 +195,22 @@ def build_ui(service: ModelService, concurrency: int | None = None, queue_size: 
     demo.queue(default_concurrency_limit=concurrency, max_size=queue_size)
     demo.handlers = h  # for tests: the handlers behind the page
     return demo
+
+
+def _initial_groups(service: ModelService) -> int:
+    """Groups per layer of the default model, so the group control fits it before the first analysis."""
+    try:
+        return service.groups(service.default)
+    except SGEVizError:
+        return 64
+
+
+def _initial_domain(service: ModelService) -> str:
+    """The default model's card at first render (read from its file's header, no weights loaded)."""
+    try:
+        return views.domain_markdown(service.domain(service.default), service.default)
+    except SGEVizError as exc:
+        return f"The default model's description could not be read: {exc}"
 
 
 def launch(demo: gr.Blocks, host: str | None = None, port: int | None = None, share: bool = False,

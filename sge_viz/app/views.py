@@ -34,6 +34,21 @@ class Scale(str, Enum):
     FULL = "gate range 0 to 1"
 
 
+class Contrast(str, Enum):
+    """Colour scale of the enhanced/suppressed map (gate minus the group's mean gate)."""
+
+    ABSOLUTE = "absolute: one fixed range for every group"
+    RELATIVE = "relative: each group's own largest deviation"
+
+
+class Cells(str, Enum):
+    """How a gate map (h x w cells) is enlarged to the picture."""
+
+    SMOOTH = "smooth (bilinear)"
+    NEAREST = "true cells (nearest)"
+
+
+DIVERGING_RANGE = 0.25  # the absolute scale: gate - group mean on -0.25..+0.25 (a sigmoid gate lies in 0..1)
 COLORMAPS = ("inferno", "viridis", "magma", "plasma", "cividis", "turbo", "gray")
 TILE = 96  # largest mosaic tile side in pixels
 MOSAIC_WIDTH = 576  # about the width the page gives the mosaic: more pixels would only be scaled down
@@ -104,13 +119,49 @@ def colour_range(lg: LayerGates, scale: Scale | str = Scale.LAYER) -> tuple[floa
     return 0.0, 1.0
 
 
+def smooth(cells: Cells | str) -> bool:
+    """Whether a Cells choice means bilinear upsampling."""
+    return Cells(cells) is Cells.SMOOTH
+
+
+def scale_words(lg: LayerGates, scale: Scale | str) -> str:
+    """The heatmap scale in words with its numbers, e.g. "gate 0.612 (dark) to 0.853 (bright), this layer's range"."""
+    vmin, vmax = colour_range(lg, scale)
+    which = "this layer's range" if (vmin, vmax) != (0.0, 1.0) else "the gate's full range"
+    return f"gate {fmt(vmin)} (dark) to {fmt(vmax)} (bright): {which}"
+
+
+def fmt(value: float) -> str:
+    """One number format for gate values everywhere on the page: three decimals."""
+    return f"{value:.3f}"
+
+
 def render_mosaic(analysis: Analysis, layer: str, order: Order | str, cmap: str, alpha: float,
-                  focus: int | None = None, scale: Scale | str = Scale.LAYER) -> np.ndarray:
+                  focus: int | None = None, scale: Scale | str = Scale.LAYER,
+                  cells: Cells | str = Cells.SMOOTH) -> np.ndarray:
     """Every group's gate of one layer over the image, in the chosen order, the focused group framed."""
     lg = analysis.layer(layer)
     vmin, vmax = colour_range(lg, scale)
     return viz.mosaic(view_image(analysis), lg.gate, order=group_order(lg, order), cmap=cmap, alpha=alpha,
-                         tile=mosaic_tile(lg.groups), highlight=focus, vmin=vmin, vmax=vmax)
+                         tile=mosaic_tile(lg.groups), highlight=focus, vmin=vmin, vmax=vmax, smooth=smooth(cells))
+
+
+def render_layer_mean(analysis: Analysis, layer: str, cmap: str, alpha: float, scale: Scale | str = Scale.LAYER,
+                      cells: Cells | str = Cells.SMOOTH) -> np.ndarray:
+    """The layer's mean gate over all its groups (h, w) over the image, on the mosaic's colour scale."""
+    lg = analysis.layer(layer)
+    vmin, vmax = colour_range(lg, scale)
+    mean = lg.gate.mean(axis=0, dtype=np.float64).astype(np.float32)
+    return _outlined(analysis, viz.overlay(view_image(analysis), mean, cmap=cmap, alpha=alpha, vmin=vmin, vmax=vmax,
+                                           smooth=smooth(cells)))
+
+
+def mosaic_legend(analysis: Analysis, layer: str, cmap: str, scale: Scale | str = Scale.LAYER) -> np.ndarray:
+    """The colour bar shared by the mosaic and the layer-mean map, saying which scale it is."""
+    lg = analysis.layer(layer)
+    vmin, vmax = colour_range(lg, scale)
+    which = "this layer's range" if (vmin, vmax) != (0.0, 1.0) else "full range 0 to 1"
+    return legend(cmap, f"gate (mosaic and layer mean), {which}", "", width=420, vmin=vmin, vmax=vmax)
 
 
 def clicked_group(analysis: Analysis, layer: str, order: Order | str, x: int, y: int) -> int | None:
@@ -125,33 +176,52 @@ class FocusViews:
 
     overlay: np.ndarray  # gate over the image
     diverging: np.ndarray  # enhanced (red) vs suppressed (blue) relative to the group's mean gate
-    activations: np.ndarray  # group activation before | after SGE
+    activations: np.ndarray  # the group's vector length before | after SGE, with its colour bar
     gate_legend: np.ndarray
     diverging_legend: np.ndarray
     caption: str
 
 
 def render_focus(analysis: Analysis, layer: str, group: int, cmap: str, alpha: float,
-                 scale: Scale | str = Scale.LAYER) -> FocusViews:
+                 scale: Scale | str = Scale.LAYER, contrast: Contrast | str = Contrast.ABSOLUTE,
+                 cells: Cells | str = Cells.SMOOTH) -> FocusViews:
     """The focused group's overlay, enhanced/suppressed map, before/after pair, legends and caption."""
     lg = analysis.layer(layer)
     group = check_group(lg, group)
     vmin, vmax = colour_range(lg, scale)
     image = view_image(analysis)
     gate = lg.gate[group]
+    smooth_ = smooth(cells)
     g = stats.group_stats(lg.gate[group:group + 1])
     caption = (f"**{analysis.image_name}** · `{layer}` · group **{group}** of {lg.groups} · "
-               f"gate map {gate.shape[0]}x{gate.shape[1]} · mean gate {float(g.mean[0]):.3f} · "
-               f"spread {float(g.std[0]):.3f} · enhanced share {float(g.enhanced_share[0]):.0%} · "
-               f"selectivity {float(g.selectivity[0]):.3f}")
+               f"gate map {gate.shape[0]}x{gate.shape[1]} · mean gate {fmt(g.mean[0])} · "
+               f"spread {fmt(g.std[0])} · enhanced share {fmt(g.enhanced_share[0])} · "
+               f"selectivity {fmt(g.selectivity[0])}")
+    limit = viz.diverging_limit(gate, DIVERGING_RANGE if Contrast(contrast) is Contrast.ABSOLUTE else None)
+    which = "absolute scale" if Contrast(contrast) is Contrast.ABSOLUTE else "relative: this group's own range"
     return FocusViews(
-        overlay=_outlined(analysis, viz.overlay(image, gate, cmap=cmap, alpha=alpha, vmin=vmin, vmax=vmax)),
-        diverging=_outlined(analysis, viz.diverging(image, gate)),
-        activations=viz.activation_pair(image, lg.before[group], lg.after[group]),
+        overlay=_outlined(analysis, viz.overlay(image, gate, cmap=cmap, alpha=alpha, vmin=vmin, vmax=vmax,
+                                                smooth=smooth_)),
+        diverging=_outlined(analysis, viz.diverging(image, gate, limit=limit, smooth=smooth_)),
+        activations=activation_picture(analysis, lg, group, cells),
         gate_legend=legend(cmap, "gate: suppressed", "passed", vmin=vmin, vmax=vmax),
-        diverging_legend=legend("bwr", "below the group's mean gate", "above it (enhanced)", ticks=False),
+        diverging_legend=legend("bwr", f"gate - group mean ({which})", "", vmin=-limit, vmax=limit),
         caption=caption,
     )
+
+
+def activation_picture(analysis: Analysis, lg: LayerGates, group: int, cells: Cells | str = Cells.SMOOTH) -> np.ndarray:
+    """The group's vector length ||x_g(p)||_2 over its channels, before | after SGE, one colour scale, with its
+    colour bar under the pair. Falls back to the signed channel sums when lengths were not captured."""
+    before, after = lg.before_length, lg.after_length
+    what = "vector length ||x_g(p)|| over the group's channels"
+    if before is None or after is None:
+        before, after, what = lg.before, lg.after, "activation summed over channels"
+    before, after = before[group], after[group]
+    vmin, vmax = viz.activation_range(before, after)
+    pair = viz.activation_pair(view_image(analysis), before, after, smooth=smooth(cells), vmin=vmin, vmax=vmax)
+    bar = legend("viridis", what, "", width=min(pair.shape[1], 480), vmin=vmin, vmax=vmax)
+    return viz.stack([pair, bar])
 
 
 def check_group(lg: LayerGates, group: int) -> int:
@@ -181,22 +251,112 @@ def legend(cmap: str, left: str, right: str, width: int = 320, ticks: bool = Tru
 
 
 def compare_panel(analysis: Analysis, layer: str, group: int, cmap: str, alpha: float,
-                  scale: Scale | str = Scale.LAYER) -> tuple[np.ndarray, str]:
-    """One pinned (image, layer, group) view for the compare row, with its caption."""
+                  scale: Scale | str = Scale.LAYER, cells: Cells | str = Cells.SMOOTH) -> tuple[np.ndarray, str]:
+    """One pinned (image, layer, group) view for the compare row, with its colour bar and caption (which
+    scale, with its numbers: panels on "this layer's range" are not comparable colour for colour)."""
     lg = analysis.layer(layer)
     group = check_group(lg, group)
     vmin, vmax = colour_range(lg, scale)
     picture = _outlined(analysis, viz.overlay(view_image(analysis), lg.gate[group], cmap=cmap, alpha=alpha,
-                                                 vmin=vmin, vmax=vmax))
-    caption = f"{analysis.image_name} · {layer} · group {group}"
-    if (vmin, vmax) != (0.0, 1.0):
-        caption += f" · scale {vmin:.2f}-{vmax:.2f}"
-    return picture, caption
+                                                 vmin=vmin, vmax=vmax, smooth=smooth(cells)))
+    which = "layer range" if (vmin, vmax) != (0.0, 1.0) else "full range"
+    bar = legend(cmap, f"gate, {which}", "", width=picture.shape[1], vmin=vmin, vmax=vmax)
+    caption = f"{analysis.image_name} · {layer} · group {group} · {which} {fmt(vmin)}-{fmt(vmax)}"
+    return viz.stack([picture, bar]), caption
+
+
+# --- words ---------------------------------------------------------------------------
+
+DEFINITIONS = {
+    "mean gate": "the group's gate averaged over the h x w positions, mean_p a(p). A sigmoid gate is at most 1, "
+                 "so SGE only ever attenuates: 'enhanced' means attenuated less than the group's average.",
+    "spread": "how much the gate varies across the image: the standard deviation over positions, "
+              "sqrt(mean_p (a(p) - mean a)^2). 0 for a flat gate.",
+    "selectivity": "spread relative to the mean, std / mean (coefficient of variation). The mosaic's "
+                   "'most selective first' order and the default group use it.",
+    "enhanced share": "share of positions whose gate is above the group's own mean, #{p: a(p) > mean a} / (h w). "
+                      "Red pixels in the enhanced/suppressed map.",
+    "mask AUC": "for the example scenes that come with the item's mask: ROC-AUC of the gate (enlarged bilinearly "
+                "to the image) against the mask, P(gate at a random item pixel > gate at a random other pixel). "
+                "1 = the group enhances exactly the item, 0.5 = no preference, below 0.5 = it suppresses the item.",
+}
+
+
+def definitions_markdown() -> str:
+    """One line per statistic: its name, one sentence and its formula."""
+    return "\n".join(f"- **{name}**: {text}" for name, text in DEFINITIONS.items())
+
+
+HOW_TO_READ = f"""\
+**What SGE computes.** Each SGE layer splits its feature map into G groups. For every position p, the group's
+feature vector x_g(p) is compared (dot product) with the group's average vector; the comparison is normalised
+over positions, scaled and shifted by two learned numbers, and squashed by a sigmoid into a gate a(p) in (0, 1).
+The layer's output is x_g(p) * a(p). So a gate never amplifies: high means "passed", low means "attenuated".
+
+**The pictures.**
+- *Mosaic*: every group's gate over the image, one tile per group, on one colour scale (its bar says which:
+  this layer's own min..max, or the gate's full 0..1). *Layer mean*: the gate averaged over all groups.
+- *The group's gate over the image*: the focused group alone, same scale.
+- *Enhanced vs suppressed*: the gate minus the group's mean gate. Absolute scale (default): -{DIVERGING_RANGE} to
+  +{DIVERGING_RANGE} for every group, so a nearly flat gate looks nearly white and colours compare across groups;
+  relative scale: each group stretched to its own largest deviation (the legend prints the range), which makes
+  even a flat gate look vivid. Drawn over a grey copy of the image, so every colour comes from the gate.
+- *Before vs after SGE*: at each position, the length of the group's feature vector ||x_g(p)||_2 over its
+  channels, before and after the gate, on one colour scale. After = before x a(p), so where the gate is low the
+  right picture darkens.
+- *True cells (nearest)* shows each gate value as one flat block (an 8x8 map is 64 blocks); *smooth* interpolates.
+- A green outline marks the item on the example scenes that ship a mask.
+
+**The numbers.**
+{definitions_markdown()}
+
+**Is it a finding or a bug?** A gate map means something only for images of the model's domain (the card above
+the predictions says what that is; the out-of-domain note says when an image is not). Within the domain, the
+demo model's own evaluation (5000 held-out scenes, `checkpoints/MODEL_CARD.md`) measured, per layer, the median
+mask AUC over groups: layer1.x about 0.52 (the first gates barely prefer anything), layer2.0 0.34, layer2.1
+0.41 and layer3.0 0.28 (most groups of these layers *suppress* the item: they enhance what differs from the
+group's average, often background or clutter, so a blue item there is expected), and layer3.1 0.94 with every
+group above 0.5 (the last gates enhance the item; mean gate on the item 1.32x that on clutter).
+"""
+
+
+def domain_markdown(domain: dict, label: str) -> str:
+    """The domain card: what the model was trained on and what it recognises (``ModelConfig.domain()``)."""
+    classes = domain.get("classes") or []
+    shown = ", ".join(classes) if len(classes) <= 12 else ", ".join(classes[:8]) + f", ... ({len(classes)} in all)"
+    size = domain.get("input_size")
+    lines = [f"**What {label} knows.** {domain.get('description') or 'No description was given with this model.'}"]
+    if domain.get("training_data"):
+        lines.append(f"Trained on {domain['training_data']}.")
+    lines.append(f"Classes ({domain.get('num_classes')}): {shown or 'unnamed'}. Input: {size}x{size} pixels "
+                 f"(shorter side resized to {domain.get('resize_size')}, centre crop).")
+    ood = domain.get("ood")
+    if ood:
+        lines.append(f"Out-of-domain check: {ood['score']} distance of the pooled features, threshold "
+                     f"{ood['threshold']:.1f}.")
+    else:
+        lines.append("Out-of-domain check: none measured for this model, so nothing warns when an image is "
+                     "outside what it knows.")
+    return " ".join(lines)
+
+
+def ood_markdown(analysis: Analysis) -> str:
+    """The note beside the predictions: is this image one the model was trained for?"""
+    ood = analysis.ood
+    if ood is None:
+        return ("**Out-of-domain check: not available** for this model (no threshold was measured). Judge from "
+                "the card above whether this image is one it knows.")
+    if ood["out_of_domain"]:
+        return (f"⚠️ **Out of domain:** this image lies far from what the model was trained on ({ood['score']} "
+                f"distance {ood['value']:.0f} > threshold {ood['threshold']:.0f}). Its predictions and gate maps "
+                "are not evidence about the image: the model only knows the domain described above.")
+    return (f"**Within the domain** as far as the model can tell ({ood['score']} distance {ood['value']:.0f} ≤ "
+            f"threshold {ood['threshold']:.0f}; about 5% of genuine in-domain images exceed it).")
 
 
 # --- statistics ---------------------------------------------------------------------
 
-TABLE_HEADERS = ["rank", "group", "selectivity", "mean", "std", "min", "max", "enhanced"]
+TABLE_HEADERS = ["rank", "group", "selectivity", "mean gate", "spread (std)", "min", "max", "enhanced share"]
 
 
 def group_table(analysis: Analysis, layer: str) -> tuple[list[str], list[list]]:
@@ -204,7 +364,7 @@ def group_table(analysis: Analysis, layer: str) -> tuple[list[str], list[list]]:
     lg = analysis.layer(layer)
     gs = stats.group_stats(lg.gate)
     auc = gate_mask_auc(lg.gate, analysis.mask) if analysis.mask is not None else None
-    headers = TABLE_HEADERS + (["item AUC"] if auc is not None else [])
+    headers = TABLE_HEADERS + (["mask AUC"] if auc is not None else [])
     rows = []
     for rank, g in enumerate(stats.selectivity_order(lg.gate), start=1):
         row = [rank, int(g)] + [round(float(v[g]), 3) for v in

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..metrics.ood import verdict
 from ..models.config import ModelConfig
 from ..models.factory import LoadedModel
 from .preprocess import center_crop_view, normalise
@@ -55,6 +56,9 @@ class Analysis:
     device: str = ""  # where it ran, e.g. "CPU" or "GPU: <name>"
     seconds: float = 0.0  # forward + capture time
     mask: np.ndarray | None = None  # (S, S) bool item mask cropped like ``image``, when one is known
+    # The out-of-domain verdict (sge_viz.metrics.ood.verdict: score, value, threshold, out_of_domain), or None
+    # when the model carries no measured signal.
+    ood: dict | None = None
 
     def layer(self, name: str) -> LayerGates:
         for layer in self.layers:
@@ -92,11 +96,27 @@ def sge_layer_shapes(loaded: LoadedModel) -> list[dict]:
              "width": int(cap.gate.shape[3])} for name, cap in recorder.captures.items()]
 
 
-def run_batch(loaded: LoadedModel, batch: torch.Tensor, activations: bool = True) -> tuple[torch.Tensor, GateRecorder]:
-    """Forward a normalised batch with capture; probabilities (B, classes) on the CPU."""
+def run_batch(loaded: LoadedModel, batch: torch.Tensor, activations: bool = True,
+              features: list | None = None) -> tuple[torch.Tensor, GateRecorder]:
+    """Forward a normalised batch with capture; probabilities (B, classes) on the CPU.
+
+    ``features``: when a list, the pooled features entering the classifier (B, D) are appended to it.
+    """
     x = batch.to(loaded.device, loaded.dtype, non_blocking=True)
+    head = getattr(loaded.model, "fc", None) if features is not None else None
     with torch.inference_mode(), GateRecorder(loaded.model, activations=activations) as recorder:
-        logits = loaded.model(x)
+        hook = None
+        if head is not None:
+            # Only this call's forward (the recorder's context) is read: the model may serve other threads.
+            def keep(_module, args):
+                if recorder._mine():
+                    features.append(args[0].float().cpu().numpy())
+            hook = head.register_forward_pre_hook(keep)
+        try:
+            logits = loaded.model(x)
+        finally:
+            if hook is not None:
+                hook.remove()
     return logits.float().softmax(dim=1).cpu(), recorder
 
 
@@ -104,7 +124,12 @@ def analyze_views(loaded: LoadedModel, views: list[np.ndarray], activations: boo
     """Analyse already-cropped RGB views (each (S, S, 3) uint8, S = the model's input size) in one batched
     forward. ``activations=False`` skips the before/after maps (they come back as zeros)."""
     batch = torch.stack([normalise(v, loaded.config) for v in views])
-    probs, recorder = run_batch(loaded, batch, activations)
+    detector = getattr(loaded, "ood", None)
+    features: list | None = [] if detector is not None else None
+    probs, recorder = run_batch(loaded, batch, activations, features)
+    verdicts = [None] * len(views)
+    if detector is not None and features:
+        verdicts = [verdict(v, detector.threshold) for v in detector.distances(features[0])]
     results = []
     for i, view in enumerate(views):
         layers = []
@@ -115,7 +140,7 @@ def analyze_views(loaded: LoadedModel, views: list[np.ndarray], activations: boo
                 getattr(cap, key)[i].numpy() if getattr(cap, key) is not None else np.zeros_like(gate)
                 for key in ("before", "after", "before_sq", "after_sq"))
             layers.append(LayerGates(name, gate, before, after, np.sqrt(before_sq), np.sqrt(after_sq)))
-        results.append(Analysis(view, top_k(probs[i], loaded.config), layers, loaded.name))
+        results.append(Analysis(view, top_k(probs[i], loaded.config), layers, loaded.name, ood=verdicts[i]))
     return results
 
 

@@ -1,6 +1,9 @@
 """``sge-viz analyze IMAGE_OR_FOLDER... [--checkpoint PATH | --model NAME] [--out DIR] [--device D]
 [--batch-size N] [--workers N] [--random-weights] [--half] [--no-pictures] [--json]``.
 
+``<stem>_mask.png`` files (white = the object) are not analysed as images: they are the masks of
+``<stem>.*``, and give stats.json a ``mask_auc`` per group (a mask of another size is skipped with a note).
+
 Writes DIR/<image stem>/ per image (see ``sge_viz.io.export``). A folder appears
 only when complete. When an image fails, the others still run; each failure is
 reported as it happens and the exit status is 1 at the end. Two inputs with the
@@ -76,7 +79,9 @@ def expand_inputs(inputs: Sequence[str]) -> list[_Job]:
 
 
 class ImageViews:
-    """Dataset of (index, view or None, error or None): opening and cropping happen in workers."""
+    """Dataset of (index, view or None, error or None, mask or None, mask note or None): opening and cropping
+    happen in workers. An image's ``<stem>_mask.png`` beside it is cropped like the image (for mask_auc); a
+    mask that cannot be used is skipped with a note saying why, and the image is analysed without it."""
 
     def __init__(self, paths: list[Path], resize_size: int, input_size: int):
         self.paths, self.resize_size, self.input_size = paths, resize_size, input_size
@@ -89,10 +94,31 @@ class ImageViews:
         from ..io.images import open_image
 
         try:
-            view = center_crop_view(open_image(self.paths[i]), self.resize_size, self.input_size)
-            return i, view, None
+            image = open_image(self.paths[i])
+            view = center_crop_view(image, self.resize_size, self.input_size)
         except SGEVizError as exc:
-            return i, None, str(exc)
+            return i, None, str(exc), None, None
+        mask, note = self._mask(i, image.size)
+        return i, view, None, mask, note
+
+    def _mask(self, i: int, size: tuple[int, int]):
+        from PIL import Image
+
+        from ..capture.preprocess import center_crop_view
+        from ..io.masks import mask_path, read_mask
+
+        path = mask_path(self.paths[i])
+        if not path.is_file():
+            return None, None
+        try:
+            mask = read_mask(path, size)
+        except SGEVizError as exc:
+            return None, f"mask skipped, so no mask_auc: {exc}"
+        cropped = center_crop_view(Image.fromarray(mask.astype("uint8") * 255, "L"), self.resize_size,
+                                   self.input_size) >= 128
+        if not cropped.any() or cropped.all():
+            return None, f"mask skipped, so no mask_auc: {path} is empty or covers the whole crop the model sees"
+        return cropped, None
 
 
 def _as_list(batch):
@@ -129,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
 
     def collect(block: bool) -> None:
         while pending and (block or pending[0][1].done() or len(pending) > limit):
-            job, future, top = pending.popleft()
+            job, future, top, ood = pending.popleft()
             try:
                 folder = future.result()
             except (OSError, SGEVizError) as exc:
@@ -137,17 +163,24 @@ def run(args: argparse.Namespace) -> int:
                 progress.write(f"error: {job.path}: could not write results: {exc}", file=sys.stderr)
                 progress.update(1)
                 continue
-            results.append({"image": str(job.path), "folder": str(folder), "predictions": top})
+            results.append({"image": str(job.path), "folder": str(folder), "predictions": top,
+                            "out_of_domain": ood})
             if not args.json:
                 best = top[0]
-                progress.write(f"{job.path} -> {folder}  ({best['label']} {best['probability']:.1%})",
+                flag = "  [out of domain: the model does not know images like this]" if ood and ood[
+                    "out_of_domain"] else ""
+                progress.write(f"{job.path} -> {folder}  ({best['label']} {best['probability']:.1%}){flag}",
                                file=sys.stdout)
             progress.update(1)
 
     try:
         for batch in loader:
-            good = [(i, view) for i, view, error in batch if error is None]
-            for i, _, error in batch:
+            good = [(i, view) for i, view, error, _, _ in batch if error is None]
+            masks = {i: mask for i, _, _, mask, _ in batch}
+            for i, _, _, _, note in batch:
+                if note is not None:
+                    progress.write(f"note: {jobs[i].path}: {' '.join(note.split())}", file=sys.stderr)
+            for i, _, error, _, _ in batch:
                 if error is not None:
                     failures.append({"image": str(jobs[i].path), "error": error})
                     progress.write(f"error: {jobs[i].path}: {' '.join(error.split())}", file=sys.stderr)
@@ -157,13 +190,13 @@ def run(args: argparse.Namespace) -> int:
             analyses = analyze_views(loaded, views, activations=not args.no_pictures) if good else []
             for (i, _), analysis in zip(good, analyses):
                 job = jobs[i]
-                pending.append((job, writers.submit(write_analysis, analysis, out / job.out_name,
+                pending.append((job, writers.submit(write_analysis, analysis, out / job.out_name, mask=masks[i],
                                                         pictures=not args.no_pictures),
-                                predictions_json(analysis.predictions)))
+                                predictions_json(analysis.predictions), analysis.ood))
             collect(block=False)
         collect(block=True)
     finally:
-        for _, future, _ in pending:
+        for _, future, _, _ in pending:
             future.cancel()
         writers.shutdown(wait=True)
         progress.close()

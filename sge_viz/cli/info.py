@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     info = {
         "path": str(args.checkpoint), "arch": config.arch, "parameters": loaded.num_parameters,
         "num_classes": config.num_classes, "input_size": config.input_size, "resize_size": config.resize_size,
-        "metadata": loaded.metadata, "sge_layers": layers,
+        "metadata": loaded.metadata, "sge_layers": layers, "domain": config.domain(),
     }
     if args.json:
         emit_json(info)
@@ -35,6 +35,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"parameters   {info['parameters']:,}")
     print(f"classes      {config.num_classes}")
     print(f"input        {size}x{size} (resize shorter side to {config.resize_size}, centre crop)")
+    domain = info["domain"]
+    print(f"knows        {domain['description'] or '(no description in the file)'}")
+    print(f"trained on   {domain['training_data'] or '(not stated)'}")
+    names = domain["classes"]
+    shown = ", ".join(names) if len(names) <= 12 else ", ".join(names[:8]) + f", ... ({len(names)} in all)"
+    print(f"class names  {shown}")
+    ood = domain["ood"]
+    print("out-of-domain " + (f"{ood['score']} distance of the pooled features > {ood['threshold']:.4g} flags an image"
+                              if ood else "no signal measured: nothing warns about images outside its domain"))
     for key, value in info["metadata"].items():
         print(f"{key:<12} {value}")
     print(f"SGE layers   {len(layers)} (gate map size at {size}x{size} input)")

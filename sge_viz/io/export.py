@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from ..capture.analysis import Analysis
 
 EXPORT_TILE = 64  # px per mosaic tile in files: an 8x8 mosaic of 64 groups is ~525 px wide
+MIN_OVERLAY_SIDE = 256  # overlay.png is at least this many px per side: small inputs are enlarged first
 CMAP = "inferno"
 
 
@@ -47,24 +48,63 @@ def stats_json(analysis: Analysis, mask: np.ndarray | None = None) -> str:
     return json.dumps(analysis_stats(analysis, mask), indent=1) + "\n"
 
 
+def enlarged(image: np.ndarray, min_side: int) -> np.ndarray:
+    """``image`` (S, S, 3) enlarged by a whole factor (Lanczos) until its shorter side is at least ``min_side``."""
+    side = min(image.shape[:2])
+    if side >= min_side:
+        return image
+    factor = -(-min_side // side)
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(image).resize((image.shape[1] * factor, image.shape[0] * factor),
+                                                    Image.LANCZOS))
+
+
+def _caption_lines(picture: np.ndarray, lines: list[str], size: int = 13) -> np.ndarray:
+    """The picture under its caption, each line wrapped at spaces to the picture's width (never clipped
+    mid-word unless one word is wider than the picture)."""
+    from ..viz.text import text_sprite
+
+    def fits(text: str) -> bool:
+        return text_sprite(text, size, (0, 0, 0), (255, 255, 255)).shape[1] + 8 <= picture.shape[1]
+
+    wrapped: list[str] = []
+    for line in lines:
+        current = ""
+        for word in line.split(" "):
+            candidate = f"{current} {word}".strip()
+            if current and not fits(candidate):
+                wrapped.append(current)
+                current = word
+            else:
+                current = candidate
+        wrapped.append(current)
+    for line in reversed(wrapped):
+        picture = viz.caption(picture, line, size=size)
+    return picture
+
+
 def mosaic_picture(analysis: Analysis, layer_name: str, tile: int = EXPORT_TILE) -> np.ndarray:
     """A layer's mosaic with a caption that says what it shows, and the colour scale under it."""
     layer = analysis.layer(layer_name)
     groups, height, width = layer.gate.shape
     picture = viz.mosaic(analysis.image, layer.gate, cmap=CMAP, tile=tile)
-    title = f"{layer.name}: SGE gate of each of {groups} groups ({height}x{width}, tile label = group)"
-    legend = viz.colorbar(CMAP, width=min(256, picture.shape[1]), vmin=0.0, vmax=1.0)
-    return viz.stack([viz.caption(picture, title), legend])
+    lines = [f"{layer.name}: the SGE gate of each of its {groups} groups",
+             f"gate map {height}x{width} per group; tile label = group"]
+    legend = viz.colorbar(CMAP, width=picture.shape[1], vmin=0.0, vmax=1.0)
+    return viz.stack([_caption_lines(picture, lines), legend, viz.caption(legend[:0], "gate value (0 to 1)")])
 
 
 def overlay_picture(analysis: Analysis) -> tuple[np.ndarray, str, int]:
-    """The deepest layer's most selective group over the image, captioned; also (layer, group)."""
+    """The deepest layer's most selective group over the image (enlarged to at least MIN_OVERLAY_SIDE px),
+    captioned with the full layer name, with its colour bar; also (layer, group)."""
     layer = analysis.layers[-1]
     group = selectivity_order(layer.gate)[0]
-    picture = viz.overlay(analysis.image, layer.gate[group], cmap=CMAP)
-    title = f"{layer.name} g{group} (most selective)"
+    picture = viz.overlay(enlarged(analysis.image, MIN_OVERLAY_SIDE), layer.gate[group], cmap=CMAP)
+    lines = [f"{layer.name}, group {group} of {layer.groups}", "its most selective group (deepest layer)"]
     legend = viz.colorbar(CMAP, width=picture.shape[1], vmin=0.0, vmax=1.0)
-    return viz.stack([viz.caption(picture, title, size=11), legend]), layer.name, group
+    return (viz.stack([_caption_lines(picture, lines), legend, viz.caption(legend[:0], "gate value (0 to 1)")]),
+            layer.name, group)
 
 
 def write_analysis(analysis: Analysis, out_dir: str | Path, mask: np.ndarray | None = None,

@@ -120,5 +120,7 @@ def analysis_stats(analysis: Analysis, mask: np.ndarray | None = None) -> dict:
         "image_size": [int(height), int(width)],
         "predictions": [{"index": int(p.index), "label": p.label, "probability": float(p.probability)}
                         for p in analysis.predictions],
+        # sge_viz.metrics.ood.verdict (score, value, threshold, out_of_domain); null: no signal measured
+        "out_of_domain": getattr(analysis, "ood", None),
         "layers": layers,
     }

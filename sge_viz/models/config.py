@@ -21,6 +21,14 @@ class ModelConfig:
     # Keyword arguments of the architecture builder (widths, groups, ...), so a
     # checkpoint can rebuild a non-default member of the family.
     arch_kwargs: dict = field(default_factory=dict)
+    # The model's domain, shown beside its predictions: one sentence on what it recognises, and the data
+    # it was trained on. Empty in a file that predates them: the registry fills in its defaults.
+    description: str = ""
+    training_data: str = ""
+    # The out-of-domain signal: its name ("" = none measured) and the threshold above which an image is
+    # flagged (see sge_viz.metrics.ood).
+    ood_score: str = ""
+    ood_threshold: float | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -38,7 +46,22 @@ class ModelConfig:
             std=tuple(float(v) for v in d["std"]),
             class_names=tuple(str(v) for v in d.get("class_names", ())),
             arch_kwargs=dict(d.get("arch_kwargs", {})),
+            description=str(d.get("description", "")),
+            training_data=str(d.get("training_data", "")),
+            ood_score=str(d.get("ood_score", "")),
+            ood_threshold=None if d.get("ood_threshold") is None else float(d["ood_threshold"]),
         )
+
+    def domain(self) -> dict:
+        """What the model knows, for the page, ``/models`` and ``sge-viz info``: description, training data,
+        classes, input size and the out-of-domain signal (None when none was measured)."""
+        return {
+            "description": self.description, "training_data": self.training_data,
+            "num_classes": self.num_classes, "classes": list(self.class_names),
+            "input_size": self.input_size, "resize_size": self.resize_size,
+            "ood": ({"score": self.ood_score, "threshold": self.ood_threshold}
+                    if self.ood_score and self.ood_threshold is not None else None),
+        }
 
     def class_name(self, index: int) -> str:
         if 0 <= index < len(self.class_names):

@@ -7,6 +7,7 @@ asked for.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +17,11 @@ from torch import nn
 
 from ..device import describe_device, pick_device
 from ..errors import SGEVizError
+from ..metrics.ood import OOD_KEY, OODDetector
 from ..resources import demo_checkpoint
 from .checkpoint import CHECKPOINT_SUFFIXES, build_for, check_arch, load_strict, read_checkpoint, verify_forward
 from .config import ModelConfig
-from .registry import DEMO_ARCH, available_models, build_model
+from .registry import DEMO_ARCH, available_models, build_model, untrained
 
 CHECKPOINTS_ENV = "SGE_VIZ_CHECKPOINTS"
 
@@ -35,6 +37,7 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype = torch.float32
     metadata: dict[str, str] = field(default_factory=dict)  # what the file says of itself (epoch, accuracy, ...)
+    ood: OODDetector | None = None  # the out-of-domain signal's parameters, when the file carries them
 
     @property
     def num_parameters(self) -> int:
@@ -104,9 +107,24 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = None, 
     model, config = build_for(contents, path)
     load_strict(model, contents.state_dict, path, config.arch)
     verify_forward(model, config, path)
+    ood = read_ood(contents.metadata, path)
+    if ood is not None:
+        config = dataclasses.replace(config, ood_score=ood.name, ood_threshold=ood.threshold)
     loaded = _place(model, config, checkpoint_label(path, config.arch), str(path), device, half, channels_last)
     loaded.metadata = {k: v for k, v in contents.metadata.items() if not k.startswith("sge_viz.")}
+    loaded.ood = ood
     return loaded
+
+
+def read_ood(metadata: dict[str, str], path: Path) -> OODDetector | None:
+    """The out-of-domain parameters a file carries (``sge_viz.ood``), or None; broken ones are an error."""
+    if OOD_KEY not in metadata:
+        return None
+    try:
+        return OODDetector.from_json(metadata[OOD_KEY])
+    except ValueError as exc:
+        raise SGEVizError(f"Checkpoint {path} has unusable '{OOD_KEY}' metadata ({exc}): measure it again with "
+                          "`python -m sge_viz.demo.ood` or remove the key.") from exc
 
 
 def create_model(name: str | None = None, checkpoint_path: str | Path | None = None,
@@ -134,6 +152,7 @@ def create_model(name: str | None = None, checkpoint_path: str | Path | None = N
         raise SGEVizError(f"Unknown model {name!r}; known: {', '.join(available_models())}.")
     if random_weights:
         model, config = build_model(name)
+        config = untrained(config)
         return _place(model, config, f"{name} (random weights)", "random weights", device, half, channels_last)
     for found in find_checkpoints():
         if found.arch == name:

@@ -7,6 +7,7 @@ and preprocessing defaults all read this one table.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -26,6 +27,43 @@ DEMO_KWARGS: dict = dict(block="basic", layers=[2, 2, 2], widths=[32, 64, 128], 
                          stem="small", stem_stride=2)
 
 
+# What the demo model knows, filled into its config when its file does not say (the shipped file predates
+# these fields). Its out-of-domain threshold travels with its weights (metadata ``sge_viz.ood``, measured
+# by ``python -m sge_viz.demo.ood``).
+DEMO_DOMAIN: dict = dict(
+    description=("Recognises one clothing item among clutter on a 64x64 canvas (10 Fashion-MNIST classes). "
+                 "It has never seen photographs: on anything else its classes and gates mean little."),
+    training_data=("Cluttered Fashion-MNIST: one Fashion-MNIST item (32-46 px, tinted) pasted over textured "
+                   "noise and 2-5 clutter patches, 240k generated training scenes"),
+)
+IMAGENET_DOMAIN: dict = dict(
+    description="Recognises 1000 ImageNet object classes in natural photographs (224x224 centre crop).",
+    training_data="ImageNet-1k (ILSVRC 2012) training set, 1.28M photographs",
+)
+
+
+def with_domain(config: ModelConfig) -> ModelConfig:
+    """``config`` with an empty description / training data filled from the registry's defaults for its
+    architecture (the demo model, or the ImageNet family when it has 1000 classes)."""
+    if config.description and config.training_data:
+        return config
+    if config.arch == DEMO_ARCH:
+        defaults = DEMO_DOMAIN
+    elif config.arch in ARCHS and config.num_classes == 1000:
+        defaults = IMAGENET_DOMAIN
+    else:
+        return config
+    return dataclasses.replace(config, description=config.description or defaults["description"],
+                               training_data=config.training_data or defaults["training_data"])
+
+
+def untrained(config: ModelConfig) -> ModelConfig:
+    """``config`` of a network with random weights: its domain says it knows nothing."""
+    return dataclasses.replace(config, description="Untrained (random weights): its predictions and gates mean "
+                               "nothing; use it to time the network or to see SGE's initial gates.",
+                               training_data="nothing (random initialisation)", ood_score="", ood_threshold=None)
+
+
 @dataclass(frozen=True)
 class ArchSpec:
     """A registered architecture: its layout and whether it has ImageNet defaults."""
@@ -37,7 +75,7 @@ class ArchSpec:
     def default_config(self) -> ModelConfig:
         """The preprocessing and labelling defaults of the official ImageNet weights."""
         return ModelConfig(arch=self.name, num_classes=1000, input_size=224, resize_size=256,
-                           class_names=imagenet_class_names())
+                           class_names=imagenet_class_names(), **IMAGENET_DOMAIN)
 
 
 ARCHS: dict[str, ArchSpec] = {spec.name: spec for spec in (
@@ -77,11 +115,11 @@ def build_model(arch: str, config: ModelConfig | None = None, use_sge: bool = Tr
     """
     if arch in ARCHS:
         spec = ARCHS[arch]
-        cfg = config or spec.default_config()
+        cfg = with_domain(config or spec.default_config())
         return SGEResNet(BLOCKS[spec.block], list(spec.layers), num_classes=cfg.num_classes, use_sge=use_sge), cfg
     if config is None or not config.arch_kwargs:
         raise KeyError(arch)
-    return build_custom(**config.arch_kwargs, num_classes=config.num_classes, use_sge=use_sge), config
+    return build_custom(**config.arch_kwargs, num_classes=config.num_classes, use_sge=use_sge), with_domain(config)
 
 
 @cache

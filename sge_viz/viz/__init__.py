@@ -7,8 +7,10 @@ from .draw import (
     GAP,
     HIGHLIGHT,
     activation_pair,
+    activation_range,
     default_workers,
     diverging,
+    diverging_limit,
     draw_outline,
     group_at,
     mosaic,
@@ -20,7 +22,8 @@ from .resize import resize_maps
 from .text import caption, colorbar, stack, to_png_bytes
 
 __all__ = [
-    "GAP", "HIGHLIGHT", "activation_pair", "caption", "colorbar", "colorize", "colour_indices", "colour_table",
+    "GAP", "HIGHLIGHT", "activation_pair", "activation_range", "diverging_limit",
+    "caption", "colorbar", "colorize", "colour_indices", "colour_table",
     "default_workers", "diverging", "draw_outline", "group_at", "mosaic", "mosaic_grid", "mosaics", "overlay",
     "resize_maps", "stack", "to_png_bytes",
 ]

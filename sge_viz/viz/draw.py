@@ -26,37 +26,62 @@ HIGHLIGHT = (0, 200, 255)
 
 
 def overlay(image: np.ndarray, gate_map: np.ndarray, cmap: str = "inferno", alpha: float = 0.5,
-            vmin: float = 0.0, vmax: float = 1.0) -> np.ndarray:
-    """``gate_map`` (h, w) upsampled bilinearly to the image and alpha-blended over it."""
+            vmin: float = 0.0, vmax: float = 1.0, smooth: bool = True) -> np.ndarray:
+    """``gate_map`` (h, w) upsampled to the image (bilinearly, or nearest with ``smooth=False``) and
+    alpha-blended over it."""
     image, alpha = as_rgb(image), check_alpha(alpha)
     height, width = image.shape[:2]
-    idx = colour_indices(resize_maps(gate_map, height, width), vmin, vmax)
+    idx = colour_indices(resize_maps(gate_map, height, width, smooth), vmin, vmax)
     packed = np.take(blend_table(cmap, alpha), idx)
     packed += base_layer(image, alpha)
     return unpack(packed)
 
 
-def diverging(image: np.ndarray, gate_map: np.ndarray, alpha: float = 0.6) -> np.ndarray:
+def diverging_limit(gate_map: np.ndarray, limit: float | None = None) -> float:
+    """The half-range of the diverging scale: ``limit`` when given (absolute scale), else the map's own
+    largest |gate - mean| (relative scale; 1.0 for a perfectly flat map)."""
+    if limit is not None:
+        if not limit > 0:
+            raise ValueError(f"limit must be positive, got {limit}")
+        return float(limit)
+    gate_map = np.asarray(gate_map, dtype=np.float32)
+    own = float(np.abs(gate_map - np.float32(gate_map.mean(dtype=np.float64))).max()) if gate_map.size else 0.0
+    return own if own > 0 else 1.0
+
+
+def diverging(image: np.ndarray, gate_map: np.ndarray, alpha: float = 0.6, limit: float | None = None,
+              smooth: bool = True) -> np.ndarray:
     """Gate minus its spatial mean: red = enhanced (above the mean), blue = suppressed, white = at the mean.
 
-    The scale is symmetric, +-max|gate - mean|, so equal colours mean equal distances.
+    Drawn over a grey copy of the image, so every colour comes from the map. The scale is symmetric,
+    -L..+L with L = ``diverging_limit(gate_map, limit)``: a fixed ``limit`` (absolute scale) keeps a flat
+    gate near-white; ``limit=None`` stretches each map to its own largest deviation (relative scale).
     """
     gate_map = np.asarray(gate_map, dtype=np.float32)
     centred = gate_map - np.float32(gate_map.mean(dtype=np.float64))
-    limit = float(np.abs(centred).max()) if centred.size else 0.0
-    limit = limit if limit > 0 else 1.0  # a flat map is white everywhere
-    return overlay(image, centred, cmap="bwr", alpha=alpha, vmin=-limit, vmax=limit)
+    limit = diverging_limit(gate_map, limit)
+    grey = as_rgb(image).astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    grey = np.repeat(np.clip(grey + 0.5, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    return overlay(grey, centred, cmap="bwr", alpha=alpha, vmin=-limit, vmax=limit, smooth=smooth)
+
+
+def activation_range(before: np.ndarray, after: np.ndarray) -> tuple[float, float]:
+    """(vmin, vmax) shared by the before and after maps."""
+    before, after = np.asarray(before, np.float32), np.asarray(after, np.float32)
+    return float(min(before.min(), after.min())), float(max(before.max(), after.max()))
 
 
 def activation_pair(image: np.ndarray, before: np.ndarray, after: np.ndarray, cmap: str = "viridis",
-                    alpha: float = 0.6) -> np.ndarray:
-    """The group's activation before vs after SGE side by side, (S, 2S + GAP, 3), one shared colour scale."""
+                    alpha: float = 0.6, smooth: bool = True, vmin: float | None = None,
+                    vmax: float | None = None) -> np.ndarray:
+    """The group's activation before vs after SGE side by side, (S, 2S + GAP, 3), one shared colour scale
+    (``activation_range`` unless vmin/vmax are given)."""
     image = as_rgb(image)
     before, after = np.asarray(before, np.float32), np.asarray(after, np.float32)
-    vmin = float(min(before.min(), after.min()))
-    vmax = float(max(before.max(), after.max()))
-    left = overlay(image, before, cmap, alpha, vmin, vmax)
-    right = overlay(image, after, cmap, alpha, vmin, vmax)
+    lo, hi = activation_range(before, after)
+    vmin, vmax = (lo if vmin is None else vmin), (hi if vmax is None else vmax)
+    left = overlay(image, before, cmap, alpha, vmin, vmax, smooth)
+    right = overlay(image, after, cmap, alpha, vmin, vmax, smooth)
     height, width = image.shape[:2]
     out = np.empty((height, 2 * width + GAP, 3), np.uint8)
     out[:] = BACKGROUND
@@ -98,7 +123,7 @@ def group_at(x: float, y: float, groups: int, tile: int = 96, columns: int | Non
 
 def mosaic(image: np.ndarray, gates: np.ndarray, order: list[int] | None = None, cmap: str = "inferno",
            alpha: float = 0.5, tile: int = 96, columns: int | None = None, highlight: int | None = None,
-           labels: bool = True, vmin: float = 0.0, vmax: float = 1.0) -> np.ndarray:
+           labels: bool = True, vmin: float = 0.0, vmax: float = 1.0, smooth: bool = True) -> np.ndarray:
     """Every group's gate (G, h, w) over the image, one tile each, in ``order`` (default 0..G-1).
 
     Tiles are ``tile`` px squares ``GAP`` px apart, row by row; each carries its
@@ -128,7 +153,7 @@ def mosaic(image: np.ndarray, gates: np.ndarray, order: list[int] | None = None,
     small[:n] *= np.float32(256.0 / span if span > 0 else 0.0)
     np.nan_to_num(small, copy=False, nan=0.0)
     np.clip(small, 0.0, 255.99, out=small)
-    rows_m, cols_m = gapped_resize_matrix(h, tile, step), gapped_resize_matrix(w, tile, step)
+    rows_m, cols_m = gapped_resize_matrix(h, tile, step, smooth), gapped_resize_matrix(w, tile, step, smooth)
     with one_blas_thread():
         across = small.reshape(rows, cols, h, w).transpose(0, 2, 1, 3).reshape(rows, h * cols, w) @ cols_m.T
         idx = (rows_m @ across.reshape(rows, h, cols * step)).astype(np.uint8)  # (rows, step, cols * step)

@@ -48,13 +48,26 @@ def resize_matrix(n_in: int, n_out: int) -> np.ndarray:
     return out
 
 
-def resize_maps(maps: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(..., h, w) float maps resized bilinearly to (..., height, width) float32, all at once."""
+@lru_cache(maxsize=256)
+def nearest_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) 0/1 weights of nearest-neighbour resizing: each output pixel copies the input cell
+    its centre falls in, so every gate value shows as one flat block (the true h x w cells)."""
+    src = np.minimum(((np.arange(n_out) + 0.5) * n_in / n_out).astype(np.int64), n_in - 1)
+    out = np.zeros((n_out, n_in), np.float32)
+    out[np.arange(n_out), src] = 1.0
+    out.setflags(write=False)
+    return out
+
+
+def resize_maps(maps: np.ndarray, height: int, width: int, smooth: bool = True) -> np.ndarray:
+    """(..., h, w) float maps resized to (..., height, width) float32, all at once: bilinearly, or with
+    ``smooth=False`` nearest-neighbour (each cell a flat block)."""
     maps = np.asarray(maps, dtype=np.float32)
     h, w = maps.shape[-2:]
     if (h, w) == (height, width):
         return maps.copy()
-    rows, cols = resize_matrix(h, height), resize_matrix(w, width)
+    matrix = resize_matrix if smooth else nearest_matrix
+    rows, cols = matrix(h, height), matrix(w, width)
     with one_blas_thread():
         return rows @ (maps @ cols.T)
 
@@ -67,10 +80,10 @@ def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=256)
-def gapped_resize_matrix(n_in: int, tile: int, step: int) -> np.ndarray:
-    """(step, n_in): the bilinear resize to ``tile`` followed by ``step - tile`` zero rows (the gap)."""
+def gapped_resize_matrix(n_in: int, tile: int, step: int, smooth: bool = True) -> np.ndarray:
+    """(step, n_in): the bilinear (or nearest) resize to ``tile`` followed by ``step - tile`` zero rows (the gap)."""
     out = np.zeros((step, n_in), np.float32)
-    out[:tile] = resize_matrix(n_in, tile)
+    out[:tile] = resize_matrix(n_in, tile) if smooth else nearest_matrix(n_in, tile)
     out.setflags(write=False)
     return out
 

@@ -12,6 +12,7 @@ from PIL import Image
 from test_app_rerender import PHOTO, SCENE
 
 from sge_viz import viz as render
+from sge_viz.app import views
 from sge_viz.app.catalogue import ModelService
 from sge_viz.app.views import view_image
 from sge_viz.capture.analysis import analyze
@@ -59,6 +60,10 @@ def test_analyze_endpoint_returns_the_library_result(served, library, image):
         for key, value in layer.items():
             np.testing.assert_allclose(got["layers"][name][key], value, rtol=1e-6, atol=1e-7, err_msg=f"{name} {key}")
 
+    # The out-of-domain verdict: the same distance; the photo is flagged, the scene is not.
+    assert got["out_of_domain"]["out_of_domain"] == expected["out_of_domain"]["out_of_domain"] == (image == PHOTO)
+    np.testing.assert_allclose(got["out_of_domain"]["value"], expected["out_of_domain"]["value"], rtol=1e-4)
+
     # The Label output carries the same top-5.
     assert [c["label"] for c in predictions["confidences"]] == [p["label"] for p in expected["predictions"]]
 
@@ -67,7 +72,8 @@ def test_analyze_endpoint_returns_the_library_result(served, library, image):
     group = stats.selectivity_order(deepest.gate)[0]
     stretch = dict(vmin=float(deepest.gate.min()), vmax=float(deepest.gate.max()))  # the layer's own range
     want = render.overlay(view_image(analysis), deepest.gate[group], "inferno", 0.5, **stretch)
-    want_diverging = render.diverging(view_image(analysis), deepest.gate[group])
+    # The enhanced/suppressed map on the absolute scale: gate minus the group's mean on -0.25..+0.25.
+    want_diverging = render.diverging(view_image(analysis), deepest.gate[group], limit=views.DIVERGING_RANGE)
     if mask is not None:  # the item's outline drawn over both maps
         side = want.shape[0]
         big = np.asarray(Image.fromarray(mask).resize((side, side), Image.NEAREST))
@@ -77,8 +83,12 @@ def test_analyze_endpoint_returns_the_library_result(served, library, image):
     want_mosaic = render.mosaic(view_image(analysis), deepest.gate, order=stats.selectivity_order(deepest.gate),
                                 cmap="inferno", alpha=0.5, highlight=group, **stretch)
     np.testing.assert_array_equal(np.asarray(Image.open(mosaic).convert("RGB")), want_mosaic)
-    want_pair = render.activation_pair(view_image(analysis), deepest.before[group], deepest.after[group])
-    np.testing.assert_array_equal(np.asarray(Image.open(activations).convert("RGB")), want_pair)
+    # Before/after: the group's vector lengths on one scale, the colour bar under the pair.
+    before, after = deepest.before_length[group], deepest.after_length[group]
+    lo, hi = render.activation_range(before, after)
+    want_pair = render.activation_pair(view_image(analysis), before, after, vmin=lo, vmax=hi)
+    got_pair = np.asarray(Image.open(activations).convert("RGB"))
+    np.testing.assert_array_equal(got_pair[:want_pair.shape[0], :want_pair.shape[1]], want_pair)
 
 
 def test_analyze_endpoint_layer_and_group(served, library):
@@ -101,6 +111,11 @@ def test_models_endpoint(served):
     assert models["choices"] == service.choices
     assert models["default"] == service.default
     assert models["device"] == describe_device(pick_device("cpu"))
+    demo = models["models"][service.default]
+    assert "Cluttered Fashion-MNIST" in demo["training_data"] and demo["classes"][0] == "T-shirt/top"
+    assert demo["input_size"] == 64 and demo["num_classes"] == 10
+    assert demo["ood"]["score"] == "mahalanobis"
+    assert demo["ood"]["threshold"] == service.get(service.default).ood.threshold
 
 
 def test_errors_come_back_as_messages_and_the_app_keeps_serving(served, tmp_path):

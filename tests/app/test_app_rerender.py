@@ -132,11 +132,15 @@ def test_compare_holds_four_panels_then_says_so(app):
         out = h.pin(analysis, layer, i, "inferno", 0.5, pins)
         pins = out[h.c.pins]
         assert len(pins) == i + 1
-        assert pins[-1][1].startswith(f"{image.name} · {layer} · group {i} · scale ")
         gate = analysis.layer(layer).gate
-        overlay = render.overlay(view_image(analysis), gate[i], "inferno", 0.5, vmin=float(gate.min()),
-                                 vmax=float(gate.max()))
-        assert np.mean(np.any(pins[-1][0] != overlay, axis=2)) < 0.05  # the overlay, with a thin outline
+        lo, hi = float(gate.min()), float(gate.max())
+        assert pins[-1][1] == f"{image.name} · {layer} · group {i} · layer range {lo:.3f}-{hi:.3f}"
+        overlay = render.overlay(view_image(analysis), gate[i], "inferno", 0.5, vmin=lo, vmax=hi)
+        side = overlay.shape[0]
+        assert np.mean(np.any(pins[-1][0][:side] != overlay, axis=2)) < 0.05  # the overlay, with a thin outline
+        # ... and under it the colour bar of that range: dark at the left end, bright at the right end.
+        bar = pins[-1][0][side + 6].astype(int)
+        assert bar[1].sum() < 100 and bar[overlay.shape[1] - 2].sum() > 500
     with pytest.warns(UserWarning, match="four compare panels"):
         assert h.pin(analysis, analysis.layer_names[0], 0, "inferno", 0.5, pins) == h._unchanged("pins")
     assert h.clear_pins()[h.c.pins] == []
@@ -166,12 +170,20 @@ def test_user_errors_become_page_messages(app, tmp_path):
     h, service, _, _ = app
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    with pytest.raises(gr.Error, match="broken.png"):
-        h.show_image({"path": str(bad), "orig_name": bad.name}, service.default, None, None, Order.MODEL,
-                     "inferno", 0.5)
-    with pytest.raises(gr.Error, match="not on offer"):
-        h.show_image({"path": str(bad), "orig_name": bad.name}, "no such model", None, None, Order.MODEL,
-                     "inferno", 0.5)
+    # One warning toast each, and the page stays as it was (no "Error" badge on every output).
+    with pytest.warns(UserWarning, match="broken.png"):
+        assert h.show_image({"path": str(bad), "orig_name": bad.name}, service.default, None, None, Order.MODEL,
+                            "inferno", 0.5) == h._unchanged("caption")
+    with pytest.warns(UserWarning, match="not on offer"):
+        assert h.show_image({"path": str(bad), "orig_name": bad.name}, "no such model", None, None, Order.MODEL,
+                            "inferno", 0.5) == h._unchanged("caption")
+    # The Analyse button with no image says so.
+    with pytest.warns(UserWarning, match="Nothing to analyse yet"):
+        assert h.run_clicked(None, service.default, None, None, Order.MODEL, "inferno", 0.5) == h._unchanged("caption")
+    # A group typed out of range: a warning naming the valid groups, the views stay.
+    analysis = service.run_analysis(service.default, SCENE, SCENE.name)
+    with pytest.warns(UserWarning, match="groups 0 to 7"):
+        assert h.change_view(analysis, "layer1.0.sge", 99, Order.MODEL, "inferno", 0.5) == h._unchanged("caption")
     # Controls moved before any image: nothing to redraw, nothing fails.
     assert h.change_layer(None, "layer1.0.sge", 0, Order.MODEL, "inferno", 0.5) == {h.c.caption: gr.skip()}
     assert h.change_view(None, "layer1.0.sge", 0, Order.MODEL, "viridis", 0.5) == {h.c.caption: gr.skip()}
@@ -200,7 +212,7 @@ def test_example_scenes_bring_their_mask(app, tmp_path):
     np.testing.assert_array_equal(analysis.mask, mask_for(image))  # 64x64 in, 64x64 seen
     layer = analysis.layer_names[3]
     headers, rows = group_table(analysis, layer)
-    assert headers[-1] == "item AUC"
+    assert headers[-1] == "mask AUC"
     auc = metrics.gate_mask_auc(analysis.layer(layer).gate, mask_for(image))
     assert [r[-1] for r in rows] == [round(float(auc[r[1]]), 3) for r in rows]
     assert service.run_analysis(service.default, PHOTO, PHOTO.name).mask is None
@@ -223,11 +235,17 @@ def test_first_image_starts_on_a_readable_layer_later_images_keep_the_view(app):
     assert analysis.layer(layer).gate.shape[2] >= 14 and layer != analysis.layer_names[-1]
     assert first[h.c.layer].value == layer
     assert first[h.c.group].value == stats.selectivity_order(analysis.layer(layer).gate)[0]
-    # The next image on the same model keeps the layer and group the user chose, so images compare.
+    # The next image on the same model keeps the layer (so images compare) and starts on its own most
+    # selective group, unless the user pinned the group ("keep").
     photo = {"path": str(PHOTO), "orig_name": PHOTO.name}
     second = h.show_image(photo, service.default, "layer1.1.sge", 5, Order.SELECTIVE, "inferno", 0.5, Scale.LAYER, analysis)
-    assert second[h.c.layer].value == "layer1.1.sge" and second[h.c.group].value == 5
-    assert "group **5** of" in second[h.c.caption] and PHOTO.name in second[h.c.caption]
+    best = stats.selectivity_order(second[h.c.state].layer("layer1.1.sge").gate)[0]
+    assert second[h.c.layer].value == "layer1.1.sge" and second[h.c.group].value == best
+    assert best != 5  # so the test tells the two rules apart
+    kept = h.show_image(photo, service.default, "layer1.1.sge", 5, Order.SELECTIVE, "inferno", 0.5, Scale.LAYER,
+                        analysis, keep_group=True)
+    assert kept[h.c.layer].value == "layer1.1.sge" and kept[h.c.group].value == 5
+    assert "group **5** of" in kept[h.c.caption] and PHOTO.name in kept[h.c.caption]
 
 
 def test_without_the_demo_checkpoint_the_app_says_so_and_still_starts(monkeypatch, tmp_path):

@@ -73,7 +73,11 @@ def test_analyze_writes_consistent_files(capsys, tmp_path, tiny_checkpoint, imag
         assert picture.shape[1] == cols * (export.EXPORT_TILE + render.GAP) - render.GAP
         assert picture.shape[0] > rows * (export.EXPORT_TILE + render.GAP)  # plus caption and colour bar
     overlay = np.asarray(Image.open(folder / "overlay.png"))
-    assert overlay.shape[1] == 48 and overlay.shape[2] == 3
+    # A 48 px input is enlarged by a whole factor to at least MIN_OVERLAY_SIDE: 6 x 48 = 288 px wide.
+    assert overlay.shape[1] == 48 * -(-export.MIN_OVERLAY_SIDE // 48) >= 224 and overlay.shape[2] == 3
+    # Under the picture: the inferno colour bar, dark on the left, bright on the right.
+    tail = overlay[-80:].astype(int)
+    assert ((tail[:, 2].sum(axis=1) < 100) & (tail[:, -3].sum(axis=1) > 400)).any(), "no colour bar under overlay"
 
 
 def test_analyze_without_pictures_writes_the_same_data_only(capsys, tmp_path, tiny_checkpoint, image_file):
@@ -134,6 +138,50 @@ def test_same_stem_gets_distinct_folders(capsys, tmp_path, tiny_checkpoint):
     assert sorted(p.name for p in out.iterdir()) == ["x_jpg", "x_png"]
 
 
+def test_analyze_folder_uses_masks_and_skips_a_wrong_sized_one(capsys, tmp_path, tiny_checkpoint):
+    from sge_viz.metrics.localisation import gate_mask_auc
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    structured_image(seed=1).save(inputs / "a.png")
+    structured_image(seed=2).save(inputs / "b.png")
+    size = Image.open(inputs / "a.png").size
+    mask = np.zeros(size[::-1], bool)
+    mask[size[1] // 4: size[1] // 2, size[0] // 3: 2 * size[0] // 3] = True
+    Image.fromarray(mask.astype(np.uint8) * 255).save(inputs / "a_mask.png")
+    Image.new("L", (size[0] + 3, size[1])).save(inputs / "b_mask.png")  # the wrong size
+    out = tmp_path / "out"
+    code, stdout, stderr = run(capsys, "analyze", inputs, "--checkpoint", tiny_checkpoint, "--out", out)
+    assert code == 0, stderr
+    assert sorted(p.name for p in out.iterdir()) == ["a", "b"]  # masks are not analysed as images
+    assert "b_mask.png" in stderr and "mask skipped" in stderr and "a_mask.png" not in stderr
+    stats_a = json.loads((out / "a" / "stats.json").read_text())
+    stats_b = json.loads((out / "b" / "stats.json").read_text())
+    assert all("mask_auc" not in layer for layer in stats_b["layers"].values())
+    # The AUC recomputed from the library: the mask cropped like the image, the gates of this image.
+    loaded = load_checkpoint(tiny_checkpoint, device="cpu")
+    direct = analyze(loaded, open_image(inputs / "a.png"))
+    from sge_viz.capture.preprocess import center_crop_view
+
+    cropped = center_crop_view(Image.fromarray(mask.astype(np.uint8) * 255), loaded.config.resize_size,
+                               loaded.config.input_size) >= 128
+    for layer in direct.layers:
+        np.testing.assert_allclose(stats_a["layers"][layer.name]["mask_auc"], gate_mask_auc(layer.gate, cropped),
+                                   atol=1e-4)  # batched vs single forward: float32 rounding only
+
+
+def test_info_prints_the_demo_models_domain(capsys):
+    from sge_viz.resources import demo_checkpoint
+
+    code, stdout, _ = run(capsys, "info", demo_checkpoint())
+    assert code == 0
+    assert "Cluttered Fashion-MNIST" in stdout and "Ankle boot" in stdout and "mahalanobis" in stdout
+    code, stdout, _ = run(capsys, "info", demo_checkpoint(), "--json")
+    domain = json.loads(stdout)["domain"]
+    assert domain["classes"][9] == "Ankle boot" and domain["input_size"] == 64
+    assert domain["ood"]["score"] == "mahalanobis" and domain["ood"]["threshold"] > 0
+
+
 def test_info_json(capsys, tiny_checkpoint):
     code, stdout, _ = run(capsys, "info", tiny_checkpoint, "--json")
     assert code == 0
@@ -157,6 +205,7 @@ def test_info_text_for_an_official_checkpoint(capsys, tmp_path):
     code, stdout, _ = run(capsys, "info", path)
     assert code == 0
     assert "sge_resnet18" in stdout and "11,690,536" in stdout and "layer4.1.sge" in stdout and "7x7" in stdout
+    assert "ImageNet" in stdout and "no signal measured" in stdout  # its domain, and no OOD threshold
 
 
 def test_predict_json(capsys, tiny_checkpoint, image_file):

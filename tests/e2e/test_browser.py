@@ -1,4 +1,6 @@
-"""The page in a real browser: upload, wait for the mosaic, change layer and group, see the views change.
+"""The page in a real browser: upload, wait for the mosaic, change layer and group, see the views change;
+the absolute colour scale keeps a flat gate pale; a photo on the demo model gets the out-of-domain note
+and the domain card; the definitions are on the page.
 
 Screenshots land in tests/e2e/screenshots/ (not tracked); the README's pictures are copies of them.
 """
@@ -12,7 +14,11 @@ import pytest
 from PIL import Image
 
 from sge_viz.app.views import mosaic_tile
+from sge_viz.capture.analysis import analyze
+from sge_viz.io.images import open_image
+from sge_viz.metrics.gates import group_stats
 from sge_viz.models.registry import DEMO_KWARGS
+from sge_viz.resources import examples_dir
 from sge_viz.viz import GAP
 
 pytestmark = pytest.mark.timeout(240)
@@ -53,6 +59,29 @@ def views(page) -> dict[str, tuple[str | None, np.ndarray]]:
 
 def group_value(page) -> int:
     return int(float(page.locator("#group input[type=number]").input_value()))
+
+
+def saturation(picture: np.ndarray) -> float:
+    """Mean per-pixel max(R, G, B) - min(R, G, B) (0 = white or grey), the green item outline left out."""
+    p = picture.astype(int)
+    outline = (p[..., 1] > p[..., 0] + 60) & (p[..., 1] > p[..., 2] + 60)
+    return float((p.max(axis=2) - p.min(axis=2))[~outline].mean())
+
+
+def choose_layer(page, name: str, old: dict) -> None:
+    """Pick ``name`` in the layer dropdown and wait for the focused views to be redrawn."""
+    page.locator("#layer input").click()
+    page.get_by_role("option", name=name, exact=True).click()
+    for sel in FOCUS:
+        wait_for_new(page, sel, old[sel][0])
+
+
+def choose_group(page, group: int) -> None:
+    before = src(page, "#diverging")
+    box = page.locator("#group input[type=number]")
+    box.fill(str(group))
+    box.press("Enter")
+    wait_for_new(page, "#diverging", before)
 
 
 def pin(page, slot: int) -> None:
@@ -154,6 +183,65 @@ def test_upload_explore_layer_and_group(live_app, browser, screenshots, tmp_path
     again.write_bytes(image.read_bytes())
     page.locator(UPLOAD).set_input_files(str(again))
     page.wait_for_function("() => document.querySelector('#caption').innerText.includes('again')", timeout=60000)
+
+    # The absolute scale of the enhanced/suppressed map: a flat group renders near-white, a selective one
+    # does not. Which groups are flat and selective is read from the library on the same image.
+    page.get_by_role("tab", name="Compare").click()
+    analysis = analyze(service.get(service.default), open_image(again))
+    spreads = {lg.name: group_stats(lg.gate).std for lg in analysis.layers}
+    layer = max(spreads, key=lambda n: spreads[n].max() - spreads[n].min())
+    flat, selective = int(np.argmin(spreads[layer])), int(np.argmax(spreads[layer]))
+    assert spreads[layer][selective] > 3 * spreads[layer][flat]
+    current = views(page)
+    if page.locator("#layer input").input_value() != layer:
+        choose_layer(page, layer, current)
+    seen = {}
+    for group in (flat, selective) if group_value(page) != flat else (selective, flat):
+        if group_value(page) != group:
+            choose_group(page, group)
+        assert f"group {group} of" in page.locator("#caption").inner_text()
+        seen[group] = saturation(pixels(page, "#diverging"))
+        if group == flat:
+            page.locator("#diverging").locator("xpath=../..").screenshot(path=str(screenshots / "flat_group.png"))
+        else:
+            page.locator("#diverging").locator("xpath=../..").screenshot(
+                path=str(screenshots / "selective_group.png"))
+    assert seen[flat] < 15 and seen[selective] > 2 * seen[flat], seen
+    assert "0.25" in page.locator("#contrast").inner_text()  # the fixed range is stated
+    page.locator("#activations").scroll_into_view_if_needed()
+    page.locator("#activations").screenshot(path=str(screenshots / "before_after.png"))
+
+    # The definitions: the "How to read this" panel opens and names every number with its formula.
+    page.locator("#how-to-read").get_by_text("How to read this").first.click()
+    definitions = page.locator("#definitions")
+    definitions.wait_for(state="visible", timeout=10000)
+    text = definitions.inner_text()
+    for term in ("selectivity", "spread", "enhanced share", "mean gate", "mask AUC", "std / mean", "ROC-AUC"):
+        assert term in text, term
+    definitions.screenshot(path=str(screenshots / "how_to_read.png"))
+    page.locator("#how-to-read").get_by_text("How to read this").first.click()
+
+    # A photo on the demo model: the out-of-domain note and the domain card say what the model knows.
+    photo = examples_dir() / "chelsea.jpg"
+    old_mosaic = src(page, "#mosaic")
+    page.locator(UPLOAD).set_input_files(str(photo))
+    wait_for_new(page, "#mosaic", old_mosaic)
+    page.wait_for_function("() => document.querySelector('#ood-note').innerText.includes('Out of domain')",
+                           timeout=60000)
+    card = page.locator("#domain-card").inner_text()
+    assert "Cluttered Fashion-MNIST" in card and "Ankle boot" in card and "64x64" in card
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(screenshots / "photo_out_of_domain.png"))
+    page.locator("#ood-note").locator("xpath=../..").screenshot(path=str(screenshots / "photo_domain_card.png"))
+
+    # A group typed out of range: one warning naming the valid groups, no error badges, the views stay.
+    shown = src(page, "#overlay")
+    box = page.locator("#group input[type=number]")
+    box.fill("99")
+    box.press("Enter")
+    page.locator(".toast-body", has_text="groups 0 to 7").first.wait_for(timeout=30000)
+    assert src(page, "#overlay") == shown
+    assert page.locator(".error").count() == 0 or not page.locator(".error").first.is_visible()
 
     (screenshots / "timings.txt").write_text(
         f"model: {service.default}\nupload to mosaic: {upload_to_mosaic:.2f} s\n"

@@ -1,0 +1,290 @@
+"""Measure the demo model's out-of-domain signal, choose its threshold and store both with the weights.
+
+    python -m sge_viz.demo.ood                 # measure, print, write the parameters + the model card section
+    python -m sge_viz.demo.ood --no-write      # print only
+
+The signal (``sge_viz.metrics.ood``): the squared Mahalanobis distance of the pooled features entering
+the classifier to the nearest class mean, with one shared within-class covariance. Three disjoint sets
+of held-out in-domain scenes (test split, seed EVAL_SEED, all after the model card's evaluation indices
+0..4999): class means and covariance are fitted on FIT (5000-7999), the threshold is the 95th percentile
+of the distance on CALIBRATE (8000-9999), and the false-alarm rate and AUROC are measured on TEST
+(10000-11999) against out-of-domain images: the four photos in assets/, crops of scikit-image's sample
+photos, Fashion-MNIST items alone on plain backgrounds ("shop" pictures), random textures and
+natural-image-like (1/f) noise, all through the app's preprocessing. For comparison the same is done
+for two scores read off the logits (maximum softmax probability and logsumexp = -energy).
+
+Writing re-saves the checkpoint with the parameters in its metadata (``sge_viz.ood``); the weights are
+checked to stay bit-identical.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..capture.preprocess import center_crop_view, normalise
+from ..device import pick_device
+from ..errors import SGEVizError
+from ..metrics import ood
+from ..metrics.localisation import roc_auc
+from ..metrics.ood import OODDetector
+from ..models.checkpoint import CONFIG_KEY, build_for, load_strict, read_checkpoint, read_metadata, save_safetensors
+from ..models.factory import LoadedModel, load_checkpoint
+from . import ASSET_DIR, DEMO_CHECKPOINT, MODEL_CARD
+from .data import ClutteredFashionMNIST, load_split
+from .evaluate import EVAL_SAMPLES, EVAL_SEED
+
+FIT = (EVAL_SAMPLES, EVAL_SAMPLES + 3000)  # the model card's evaluation uses indices 0..4999
+CALIBRATE = (FIT[1], FIT[1] + 2000)
+TEST = (CALIBRATE[1], CALIBRATE[1] + 2000)
+PER_KIND = 200
+FALSE_ALARM = 0.05
+OOD_SEED = 7
+START, END = "<!-- ood:start -->", "<!-- ood:end -->"
+PHOTOS = ("astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg")
+SKIMAGE = ("astronaut", "brick", "camera", "cat", "coffee", "coins", "grass", "gravel", "horse", "moon", "page",
+           "rocket", "text", "clock", "logo", "hubble_deep_field", "immunohistochemistry", "retina")
+
+
+def forward(loaded: LoadedModel, views: list[np.ndarray], batch: int = 250) -> tuple[np.ndarray, np.ndarray]:
+    """(N, classes) logits and (N, D) pooled features of already-cropped (S, S, 3) uint8 views, float64."""
+    logits, feats = [], []
+    hook = loaded.model.fc.register_forward_pre_hook(lambda _m, a: feats.append(a[0].double().cpu().numpy()))
+    try:
+        with torch.inference_mode():
+            for i in range(0, len(views), batch):
+                x = torch.stack([normalise(v, loaded.config) for v in views[i:i + batch]]).to(loaded.device)
+                logits.append(loaded.model(x).double().cpu().numpy())
+    finally:
+        hook.remove()
+    return np.concatenate(logits), np.concatenate(feats)
+
+
+def logit_scores(logits: np.ndarray) -> dict[str, np.ndarray]:
+    """{name: (N,)} of the logit-based scores, signed so that higher = further from the domain."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    lse = np.log(np.exp(z).sum(axis=1))
+    return {"max softmax probability (negated)": -np.exp(-lse), "energy (-logsumexp)": -(lse + logits.max(axis=1))}
+
+
+def _rgb(array: np.ndarray) -> np.ndarray:
+    array = np.asarray(array)
+    if array.dtype != np.uint8:
+        array = np.clip(array * (255.0 if array.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+    return array[..., :3]
+
+
+def ood_views(size: int, resize: int, rng: np.random.Generator, per_kind: int = PER_KIND,
+              root: str | None = None) -> dict[str, list[np.ndarray]]:
+    """Out-of-domain images, each put through the app's preprocessing (resize, centre crop)."""
+    views: dict[str, list[np.ndarray]] = {}
+
+    def crop(img: Image.Image) -> np.ndarray:
+        return center_crop_view(img.convert("RGB"), resize, size)
+
+    views["assets photos"] = [crop(Image.open(ASSET_DIR / name)) for name in PHOTOS]
+
+    import skimage.data
+
+    photos = []
+    for name in SKIMAGE:
+        try:
+            photos.append(Image.fromarray(_rgb(getattr(skimage.data, name)())))
+        except Exception:  # noqa: BLE001 - a sample that needs a download is just left out
+            continue
+    crops = []
+    for i in range(per_kind):
+        img = photos[i % len(photos)]
+        w, h = img.size
+        side = int(rng.integers(min(w, h) // 4, min(w, h) + 1))
+        x, y = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
+        crops.append(crop(img.crop((x, y, x + side, y + side))))
+    views["photo crops (skimage.data)"] = crops
+
+    images, _ = load_split("test", root)
+    shop = []
+    for _ in range(per_kind):
+        item = images[int(rng.integers(len(images)))].astype(np.float64) / 255.0
+        side = int(rng.integers(36, 60))
+        alpha = np.asarray(Image.fromarray((item * 255).astype(np.uint8)).resize((side, side), Image.BILINEAR))
+        alpha = alpha.astype(np.float64)[..., None] / 255.0
+        background = rng.uniform(0.75, 1.0) * np.ones(3) if rng.random() < 0.5 else rng.uniform(0, 1, 3)
+        colour = rng.uniform(0, 1, 3) if rng.random() < 0.5 else np.full(3, rng.uniform(0.0, 0.3))
+        canvas = np.ones((size, size, 3)) * background
+        x, y = (size - side) // 2, (size - side) // 2
+        canvas[y:y + side, x:x + side] = alpha * colour + (1 - alpha) * canvas[y:y + side, x:x + side]
+        shop.append(np.clip(canvas * 255, 0, 255).astype(np.uint8))
+    views["items on plain backgrounds"] = shop
+
+    textures = []
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    for i in range(per_kind):
+        kind = i % 3
+        if kind == 0:  # a coloured grating
+            f, theta = rng.uniform(2, 12), rng.uniform(0, np.pi)
+            wave = 0.5 + 0.5 * np.sin(2 * np.pi * f * (xx * np.cos(theta) + yy * np.sin(theta)))
+            img = wave[..., None] * rng.uniform(0, 1, 3) + (1 - wave[..., None]) * rng.uniform(0, 1, 3)
+        elif kind == 1:  # a checkerboard
+            n = int(rng.integers(2, 12))
+            board = ((np.floor(xx * n) + np.floor(yy * n)) % 2)[..., None]
+            img = board * rng.uniform(0, 1, 3) + (1 - board) * rng.uniform(0, 1, 3)
+        else:  # white noise
+            img = rng.uniform(0, 1, (size, size, 3))
+        textures.append(np.clip(img * 255, 0, 255).astype(np.uint8))
+    views["random textures"] = textures
+
+    noise = []
+    fy, fx = np.meshgrid(np.fft.fftfreq(size), np.fft.fftfreq(size), indexing="ij")
+    radius = np.sqrt(fx ** 2 + fy ** 2)
+    radius[0, 0] = 1.0
+    for _ in range(per_kind):
+        power = rng.uniform(1.0, 2.0)
+        chans = []
+        for _c in range(3):
+            spectrum = (rng.normal(size=(size, size)) + 1j * rng.normal(size=(size, size))) / radius ** power
+            spectrum[0, 0] = 0
+            field = np.real(np.fft.ifft2(spectrum))
+            chans.append((field - field.min()) / (np.ptp(field) or 1.0))
+        noise.append((np.stack(chans, axis=2) * 255).astype(np.uint8))
+    views["1/f noise"] = noise
+    return views
+
+
+def _scenes(dataset: ClutteredFashionMNIST, span: tuple[int, int]):
+    samples = [dataset[i] for i in range(*span)]
+    return [x.image for x in samples], np.array([x.label for x in samples])
+
+
+def measure(loaded: LoadedModel, per_kind: int = PER_KIND, root: str | None = None) -> tuple[dict, OODDetector]:
+    """Fit, calibrate and test every score; returns the figures and the Mahalanobis detector."""
+    cfg = loaded.config
+    dataset = ClutteredFashionMNIST("test", seed=EVAL_SEED, length=TEST[1], root=root)
+    (fit_views, fit_labels), (cal_views, _), (test_views, _) = (_scenes(dataset, s) for s in (FIT, CALIBRATE, TEST))
+    fit_logits, fit_feats = forward(loaded, fit_views)
+    means, precision = ood.fit(fit_feats, fit_labels)
+    kinds = ood_views(cfg.input_size, cfg.resize_size, np.random.default_rng(OOD_SEED), per_kind, root)
+
+    def all_scores(views):
+        logits, feats = forward(loaded, views)
+        out = {ood.SCORE_NAME: OODDetector(means, precision, 0.0).distances(feats)}
+        out.update(logit_scores(logits))
+        return out
+
+    cal, test = all_scores(cal_views), all_scores(test_views)
+    outside = {kind: all_scores(v) for kind, v in kinds.items()}
+    n = TEST[1] - TEST[0]
+    result: dict = {"fit": list(FIT), "calibrate": list(CALIBRATE), "test": list(TEST), "seed": EVAL_SEED,
+                    "split": "t10k", "ood_samples": {k: len(v) for k, v in kinds.items()},
+                    "target_false_alarm": FALSE_ALARM, "scores": {}}
+    for name in test:
+        threshold = float(np.quantile(cal[name], 1.0 - FALSE_ALARM))
+        all_out = np.concatenate([outside[k][name] for k in kinds])
+        labels = np.concatenate([np.ones(n, bool), np.zeros(all_out.size, bool)])
+        # roc_auc ranks higher scores as positive: in-domain is positive, so negate the distance-like score.
+        entry = {
+            "threshold": threshold,
+            "false_alarm": float(np.mean(test[name] > threshold)),
+            "auroc": float(roc_auc(-np.concatenate([test[name], all_out]), labels)),
+            "flagged": float(np.mean(all_out > threshold)),
+            "per_kind": {},
+        }
+        for kind in kinds:
+            s = outside[kind][name]
+            lab = np.concatenate([np.ones(n, bool), np.zeros(s.size, bool)])
+            entry["per_kind"][kind] = {"auroc": float(roc_auc(-np.concatenate([test[name], s]), lab)),
+                                       "flagged": float(np.mean(s > threshold))}
+        result["scores"][name] = entry
+    chosen = result["scores"][ood.SCORE_NAME]
+    detector = OODDetector(means, precision, chosen["threshold"], round(chosen["false_alarm"], 4),
+                           round(chosen["auroc"], 4))
+    return result, detector
+
+
+def markdown(result: dict) -> str:
+    n = result["test"][1] - result["test"][0]
+    total = sum(result["ood_samples"].values())
+    fit, cal, test = result["fit"], result["calibrate"], result["test"]
+    lines = [
+        f"Held-out in-domain scenes (t10k, seed {result['seed']}; none of them is a scene of the evaluation "
+        f"above): fit on indices {fit[0]}-{fit[1] - 1} ({fit[1] - fit[0]}), threshold = the 95th percentile on "
+        f"{cal[0]}-{cal[1] - 1} ({cal[1] - cal[0]}), false alarms and AUROC on {test[0]}-{test[1] - 1} ({n}). "
+        f"Out-of-domain: {total} images ({', '.join(f'{k}: {v}' for k, v in result['ood_samples'].items())}), "
+        "all through the app's preprocessing. AUROC: in-domain scenes against out-of-domain images (1 = "
+        "perfectly separated, 0.5 = chance). Flagged: share above the threshold.",
+        "",
+        "| score | threshold | in-domain false alarms | AUROC | OOD flagged | "
+        + " | ".join(f"{k}: AUROC / flagged" for k in result["ood_samples"]) + " |",
+        "| --- " * (5 + len(result["ood_samples"])) + "|",
+    ]
+    for name, e in result["scores"].items():
+        label = f"**{name} (used)**" if name == ood.SCORE_NAME else name
+        cells = [f"{e['per_kind'][k]['auroc']:.3f} / {e['per_kind'][k]['flagged']:.0%}" for k in result["ood_samples"]]
+        lines.append(f"| {label} | {e['threshold']:.4g} | {e['false_alarm']:.1%} of {n} | {e['auroc']:.3f} | "
+                     f"{e['flagged']:.0%} of {total} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_detector(checkpoint: Path, detector: OODDetector) -> None:
+    """Re-save the checkpoint with the detector in its metadata; the weights stay bit-identical."""
+    contents = read_checkpoint(checkpoint)
+    model, _ = build_for(contents, checkpoint)
+    load_strict(model, contents.state_dict, checkpoint, contents.config.arch)
+    extra = {k: v for k, v in read_metadata(checkpoint).items() if k not in (CONFIG_KEY, "arch", ood.OOD_KEY)}
+    extra[ood.OOD_KEY] = detector.to_json()
+    tmp = checkpoint.with_name(checkpoint.name + ".new")
+    save_safetensors(model, contents.config, tmp, extra)
+    again = read_checkpoint(tmp).state_dict
+    if again.keys() != contents.state_dict.keys() or not all(
+            torch.equal(again[k], contents.state_dict[k]) for k in again):
+        tmp.unlink()
+        raise SGEVizError("re-saving changed the weights; the checkpoint was left alone")
+    tmp.replace(checkpoint)
+
+
+def update_card(path: Path, block: str) -> None:
+    text = path.read_text()
+    body = f"{START}\n{block}\n{END}"
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        text = head + body + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n## Out-of-domain signal\n\n" + body + "\n"
+    path.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m sge_viz.demo.ood", description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", type=Path, default=DEMO_CHECKPOINT)
+    p.add_argument("--per-kind", type=int, default=PER_KIND)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--card", type=Path, default=MODEL_CARD)
+    p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--no-write", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        loaded = load_checkpoint(args.checkpoint, device=pick_device(args.device))
+        result, detector = measure(loaded, args.per_kind, args.data_root)
+        table = markdown(result)
+        print(table)
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=1))
+        if not args.no_write:
+            write_detector(args.checkpoint, detector)
+            update_card(args.card, table)
+            print(f"wrote {args.card} and the parameters into {args.checkpoint}", file=sys.stderr)
+    except SGEVizError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
