@@ -3,6 +3,7 @@
     sge-viz info CHECKPOINT [--json]
     sge-viz predict IMAGE [--checkpoint PATH | --model NAME] [--json]
     sge-viz analyze IMAGE_OR_FOLDER... [--checkpoint PATH | --model NAME] [--out DIR] ...
+    sge-viz dissect INPUT... [--checkpoint PATH | --model NAME] --out DIR [--top-k K] [--engine local|ray] ...
     sge-viz serve [--host H] [--port N] [--share] [--model NAME] [--checkpoint PATH] ...
 
 Without --checkpoint/--model the shipped demo model is used. This interface is
@@ -22,10 +23,10 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import SGEVizError
-from . import analyze, info, predict, serve
+from . import analyze, dissect, info, predict, serve
 from .common import Parser, UsageError, say_error
 
-COMMANDS = {"info": info, "predict": predict, "analyze": analyze, "serve": serve}
+COMMANDS = {"info": info, "predict": predict, "analyze": analyze, "dissect": dissect, "serve": serve}
 
 
 def build_parser() -> argparse.ArgumentParser:
