@@ -12,6 +12,7 @@ from . import views
 from .catalogue import ModelService
 from .examples import example_paths
 from .handlers import Handlers
+from .imageset_tab import build_imageset_tab
 from .views import Order, Scale
 
 # Each browser session keeps its Analysis (~11 MB for SGE-ResNet50) for an hour; beyond this many
@@ -105,6 +106,7 @@ def build_ui(service: ModelService, concurrency: int | None = None, queue_size: 
                         "layer) and `stats.json`, the same files the command line writes.")
             dl_btn = gr.Button("Prepare downloads", elem_id="prepare-downloads")
             c.files = gr.File(file_count="multiple", label="Files", elem_id="files", interactive=False)
+        build_imageset_tab(service)  # the "Image set" tab and /dissect
 
         # API-only components: the documented endpoints take and return plain values.
         with gr.Column(visible=False):
