@@ -37,7 +37,7 @@ def leftovers(folder: Path) -> list[str]:
 def test_analyze_writes_consistent_files(capsys, tmp_path, tiny_checkpoint, image_file):
     out = tmp_path / "results"
     code, stdout, stderr = run(capsys, "analyze", image_file, "--checkpoint", tiny_checkpoint, "--out", out,
-                               "--device", "cpu")
+                               "--device", "cpu", "--all-mosaics")
     assert code == 0, stderr
     folder = out / image_file.stem
     assert str(folder) in stdout
@@ -74,6 +74,15 @@ def test_analyze_writes_consistent_files(capsys, tmp_path, tiny_checkpoint, imag
         assert picture.shape[0] > rows * (export.EXPORT_TILE + render.GAP)  # plus caption and colour bar
     overlay = np.asarray(Image.open(folder / "overlay.png"))
     assert overlay.shape[1] == 48 and overlay.shape[2] == 3
+
+    # Without --all-mosaics only the deepest layer's mosaic is drawn, the same picture.
+    lean = tmp_path / "lean"
+    code, _, stderr = run(capsys, "analyze", image_file, "--checkpoint", tiny_checkpoint, "--out", lean,
+                          "--device", "cpu")
+    assert code == 0, stderr
+    deepest = f"mosaic_{names[-1]}.png"
+    assert {p.name for p in (lean / image_file.stem).iterdir()} == {"gates.npz", "stats.json", "overlay.png", deepest}
+    assert (lean / image_file.stem / deepest).read_bytes() == (folder / deepest).read_bytes()
 
 
 def test_analyze_without_pictures_writes_the_same_data_only(capsys, tmp_path, tiny_checkpoint, image_file):

@@ -1,0 +1,150 @@
+"""Benchmark of image-set dissection and the batch ``analyze`` path against the bare batched forward.
+
+    python bench/dissect.py            # ~3 minutes on 2 CPU cores; writes bench/DISSECT.md
+
+CPU, sge_resnet50 at 224 with random weights whose SGE parameters are perturbed, batch 8. Every ratio
+compares timings taken in this one run, interleaved (the machine may be shared):
+
+1. per batch: ``dissect_batch`` (forward + capture + every reduction) vs the bare forward of the same
+   8 crops (normalise + forward);
+2. the local engine end to end (reading JPEGs, cropping, forward, reductions, merging; no pictures):
+   marginal time per image (difference of a 48- and a 16-image folder, which cancels start-up) vs the
+   bare batched forward per image;
+3. peak RSS of a fresh process dissecting 16 vs 48 images (3x);
+4. ``sge-viz analyze`` marginal throughput with pictures and with ``--no-pictures`` vs the bare batched
+   forward (the method of bench/run.py, whose functions this script reuses).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import run as base  # noqa: E402  (bench/run.py: test image, model, timing helpers, the CLI measurement)
+import torch  # noqa: E402
+
+from sge_viz.capture.preprocess import normalise  # noqa: E402
+from sge_viz.dissect.engine import load_item, run_local  # noqa: E402
+from sge_viz.dissect.inputs import collect  # noqa: E402
+from sge_viz.dissect.reduce import dissect_batch  # noqa: E402
+
+BATCH = 8
+TARGETS = {"dissect per batch": 1.15, "dissect engine": 1.15, "rss 3x": 1.10, "analyze pictures": 0.5,
+           "analyze no-pictures": 0.9}
+
+
+def rss_child(folder: str, count: int) -> None:
+    loaded, _ = base.resnet50("cpu")
+    items = collect([folder]).items[:count]
+    run_local(loaded, items, 9, batch_size=BATCH, workers=0)
+    print(json.dumps({"images": len(items), "peak_rss_mb": base.peak_rss_mb()}))
+
+
+def measure_rss(folder: Path, count: int) -> float:
+    out = subprocess.run([sys.executable, __file__, "--rss-child", str(folder), str(count)], capture_output=True,
+                         text=True, check=True, cwd=ROOT)
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "DISSECT.md")
+    p.add_argument("--rss-child", nargs=2, metavar=("FOLDER", "COUNT"))
+    args = p.parse_args(argv)
+    if args.rss_child:
+        rss_child(args.rss_child[0], int(args.rss_child[1]))
+        return 0
+    started = time.perf_counter()
+    torch.set_num_threads(os.cpu_count() or 1)
+    pil = base.test_image()
+    tmp = Path(tempfile.mkdtemp(prefix="sge_bench_dissect_"))
+    rows, notes = [], []
+    try:
+        base.make_folder(tmp / "big", 48, pil)
+        base.make_folder(tmp / "small", 16, pil)
+        loaded, label = base.resnet50("cpu")
+        cfg = loaded.config
+        items = collect([tmp / "big"]).items
+        views = [load_item(i, cfg.resize_size, cfg.input_size)[0] for i in items[:BATCH]]
+        names = [i.name for i in items[:BATCH]]
+
+        def bare():
+            x = torch.stack([normalise(v, cfg) for v in views])
+            with torch.inference_mode():
+                loaded.model(x)
+
+        def dissect():
+            dissect_batch(loaded, views, names, [None] * BATCH, 9)
+
+        # 1. per batch
+        t = base.interleaved({"bare": bare, "dissect": dissect}, args.rounds, warmup=1)
+        bare_s, dis_s = t.median("bare"), t.median("dissect")
+        rows.append(("dissect per batch of 8: time per image vs bare batched forward", "dissect per batch",
+                     dis_s / bare_s, f"{dis_s / BATCH * 1000:.1f} vs {bare_s / BATCH * 1000:.1f} ms/image"))
+
+        print("measured", rows[-1][:3], flush=True)
+        # 2. the local engine end to end, marginal per image, bracketed by bare timings
+        small = collect([tmp / "small"]).items
+        b0 = base.interleaved({"bare": bare}, 3, warmup=0).median("bare")
+        s0 = time.perf_counter()
+        run_local(loaded, small, 9, batch_size=BATCH, workers=1)
+        s1 = time.perf_counter()
+        run_local(loaded, items, 9, batch_size=BATCH, workers=1)
+        s2 = time.perf_counter()
+        b1 = base.interleaved({"bare": bare}, 3, warmup=0).median("bare")
+        marginal = ((s2 - s1) - (s1 - s0)) / (len(items) - len(small))
+        bare_per_image = (b0 + b1) / 2 / BATCH
+        rows.append(("dissect engine (JPEGs read, no pictures): marginal time per image vs bare batched forward",
+                     "dissect engine", marginal / bare_per_image,
+                     f"{marginal * 1000:.1f} vs {bare_per_image * 1000:.1f} ms/image"))
+
+        print("measured", rows[-1][:3], flush=True)
+        # 3. memory for 3x as many images
+        r16, r48 = measure_rss(tmp / "big", 16), measure_rss(tmp / "big", 48)
+        rows.append(("peak RSS, 48 images vs 16 images (fresh process each)", "rss 3x", r48 / r16,
+                     f"{r48:.0f} vs {r16:.0f} MB"))
+
+        # 4. the batch analyze CLI
+        threads = torch.get_num_threads()
+        for pictures, key in ((True, "analyze pictures"), (False, "analyze no-pictures")):
+            res = base.batch_throughput(pil, 48, BATCH, 2, threads, args.rounds, repeats=1, pictures=pictures)
+            print("measured", rows[-1][:3] if rows else "", flush=True)
+            rows.append((f"sge-viz analyze {'(pictures)' if pictures else '--no-pictures'}: marginal throughput "
+                         "vs bare batched forward", key, res["ratio"],
+                         f"{res['cli_ips']:.2f} vs {res['bare_ips']:.2f} images/s; CPU-time ratio "
+                         f"{res['cpu_ratio']:.3f}"))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    elapsed = time.perf_counter() - started
+    lines = ["# Dissection benchmark", "",
+             f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC · {platform.processor() or platform.machine()}"
+             f" · {os.cpu_count()} CPU cores · torch {torch.__version__} · {label} at 224, batch {BATCH} · "
+             f"{elapsed:.0f} s · `python bench/dissect.py`", "",
+             "| measure | ratio | target | met | numbers |", "|---|---|---|---|---|"]
+    for text, key, ratio, numbers in rows:
+        limit = TARGETS[key]
+        met = ratio <= limit if key in ("dissect per batch", "dissect engine", "rss 3x") else ratio >= limit
+        sign = "<=" if key in ("dissect per batch", "dissect engine", "rss 3x") else ">="
+        lines.append(f"| {text} | {ratio:.3f}x | {sign} {limit}x | {'yes' if met else 'NO'} | {numbers} |")
+        print(f"{text}: {ratio:.3f}x (target {sign} {limit}x) {numbers}")
+    lines += ["", *notes]
+    args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"wrote {args.out} in {elapsed:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
