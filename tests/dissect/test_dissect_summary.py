@@ -116,8 +116,8 @@ def test_summary_matches_per_image_analyze_outputs(setup):
         aucs = [analysis_stats(a, m)["layers"][name]["mask_auc"] for a, m in zip(analyses, masks) if m is not None]
         for entry in layer["per_group"]:
             k = entry["group"]
-            np.testing.assert_allclose(entry["gate_mean"], gates[:, k].mean(), rtol=1e-10)
-            np.testing.assert_allclose(entry["gate_std"], gates[:, k].std(), rtol=1e-7)
+            np.testing.assert_allclose(entry["gate_mean"], gates[:, k].mean(), rtol=1e-6)  # float32 spatial sums
+            np.testing.assert_allclose(entry["gate_std"], gates[:, k].std(), rtol=1e-5)
             for key, v in (("variance_before", var_in[:, k]), ("variance_after", var_out[:, k])):
                 np.testing.assert_allclose(entry[key]["mean"], v.mean(), rtol=1e-4)
                 np.testing.assert_allclose(entry[key]["std"], v.std(), rtol=1e-3, atol=1e-7)
@@ -163,3 +163,15 @@ def test_reduction_stays_on_the_device_of_the_captures(setup):
     cap = next(iter(rec.captures.values()))
     assert cap.after is not None and cap.channels == cap.before.shape[1] * (cap.channels // cap.before.shape[1])
     assert cap.channels % cap.gate.shape[1] == 0
+
+
+def test_length_histogram_bins_equal_numpy_at_and_around_every_edge():
+    from sge_viz.dissect.reduce import _histogram
+
+    e32 = LENGTH_EDGES.astype(np.float32)
+    rng = np.random.default_rng(0)
+    v = np.concatenate([rng.lognormal(0, 3, 200_000), LENGTH_EDGES, np.nextafter(LENGTH_EDGES, 0),
+                        np.nextafter(LENGTH_EDGES, np.inf), [0.0, 1e9, np.inf]]).astype(np.float32)
+    v = np.concatenate([v, e32, np.nextafter(e32, np.float32(0)), np.nextafter(e32, np.float32(np.inf))])
+    want = np.histogram(np.minimum(v.astype(np.float64), LENGTH_EDGES[-1]), LENGTH_EDGES)[0]
+    np.testing.assert_array_equal(_histogram(torch.from_numpy(v)).numpy(), want)
