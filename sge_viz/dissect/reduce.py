@@ -52,6 +52,11 @@ def _histogram(lengths: torch.Tensor) -> torch.Tensor:
     lengths = lengths.float().contiguous().reshape(-1)
     if lengths.device.type == "cpu":  # numpy's take and bincount are several times faster than torch's on a CPU
         return torch.from_numpy(_bins_numpy(lengths.numpy()))
+    return _bins_torch(lengths)
+
+
+def _bins_torch(lengths: torch.Tensor) -> torch.Tensor:
+    """The same bins as ``_bins_numpy`` with torch ops, on the lengths' device (GPUs)."""
     if lengths.device not in _tables:
         _tables[lengths.device] = (torch.as_tensor(_CELL_BIN, device=lengths.device),
                                    torch.as_tensor(_NEXT_EDGE, device=lengths.device))

@@ -166,7 +166,7 @@ def test_reduction_stays_on_the_device_of_the_captures(setup):
 
 
 def test_length_histogram_bins_equal_numpy_at_and_around_every_edge():
-    from sge_viz.dissect.reduce import _histogram
+    from sge_viz.dissect.reduce import _bins_torch, _histogram
 
     e32 = LENGTH_EDGES.astype(np.float32)
     rng = np.random.default_rng(0)
@@ -175,3 +175,4 @@ def test_length_histogram_bins_equal_numpy_at_and_around_every_edge():
     v = np.concatenate([v, e32, np.nextafter(e32, np.float32(0)), np.nextafter(e32, np.float32(np.inf))])
     want = np.histogram(np.minimum(v.astype(np.float64), LENGTH_EDGES[-1]), LENGTH_EDGES)[0]
     np.testing.assert_array_equal(_histogram(torch.from_numpy(v)).numpy(), want)
+    np.testing.assert_array_equal(_bins_torch(torch.from_numpy(v)).numpy(), want)  # the path GPUs take
