@@ -4,7 +4,8 @@
 What each SGE group does across a set of images: summary.json, the paper's Figs. 2-4, one picture per
 group and index.html in DIR (see ``sge_viz.dissect.report``). INPUT: image files, folders (walked
 recursively) or .zip archives (read in place). Unreadable inputs are skipped with their reason (listed
-in summary.json) and the run goes on; exit status 0 when the summary was written.
+in summary.json) and the run goes on; exit status 0 when at least one image was analysed, 1 when none
+could be (summary.json is still written), 2 for a usage error.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from .common import UsageError, add_model_args, emit_json, load_model, non_negative_int, positive_int
+from .common import UsageError, add_model_args, emit_json, load_model, non_negative_int, positive_int, say_error
 
 
 def register(sub) -> None:
@@ -86,4 +87,7 @@ def run(args: argparse.Namespace) -> int:
         emit_json({"out": str(out), "images": summary["images"], "skipped": summary["skipped"]})
     else:
         print(f"{summary['images']} images dissected, {len(summary['skipped'])} skipped -> {out / 'index.html'}")
+    if not summary["images"]:
+        say_error(f"none of the {len(items)} images could be read (reasons above and in {out / 'summary.json'})")
+        return 1
     return 0
