@@ -10,7 +10,7 @@ compares timings taken in this one run, interleaved (the machine may be shared):
 2. ``sge-viz dissect --no-pictures`` end to end (reading JPEGs on 2 workers, cropping, forward,
    reductions, merging): marginal time per image (difference of a 48- and a 16-image folder, which
    cancels start-up and model build) vs the bare batched forward per image;
-3. peak RSS of a fresh process dissecting 16 vs 48 images (3x);
+3. peak RSS of a fresh process dissecting 32 vs 96 images (3x);
 4. ``sge-viz analyze`` marginal throughput with pictures and with ``--no-pictures`` vs the bare batched
    forward (the method of bench/run.py, whose functions this script reuses).
 """
@@ -36,6 +36,7 @@ import run as base  # noqa: E402  (bench/run.py: test image, model, timing helpe
 import torch  # noqa: E402
 
 from sge_viz.capture.preprocess import normalise  # noqa: E402
+from sge_viz.capture.recorder import GateRecorder  # noqa: E402
 from sge_viz.dissect.engine import load_item, run_local  # noqa: E402
 from sge_viz.dissect.inputs import collect  # noqa: E402
 from sge_viz.dissect.reduce import dissect_batch  # noqa: E402
@@ -89,9 +90,25 @@ def main(argv: list[str] | None = None) -> int:
         def dissect():
             dissect_batch(loaded, views, names, [None] * BATCH, 9)
 
+        def recorder():  # the capture alone (gates and group sums of all 16 layers), left on the device
+            x = torch.stack([normalise(v, cfg) for v in views])
+            with torch.inference_mode(), GateRecorder(loaded.model, keep_on_device=True):
+                loaded.model(x)
+
+        start = time.perf_counter()
+        for item in items:
+            load_item(item, cfg.resize_size, cfg.input_size)
+        decode = (time.perf_counter() - start) / len(items)
+        notes.append(f"Reading one of these JPEGs (300-512 px, ~ImageNet's sizes), resizing and cropping it: "
+                     f"{decode * 1000:.1f} ms on one core (the images/s a reading core can feed).")
+
         # 1. per batch
-        t = base.interleaved({"bare": bare, "dissect": dissect}, args.rounds, warmup=1)
+        t = base.interleaved({"bare": bare, "recorder": recorder, "dissect": dissect}, args.rounds, warmup=1)
         bare_s, dis_s = t.median("bare"), t.median("dissect")
+        notes.append(f"Per batch of 8 (medians of {args.rounds} interleaved rounds): bare forward "
+                     f"{bare_s * 1000:.0f} ms, forward + recorder (gates and group sums of all 16 layers) "
+                     f"{t.median('recorder') * 1000:.0f} ms, dissect_batch (recorder + every reduction) "
+                     f"{dis_s * 1000:.0f} ms.")
         rows.append(("dissect per batch of 8: time per image vs bare batched forward", "dissect per batch",
                      dis_s / bare_s, f"{dis_s / BATCH * 1000:.1f} vs {bare_s / BATCH * 1000:.1f} ms/image"))
 
@@ -116,11 +133,12 @@ def main(argv: list[str] | None = None) -> int:
                      f"{marginal * 1000:.1f} vs {bare_per_image * 1000:.1f} ms/image"))
         print("measured", rows[-1][:3], flush=True)
         # 3. memory for 3x as many images
-        # peak RSS wobbles by tens of MB with the allocator's timing: the smaller of two fresh runs each
-        r16 = min(measure_rss(tmp / "big", 16) for _ in range(2))
-        r48 = min(measure_rss(tmp / "big", 48) for _ in range(2))
-        rows.append(("peak RSS, 48 images vs 16 images (fresh process each)", "rss 3x", r48 / r16,
-                     f"{r48:.0f} vs {r16:.0f} MB"))
+        # 32 vs 96: the first batches also warm the allocator up (glibc's mmap threshold rises as large
+        # blocks are freed), which is start-up, not growth with the number of images.
+        base.make_folder(tmp / "rss", 96, pil)
+        r32, r96 = measure_rss(tmp / "rss", 32), measure_rss(tmp / "rss", 96)
+        rows.append(("peak RSS, 96 images vs 32 images (fresh process each)", "rss 3x", r96 / r32,
+                     f"{r96:.0f} vs {r32:.0f} MB"))
 
         # 4. the batch analyze CLI
         threads = torch.get_num_threads()
