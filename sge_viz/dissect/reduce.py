@@ -12,6 +12,7 @@ images that have a mask.
 """
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -39,11 +40,33 @@ _CELL_BIN[np.isnan(_CELL_START)] = BINS - 1
 _tables: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
+# On the CPU: the top 16 bits (exponent and 7 mantissa bits, cells 0.8% wide) of each float32, read in
+# place as uint16, are counted with one bincount; cells are mapped to bins by table, and the few values
+# in a cell that holds an edge and lie at or past it move one bin up.
+_CELLS = np.arange(1 << 16, dtype=np.uint32)
+
+
+def _bin_of(values: np.ndarray) -> np.ndarray:
+    out = np.clip(np.searchsorted(_EDGES_UP, values, side="right") - 1, 0, BINS - 1)
+    out[np.isnan(values)] = BINS - 1
+    return out
+
+
+_HI_FIRST = _bin_of((_CELLS << np.uint32(16)).view(np.float32))
+_HI_LAST = _bin_of(((_CELLS << np.uint32(16)) | np.uint32(0xFFFF)).view(np.float32))
+_HI_FIRST[_CELLS >= 0x8000] = _HI_LAST[_CELLS >= 0x8000] = 0  # negative: only -0.0 occurs, bin 0
+_HI_SPLIT = np.full(1 << 16, np.nan, np.float32)  # the edge inside the cell, NaN when none
+_HI_SPLIT[_HI_LAST > _HI_FIRST] = _EDGES_UP[_HI_LAST[_HI_LAST > _HI_FIRST]]
+
+
 def _bins_numpy(lengths: np.ndarray) -> np.ndarray:
-    key = (lengths.view(np.int32) >> 15) & 0xFFFF
-    index = _CELL_BIN[key]
-    index += lengths >= _NEXT_EDGE[index]
-    return np.bincount(index, minlength=BINS)
+    """Counts (BINS,) of float32 ``lengths`` (1-D, contiguous), the same as ``_bins_torch``."""
+    key = lengths.view(np.uint16)[1::2] if sys.byteorder == "little" else (lengths.view(np.uint32) >> 16)
+    counts = np.bincount(_HI_FIRST, weights=np.bincount(key, minlength=1 << 16), minlength=BINS).astype(np.int64)
+    moved = np.bincount(_HI_FIRST[key[lengths >= _HI_SPLIT[key]]], minlength=BINS)
+    counts -= moved
+    counts[1:] += moved[:-1]
+    return counts
 
 
 def _histogram(lengths: torch.Tensor) -> torch.Tensor:
