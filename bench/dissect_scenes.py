@@ -82,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
                   "![Fig. 2](../assets/screenshots/dissect_fig2.png)",
                   "![Fig. 3](../assets/screenshots/dissect_fig3.png) ![Fig. 4](../assets/screenshots/dissect_fig4.png)"]
         shots = ROOT / "assets" / "screenshots"
-        for key in ("fig2", "fig3", "fig4"):
-            shutil.copyfile(tmp / "out" / "figures" / f"{key}_{deepest}.png", shots / f"dissect_{key}.png")
+        for key in ("fig2", "fig3", "fig4"):  # small files for the repository: 256-colour PNGs
+            with Image.open(tmp / "out" / "figures" / f"{key}_{deepest}.png") as picture:
+                picture.convert("RGB").quantize(256).save(shots / f"dissect_{key}.png", optimize=True)
         text = "\n".join(lines) + "\n"
         print(text)
         with args.out.open("a", encoding="utf-8") as f:
