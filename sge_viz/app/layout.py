@@ -14,6 +14,7 @@ from .catalogue import ModelService
 from .evidence_tab import evidence_tab
 from .examples import example_paths, is_scene
 from .handlers import Handlers
+from .imageset_tab import build_imageset_tab
 from .views import Cells, Contrast, Order, Scale
 
 # Each browser session keeps its Analysis (~11 MB for SGE-ResNet50) for an hour; beyond this many
@@ -143,6 +144,7 @@ def build_ui(service: ModelService, concurrency: int | None = None, queue_size: 
             c.files = gr.File(file_count="multiple", label="Files", elem_id="files", interactive=False)
         # Class evidence (Grad-CAM, contributions, ablations) and /explain: its own module.
         evidence_tab(service, image=c.image, model=c.model, layer=c.layer, group=c.group)
+        build_imageset_tab(service)  # the "Image set" tab and /dissect
 
         # API-only components: the documented endpoints take and return plain values.
         with gr.Column(visible=False):

@@ -40,6 +40,7 @@ class LayerCapture:
     after: torch.Tensor | None = None  # the same for SGE's output
     before_sq: torch.Tensor | None = None  # sum of squares over each group's channels (vector length^2), input
     after_sq: torch.Tensor | None = None  # the same for SGE's output
+    channels: int = 0  # C, SGE's channel count (each group holds C / G of them); 0 when activations are off
 
 
 def find_sge_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -66,9 +67,12 @@ class GateRecorder:
     exception; the model's outputs are unchanged.
     """
 
-    def __init__(self, model: nn.Module, activations: bool = True):
+    def __init__(self, model: nn.Module, activations: bool = True, keep_on_device: bool = False):
         self.model = model
         self.activations = activations
+        # True: at exit the captures stay on the model's device (derived 'after' sums included) for
+        # reductions there; only their results need cross to the host.
+        self.keep_on_device = keep_on_device
         self.layers = find_sge_layers(model)
         self.captures: dict[str, LayerCapture] = {}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
@@ -105,6 +109,8 @@ class GateRecorder:
                 gate = capture.gate.float()
                 capture.after = gate * capture.before
                 capture.after_sq = gate.square() * capture.before_sq
+            if self.keep_on_device:
+                continue
             capture.gate = capture.gate.float().cpu()
             for name in ("before", "after", "before_sq", "after_sq"):
                 value = getattr(capture, name)
@@ -138,6 +144,7 @@ class GateRecorder:
             if self._mine():
                 capture = self.captures.setdefault(name, LayerCapture(torch.empty(0)))
                 capture.before, capture.before_sq = group_sums(inputs[0], groups)
+                capture.channels = int(inputs[0].shape[1])
                 if derive_after:
                     capture.after = capture.after_sq = None
                 else:

@@ -4,6 +4,7 @@
     sge-viz predict IMAGE [--checkpoint PATH | --model NAME] [--json]
     sge-viz analyze IMAGE_OR_FOLDER... [--checkpoint PATH | --model NAME] [--out DIR] ...
     sge-viz explain IMAGE_OR_FOLDER... [--checkpoint PATH | --model NAME] --out DIR [--target CLASS]
+    sge-viz dissect INPUT... [--checkpoint PATH | --model NAME] --out DIR [--top-k K] [--engine local|ray] ...
     sge-viz serve [--host H] [--port N] [--share] [--model NAME] [--checkpoint PATH] ...
 
 Without --checkpoint/--model the shipped demo model is used. This interface is
@@ -23,10 +24,11 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import SGEVizError
-from . import analyze, explain, info, predict, serve
+from . import analyze, dissect, explain, info, predict, serve
 from .common import Parser, UsageError, say_error
 
-COMMANDS = {"info": info, "predict": predict, "analyze": analyze, "explain": explain, "serve": serve}
+COMMANDS = {"info": info, "predict": predict, "analyze": analyze, "dissect": dissect, "explain": explain,
+            "serve": serve}
 
 
 def build_parser() -> argparse.ArgumentParser:

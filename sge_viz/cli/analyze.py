@@ -1,5 +1,5 @@
 """``sge-viz analyze IMAGE_OR_FOLDER... [--checkpoint PATH | --model NAME] [--out DIR] [--device D]
-[--batch-size N] [--workers N] [--random-weights] [--half] [--no-pictures] [--json]``.
+[--batch-size N] [--workers N] [--random-weights] [--half] [--no-pictures] [--all-mosaics] [--json]``.
 
 ``<stem>_mask.png`` files (white = the object) are not analysed as images: they are the masks of
 ``<stem>.*``, and give stats.json a ``mask_auc`` per group (a mask of another size is skipped with a note).
@@ -39,6 +39,9 @@ def register(sub) -> None:
     p.add_argument("--half", action="store_true", help="half precision on CUDA (ignored elsewhere)")
     p.add_argument("--no-pictures", action="store_true",
                    help="write only gates.npz and stats.json (no PNGs): the fast path for large folders")
+    p.add_argument("--all-mosaics", action="store_true",
+                   help="a mosaic PNG for every SGE layer (default: the deepest layer only; each mosaic costs "
+                        "about a fifth of a forward pass)")
 
 
 @dataclass(frozen=True)
@@ -190,8 +193,9 @@ def run(args: argparse.Namespace) -> int:
             analyses = analyze_views(loaded, views, activations=not args.no_pictures) if good else []
             for (i, _), analysis in zip(good, analyses):
                 job = jobs[i]
+                mosaics = None if args.all_mosaics else analysis.layer_names[-1:]
                 pending.append((job, writers.submit(write_analysis, analysis, out / job.out_name, mask=masks[i],
-                                                        pictures=not args.no_pictures),
+                                                        pictures=not args.no_pictures, mosaic_layers=mosaics),
                                 predictions_json(analysis.predictions), analysis.ood))
             collect(block=False)
         collect(block=True)

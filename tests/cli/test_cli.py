@@ -37,7 +37,7 @@ def leftovers(folder: Path) -> list[str]:
 def test_analyze_writes_consistent_files(capsys, tmp_path, tiny_checkpoint, image_file):
     out = tmp_path / "results"
     code, stdout, stderr = run(capsys, "analyze", image_file, "--checkpoint", tiny_checkpoint, "--out", out,
-                               "--device", "cpu")
+                               "--device", "cpu", "--all-mosaics")
     assert code == 0, stderr
     folder = out / image_file.stem
     assert str(folder) in stdout
@@ -78,6 +78,15 @@ def test_analyze_writes_consistent_files(capsys, tmp_path, tiny_checkpoint, imag
     # Under the picture: the inferno colour bar, dark on the left, bright on the right.
     tail = overlay[-80:].astype(int)
     assert ((tail[:, 2].sum(axis=1) < 100) & (tail[:, -3].sum(axis=1) > 400)).any(), "no colour bar under overlay"
+
+    # Without --all-mosaics only the deepest layer's mosaic is drawn, the same picture.
+    lean = tmp_path / "lean"
+    code, _, stderr = run(capsys, "analyze", image_file, "--checkpoint", tiny_checkpoint, "--out", lean,
+                          "--device", "cpu")
+    assert code == 0, stderr
+    deepest = f"mosaic_{names[-1]}.png"
+    assert {p.name for p in (lean / image_file.stem).iterdir()} == {"gates.npz", "stats.json", "overlay.png", deepest}
+    assert (lean / image_file.stem / deepest).read_bytes() == (folder / deepest).read_bytes()
 
 
 def test_analyze_without_pictures_writes_the_same_data_only(capsys, tmp_path, tiny_checkpoint, image_file):

@@ -1,0 +1,127 @@
+"""The "Image set" tab: dissect several images or a zip at once (``sge_viz.dissect``) and show what each
+group does across them: the group gallery (the paper's Fig. 2), Figs. 3-4, and the report as a zip.
+
+``build_imageset_tab(service)`` is called inside the page's ``gr.Blocks``; it also registers the named
+endpoint ``/dissect`` (files, use_examples, model, top_k) -> (summary, fig2, fig3, fig4, report zip).
+Limits: at most ``SGE_VIZ_MAX_SET_IMAGES`` images per request; zips obey ``SGE_VIZ_MAX_ARCHIVE_MB`` and
+``SGE_VIZ_MAX_ZIP_RATIO``; each file the upload limit (``sge_viz.io.limits``).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from ..errors import SGEVizError
+from ..io.limits import current_limits
+from ..io.tempfiles import download_folder
+from .catalogue import ModelService
+from .examples import example_paths
+from .handlers import user_errors
+
+
+def _upload_paths(files: Any) -> list[Path]:
+    if not files:
+        return []
+    out = []
+    for f in files if isinstance(files, list) else [files]:
+        path = f.get("path") if isinstance(f, dict) else getattr(f, "name", f)
+        if path:
+            out.append(Path(str(path)))
+    return out
+
+
+def dissect_set(service: ModelService, files: Any, use_examples: bool, model: str, top_k: float,
+                progress: gr.Progress | None = None) -> tuple[dict, str, str, str, str]:
+    """Dissect uploads (images, masks ``<stem>_mask.png``, zips) or the example set with ``model``.
+
+    Returns (summary.json as a dict, Fig. 2 path, Fig. 3 path, Fig. 4 path of the deepest layer, report zip).
+    """
+    from ..dissect.engine import run_local
+    from ..dissect.inputs import collect
+    from ..dissect.report import write_report
+
+    limits = current_limits()
+    folder = download_folder()
+    if use_examples:
+        inputs = [str(p) for p in example_paths()]
+    else:
+        uploads = _upload_paths(files)
+        if not uploads:
+            raise SGEVizError("No images given: upload several images (or a .zip), or tick the example set.")
+        # Uploads land in separate temporary folders; side by side again, masks find their images.
+        staging = folder / "inputs"
+        staging.mkdir()
+        for path in uploads:
+            target = staging / path.name
+            if target.exists():
+                raise SGEVizError(f"Two uploads are named {path.name!r}: rename one.")
+            shutil.copyfile(path, target)
+        inputs = [str(staging)]
+    found = collect(inputs, limits)
+    if len(found.items) > limits.max_set_images:
+        raise SGEVizError(f"{len(found.items)} images, over the limit of {limits.max_set_images} per request "
+                          "(SGE_VIZ_MAX_SET_IMAGES): use the command line (sge-viz dissect) for large sets.")
+    k = int(top_k or 6)
+    if not 1 <= k <= 32:
+        raise SGEVizError(f"Top-k {k} is outside 1..32.")
+    loaded = service.get(service.resolve(model or service.default))
+    total, done = len(found.items), [0]
+
+    def tick(n: int) -> None:
+        done[0] += n
+        if progress is not None:
+            progress(done[0] / total, desc=f"{done[0]}/{total} images")
+
+    partial = run_local(loaded, found.items, k, batch_size=8, progress=tick)
+    partial.skipped = sorted(found.skipped + partial.skipped, key=lambda s: (s["path"], s["reason"]))
+    out = folder / "report"
+    summary = write_report(out, partial, loaded, found.items)
+    if not summary["images"]:
+        raise SGEVizError("None of the images could be read: " +
+                          "; ".join(f"{s['path']}: {s['reason']}" for s in summary["skipped"][:3]))
+    deepest = list(summary["layers"])[-1]
+    archive = shutil.make_archive(str(folder / "sge-dissection"), "zip", root_dir=out)
+    fig = out / "figures"
+    return (summary, str(fig / f"fig2_{deepest}.png"), str(fig / f"fig3_{deepest}.png"),
+            str(fig / f"fig4_{deepest}.png"), os.fspath(archive))
+
+
+def build_imageset_tab(service: ModelService) -> None:
+    """The tab and its wiring; call inside an open ``gr.Blocks`` (it adds a ``gr.Tab``)."""
+    limits = current_limits()
+    with gr.Tab("Image set"):
+        gr.Markdown("What does each group do **across many images**? Upload several images (masks as "
+                    "`<name>_mask.png` beside them are used for mask AUC) or a .zip, or use the example set. "
+                    f"At most {limits.max_set_images} images per request; the command line "
+                    "(`sge-viz dissect`) has no such limit.")
+        with gr.Row():
+            files = gr.File(file_count="multiple", file_types=["image", ".zip"], type="filepath",
+                            label="Images or a .zip", elem_id="set-files")
+            with gr.Column():
+                use_examples = gr.Checkbox(False, label="Use the example set instead", elem_id="set-examples")
+                model = gr.Dropdown(service.choices, value=service.default, label="Model", elem_id="set-model")
+                top_k = gr.Slider(1, 16, value=6, step=1, label="Top images per group", elem_id="set-topk")
+                run = gr.Button("Dissect the set", variant="primary", elem_id="set-run")
+        gr.Markdown("**Fig. 2 view:** the groups of the deepest layer that best track the object (highest "
+                    "mask AUC, else most selective), each with its top images: vector length before vs after SGE.")
+        fig2 = gr.Image(format="png", interactive=False, show_label=False, elem_id="set-fig2")
+        with gr.Row():
+            fig3 = gr.Image(format="png", interactive=False, label="Fig. 3: vector lengths before / after SGE",
+                            elem_id="set-fig3")
+            fig4 = gr.Image(format="png", interactive=False, label="Fig. 4: per-group variance before / after SGE",
+                            elem_id="set-fig4")
+        report = gr.File(label="Report (index.html, summary.json, figures, groups) as a zip", interactive=False,
+                         elem_id="set-report")
+        summary = gr.JSON(label="summary.json", elem_id="set-summary")
+
+    @user_errors
+    def handler(files, use_examples, model, top_k, progress=gr.Progress()):
+        return dissect_set(service, files, bool(use_examples), model, top_k, progress)
+
+    run.click(handler, [files, use_examples, model, top_k], [summary, fig2, fig3, fig4, report],
+              api_name="dissect", concurrency_limit=1,
+              api_description="Dissect several images or a zip: summary.json, Figs. 2-4 and the report zip.")

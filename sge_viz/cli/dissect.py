@@ -1,0 +1,93 @@
+"""``sge-viz dissect INPUT... (--checkpoint PATH | --model NAME) --out DIR [--top-k K] [--batch-size B]
+[--workers N] [--device D] [--engine local|ray] [--resume] [--layers NAME...] [--no-pictures] [--json]``.
+
+What each SGE group does across a set of images: summary.json, the paper's Figs. 2-4, one picture per
+group and index.html in DIR (see ``sge_viz.dissect.report``). INPUT: image files, folders (walked
+recursively) or .zip archives (read in place). Unreadable inputs are skipped with their reason (listed
+in summary.json) and the run goes on; exit status 0 when at least one image was analysed, 1 when none
+could be (summary.json is still written), 2 for a usage error.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .common import UsageError, add_model_args, emit_json, load_model, non_negative_int, positive_int, say_error
+
+
+def register(sub) -> None:
+    p = sub.add_parser("dissect", help="what each SGE group means across many images (summary, Figs. 2-4, report)")
+    p.add_argument("inputs", metavar="INPUT", nargs="+", help="image files, folders (recursive) or .zip archives")
+    add_model_args(p)
+    p.add_argument("--out", metavar="DIR", required=True, help="output folder")
+    p.add_argument("--top-k", type=positive_int, default=9, metavar="K", help="top images kept per group (default 9)")
+    p.add_argument("--batch-size", type=positive_int, default=8, metavar="B", help="images per forward (default 8)")
+    p.add_argument("--workers", type=non_negative_int, default=None, metavar="N",
+                   help="image-reading worker processes (local engine; default up to 4 for many images), or Ray "
+                        "actors (ray engine; default one per GPU, else one per CPU)")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local (this process, resumable) or ray (Ray Data over actors; $RAY_ADDRESS for a cluster)")
+    p.add_argument("--resume", action="store_true", help="continue a killed run from its saved partials in DIR")
+    p.add_argument("--layers", nargs="+", metavar="NAME", default=None, help="only these SGE layers (default all)")
+    p.add_argument("--half", action="store_true", help="half precision on CUDA (ignored elsewhere)")
+    p.add_argument("--no-pictures", action="store_true", help="write summary.json and index.html only")
+    p.add_argument("--save-every", type=positive_int, default=10, metavar="N",
+                   help="save the running partials every N batches (default 10)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ..dissect.engine import STATE_FILE, ModelSpec, run_local, run_ray
+    from ..dissect.inputs import collect
+    from ..dissect.reduce import select_layers
+    from ..dissect.report import write_report
+    from ..models.factory import LoadedModel
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a folder")
+    if args.engine == "ray" and args.resume:
+        raise UsageError("--resume works with --engine local (a Ray run re-runs failed tasks itself)")
+    for raw in args.inputs:
+        if not Path(raw).exists():
+            raise UsageError(f"{raw} does not exist: give image files, folders of images or .zip archives")
+    found = collect(args.inputs)
+    loaded: LoadedModel = load_model(args, half=args.half)
+    if args.layers:
+        from ..capture.analysis import sge_layer_shapes
+
+        try:
+            select_layers([s["name"] for s in sge_layer_shapes(loaded)], args.layers)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    out.mkdir(parents=True, exist_ok=True)
+    items = found.items
+    progress = tqdm(total=len(items), unit="image", file=sys.stderr, disable=None, smoothing=0.1)
+    try:
+        if args.engine == "local":
+            workers = args.workers if args.workers is not None else (min(4, os.cpu_count() or 1)
+                                                                     if len(items) > 32 else 0)
+            partial = run_local(loaded, items, args.top_k, args.batch_size, workers, args.layers,
+                                state_path=out / STATE_FILE, resume=args.resume, save_every=args.save_every,
+                                progress=progress.update)
+        else:
+            spec = ModelSpec(args.model, args.checkpoint, args.device, args.random_weights, args.half)
+            partial = run_ray(spec, items, args.top_k, args.batch_size, args.workers, args.layers,
+                              progress=progress.update)
+    finally:
+        progress.close()
+    partial.skipped = sorted(found.skipped + partial.skipped, key=lambda s: (s["path"], s["reason"]))
+    for s in partial.skipped:
+        print(f"skipped: {s['path']}: {s['reason']}", file=sys.stderr)
+    summary = write_report(out, partial, loaded, items, pictures=not args.no_pictures, batch_size=args.batch_size)
+    if args.json:
+        emit_json({"out": str(out), "images": summary["images"], "skipped": summary["skipped"]})
+    else:
+        print(f"{summary['images']} images dissected, {len(summary['skipped'])} skipped -> {out / 'index.html'}")
+    if not summary["images"]:
+        say_error(f"none of the {len(items)} images could be read (reasons above and in {out / 'summary.json'})")
+        return 1
+    return 0

@@ -1,0 +1,228 @@
+"""Running the per-batch function over an image set: in this process (``run_local``, resumable) or on a
+Ray cluster (``run_ray``: Ray Data ``map_batches`` over actors, one model per actor).
+
+Both engines feed the same ``dissect_batch`` and merge its partials with the same ``Partial.merge``, so
+they give the same summary.
+
+Resume: ``run_local`` saves its running partial together with the number of inputs consumed (inputs
+are read in a fixed order) to ``<out>/.dissect-state.json`` every ``save_every`` batches and at the
+end, atomically (write a temporary file, fsync, rename). A run killed at any moment leaves either the
+previous state or the new one, never a mix; ``resume=True`` starts after the saved inputs, so nothing
+is counted twice or lost. The state records a fingerprint of the inputs and settings, and a state of
+another run is refused.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..capture.preprocess import center_crop_view
+from ..errors import SGEVizError
+from ..models.factory import LoadedModel, create_model
+from .inputs import Item, open_item
+from .reduce import dissect_batch
+from .summary import Partial
+
+STATE_FILE = ".dissect-state.json"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to build the model, so that another process (a worker, a Ray actor) can build the same one."""
+
+    name: str | None = None
+    checkpoint: str | None = None
+    device: str | None = None
+    random_weights: bool = False
+    half: bool = False
+
+    def load(self) -> LoadedModel:
+        return create_model(self.name, self.checkpoint, device=self.device, random_weights=self.random_weights,
+                            half=self.half)
+
+
+def load_item(item: Item, resize_size: int, input_size: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The crop the network sees (S, S, 3) uint8 and the mask cropped like it (S, S) bool, or None.
+
+    SGEVizError (unreadable image or mask, mask of the wrong size) says why the item is skipped.
+    """
+    image, mask = open_item(item)
+    view = center_crop_view(image, resize_size, input_size)
+    if mask is None:
+        return view, None
+    crop = center_crop_view(Image.fromarray(mask.astype(np.uint8) * 255, "L"), resize_size, input_size)
+    return view, crop >= 128
+
+
+class ItemViews:
+    """Dataset of (index, view, mask, error): opening and cropping run in DataLoader workers."""
+
+    def __init__(self, items: Sequence[Item], resize_size: int, input_size: int, start: int = 0):
+        self.items, self.resize_size, self.input_size, self.start = items, resize_size, input_size, start
+
+    def __len__(self) -> int:
+        return len(self.items) - self.start
+
+    def __getitem__(self, i: int):
+        index = self.start + i
+        try:
+            view, mask = load_item(self.items[index], self.resize_size, self.input_size)
+            return index, view, mask, None
+        except SGEVizError as exc:
+            return index, None, None, " ".join(str(exc).split())
+
+
+def _as_list(batch):
+    return batch
+
+
+def fingerprint(items: Sequence[Item], model_label: str, k: int, layers: Sequence[str] | None) -> str:
+    """A digest of what decides the summary: the inputs in order, the model, K and the layers."""
+    digest = hashlib.sha256(json.dumps([model_label, k, list(layers or [])]).encode())
+    for item in items:
+        digest.update(json.dumps(asdict(item)).encode())
+    return digest.hexdigest()
+
+
+def save_state(path: Path, partial: Partial, done: int, fp: str) -> None:
+    """Write the running state atomically: the old file stays whole until the new one replaces it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(json.dumps({"fingerprint": fp, "done": done, "partial": json.loads(partial.to_json())}))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_state(path: Path, fp: str) -> tuple[Partial, int] | None:
+    """The saved (partial, inputs done) of the same run, None when there is none; SGEVizError for another run's."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        partial = Partial.from_json(json.dumps(data["partial"]))
+        done = int(data["done"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SGEVizError(f"The saved state {path} is unreadable ({exc}): run again without --resume.") from exc
+    if data.get("fingerprint") != fp:
+        raise SGEVizError(f"The saved state in {path.parent} belongs to another run (other inputs, model, --top-k "
+                          "or --layers): run without --resume, or give another --out.")
+    return partial, done
+
+
+def run_local(loaded: LoadedModel, items: Sequence[Item], k: int, batch_size: int = 8, workers: int = 0,
+              layers: Sequence[str] | None = None, state_path: Path | None = None, resume: bool = False,
+              save_every: int = 10, progress: Callable[[int], None] | None = None) -> Partial:
+    """Dissect ``items`` in this process; the merged Partial (skipped items included).
+
+    ``state_path``: where to save the running state (see the module docstring); ``resume``: continue
+    from it. ``progress(n)`` is called with the number of items each batch consumed.
+    """
+    from torch.utils.data import DataLoader
+
+    fp = fingerprint(items, loaded.name, k, layers)
+    total, start = Partial(k), 0
+    if resume and state_path is not None:
+        saved = load_state(state_path, fp)
+        if saved is not None:
+            total, start = saved
+            if progress:
+                progress(start)
+    if start >= len(items):
+        return total
+    config = loaded.config
+    loader = DataLoader(ItemViews(items, config.resize_size, config.input_size, start), batch_size=batch_size,
+                        num_workers=workers, collate_fn=_as_list)
+    done, batches = start, 0
+    for batch in loader:
+        good = [(i, v, m) for i, v, m, e in batch if e is None]
+        partial = dissect_batch(loaded, [v for _, v, _ in good], [items[i].name for i, _, _ in good],
+                                [m for _, _, m in good], k, layers)
+        partial.skipped = [{"path": _where(items[i]), "reason": e} for i, _, _, e in batch if e is not None]
+        total = total.merge(partial)
+        done += len(batch)
+        batches += 1
+        if state_path is not None and (batches % save_every == 0 or done == len(items)):
+            save_state(state_path, total, done, fp)
+        if progress:
+            progress(len(batch))
+    return total
+
+
+def _where(item: Item) -> str:
+    return f"{item.path}:{item.member}" if item.member else item.path
+
+
+# --- Ray ------------------------------------------------------------------------------------------------
+
+class _Actor:
+    """A Ray Data actor: builds the model once, then turns batches of items into partials."""
+
+    def __init__(self, spec: dict, k: int, layers: list[str] | None):
+        import torch
+
+        torch.set_num_threads(max(1, int(os.environ.get("SGE_VIZ_ACTOR_THREADS", "1"))))
+        self.loaded = ModelSpec(**spec).load()
+        self.k, self.layers = k, layers
+
+    def __call__(self, batch: dict) -> dict:
+        items = [Item(str(n), str(p), m or None, k or None) for n, p, m, k in
+                 zip(batch["name"], batch["path"], batch["member"], batch["mask"])]
+        config = self.loaded.config
+        good, skipped = [], []
+        for item in items:
+            try:
+                good.append((item, *load_item(item, config.resize_size, config.input_size)))
+            except SGEVizError as exc:
+                skipped.append({"path": _where(item), "reason": " ".join(str(exc).split())})
+        partial = dissect_batch(self.loaded, [v for _, v, _ in good], [i.name for i, _, _ in good],
+                                [m for _, _, m in good], self.k, self.layers)
+        partial.skipped = skipped
+        return {"partial": np.array([partial.to_json()], dtype=object)}
+
+
+def run_ray(spec: ModelSpec, items: Sequence[Item], k: int, batch_size: int = 8, workers: int | None = None,
+            layers: Sequence[str] | None = None, progress: Callable[[int], None] | None = None) -> Partial:
+    """Dissect ``items`` with Ray Data: ``map_batches`` over ``workers`` actors, partials merged here.
+
+    Connects to ``$RAY_ADDRESS`` when it is set (an existing cluster), else starts a local Ray on this
+    machine's cores. Actors take one GPU each where the cluster has GPUs, else a fractional CPU share
+    (0.5), so the read stage is never starved on a machine with few cores.
+    """
+    try:
+        import ray
+    except ImportError as exc:
+        raise SGEVizError('--engine ray needs Ray: pip install "sge-viz[ray]" (or the pinned ray[data]).') from exc
+    if not ray.is_initialized():
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
+        else:
+            ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+    gpus = float(ray.cluster_resources().get("GPU", 0))
+    if workers is None:
+        workers = max(1, int(gpus) if gpus >= 1 else int(ray.cluster_resources().get("CPU", 1)))
+    resources = {"num_gpus": 1} if gpus >= 1 else {"num_cpus": 0.5}
+    spec_dict = asdict(spec)
+    if gpus < 1:
+        spec_dict["device"] = "cpu"
+    rows = [{"name": i.name, "path": i.path, "member": i.member or "", "mask": i.mask or ""} for i in items]
+    blocks = max(1, -(-len(rows) // batch_size))
+    ds = ray.data.from_items(rows, override_num_blocks=blocks)
+    ds = ds.map_batches(_Actor, fn_constructor_kwargs={"spec": spec_dict, "k": k,
+                                                       "layers": list(layers) if layers else None},
+                        batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers),
+                        **resources)
+    total = Partial(k)
+    for row in ds.iter_rows():
+        partial = Partial.from_json(row["partial"])
+        total = total.merge(partial)
+        if progress:
+            progress(partial.images + len(partial.skipped))
+    return total

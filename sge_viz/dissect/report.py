@@ -1,0 +1,277 @@
+"""The outputs of a dissection, written atomically into the output folder:
+
+    summary.json              the numbers (``summary.summary_dict``); written last
+    figures/fig2_<layer>.png  the paper's Fig. 2: chosen groups' top images, vector length before vs after SGE
+    figures/fig3_<layer>.png  Fig. 3: histogram of vector lengths before and after SGE
+    figures/fig4_<layer>.png  Fig. 4: each group's per-image activation variance before and after (mean +- std)
+    groups/<layer>/gNN.png    a group's top-K image patches (the region around the winning cell), gate over them
+    index.html                one self-contained page (relative links) browsing layers and groups
+
+Pictures need the top images' maps again: they are re-read and run through the model once (only the
+union of the top-K images of all groups, so at most layers x G x K images, usually far fewer).
+"""
+from __future__ import annotations
+
+import html
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .. import viz
+from ..capture.analysis import analyze_views
+from ..errors import SGEVizError
+from ..io.export import _replace_dir
+from ..models.factory import LoadedModel
+from .engine import load_item
+from .inputs import Item
+from .summary import LENGTH_EDGES, Partial, summary_dict
+
+TILE = 64  # px of one patch in groups/<layer>/gNN.png
+FIG2_PANEL = 112  # px of one image in Fig. 2
+FIG2_GROUPS = 3  # groups shown in Fig. 2 (the paper shows three)
+CMAP = "inferno"
+
+
+def model_info(loaded: LoadedModel) -> dict:
+    """The model block of summary.json."""
+    return {"name": loaded.name, "arch": loaded.config.arch, "source": loaded.source, "device": loaded.device_label,
+            "input_size": loaded.config.input_size, "resize_size": loaded.config.resize_size}
+
+
+def figure_groups(summary: dict, layer: str, count: int = FIG2_GROUPS) -> list[int]:
+    """Fig. 2's groups of ``layer``: the highest mask AUC when masks exist, else the most selective gate
+    (gate_std / gate_mean over all positions of all images)."""
+    groups = summary["layers"][layer]["per_group"]
+    if any(g["mask_auc"] is not None for g in groups):
+        key = [-(g["mask_auc"] if g["mask_auc"] is not None else -1.0) for g in groups]
+    else:
+        key = [-((g["gate_std"] or 0.0) / (g["gate_mean"] or 1.0)) for g in groups]
+    return [int(i) for i in np.argsort(key, kind="stable")[:count]]
+
+
+def write_report(out: Path, partial: Partial, loaded: LoadedModel, items: Sequence[Item], pictures: bool = True,
+                 batch_size: int = 8) -> dict:
+    """Write every output of the module docstring into ``out``; returns the summary dict."""
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summary_dict(partial, model_info(loaded))
+    token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = out / f".report-{token}"
+    tmp.mkdir()
+    try:
+        figures = {}
+        if pictures and partial.images:
+            figures = _draw(tmp, summary, partial, loaded, items, batch_size)
+        (tmp / "index.html").write_text(index_html(summary, figures, pictures), encoding="utf-8")
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+        for name in ("figures", "groups"):
+            if (tmp / name).is_dir():
+                _replace_dir(tmp / name, out / name, token)
+            elif (out / name).is_dir():
+                shutil.rmtree(out / name)  # pictures of an earlier run would not match this summary
+        os.replace(tmp / "index.html", out / "index.html")
+        os.replace(tmp / "summary.json", out / "summary.json")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return summary
+
+
+def _save(path: Path, picture: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(viz.to_png_bytes(picture))
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
+
+
+def _draw(folder: Path, summary: dict, partial: Partial, loaded: LoadedModel, items: Sequence[Item],
+          batch_size: int) -> dict:
+    """All pictures into ``folder``; {"fig2": {layer: rel}, "fig3": {...}, "fig4": {...}} relative paths."""
+    rel: dict[str, dict[str, str]] = {"fig2": {}, "fig3": {}, "fig4": {}}
+    for name, layer in summary["layers"].items():
+        rel["fig3"][name] = f"figures/fig3_{_safe(name)}.png"
+        _save(folder / rel["fig3"][name], _figure_png(length_histogram_figure(name, layer)))
+        rel["fig4"][name] = f"figures/fig4_{_safe(name)}.png"
+        _save(folder / rel["fig4"][name], _figure_png(variance_figure(name, layer)))
+
+    # Which (layer, group, rank) slots each top image fills.
+    slots: dict[str, list[tuple[str, int, int, int, int]]] = {}
+    for name, layer in summary["layers"].items():
+        for g in layer["per_group"]:
+            for rank, t in enumerate(g["top"]):
+                slots.setdefault(t["image"], []).append((name, g["group"], rank, t["row"], t["col"]))
+    fig_layer = list(summary["layers"])[-1]
+    fig_groups = figure_groups(summary, fig_layer)
+    tiles: dict[tuple[str, int], dict[int, np.ndarray]] = {}
+    fig2: dict[int, dict[int, tuple]] = {g: {} for g in fig_groups}
+    by_name = {item.name: item for item in items if item.name in slots}
+    names = [n for n in by_name]
+    config = loaded.config
+    for start in range(0, len(names), batch_size):
+        chunk, views = [], []
+        for n in names[start:start + batch_size]:
+            try:
+                views.append(load_item(by_name[n], config.resize_size, config.input_size)[0])
+                chunk.append(n)
+            except SGEVizError:
+                continue  # changed since it was analysed: its slot stays blank
+        for n, analysis in zip(chunk, analyze_views(loaded, views) if views else []):
+            for layer_name, g, rank, row, col in slots[n]:
+                lg = analysis.layer(layer_name)
+                tiles.setdefault((layer_name, g), {})[rank] = _patch(analysis.image, lg.gate[g], row, col)
+                if layer_name == fig_layer and g in fig2:
+                    fig2[g][rank] = (analysis.image, lg.before_length[g], lg.after_length[g])
+    for name, layer in summary["layers"].items():
+        for g in layer["per_group"]:
+            group = g["group"]
+            got = tiles.get((name, group), {})
+            row = _tile_row([got.get(r) for r in range(len(g["top"]))])
+            title = f"{name} g{group}: top {len(g['top'])} images, gate over the strongest region"
+            _save(folder / "groups" / _safe(name) / f"g{group:02d}.png", viz.caption(row, title, size=11))
+    rel["fig2"][fig_layer] = f"figures/fig2_{_safe(fig_layer)}.png"
+    _save(folder / rel["fig2"][fig_layer], fig2_picture(fig_layer, fig2, partial.k))
+    return rel
+
+
+def _patch(image: np.ndarray, gate: np.ndarray, row: int, col: int) -> np.ndarray:
+    """The gate over the region around cell (row, col), (TILE, TILE, 3)."""
+    size = image.shape[0]
+    h, w = gate.shape
+    side = min(size, max(size // 3, round(3 * size / h)))
+    cy, cx = (row + 0.5) * size / h, (col + 0.5) * size / w
+    top = int(min(max(cy - side / 2, 0), size - side))
+    left = int(min(max(cx - side / 2, 0), size - side))
+    picture = viz.overlay(image, gate, cmap=CMAP, alpha=0.45)[top:top + side, left:left + side]
+    return np.asarray(Image.fromarray(picture).resize((TILE, TILE), Image.BILINEAR))
+
+
+def _tile_row(tiles: list[np.ndarray | None], size: int = TILE) -> np.ndarray:
+    count = max(1, len(tiles))
+    out = np.full((size, count * (size + viz.GAP) - viz.GAP, 3), 255, np.uint8)
+    for i, tile in enumerate(tiles):
+        if tile is not None:
+            out[:, i * (size + viz.GAP):i * (size + viz.GAP) + size] = tile
+    return out
+
+
+def fig2_picture(layer: str, groups: dict[int, dict[int, tuple]], k: int) -> np.ndarray:
+    """Fig. 2: per group two rows (before / after SGE) of its top images' vector-length maps, one colour
+    scale per group; (H, W, 3) uint8."""
+    rows = []
+    for g, ranks in groups.items():
+        panels = [ranks[r] for r in sorted(ranks)][:k]
+        if not panels:
+            continue
+        lo = float(min(min(b.min(), a.min()) for _, b, a in panels))
+        hi = float(max(max(b.max(), a.max()) for _, b, a in panels))
+        hi = hi if hi > lo else lo + 1.0
+        for label, index in (("before", 1), ("after", 2)):
+            tiles = []
+            for p in panels:
+                view = viz.overlay(p[0], p[index], cmap="viridis", alpha=0.6, vmin=lo, vmax=hi)
+                tiles.append(np.asarray(Image.fromarray(view).resize((FIG2_PANEL, FIG2_PANEL), Image.BILINEAR)))
+            rows.append(viz.caption(_tile_row(tiles, FIG2_PANEL), f"group {g}, {label} SGE "
+                                    f"(colour scale {lo:.3g} .. {hi:.3g})", size=11))
+    if not rows:
+        rows = [np.full((FIG2_PANEL, FIG2_PANEL, 3), 255, np.uint8)]
+    return viz.caption(viz.stack(rows), f"{layer}: vector length, top images, before vs after SGE", size=12)
+
+
+def _figure_png(fig) -> np.ndarray:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def length_histogram_figure(name: str, layer: dict):
+    """Fig. 3: share of positions per vector-length bin, before and after SGE (log x)."""
+    from ..viz.figures import new_figure
+
+    hist = layer["length_histogram"]
+    edges = np.asarray(hist["edges"])
+    fig = new_figure(5.5, 3.2)
+    ax = fig.add_subplot()
+    for key, colour in (("before", "tab:blue"), ("after", "tab:orange")):
+        counts = np.asarray(hist[key], dtype=np.float64)
+        share = counts / max(counts.sum(), 1)
+        ax.stairs(share, np.maximum(edges, edges[1] / 10), label=f"{key} SGE", color=colour,
+                  fill=key == "before", alpha=0.5 if key == "before" else 1.0)
+    ax.set_xscale("log")
+    ax.set_xlabel("vector length ||x_g(p)||₂ of a group at a position")
+    ax.set_ylabel("share of positions")
+    ax.set_title(f"{name}: activation vector lengths (all groups, positions, images)", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def variance_figure(name: str, layer: dict):
+    """Fig. 4: per group, mean +- std over images of the activation variance before and after SGE."""
+    from ..viz.figures import new_figure
+
+    groups = layer["per_group"]
+    x = np.arange(len(groups))
+    fig = new_figure(max(5.5, len(groups) * 0.12 + 2), 3.2)
+    ax = fig.add_subplot()
+    for key, colour, shift in (("variance_before", "tab:blue", -0.2), ("variance_after", "tab:orange", 0.2)):
+        mean = np.array([g[key]["mean"] or 0.0 for g in groups])
+        std = np.array([g[key]["std"] or 0.0 for g in groups])
+        ax.errorbar(x + shift, mean, yerr=std, fmt="o", markersize=3, capsize=2, color=colour,
+                    label=key.replace("variance_", "") + " SGE", linewidth=0.8)
+    ax.set_xlabel("group")
+    ax.set_ylabel("variance of the group's activations")
+    ax.set_title(f"{name}: per-image variance per group (mean ± std over images)", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def index_html(summary: dict, figures: dict, pictures: bool) -> str:
+    """One self-contained page: overview, then per layer its figures and a table of its groups."""
+    e = html.escape
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>SGE dissection</title><style>",
+        "body{font-family:sans-serif;margin:1.5em;max-width:1200px}table{border-collapse:collapse;font-size:0.85em}"
+        "td,th{border:1px solid #ccc;padding:2px 6px;vertical-align:top}img{max-width:100%}"
+        "summary{cursor:pointer;font-weight:bold;margin:0.5em 0}nav a{margin-right:0.8em}",
+        "</style></head><body>",
+        f"<h1>SGE dissection: {summary['images']} images</h1>",
+        f"<p>Model: {e(str(summary['model'].get('name')))} · top-{summary['top_k']} per group · "
+        f"{len(summary['skipped'])} inputs skipped · numbers in <a href='summary.json'>summary.json</a></p>",
+    ]
+    if summary["skipped"]:
+        parts.append("<details><summary>Skipped inputs</summary><ul>" + "".join(
+            f"<li>{e(s['path'])}: {e(s['reason'])}</li>" for s in summary["skipped"]) + "</ul></details>")
+    for layer, path in figures.get("fig2", {}).items():
+        parts.append(f"<h2>Fig. 2 ({e(layer)})</h2><img src='{e(path)}' alt='Fig. 2'>")
+    parts.append("<nav>" + "".join(f"<a href='#{_safe(n)}'>{e(n)}</a>" for n in summary["layers"]) + "</nav>")
+    for name, layer in summary["layers"].items():
+        parts.append(f"<details id='{_safe(name)}'><summary>{e(name)}: {layer['groups']} groups, "
+                     f"{layer['height']}x{layer['width']}</summary>")
+        for key in ("fig3", "fig4"):
+            if name in figures.get(key, {}):
+                parts.append(f"<img src='{e(figures[key][name])}' alt='{key}' style='max-width:49%'>")
+        parts.append("<table><tr><th>group</th><th>gate mean</th><th>gate std</th><th>variance before</th>"
+                     "<th>variance after</th><th>mask AUC</th><th>top images</th></tr>")
+        for g in layer["per_group"]:
+            def f(v):
+                return "–" if v is None else f"{v:.4g}"
+            top = ", ".join(f"{e(t['image'])} ({t['score']:.3g})" for t in g["top"])
+            picture = (f"<br><img loading='lazy' src='groups/{_safe(name)}/g{g['group']:02d}.png'>"
+                       if pictures and summary["images"] else "")
+            parts.append(f"<tr><td>{g['group']}</td><td>{f(g['gate_mean'])}</td><td>{f(g['gate_std'])}</td>"
+                         f"<td>{f(g['variance_before']['mean'])} ± {f(g['variance_before']['std'])}</td>"
+                         f"<td>{f(g['variance_after']['mean'])} ± {f(g['variance_after']['std'])}</td>"
+                         f"<td>{f(g['mask_auc'])}</td><td>{top}{picture}</td></tr>")
+        parts.append("</table></details>")
+    parts.append(f"<p style='color:#777'>Length histogram edges: 0, then {len(LENGTH_EDGES) - 2} log-spaced bins "
+                 "from 1e-3 to 1e4.</p></body></html>")
+    return "\n".join(parts)

@@ -1,0 +1,203 @@
+"""The mergeable summary of a set of images: what each SGE group does across all of them.
+
+A ``Partial`` holds, per SGE layer and group, only running totals whose size does not depend on the
+number of images: a top-K list of (score, image, row, col); the sum and sum of squares of the gate
+over every position; the count, sum and sum of squares of the per-image variances before and after
+SGE; fixed-edge histograms of vector lengths; the sum and count of mask AUCs. ``merge`` adds two
+partials; it is associative and commutative (sums add; top-K lists merge by one total order), so one
+function serves batches, worker processes, resume and Ray, and any grouping of the same images gives
+the same summary (sums in float64: equal to ~1e-15 relative, counts and top-K exactly).
+
+Definitions (``summary_dict`` reports them):
+
+- vector length at position p of group g: ||x_g(p)||_2 over the group's C/G channels, "before" on
+  SGE's input, "after" on its output;
+- score of an image for (layer, group): the maximum over positions of the after-SGE vector length;
+  row, col: the cell of that maximum in the layer's H x W map (first in row-major order on ties);
+- gate_mean, gate_std: over every position of every image (population std);
+- variance_before / variance_after: per image, the population variance (ddof 0) of all the group's
+  C/G x H x W activation values at SGE's input / output, summarised as mean and population std over
+  images;
+- length_histogram: counts of the vector lengths of every position of every group of every image, on
+  ``LENGTH_EDGES`` (bins [e_i, e_i+1), the last one closed; lengths past the last edge count in it);
+- mask_auc: over the images with a mask, the mean ROC-AUC of the group's gate upsampled to the crop
+  against the mask cropped like the image (null without masks).
+"""
+from __future__ import annotations
+
+import heapq
+import json
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# 0, then 20 log-spaced bins per decade from 1e-3 to 1e4: vector lengths of any layer of any model fit,
+# and histograms of different runs and layers add bin by bin.
+LENGTH_EDGES = np.concatenate([[0.0], np.logspace(-3, 4, 141)])
+BINS = LENGTH_EDGES.size - 1
+FORMAT = 1  # version of the partial's JSON form
+
+
+def _top_key(entry: tuple) -> tuple:
+    score, image, row, col = entry
+    return (-score, image, row, col)
+
+
+@dataclass
+class LayerPartial:
+    """Running totals of one SGE layer; arrays are (G,) float64 unless noted."""
+
+    groups: int
+    channels: int
+    height: int
+    width: int
+    k: int
+    images: int = 0
+    gate_sum: np.ndarray = None  # type: ignore[assignment]
+    gate_sq: np.ndarray = None  # type: ignore[assignment]
+    var_before: np.ndarray = None  # type: ignore[assignment]  # (2, G): sum and sum of squares over images
+    var_after: np.ndarray = None  # type: ignore[assignment]
+    hist_before: np.ndarray = None  # type: ignore[assignment]  # (BINS,) int64
+    hist_after: np.ndarray = None  # type: ignore[assignment]
+    auc_sum: np.ndarray = None  # type: ignore[assignment]
+    auc_count: np.ndarray = None  # type: ignore[assignment]  # (G,) int64
+    top: list[list[tuple[float, str, int, int]]] = None  # type: ignore[assignment]  # per group, best first
+
+    def __post_init__(self) -> None:
+        g = self.groups
+        for name, shape, dtype in (("gate_sum", (g,), np.float64), ("gate_sq", (g,), np.float64),
+                                   ("var_before", (2, g), np.float64), ("var_after", (2, g), np.float64),
+                                   ("hist_before", (BINS,), np.int64), ("hist_after", (BINS,), np.int64),
+                                   ("auc_sum", (g,), np.float64), ("auc_count", (g,), np.int64)):
+            value = getattr(self, name)
+            setattr(self, name, np.zeros(shape, dtype) if value is None else np.asarray(value, dtype).reshape(shape))
+        if self.top is None:
+            self.top = [[] for _ in range(g)]
+        else:
+            self.top = [[(float(s), str(i), int(r), int(c)) for s, i, r, c in t] for t in self.top]
+
+    def shape_key(self) -> tuple:
+        return (self.groups, self.channels, self.height, self.width, self.k)
+
+    def merge(self, other: LayerPartial) -> LayerPartial:
+        if self.shape_key() != other.shape_key():
+            raise ValueError(f"cannot merge layers of different shapes: {self.shape_key()} vs {other.shape_key()}")
+        return LayerPartial(
+            self.groups, self.channels, self.height, self.width, self.k, self.images + other.images,
+            self.gate_sum + other.gate_sum, self.gate_sq + other.gate_sq,
+            self.var_before + other.var_before, self.var_after + other.var_after,
+            self.hist_before + other.hist_before, self.hist_after + other.hist_after,
+            self.auc_sum + other.auc_sum, self.auc_count + other.auc_count,
+            [heapq.nsmallest(self.k, a + b, key=_top_key) for a, b in zip(self.top, other.top)])
+
+    def to_json(self) -> dict:
+        return {"groups": self.groups, "channels": self.channels, "height": self.height, "width": self.width,
+                "k": self.k, "images": self.images,
+                **{name: getattr(self, name).tolist() for name in (
+                    "gate_sum", "gate_sq", "var_before", "var_after", "hist_before", "hist_after",
+                    "auc_sum", "auc_count")},
+                "top": [[list(e) for e in t] for t in self.top]}
+
+    @classmethod
+    def from_json(cls, data: dict) -> LayerPartial:
+        return cls(**data)
+
+    # --- the reported numbers --------------------------------------------------------------------
+
+    def per_group(self) -> list[dict]:
+        """One entry per group, the numbers of the module docstring (null where undefined)."""
+        positions = self.images * self.height * self.width
+        out = []
+        for g in range(self.groups):
+            gate_mean = self.gate_sum[g] / positions if positions else math.nan
+            gate_var = self.gate_sq[g] / positions - gate_mean ** 2 if positions else math.nan
+            out.append({
+                "group": g, "gate_mean": _num(gate_mean), "gate_std": _num(math.sqrt(max(gate_var, 0.0))),
+                "variance_before": _moments(self.var_before[:, g], self.images),
+                "variance_after": _moments(self.var_after[:, g], self.images),
+                "top": [{"image": i, "score": s, "row": r, "col": c} for s, i, r, c in self.top[g]],
+                "mask_auc": _num(self.auc_sum[g] / self.auc_count[g]) if self.auc_count[g] else None,
+                "mask_images": int(self.auc_count[g]),
+            })
+        return out
+
+
+def _num(value: float) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _moments(sums: np.ndarray, n: int) -> dict:
+    if n == 0:
+        return {"mean": None, "std": None}
+    mean = sums[0] / n
+    return {"mean": _num(mean), "std": _num(math.sqrt(max(sums[1] / n - mean ** 2, 0.0)))}
+
+
+@dataclass
+class Partial:
+    """A mergeable summary of some images: the layers' totals, the count, and the skipped inputs."""
+
+    k: int
+    layers: dict[str, LayerPartial] = field(default_factory=dict)
+    images: int = 0
+    skipped: list[dict] = field(default_factory=list)
+
+    def merge(self, other: Partial) -> Partial:
+        """The summary of both partials' images (neither is changed)."""
+        if self.k != other.k:
+            raise ValueError(f"cannot merge top-{self.k} with top-{other.k} summaries")
+        layers = dict(self.layers)
+        for name, layer in other.layers.items():
+            layers[name] = layers[name].merge(layer) if name in layers else layer
+        # Layers keep forward order whichever side saw them first.
+        order = list(self.layers) + [n for n in other.layers if n not in self.layers]
+        skipped = sorted(self.skipped + other.skipped, key=lambda s: (s["path"], s["reason"]))
+        return Partial(self.k, {n: layers[n] for n in order}, self.images + other.images, skipped)
+
+    def to_json(self) -> str:
+        return json.dumps({"format": FORMAT, "k": self.k, "images": self.images, "skipped": self.skipped,
+                           "layers": {n: layer.to_json() for n, layer in self.layers.items()}})
+
+    @classmethod
+    def from_json(cls, text: str) -> Partial:
+        data = json.loads(text)
+        if data.get("format") != FORMAT:
+            raise ValueError(f"partial summary format {data.get('format')!r}, expected {FORMAT}")
+        return cls(int(data["k"]), {n: LayerPartial.from_json(v) for n, v in data["layers"].items()},
+                   int(data["images"]), list(data["skipped"]))
+
+
+def merge_all(partials, k: int) -> Partial:
+    """All partials merged (an empty top-``k`` summary when there are none)."""
+    total = Partial(k)
+    for partial in partials:
+        total = total.merge(partial)
+    return total
+
+
+def summary_dict(partial: Partial, model: dict) -> dict:
+    """The JSON document written as summary.json (see the module docstring for every number)."""
+    return {
+        "model": model,
+        "images": partial.images,
+        "skipped": partial.skipped,
+        "top_k": partial.k,
+        "definitions": {
+            "vector_length": "L2 norm over the group's C/G channels at one position; before = SGE's input, "
+                             "after = SGE's output",
+            "score": "max over positions of the after-SGE vector length; row, col = its cell",
+            "variance": "per image, population variance (ddof 0) of the group's C/G x H x W values; "
+                        "mean and std over images",
+            "length_histogram": "bins [e_i, e_i+1), the last closed and also counting larger lengths",
+            "mask_auc": "mean over images with a mask of the ROC-AUC of the upsampled gate vs the mask",
+        },
+        "layers": {
+            name: {"groups": layer.groups, "channels": layer.channels, "height": layer.height,
+                   "width": layer.width,
+                   "length_histogram": {"edges": LENGTH_EDGES.tolist(), "before": layer.hist_before.tolist(),
+                                        "after": layer.hist_after.tolist()},
+                   "per_group": layer.per_group()}
+            for name, layer in partial.layers.items()},
+    }

@@ -1,0 +1,178 @@
+"""The image-set summary: merges in any grouping, the contract's definitions recomputed independently,
+zip == folder."""
+from __future__ import annotations
+
+import random
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from dissect_helpers import make_image_set, summaries_equal, tiny_loaded
+from PIL import Image
+
+from sge_viz.capture.analysis import analyze_views
+from sge_viz.capture.preprocess import center_crop_view
+from sge_viz.dissect.engine import load_item, run_local
+from sge_viz.dissect.inputs import collect
+from sge_viz.dissect.reduce import dissect_batch
+from sge_viz.dissect.summary import LENGTH_EDGES, Partial, merge_all, summary_dict
+from sge_viz.io.images import open_image
+from sge_viz.metrics.gates import analysis_stats
+
+K = 3
+BATCH = 2
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("dissect")
+    make_image_set(tmp / "set")
+    loaded, _ = tiny_loaded(tmp)
+    return tmp, loaded, collect([tmp / "set"]).items
+
+
+def _batch_partials(loaded, items):
+    cfg = loaded.config
+    partials = []
+    for start in range(0, len(items), BATCH):
+        chunk = items[start:start + BATCH]
+        loaded_items = [load_item(i, cfg.resize_size, cfg.input_size) for i in chunk]
+        partials.append(dissect_batch(loaded, [v for v, _ in loaded_items], [i.name for i in chunk],
+                                      [m for _, m in loaded_items], K))
+    return partials
+
+
+def test_merge_in_any_grouping_equals_one_pass(setup):
+    _, loaded, items = setup
+    parts = _batch_partials(loaded, items)
+    one_pass = run_local(loaded, items, K, batch_size=BATCH)
+    want = summary_dict(one_pass, {})
+    left = merge_all(parts, K)
+    right = parts[-1]
+    for p in reversed(parts[:-1]):
+        right = p.merge(right)
+    tree = (parts[0].merge(parts[1])).merge(parts[2].merge(parts[3].merge(parts[4])))
+    shuffled = list(parts)
+    random.Random(0).shuffle(shuffled)
+    through_json = merge_all([Partial.from_json(p.to_json()) for p in shuffled], K)
+    for got in (left, right, tree, merge_all(shuffled, K), through_json, Partial(K).merge(left)):
+        summaries_equal(summary_dict(got, {}), want)
+    assert one_pass.images == len(items) == 10
+    # Merging is not adding the same images twice by accident: a partial merged with itself doubles counts.
+    doubled = left.merge(left)
+    layer = next(iter(doubled.layers.values()))
+    assert layer.images == 2 * len(items)
+    assert (layer.hist_before == 2 * next(iter(left.layers.values())).hist_before).all()
+
+
+def test_summary_matches_per_image_analyze_outputs(setup):
+    """Every number of summary.json recomputed from analyze()'s per-image arrays, stats.json and raw
+    activations caught by hooks of our own (np.var over each group's C/G x H x W values)."""
+    _, loaded, items = setup
+    got = summary_dict(run_local(loaded, items, K, batch_size=BATCH), {})
+    cfg = loaded.config
+
+    raw: dict[str, list] = {}
+    sge = {n: m for n, m in loaded.model.named_modules() if n.endswith("sge")}
+    hooks = [m.register_forward_hook(lambda mod, i, o, n=n: raw.setdefault(n, []).append(
+        (i[0].detach().numpy().astype(np.float64), o.detach().numpy().astype(np.float64)))) for n, m in sge.items()]
+    analyses, masks, names = [], [], []
+    try:
+        for start in range(0, len(items), BATCH):  # the same batches as the run, so the same float32 numbers
+            chunk = items[start:start + BATCH]
+            views = []
+            for item in chunk:
+                image = open_image(item.path)
+                views.append(center_crop_view(image, cfg.resize_size, cfg.input_size))
+                if item.mask:
+                    m = Image.open(item.mask).convert("L")
+                    masks.append(center_crop_view(m, cfg.resize_size, cfg.input_size) >= 128)
+                else:
+                    masks.append(None)
+                names.append(item.name)
+            analyses += analyze_views(loaded, views)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert got["images"] == len(analyses) == 10
+    assert sum(m is not None for m in masks) == 4
+    for name, layer in got["layers"].items():
+        gates = np.stack([a.layer(name).gate for a in analyses]).astype(np.float64)  # (N, G, H, W)
+        before_len = np.stack([a.layer(name).before_length for a in analyses]).astype(np.float64)
+        after_len = np.stack([a.layer(name).after_length for a in analyses])
+        x_in = np.concatenate([b[0] for b in raw[name]])  # (N, C, H, W)
+        x_out = np.concatenate([b[1] for b in raw[name]])
+        n, g = gates.shape[:2]
+        var_in = x_in.reshape(n, g, -1).var(axis=2)  # ddof 0 over C/G x H x W
+        var_out = x_out.reshape(n, g, -1).var(axis=2)
+        assert layer["groups"] == g
+        edges = np.asarray(layer["length_histogram"]["edges"])
+        np.testing.assert_array_equal(edges, LENGTH_EDGES)
+        np.testing.assert_array_equal(layer["length_histogram"]["before"],
+                                      np.histogram(np.minimum(before_len, edges[-1]), edges)[0])
+        np.testing.assert_array_equal(layer["length_histogram"]["after"],
+                                      np.histogram(np.minimum(after_len.astype(np.float64), edges[-1]), edges)[0])
+        aucs = [analysis_stats(a, m)["layers"][name]["mask_auc"] for a, m in zip(analyses, masks) if m is not None]
+        for entry in layer["per_group"]:
+            k = entry["group"]
+            np.testing.assert_allclose(entry["gate_mean"], gates[:, k].mean(), rtol=1e-6)  # float32 spatial sums
+            np.testing.assert_allclose(entry["gate_std"], gates[:, k].std(), rtol=1e-5)
+            for key, v in (("variance_before", var_in[:, k]), ("variance_after", var_out[:, k])):
+                np.testing.assert_allclose(entry[key]["mean"], v.mean(), rtol=1e-4)
+                np.testing.assert_allclose(entry[key]["std"], v.std(), rtol=1e-3, atol=1e-7)
+            flat = after_len[:, k].reshape(n, -1)
+            scores = flat.max(axis=1)
+            order = sorted(range(n), key=lambda i: (-float(scores[i]), names[i]))[:K]
+            assert [t["image"] for t in entry["top"]] == [names[i] for i in order]
+            for t, i in zip(entry["top"], order):
+                assert t["score"] == pytest.approx(float(scores[i]), rel=1e-6)  # float32 ulps
+                assert (t["row"], t["col"]) == divmod(int(flat[i].argmax()), gates.shape[3])
+            per_image = [a[k] for a in aucs if a[k] is not None]
+            np.testing.assert_allclose(entry["mask_auc"], np.mean(per_image), rtol=1e-12)
+    # The after-SGE variance really differs from the before one (the gate scales the values).
+    first = next(iter(got["layers"].values()))["per_group"][0]
+    assert first["variance_before"]["mean"] != pytest.approx(first["variance_after"]["mean"], rel=1e-3)
+
+
+def test_zip_and_folder_give_the_same_summary(setup):
+    tmp, loaded, items = setup
+    archive = tmp / "set.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted((tmp / "set").rglob("*")):
+            if path.is_file():
+                zf.write(path, path.relative_to(tmp / "set").as_posix())
+    from_zip = collect([archive]).items
+    assert [i.name for i in from_zip] == [i.name for i in items]
+    assert sum(i.mask is not None for i in from_zip) == 4
+    a = summary_dict(run_local(loaded, from_zip, K, batch_size=BATCH), {})
+    b = summary_dict(run_local(loaded, items, K, batch_size=BATCH), {})
+    assert a == b  # bit-identical: same crops, same batches
+    assert any(g["mask_auc"] is not None for g in next(iter(a["layers"].values()))["per_group"])
+
+
+def test_reduction_stays_on_the_device_of_the_captures(setup):
+    """The per-batch reduction works on what the recorder left on the model's device (here the CPU) and
+    the recorder's default still moves float32 copies to the CPU."""
+    from sge_viz.capture.recorder import GateRecorder
+
+    _, loaded, _ = setup
+    x = torch.randn(2, 3, 48, 48)
+    with torch.inference_mode(), GateRecorder(loaded.model, keep_on_device=True) as rec:
+        loaded.model(x)
+    cap = next(iter(rec.captures.values()))
+    assert cap.after is not None and cap.channels == cap.before.shape[1] * (cap.channels // cap.before.shape[1])
+    assert cap.channels % cap.gate.shape[1] == 0
+
+
+def test_length_histogram_bins_equal_numpy_at_and_around_every_edge():
+    from sge_viz.dissect.reduce import _bins_torch, _histogram
+
+    e32 = LENGTH_EDGES.astype(np.float32)
+    rng = np.random.default_rng(0)
+    v = np.concatenate([rng.lognormal(0, 3, 200_000), LENGTH_EDGES, np.nextafter(LENGTH_EDGES, 0),
+                        np.nextafter(LENGTH_EDGES, np.inf), [0.0, 1e9, np.inf]]).astype(np.float32)
+    v = np.concatenate([v, e32, np.nextafter(e32, np.float32(0)), np.nextafter(e32, np.float32(np.inf))])
+    want = np.histogram(np.minimum(v.astype(np.float64), LENGTH_EDGES[-1]), LENGTH_EDGES)[0]
+    np.testing.assert_array_equal(_histogram(torch.from_numpy(v)).numpy(), want)
+    np.testing.assert_array_equal(_bins_torch(torch.from_numpy(v)).numpy(), want)  # the path GPUs take
