@@ -209,7 +209,10 @@ def evidence_tab(service: ModelService, *, image: gr.Image, model: gr.Dropdown, 
     image.change(**follow)
     model.input(**follow)
     for control in (layer, group):
-        control.change(c.redraw, [c.state, layer, group], drawn, trigger_mode="always_last", **hidden)
+        # Raw values (preprocess=False): a group typed out of the slider's range is the page's to answer, with
+        # one warning; validating it here too would put an error badge on every picture of this tab.
+        control.change(c.redraw, [c.state, layer, group], drawn, preprocess=False, trigger_mode="always_last",
+                       **hidden)
     c.table.select(c.click_row, None, [group], **hidden)
     api_btn.click(c.api_explain, api_in, api_out, api_name="explain", preprocess=False,
                   api_description="evidence.json (target, Grad-CAM layer, per SGE layer the groups ranked by "

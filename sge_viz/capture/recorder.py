@@ -19,15 +19,13 @@ lengths the gate squared times the input's, so only the input is reduced.
 """
 from __future__ import annotations
 
-import contextvars
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..models.sge import SpatialGroupEnhance, is_sge_module
-
-_active: contextvars.ContextVar[GateRecorder | None] = contextvars.ContextVar("sge_viz_recorder", default=None)
+from .hooks import HookScope
 
 
 @dataclass
@@ -58,7 +56,7 @@ def group_sums(x: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor
     return xg.sum(dim=2), xg.square().sum(dim=2)
 
 
-class GateRecorder:
+class GateRecorder(HookScope):
     """Context manager that hooks every SGE layer of ``model`` while it is open.
 
     After the ``with`` block, ``captures`` maps each SGE layer's module path (e.g. "layer3.1.sge") to a
@@ -75,31 +73,20 @@ class GateRecorder:
         self.keep_on_device = keep_on_device
         self.layers = find_sge_layers(model)
         self.captures: dict[str, LayerCapture] = {}
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        self._token: contextvars.Token | None = None
+        super().__init__()
 
     @property
     def layer_names(self) -> list[str]:
         return [name for name, _ in self.layers]
 
-    def __enter__(self) -> GateRecorder:
+    def _register(self) -> None:
         self.captures = {}
-        try:
-            for name, module in self.layers:
-                self._handles.append(module.sig.register_forward_hook(self._gate_hook(name, module.groups)))
-                if self.activations:
-                    self._handles.append(module.register_forward_hook(self._activation_hook(name, module)))
-        except BaseException:
-            self._remove()
-            raise
-        self._token = _active.set(self)
-        return self
+        for name, module in self.layers:
+            self._keep(module.sig.register_forward_hook(self._gate_hook(name, module.groups)))
+            if self.activations:
+                self._keep(module.register_forward_hook(self._activation_hook(name, module)))
 
-    def __exit__(self, *exc_info) -> None:
-        if self._token is not None:
-            _active.reset(self._token)
-            self._token = None
-        self._remove()
+    def _closed(self) -> None:
         self._to_cpu()
 
     def _to_cpu(self) -> None:
@@ -116,14 +103,6 @@ class GateRecorder:
                 value = getattr(capture, name)
                 if value is not None:
                     setattr(capture, name, value.cpu())
-
-    def _remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-
-    def _mine(self) -> bool:
-        return _active.get() is self
 
     def _gate_hook(self, name: str, groups: int):
         def hook(_module, _inputs, output):

@@ -14,7 +14,6 @@ residual block's identity branch, so an ablation can restart the network right a
 """
 from __future__ import annotations
 
-import contextvars
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -23,9 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..capture.hooks import HookScope
 from ..capture.recorder import find_sge_layers
-
-_active: contextvars.ContextVar[SGETaps | None] = contextvars.ContextVar("sge_viz_explain_taps", default=None)
 
 
 @dataclass
@@ -50,7 +48,7 @@ class KeptLayer:
         return self.downsampled if has_downsample else self.block_input
 
 
-class SGETaps:
+class SGETaps(HookScope):
     """Context manager: hooks every SGE layer of ``model`` (and its residual block) while open.
 
     Only forwards run on this thread inside the ``with`` block are recorded (a ContextVar marks the
@@ -66,41 +64,22 @@ class SGETaps:
         self._modules = _sge_layers(model)
         self.layers = [KeptLayer(name, int(m.groups), name.rpartition(".")[0], _parent(model, name))
                        for name, m in self._modules.items()]
-        self._handles: list = []
-        self._token: contextvars.Token | None = None
+        super().__init__()
 
-    def __enter__(self) -> SGETaps:
-        try:
-            for kept in self.layers:
-                module = self._modules[kept.name]
-                self._handles.append(module.register_forward_hook(self._output_hook(kept)))
-                self._handles.append(module.sig.register_forward_hook(self._gate_hook(kept)))
-                if self.keep and kept.block is not None:
-                    self._handles.append(kept.block.register_forward_pre_hook(self._block_hook(kept)))
-                    downsample = getattr(kept.block, "downsample", None)
-                    if isinstance(downsample, nn.Module):
-                        self._handles.append(downsample.register_forward_hook(self._downsample_hook(kept)))
-        except BaseException:
-            self._remove()
-            raise
-        self._token = _active.set(self)
-        return self
+    def _register(self) -> None:
+        for kept in self.layers:
+            module = self._modules[kept.name]
+            self._keep(module.register_forward_hook(self._output_hook(kept)))
+            self._keep(module.sig.register_forward_hook(self._gate_hook(kept)))
+            if self.keep and kept.block is not None:
+                self._keep(kept.block.register_forward_pre_hook(self._block_hook(kept)))
+                downsample = getattr(kept.block, "downsample", None)
+                if isinstance(downsample, nn.Module):
+                    self._keep(downsample.register_forward_hook(self._downsample_hook(kept)))
 
-    def __exit__(self, *exc_info) -> None:
-        if self._token is not None:
-            _active.reset(self._token)
-            self._token = None
-        self._remove()
+    def _closed(self) -> None:
         for kept in self.layers:
             kept._y = None
-
-    def _remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-
-    def _mine(self) -> bool:
-        return _active.get() is self
 
     def _output_hook(self, kept: KeptLayer):
         def hook(_module, inputs, output):
