@@ -86,12 +86,15 @@ def default_layer(analysis: Analysis, min_side: int = 14) -> str:
 def view_image(analysis: Analysis) -> np.ndarray:
     """The network's crop (S, S, 3) uint8, enlarged by a whole factor when S < MIN_VIEW_SIDE so heatmaps
     over it are readable."""
-    image = analysis.image
-    side = image.shape[0]
-    if side >= MIN_VIEW_SIDE:
-        return image
-    scale = -(-MIN_VIEW_SIDE // side)
-    return np.asarray(Image.fromarray(image).resize((side * scale, side * scale), Image.LANCZOS))
+    if analysis.display_image is None:
+        image = analysis.image
+        side = image.shape[0]
+        if side < MIN_VIEW_SIDE:
+            scale = -(-MIN_VIEW_SIDE // side)
+            image = np.asarray(Image.fromarray(image).resize((side * scale, side * scale), Image.LANCZOS))
+            image.setflags(write=False)
+        analysis.display_image = image
+    return analysis.display_image
 
 
 def view_mask(analysis: Analysis) -> np.ndarray | None:

@@ -1,7 +1,7 @@
 """One image (or a batch) through a model with gate capture: the single forward everything else draws on."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -59,6 +59,9 @@ class Analysis:
     # The out-of-domain verdict (sge_viz.metrics.ood.verdict: score, value, threshold, out_of_domain), or None
     # when the model carries no measured signal.
     ood: dict | None = None
+    # The crop enlarged for display, drawn once on first use by sge_viz.app.views.view_image (every redraw
+    # of the page needs it; enlarging a 224 px crop costs about as much as drawing a picture over it).
+    display_image: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def layer(self, name: str) -> LayerGates:
         for layer in self.layers:
