@@ -61,7 +61,7 @@ from sge_viz.models.registry import DEMO_ARCH, DEMO_KWARGS, build_model  # noqa:
 from sge_viz.resources import demo_checkpoint  # noqa: E402
 from sge_viz.viz.figures import histogram_figure  # noqa: E402
 
-TARGETS = {  # (case, limit, against): the targets, CPU, sge_resnet50 at 224, batch 1
+TARGETS = {  # (case, limit, against): the project's targets, CPU, sge_resnet50 at 224, batch 1
     "recorder": (1.03, "bare forward"),
     "full analysis": (1.5, "bare forward"),
     "re-render (group)": (0.25, "bare forward"),

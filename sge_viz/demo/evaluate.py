@@ -272,7 +272,7 @@ def shift_tables(results: list[dict], label: str = "the shipped SGE model") -> s
             cells.append(f"{m.get('before_length_auc_median', float('nan')):.3f} -> "
                          f"{m.get('after_length_auc_median', float('nan')):.3f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "Targets of the issue, checked on these numbers:", "", "| target | measured | met? |",
+    lines += ["", "Targets, checked on these numbers:", "", "| target | measured | met? |",
               "| --- | --- | --- |"]
     for r in results:
         goal = TARGET_IN_DISTRIBUTION if r["name"] == "held_out" else TARGET_SHIFT
