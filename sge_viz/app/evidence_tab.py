@@ -21,7 +21,7 @@ from ..explain.pictures import cam_picture, gate_picture, signed_mosaic
 from ..io.images import open_image
 from ..io.tempfiles import png_path
 from .catalogue import ModelService
-from .handlers import _payload_path, user_errors
+from .handlers import upload_path, user_errors
 
 TOP1 = "top-1 class (predicted)"
 TABLE_HEADERS = ["rank", "group", "contribution (logit)", "share of layer's |sum|", "gate vs CAM r", "sign"]
@@ -62,7 +62,7 @@ class EvidenceTab:
         return int(head) if sep and head.strip().isdigit() else text
 
     def _explain(self, payload: Any, choice: str, target: Any, previous: _Kept | None) -> _Kept:
-        source = _payload_path(payload)
+        source = upload_path(payload)
         if source is None:
             raise SGEVizError("No image yet: give one on the left first.")
         choice = choice or self.service.default
@@ -146,7 +146,7 @@ class EvidenceTab:
     @user_errors
     def api_explain(self, image: Any, model: str, target: str):
         """/explain: evidence.json and the CAM picture of one image."""
-        source = _payload_path(image)
+        source = upload_path(image)
         if source is None:
             raise SGEVizError("No image given: pass one with handle_file(path_or_url).")
         loaded = self.service.get(self.service.resolve(model) if model else self.service.default)

@@ -92,7 +92,7 @@ def page_errors(key: str) -> Callable:
     return decorate
 
 
-def _payload_path(payload: Any) -> tuple[str, str] | None:
+def upload_path(payload: Any) -> tuple[str, str] | None:
     """(server path, display name) of an image input left unprocessed, or None when empty."""
     if payload is None:
         return None
@@ -227,7 +227,7 @@ class Handlers:
         """A new image or model: the one forward pass. Same model as before: the layer stays put (so images
         compare) and so does the group when the user pinned it ("keep"); otherwise the layer's most
         selective group. Another model: its default layer's most selective group."""
-        source = _payload_path(payload)
+        source = upload_path(payload)
         c = self.c
         if not self.service.is_loaded(choice):
             progress(0.05, desc=f"Loading {choice}")
@@ -373,7 +373,7 @@ class Handlers:
 
     @user_errors
     def api_analyze(self, image: Any, model: str, layer: str, group: Any, colormap: str, opacity: float):
-        source = _payload_path(image)
+        source = upload_path(image)
         if source is None:
             raise SGEVizError("No image given: pass one with handle_file(path_or_url).")
         if colormap not in views.COLORMAPS:

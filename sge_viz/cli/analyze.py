@@ -23,7 +23,15 @@ from pathlib import Path
 from ..errors import SGEVizError
 from ..io.images import IMAGE_SUFFIXES
 from ..io.masks import is_mask_file
-from .common import UsageError, add_model_args, emit_json, load_model, non_negative_int, positive_int, predictions_json
+from .common import (
+    UsageError,
+    add_model_args,
+    finish_batch,
+    load_model,
+    non_negative_int,
+    positive_int,
+    predictions_json,
+)
 
 DEFAULT_OUT = "sge-viz-out"
 
@@ -204,10 +212,4 @@ def run(args: argparse.Namespace) -> int:
             future.cancel()
         writers.shutdown(wait=True)
         progress.close()
-    if args.json:
-        emit_json({"model": loaded.name, "out": str(out), "results": results, "failed": failures})
-    if failures:
-        print(f"error: {len(failures)} of {len(jobs)} images failed (see above); the others are in {out}",
-              file=sys.stderr)
-        return 1
-    return 0
+    return finish_batch(args, loaded.name, out, jobs, results, failures)

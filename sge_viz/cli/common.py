@@ -73,3 +73,15 @@ def load_model(args: argparse.Namespace, half: bool = False):
         raise UsageError("--random-weights needs --model NAME (which architecture to build)")
     return create_model(args.model, args.checkpoint, device=args.device, random_weights=args.random_weights,
                         half=half)
+
+
+def finish_batch(args: argparse.Namespace, model_name: str, out, jobs: list, results: list[dict],
+                 failures: list[dict]) -> int:
+    """The end of a command over many images: the --json document, then exit status 1 when any failed."""
+    if args.json:
+        emit_json({"model": model_name, "out": str(out), "results": results, "failed": failures})
+    if failures:
+        print(f"error: {len(failures)} of {len(jobs)} images failed (see above); the others are in {out}",
+              file=sys.stderr)
+        return 1
+    return 0

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import SGEVizError
 from .analyze import expand_inputs
-from .common import UsageError, add_model_args, emit_json, load_model
+from .common import UsageError, add_model_args, finish_batch, load_model
 
 
 def register(sub) -> None:
@@ -53,10 +53,4 @@ def run(args: argparse.Namespace) -> int:
         results.append({"image": str(job.path), "folder": str(folder), "target": evidence.to_json()["target"]})
         if not args.json:
             print(f"{job.path} -> {folder}  ({t.label} {t.probability:.1%}, {evidence.seconds * 1000:.0f} ms)")
-    if args.json:
-        emit_json({"model": loaded.name, "out": str(out), "results": results, "failed": failures})
-    if failures:
-        print(f"error: {len(failures)} of {len(jobs)} images failed (see above); the others are in {out}",
-              file=sys.stderr)
-        return 1
-    return 0
+    return finish_batch(args, loaded.name, out, jobs, results, failures)
