@@ -1,6 +1,6 @@
 """Train the shipped demo model (and its plain twin) on Cluttered Fashion-MNIST.
 
-    python -m sge_viz.demo.train                 # SGE model, then the plain twin, same recipe
+    python -m sge_viz.demo.train                 # SGE model and its plain twin, in lockstep on the same batches
     python -m sge_viz.demo.train --which sge     # only the SGE model
     python -m sge_viz.demo.train --plain         # only the plain twin (use_sge=False)
     python -m sge_viz.demo.train --scenes wild --checkpoint OUT.safetensors --plain-checkpoint OUT_plain.safetensors
@@ -128,77 +128,115 @@ class TrainResult:
     last_epoch_loss: float
 
 
-def train_one(recipe: Recipe, use_sge: bool, config: ModelConfig, device: torch.device, state_path: Path,
-              workers: int, root: str | None, resume: bool = True, max_steps: int | None = None,
-              scenes: str = "cluttered") -> TrainResult:
-    """Train one variant with the recipe; resumes from ``state_path`` when it holds a matching state."""
-    seed_everything(recipe.seed)
-    model, _ = build_model(DEMO_ARCH, config, use_sge=use_sge)
-    model = model.to(device)
-    optimizer = torch.optim.SGD(param_groups(model, recipe.weight_decay, recipe.sge_lr_mult), lr=recipe.lr,
-                                momentum=recipe.momentum, nesterov=True)
-    start_epoch, seconds = 0, 0.0
-    acc, mean_loss = float("nan"), float("nan")
-    if resume and state_path.is_file():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        if (state["recipe"] == asdict(recipe) and state["use_sge"] == use_sge
-                and state.get("scenes", "cluttered") == scenes):
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            start_epoch, seconds = int(state["epoch"]), float(state["seconds"])
-            acc, mean_loss = float(state.get("acc", "nan")), float(state.get("loss", "nan"))
-            torch.set_rng_state(state["torch_rng"])
-            print(f"resuming {state_path} after epoch {start_epoch}", file=sys.stderr)
-        else:
-            print(f"ignoring {state_path}: it was written by another recipe", file=sys.stderr)
+def _resume(state_path: Path, recipe: Recipe, use_sge: bool, scenes: str, model: nn.Module,
+            optimizer: torch.optim.Optimizer) -> tuple[int, float, float, float] | None:
+    """Load a matching training state into ``model``/``optimizer``: (epoch, seconds, acc, loss), or None."""
+    if not state_path.is_file():
+        return None
+    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    if not (state["recipe"] == asdict(recipe) and state["use_sge"] == use_sge
+            and state.get("scenes", "cluttered") == scenes):
+        print(f"ignoring {state_path}: it was written by another recipe", file=sys.stderr)
+        return None
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    print(f"resuming {state_path} after epoch {state['epoch']}", file=sys.stderr)
+    return int(state["epoch"]), float(state["seconds"]), float(state.get("acc", "nan")), float(state.get("loss", "nan"))
+
+
+def train_lockstep(recipe: Recipe, variants: list[bool], config: ModelConfig, device: torch.device,
+                   state_paths: list[Path], workers: int, root: str | None, resume: bool = True,
+                   max_steps: int | None = None, scenes: str = "cluttered") -> list[TrainResult]:
+    """Train one model per entry of ``variants`` (use_sge flags) on the very same batches.
+
+    Each model is initialised exactly as if trained alone (the seed is reset before each is built) and
+    has its own optimizer and resumable state file; the scenes are generated once per batch and fed to
+    every model in turn, so an SGE model and its plain twin trained together differ only by SGE. Training
+    resumes from the latest epoch that every state file has reached.
+    """
+    models, optimizers = [], []
+    for use_sge in variants:
+        seed_everything(recipe.seed)
+        model = build_model(DEMO_ARCH, config, use_sge=use_sge)[0].to(device)
+        models.append(model)
+        optimizers.append(torch.optim.SGD(param_groups(model, recipe.weight_decay, recipe.sge_lr_mult),
+                                          lr=recipe.lr, momentum=recipe.momentum, nesterov=True))
+    names = ["sge" if v else "plain" for v in variants]
+    start_epoch, seconds = 0, [0.0] * len(variants)
+    acc, mean_loss = [float("nan")] * len(variants), [float("nan")] * len(variants)
+    if resume:
+        states = [_resume(path, recipe, v, scenes, m, o)
+                  for path, v, m, o in zip(state_paths, variants, models, optimizers)]
+        if all(states) and len({s[0] for s in states}) == 1:
+            start_epoch = states[0][0]
+            seconds, acc, mean_loss = ([s[k] for s in states] for k in (1, 2, 3))
+        elif any(states):  # the variants stopped at different epochs: start them all afresh, together
+            print("the saved states disagree on the epoch: training every variant afresh", file=sys.stderr)
+            return train_lockstep(recipe, variants, config, device, state_paths, workers, root, False,
+                                  max_steps, scenes)
     base = training_scenes(scenes, recipe.seed + TRAIN_SEED_OFFSET, recipe.samples_per_epoch, root)
     size = None if scenes == "cluttered" else recipe.input_size  # randomised canvases are resized to the input
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-    name = "sge" if use_sge else "plain"
     for epoch in range(start_epoch, recipe.epochs):
         loader = torch.utils.data.DataLoader(
             TorchCluttered(base, config.mean, config.std, start=epoch * recipe.samples_per_epoch, size=size),
             batch_size=recipe.batch_size, shuffle=False, drop_last=True, num_workers=workers,
             pin_memory=device.type == "cuda", persistent_workers=False)
-        model.train()
-        t0 = time.perf_counter()
-        correct = total = 0
-        loss_sum = 0.0
-        bar = tqdm(loader, desc=f"{name} epoch {epoch + 1}/{recipe.epochs}", leave=False, dynamic_ncols=True)
+        for model in models:
+            model.train()
+        correct, total, loss_sum = [0] * len(models), 0, [0.0] * len(models)
+        bar = tqdm(loader, desc=f"{'+'.join(names)} epoch {epoch + 1}/{recipe.epochs}", leave=False,
+                   dynamic_ncols=True)
         for i, (x, y) in enumerate(bar):
-            step = epoch * recipe.steps_per_epoch + i
             if max_steps is not None and i >= max_steps:
                 break
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, recipe) * group["lr_mult"]
+            step = epoch * recipe.steps_per_epoch + i
             x = x.to(device, non_blocking=True)
             y = y.to(device, non_blocking=True)
-            logits = model(x)
-            loss = loss_fn(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if i % 20 == 0 or i == len(loader) - 1:
-                correct += int((logits.argmax(1) == y).sum())
-                total += len(y)
-                loss_sum += float(loss.detach()) * len(y)
-                bar.set_postfix(loss=f"{loss_sum / total:.3f}", acc=f"{correct / total:.3f}")
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds += time.perf_counter() - t0
-        acc, mean_loss = correct / max(1, total), loss_sum / max(1, total)
-        print(f"{name} epoch {epoch + 1}/{recipe.epochs}: loss {mean_loss:.3f}, train acc {acc:.3f}, "
-              f"{seconds:.0f} s so far", file=sys.stderr, flush=True)
+            scored = i % 20 == 0 or i == len(loader) - 1
+            total += len(y) if scored else 0
+            for k, (model, optimizer) in enumerate(zip(models, optimizers)):
+                t0 = time.perf_counter()
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(step, recipe) * group["lr_mult"]
+                logits = model(x)
+                loss = loss_fn(logits, y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if scored:
+                    correct[k] += int((logits.argmax(1) == y).sum())
+                    loss_sum[k] += float(loss.detach()) * len(y)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                seconds[k] += time.perf_counter() - t0  # each model's own compute; scene generation not counted
+            if scored:
+                bar.set_postfix({f"{n} acc": f"{c / total:.3f}" for n, c in zip(names, correct)})
+        acc = [c / max(1, total) for c in correct]
+        mean_loss = [s / max(1, total) for s in loss_sum]
+        for k, name in enumerate(names):
+            print(f"{name} epoch {epoch + 1}/{recipe.epochs}: loss {mean_loss[k]:.3f}, train acc {acc[k]:.3f}, "
+                  f"{seconds[k]:.0f} s of compute so far", file=sys.stderr, flush=True)
         if max_steps is not None:
             break
-        state_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = state_path.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                    "seconds": seconds, "recipe": asdict(recipe), "use_sge": use_sge, "scenes": scenes,
-                    "acc": acc, "loss": mean_loss,
-                    "torch_rng": torch.get_rng_state()}, tmp)
-        tmp.replace(state_path)
-    return TrainResult(model.cpu().eval(), config, seconds, acc, mean_loss)
+        for k, path in enumerate(state_paths):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            torch.save({"model": models[k].state_dict(), "optimizer": optimizers[k].state_dict(),
+                        "epoch": epoch + 1, "seconds": seconds[k], "recipe": asdict(recipe),
+                        "use_sge": variants[k], "scenes": scenes, "acc": acc[k], "loss": mean_loss[k],
+                        "torch_rng": torch.get_rng_state()}, tmp)
+            tmp.replace(path)
+    return [TrainResult(m.cpu().eval(), config, s, a, lo) for m, s, a, lo in zip(models, seconds, acc, mean_loss)]
+
+
+def train_one(recipe: Recipe, use_sge: bool, config: ModelConfig, device: torch.device, state_path: Path,
+              workers: int, root: str | None, resume: bool = True, max_steps: int | None = None,
+              scenes: str = "cluttered") -> TrainResult:
+    """Train one variant with the recipe; resumes from ``state_path`` when it holds a matching state."""
+    return train_lockstep(recipe, [use_sge], config, device, [state_path], workers, root, resume, max_steps,
+                          scenes)[0]
 
 
 def recipe_metadata(recipe: Recipe, result: TrainResult, use_sge: bool, device: torch.device,
@@ -276,13 +314,13 @@ def main(argv: list[str] | None = None) -> int:
         config = demo_config(mean, std, recipe.input_size, arch_kwargs)
         print(f"training on {describe_device(device)}; recipe {json.dumps(asdict(recipe))}", file=sys.stderr)
         variants = [("sge", True), ("plain", False)] if which == "both" else [(which, which == "sge")]
-        for name, use_sge in variants:
-            result = train_one(recipe, use_sge, config, device, args.out_dir / f"{name}.pt", workers,
-                               args.data_root, resume=not args.no_resume, max_steps=args.max_steps,
-                               scenes=args.scenes)
+        results = train_lockstep(recipe, [v for _, v in variants], config, device,
+                                 [args.out_dir / f"{name}.pt" for name, _ in variants], workers, args.data_root,
+                                 resume=not args.no_resume, max_steps=args.max_steps, scenes=args.scenes)
+        for (name, use_sge), result in zip(variants, results):
             if args.max_steps is not None:
                 steps = min(args.max_steps, recipe.steps_per_epoch)
-                print(f"{name}: {steps} steps of batch {recipe.batch_size} in {result.seconds:.1f} s = "
+                print(f"{name}: {steps} steps of batch {recipe.batch_size} in {result.seconds:.1f} s of compute = "
                       f"{steps * recipe.batch_size / result.seconds:.1f} samples/s; full recipe "
                       f"{recipe.total_steps} steps ~ {result.seconds / steps * recipe.total_steps / 60:.1f} min")
                 continue
