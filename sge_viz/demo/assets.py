@@ -2,7 +2,8 @@
 
 A scene ``assets/scene_01.png`` has its mask in ``assets/scene_01_mask.png``
 (white = the item's pixels). ``python -m sge_viz.demo.assets`` regenerates the
-Cluttered Fashion-MNIST scenes and copies the photographs from scikit-image.
+scenes (held-out scenes of the randomised recipe and its shifts) and copies the
+photographs from scikit-image.
 """
 from __future__ import annotations
 
@@ -15,28 +16,48 @@ from PIL import Image
 from ..io.masks import mask_path
 from . import ASSET_DIR
 
-# Held-out scenes shown as examples: the first index of each of these classes in the
-# evaluation set (t10k, EVAL_SEED), chosen by class only, not by how the model does on them.
+# Held-out scenes shown as examples, picked by class only, not by how the model does on them.
+# Original recipe: the first scene of each class in the evaluation set (t10k, EVAL_SEED).
 SCENE_CLASSES = (0, 1, 5, 7, 8, 9)
+# Randomised recipe: (shift, class): the first scene of that class in that shift's test set
+# (``sge_viz.demo.shifts``), so the examples cover the distribution and its harder corners.
+WILD_PICKS = (("held_out", 0), ("held_out", 8), ("shop_style", 7), ("shop_style", 3),
+              ("photo_backgrounds", 9), ("heavy_clutter", 1))
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 
 
-def write_scenes(directory: Path, classes: tuple[int, ...] = SCENE_CLASSES) -> list[Path]:
-    from .data import ClutteredFashionMNIST
-    from .evaluate import EVAL_SEED
+def _save(directory: Path, number: int, sample, what: str) -> Path:
+    path = directory / f"scene_{number:02d}.png"
+    Image.fromarray(sample.image).save(path, optimize=True)
+    Image.fromarray(sample.item_mask.astype(np.uint8) * 255).save(mask_path(path), optimize=True)
+    side = sample.image.shape[0]
+    print(f"| `{path.name}` | `{mask_path(path).name}` | {what}, {sample.class_name}, {side}x{side} px |")
+    return path
 
-    dataset = ClutteredFashionMNIST("test", seed=EVAL_SEED, length=10**6)
-    written, wanted, index = [], list(classes), 0
-    while wanted:
-        sample = dataset[index]
-        if sample.label in wanted:
-            wanted.remove(sample.label)
-            path = directory / f"scene_{len(written) + 1:02d}.png"
-            Image.fromarray(sample.image).save(path, optimize=True)
-            Image.fromarray(sample.item_mask.astype(np.uint8) * 255).save(mask_path(path), optimize=True)
-            written.append(path)
-            print(f"{path.name}: held-out index {index}, {sample.class_name}")
-        index += 1
+
+def write_scenes(directory: Path, scenes: str = "wild") -> list[Path]:
+    """The example scenes and their item masks for a recipe ("wild" or "cluttered"); prints a table row
+    per scene for ``assets/README.md``."""
+    written = []
+    if scenes == "cluttered":
+        from .data import ClutteredFashionMNIST
+        from .evaluate import EVAL_SEED
+
+        dataset = ClutteredFashionMNIST("test", seed=EVAL_SEED, length=10**6)
+        wanted, index = list(SCENE_CLASSES), 0
+        while wanted:
+            sample = dataset[index]
+            if sample.label in wanted:
+                wanted.remove(sample.label)
+                written.append(_save(directory, len(written) + 1, sample, f"held-out index {index}"))
+            index += 1
+        return written
+    from .shifts import shift_by_name
+
+    for shift_name, label in WILD_PICKS:
+        dataset = shift_by_name(shift_name).dataset()
+        index = next(i for i in range(len(dataset)) if int(dataset.labels[dataset.spec(i).item.source]) == label)
+        written.append(_save(directory, len(written) + 1, dataset[index], f"{shift_name} index {index}"))
     return written
 
 
@@ -55,9 +76,11 @@ def write_photos(directory: Path, names: tuple[str, ...] = PHOTOS) -> list[Path]
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m sge_viz.demo.assets", description="Regenerate the example images.")
     p.add_argument("--out", type=Path, default=ASSET_DIR)
+    p.add_argument("--scenes", choices=("wild", "cluttered"), default="wild",
+                   help="the recipe the examples come from (the shipped model's: wild)")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    write_scenes(args.out)
+    write_scenes(args.out, args.scenes)
     write_photos(args.out)
     return 0
 

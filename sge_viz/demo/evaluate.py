@@ -42,8 +42,9 @@ from ..models.checkpoint import CONFIG_KEY, build_for, load_strict, read_checkpo
 from ..models.factory import LoadedModel, load_checkpoint
 from ..viz.resize import resize_maps
 from . import DEMO_CHECKPOINT, MODEL_CARD, PLAIN_CHECKPOINT
-from .data import ClutteredFashionMNIST, view
+from .data import view
 from .shifts import SHIFTS, Shift
+from .train import held_out_scenes, scenes_of
 
 EVAL_SEED = 20250905  # held-out scenes; training never uses this seed (and draws from the train split)
 EVAL_SAMPLES = 5000
@@ -136,11 +137,14 @@ def measure_dataset(loaded: LoadedModel, dataset, count: int, batch_size: int = 
 
 
 def measure(loaded: LoadedModel, count: int = EVAL_SAMPLES, seed: int = EVAL_SEED, batch_size: int = 250,
-            activations: bool = True, workers: int = 0, root: str | None = None, progress: bool = False) -> dict:
-    """Accuracy and (for an SGE model) per-layer localisation scores on ``count`` held-out scenes."""
-    dataset = ClutteredFashionMNIST("test", seed=seed, length=count, root=root)
+            activations: bool = True, workers: int = 0, root: str | None = None, progress: bool = False,
+            scenes: str = "cluttered") -> dict:
+    """Accuracy and (for an SGE model) per-layer localisation scores on ``count`` held-out scenes of the
+    recipe ``scenes`` ("cluttered" or "wild", see ``train.SCENES``)."""
+    dataset = held_out_scenes(scenes, seed, count, root)
     result, _ = measure_dataset(loaded, dataset, count, batch_size, activations, workers, progress)
-    return {"samples": count, "seed": seed, "split": "t10k", "top1": result["top1"], "layers": result["layers"]}
+    return {"samples": count, "seed": seed, "split": "t10k", "scenes": scenes, "top1": result["top1"],
+            "layers": result["layers"]}
 
 
 def summarise(scores: list[ImageLayerScores]) -> dict:
@@ -167,10 +171,15 @@ def summarise(scores: list[ImageLayerScores]) -> dict:
     return out
 
 
+_SCENE_WORDS = {"cluttered": "Cluttered Fashion-MNIST scenes (the original recipe)",
+                "wild": "randomised scenes (the training distribution, `SceneConfig()`, test photos)"}
+
+
 def markdown_table(sge: dict, plain_top1: float | None) -> str:
     lines = [
-        f"Held-out set: {sge['samples']} scenes generated from Fashion-MNIST **t10k** with seed {sge['seed']} "
-        "(never used in training; training draws only from the train split).",
+        f"Held-out set: {sge['samples']} {_SCENE_WORDS[sge.get('scenes', 'cluttered')]} generated from "
+        f"Fashion-MNIST **t10k** with seed {sge['seed']} (never used in training; training draws only from the "
+        "train split" + (" and the train photos" if sge.get("scenes") == "wild" else "") + ").",
         "",
         "| model | top-1 |",
         "| --- | --- |",
@@ -294,6 +303,33 @@ def shift_tables(results: list[dict], label: str = "the shipped SGE model") -> s
     return "\n".join(lines)
 
 
+def seed_table(runs: list[list[dict]], seeds: list[str]) -> str:
+    """Several training seeds' shift results (each a ``measure_shifts`` list with the plain twin) as one
+    markdown table: per shift the mean top-1 of each variant, and SGE - plain as the mean over seeds of
+    each seed's paired difference +- its standard error over seeds (std with ddof 1 / sqrt(seeds))."""
+    names = [r["name"] for r in runs[0]]
+    if any([r["name"] for r in run] != names for run in runs) or any("plain_top1" not in r for run in runs
+                                                                      for r in run):
+        raise SGEVizError("every seed's results must cover the same shifts, each with the plain twin")
+    n = len(runs)
+    lines = [f"Over {n} training seeds ({', '.join(seeds)}): each seed trains an SGE model and its plain twin "
+             "in lockstep on that seed's scenes; SGE - plain is the mean over seeds of each seed's paired "
+             "difference, +- its standard error over seeds (std with ddof 1 / sqrt(seeds)).", "",
+             "| shift | SGE top-1 per seed | plain top-1 per seed | SGE - plain (points) | SGE not below plain? "
+             "| best-layer median gate AUC per seed |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for k, name in enumerate(names):
+        rows = [run[k] for run in runs]
+        diff = np.array([100 * (r["sge_top1"] - r["plain_top1"]) for r in rows])
+        se = float(diff.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+        mean = float(diff.mean())
+        verdict = "yes" if mean >= 0 else ("no, within 2 standard errors" if -mean <= 2 * se else "no")
+        lines.append(f"| {name} | {' / '.join(_pct(r['sge_top1']) for r in rows)} | "
+                     f"{' / '.join(_pct(r['plain_top1']) for r in rows)} | {mean:+.1f} +- {se:.1f} | {verdict} | "
+                     + " / ".join(f"{r.get('best_gate_auc_median', float('nan')):.3f}" for r in rows) + " |")
+    return "\n".join(lines)
+
+
 def update_model_card(path: Path, measured: str, template: str, start: str = START, end: str = END) -> None:
     """Replace what lies between the markers; write the whole template when there is no card yet."""
     block = f"{start}\n{measured}\n{end}"
@@ -336,6 +372,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--label", default=None, help="how the shift tables name the model (default: the checkpoint)")
     p.add_argument("--from-json", type=Path, default=None,
                    help="with --shifts: render the tables from results an earlier --shifts --json run wrote")
+    p.add_argument("--seed-runs", type=Path, nargs="+", default=None, metavar="JSON",
+                   help="with --shifts: also tabulate these --shifts --json results, one per training seed, "
+                        "as SGE - plain over seeds")
     return p.parse_args(argv)
 
 
@@ -365,6 +404,12 @@ def run_shifts(args: argparse.Namespace) -> None:
     label = args.label or (f"`{args.checkpoint.name}`" + (f" and its plain twin `{args.plain_checkpoint.name}`"
                                                         if with_plain else ""))
     table = shift_tables(results, label)
+    if args.seed_runs:
+        try:
+            runs = [json.loads(path.read_text()) for path in args.seed_runs]
+        except (OSError, ValueError) as exc:
+            raise SGEVizError(f"cannot read the seed results: {exc}") from None
+        table += "\n\n" + seed_table(runs, [path.stem for path in args.seed_runs])
     print(table)
     print(f"evaluated in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     if args.json:
@@ -385,7 +430,9 @@ def main(argv: list[str] | None = None) -> int:
         device = pick_device(args.device)
         t0 = time.perf_counter()
         loaded = load_checkpoint(args.checkpoint, device=device)
-        sge = measure(loaded, args.samples, args.seed, workers=args.workers, root=args.data_root, progress=True)
+        scenes = scenes_of(read_metadata(args.checkpoint))
+        sge = measure(loaded, args.samples, args.seed, workers=args.workers, root=args.data_root, progress=True,
+                      scenes=scenes)
         size = loaded.config.input_size
         with torch.inference_mode():
             from ..capture.recorder import GateRecorder
@@ -396,7 +443,8 @@ def main(argv: list[str] | None = None) -> int:
         plain_top1 = None
         if args.plain_checkpoint.is_file():
             plain = plain_twin(args.plain_checkpoint, device)
-            plain_top1 = measure(plain, args.samples, args.seed, activations=False, root=args.data_root)["top1"]
+            plain_top1 = measure(plain, args.samples, args.seed, activations=False, root=args.data_root,
+                                 scenes=scenes)["top1"]
             sge["plain_top1"] = plain_top1
         else:
             print(f"no plain twin at {args.plain_checkpoint}: train it with `python -m sge_viz.train --plain`",

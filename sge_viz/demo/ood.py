@@ -5,11 +5,13 @@
 
 The signal (``sge_viz.metrics.ood``): the squared Mahalanobis distance of the pooled features entering
 the classifier to the nearest class mean, with one shared within-class covariance. Three disjoint sets
-of held-out in-domain scenes (test split, seed EVAL_SEED, all after the model card's evaluation indices
+of held-out in-domain scenes of the checkpoint's own recipe (``recipe.scenes`` in its metadata: Cluttered
+Fashion-MNIST or the randomised scenes; test split, seed EVAL_SEED, all after the model card's evaluation indices
 0..4999): class means and covariance are fitted on FIT (5000-7999), the threshold is the 95th percentile
 of the distance on CALIBRATE (8000-9999), and the false-alarm rate and AUROC are measured on TEST
 (10000-11999) against out-of-domain images: the four photos in assets/, crops of scikit-image's sample
-photos, Fashion-MNIST items alone on plain backgrounds ("shop" pictures), random textures and
+photos, Fashion-MNIST items alone on plain backgrounds ("shop" pictures; left out for the randomised
+recipe, whose shop_style scenes are exactly that), random textures and
 natural-image-like (1/f) noise, all through the app's preprocessing. For comparison the same is done
 for two scores read off the logits (maximum softmax probability and logsumexp = -energy).
 
@@ -36,8 +38,9 @@ from ..metrics.ood import OODDetector
 from ..models.checkpoint import CONFIG_KEY, build_for, load_strict, read_checkpoint, read_metadata, save_safetensors
 from ..models.factory import LoadedModel, load_checkpoint
 from . import ASSET_DIR, DEMO_CHECKPOINT, MODEL_CARD
-from .data import ClutteredFashionMNIST, load_split
+from .data import ClutteredFashionMNIST, WildFashionMNIST, load_split, view
 from .evaluate import EVAL_SAMPLES, EVAL_SEED
+from .train import held_out_scenes, scenes_of
 
 FIT = (EVAL_SAMPLES, EVAL_SAMPLES + 3000)  # the model card's evaluation uses indices 0..4999
 CALIBRATE = (FIT[1], FIT[1] + 2000)
@@ -45,6 +48,7 @@ TEST = (CALIBRATE[1], CALIBRATE[1] + 2000)
 PER_KIND = 200
 FALSE_ALARM = 0.05
 OOD_SEED = 7
+SHOP_KIND = "items on plain backgrounds"
 START, END = "<!-- ood:start -->", "<!-- ood:end -->"
 PHOTOS = ("astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg")
 SKIMAGE = ("astronaut", "brick", "camera", "cat", "coffee", "coins", "grass", "gravel", "horse", "moon", "page",
@@ -121,7 +125,7 @@ def ood_views(size: int, resize: int, rng: np.random.Generator, per_kind: int = 
         x, y = (size - side) // 2, (size - side) // 2
         canvas[y:y + side, x:x + side] = alpha * colour + (1 - alpha) * canvas[y:y + side, x:x + side]
         shop.append(np.clip(canvas * 255, 0, 255).astype(np.uint8))
-    views["items on plain backgrounds"] = shop
+    views[SHOP_KIND] = shop
 
     textures = []
     yy, xx = np.mgrid[0:size, 0:size] / size
@@ -157,19 +161,24 @@ def ood_views(size: int, resize: int, rng: np.random.Generator, per_kind: int = 
     return views
 
 
-def _scenes(dataset: ClutteredFashionMNIST, span: tuple[int, int]):
+def _scenes(dataset: ClutteredFashionMNIST | WildFashionMNIST, span: tuple[int, int], size: int):
     samples = [dataset[i] for i in range(*span)]
-    return [x.image for x in samples], np.array([x.label for x in samples])
+    return [view(x.image, size) for x in samples], np.array([x.label for x in samples])
 
 
-def measure(loaded: LoadedModel, per_kind: int = PER_KIND, root: str | None = None) -> tuple[dict, OODDetector]:
-    """Fit, calibrate and test every score; returns the figures and the Mahalanobis detector."""
+def measure(loaded: LoadedModel, per_kind: int = PER_KIND, root: str | None = None,
+            scenes: str = "cluttered") -> tuple[dict, OODDetector]:
+    """Fit, calibrate and test every score on held-out scenes of the recipe ``scenes`` (see
+    ``train.SCENES``); returns the figures and the Mahalanobis detector."""
     cfg = loaded.config
-    dataset = ClutteredFashionMNIST("test", seed=EVAL_SEED, length=TEST[1], root=root)
-    (fit_views, fit_labels), (cal_views, _), (test_views, _) = (_scenes(dataset, s) for s in (FIT, CALIBRATE, TEST))
+    dataset = held_out_scenes(scenes, EVAL_SEED, TEST[1], root)
+    (fit_views, fit_labels), (cal_views, _), (test_views, _) = (_scenes(dataset, s, cfg.input_size)
+                                                                for s in (FIT, CALIBRATE, TEST))
     fit_logits, fit_feats = forward(loaded, fit_views)
     means, precision = ood.fit(fit_feats, fit_labels)
     kinds = ood_views(cfg.input_size, cfg.resize_size, np.random.default_rng(OOD_SEED), per_kind, root)
+    if scenes == "wild":  # one item on a plain background is a scene of this recipe (the shop_style shift)
+        kinds.pop(SHOP_KIND)
 
     def all_scores(views):
         logits, feats = forward(loaded, views)
@@ -271,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         loaded = load_checkpoint(args.checkpoint, device=pick_device(args.device))
-        result, detector = measure(loaded, args.per_kind, args.data_root)
+        result, detector = measure(loaded, args.per_kind, args.data_root,
+                                   scenes_of(read_metadata(args.checkpoint)))
         table = markdown(result)
         print(table)
         if args.json:

@@ -58,6 +58,22 @@ def training_scenes(scenes: str, seed: int, length: int, root: str | None = None
     raise ValueError(f"unknown scenes {scenes!r}: one of {', '.join(SCENES)}")
 
 
+def held_out_scenes(scenes: str, seed: int, length: int, root: str | None = None
+                    ) -> ClutteredFashionMNIST | WildFashionMNIST:
+    """Held-out scenes of a recipe: always the test split (and, for "wild", the test photos)."""
+    if scenes == "cluttered":
+        return ClutteredFashionMNIST("test", seed=seed, length=length, root=root)
+    if scenes == "wild":
+        return WildFashionMNIST("test", seed=seed, length=length, root=root, config=SceneConfig())
+    raise ValueError(f"unknown scenes {scenes!r}: one of {', '.join(SCENES)}")
+
+
+def scenes_of(metadata: dict) -> str:
+    """Which scene recipe a checkpoint was trained on, from its metadata ("cluttered" when unrecorded)."""
+    recipe = metadata.get("recipe")
+    return recipe.get("scenes", "cluttered") if isinstance(recipe, dict) else "cluttered"
+
+
 @dataclass(frozen=True)
 class Recipe:
     """Everything that decides the trained weights (recorded in the checkpoint's metadata)."""
@@ -83,11 +99,28 @@ class Recipe:
         return self.epochs * self.steps_per_epoch
 
 
+# What a model of each recipe knows, written into its config (the app's domain card shows it).
+WILD_DOMAIN = dict(
+    description=("Recognises one clothing item (10 Fashion-MNIST classes) in a small scene resized to 64x64: "
+                 "light or dark, tinted or grey, on noise, gradients, plain light backgrounds or photo crops, "
+                 "among 0-12 clutter fragments. It has never seen a photograph of clothing or of anything "
+                 "else: on those its classes and gates mean little."),
+    training_data=("randomised Fashion-MNIST scenes: canvas 48-160 px, the item 35-85% of it; noise, gradient, "
+                   "plain or photo backgrounds; 0-12 clutter fragments; mild rotation, blur and JPEG"),
+)
+
+
 def demo_config(mean: tuple[float, ...], std: tuple[float, ...], size: int,
-                arch_kwargs: dict | None = None) -> ModelConfig:
+                arch_kwargs: dict | None = None, scenes: str = "cluttered", scene_count: int | None = None
+                ) -> ModelConfig:
+    """The demo architecture's config; a "wild" model also records what it knows (the domain card)."""
+    domain = {}
+    if scenes == "wild":
+        count = f", {scene_count // 1000}k generated training scenes" if scene_count else ""
+        domain = dict(description=WILD_DOMAIN["description"], training_data=WILD_DOMAIN["training_data"] + count)
     return ModelConfig(arch=DEMO_ARCH, num_classes=10, input_size=size, resize_size=size, mean=tuple(mean),
                        std=tuple(std), class_names=FASHION_MNIST_CLASSES,
-                       arch_kwargs=dict(arch_kwargs if arch_kwargs is not None else DEMO_KWARGS))
+                       arch_kwargs=dict(arch_kwargs if arch_kwargs is not None else DEMO_KWARGS), **domain)
 
 
 def param_groups(model: nn.Module, weight_decay: float, sge_lr_mult: float = 1.0) -> list[dict]:
@@ -311,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
             arch_kwargs["widths"] = [int(v) for v in args.widths.split(",")]
         if args.groups:
             arch_kwargs["groups"] = args.groups
-        config = demo_config(mean, std, recipe.input_size, arch_kwargs)
+        config = demo_config(mean, std, recipe.input_size, arch_kwargs, args.scenes,
+                             recipe.epochs * recipe.samples_per_epoch)
         print(f"training on {describe_device(device)}; recipe {json.dumps(asdict(recipe))}", file=sys.stderr)
         variants = [("sge", True), ("plain", False)] if which == "both" else [(which, which == "sge")]
         results = train_lockstep(recipe, [v for _, v in variants], config, device,

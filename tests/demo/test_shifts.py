@@ -189,3 +189,42 @@ def test_shift_card_needs_the_checkpoint_untouched(tiny, tmp_path):
                           "--card", str(card), "--workers", "0"]) == 0
     assert path.read_bytes() == before and not card.exists()
     torch.manual_seed(0)
+
+
+def test_seed_table_is_the_mean_paired_difference_and_its_standard_error(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    runs = [[{"name": name, "sge_top1": float(rng.uniform(0.5, 1)), "plain_top1": float(rng.uniform(0.5, 1)),
+              "best_gate_auc_median": float(rng.uniform(0.5, 1))} for name in ("held_out", "shop_style")]
+            for _ in range(3)]
+    table = evaluate.seed_table(runs, ["s0", "s1", "s2"])
+    for k, name in enumerate(("held_out", "shop_style")):
+        diff = np.array([100 * (run[k]["sge_top1"] - run[k]["plain_top1"]) for run in runs])
+        row = next(line for line in table.splitlines() if line.startswith(f"| {name} |"))
+        assert f"{diff.mean():+.1f} +- {diff.std(ddof=1) / np.sqrt(3):.1f}" in row
+        assert ("| yes |" in row) == (diff.mean() >= 0)
+    with pytest.raises(evaluate.SGEVizError, match="same shifts"):
+        evaluate.seed_table([runs[0], runs[1][:1]], ["a", "b"])
+    # Through the command: --seed-runs appends the table to the rendered suite.
+    paths = []
+    for i, run in enumerate(runs):
+        layer = {"gate_auc_median": 0.6, "before_length_auc_median": 0.5, "after_length_auc_median": 0.5}
+        full = [dict(r, what="w", seed=1, samples=4, layers={"l": layer}, best_layer="l", diff=0.0, diff_se=0.0)
+                for r in run]
+        paths.append(tmp_path / f"seed{i}.json")
+        paths[-1].write_text(json.dumps(full))
+    assert evaluate.main(["--shifts", "--only", "held_out,shop_style", "--no-write", "--from-json", str(paths[0]),
+                          "--seed-runs", *map(str, paths)]) == 0
+    assert "Over 3 training seeds (seed0, seed1, seed2)" in capsys.readouterr().out
+
+
+def test_held_out_scenes_follow_the_checkpoint_recipe():
+    from sge_viz.demo.data import ClutteredFashionMNIST, SceneConfig
+    from sge_viz.demo.train import held_out_scenes, scenes_of
+
+    wild = held_out_scenes("wild", 5, 10)
+    assert isinstance(wild, WildFashionMNIST) and wild.split == "test" and wild.config == SceneConfig()
+    assert isinstance(held_out_scenes("cluttered", 5, 10), ClutteredFashionMNIST)
+    assert scenes_of({"recipe": {"scenes": "wild"}}) == "wild"
+    assert scenes_of({}) == scenes_of({"recipe": "odd"}) == "cluttered"  # files that predate the field
+    with pytest.raises(ValueError, match="cluttered, wild"):
+        held_out_scenes("other", 0, 1)
