@@ -10,7 +10,7 @@ from PIL import Image
 from ..metrics.ood import verdict
 from ..models.config import ModelConfig
 from ..models.factory import LoadedModel
-from .preprocess import center_crop_view, normalise
+from .preprocess import center_crop_view, normalise, normalise_batch
 from .recorder import GateRecorder
 
 
@@ -126,7 +126,7 @@ def run_batch(loaded: LoadedModel, batch: torch.Tensor, activations: bool = True
 def analyze_views(loaded: LoadedModel, views: list[np.ndarray], activations: bool = True) -> list[Analysis]:
     """Analyse already-cropped RGB views (each (S, S, 3) uint8, S = the model's input size) in one batched
     forward. ``activations=False`` skips the before/after maps (they come back as zeros)."""
-    batch = torch.stack([normalise(v, loaded.config) for v in views])
+    batch = normalise_batch(views, loaded.config)
     detector = getattr(loaded, "ood", None)
     features: list | None = [] if detector is not None else None
     probs, recorder = run_batch(loaded, batch, activations, features)

@@ -31,7 +31,15 @@ def center_crop_view(image: Image.Image, resize_size: int, crop_size: int) -> np
 
 def normalise(view: np.ndarray, config: ModelConfig) -> torch.Tensor:
     """(S, S, 3) uint8 -> (3, S, S) float32 normalised with the model's mean/std."""
-    t = torch.from_numpy(view).permute(2, 0, 1).float().div_(255.0)
-    mean = torch.tensor(config.mean).view(3, 1, 1)
-    std = torch.tensor(config.std).view(3, 1, 1)
-    return (t - mean) / std
+    return normalise_batch([view], config)[0]
+
+
+def normalise_batch(views: list[np.ndarray], config: ModelConfig) -> torch.Tensor:
+    """Views, each (S, S, 3) uint8 -> (B, 3, S, S) float32 contiguous, (v / 255 - mean) / std per channel,
+    in one pass over the batch (one stack, one float conversion, one fused multiply-add)."""
+    x = torch.from_numpy(np.stack(views)).permute(0, 3, 1, 2)
+    scale = 1.0 / (255.0 * torch.tensor(config.std, dtype=torch.float32))
+    shift = -torch.tensor(config.mean, dtype=torch.float32) / torch.tensor(config.std, dtype=torch.float32)
+    out = torch.empty(x.shape, dtype=torch.float32)
+    torch.addcmul(shift.view(1, 3, 1, 1), x, scale.view(1, 3, 1, 1), out=out)
+    return out
