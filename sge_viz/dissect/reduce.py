@@ -5,12 +5,13 @@ group sums S1 = sum_c x and S2 = sum_c x^2 over the group's C/G channels, before
 n = C/G * H * W values per group and image: mean = sum_p S1 / n, E[x^2] = sum_p S2 / n, and the
 population variance = E[x^2] - mean^2 (in float64); the vector length at p is sqrt(S2(p)). No square
 root is taken per position: the length histograms bin S2 on the squared edges (summary.SQUARED_EDGES)
-and a score is the square root of a maximum of S2.
+and a score is the float32 square root of a maximum of S2.
 
 The recorder keeps its tensors on the model's device (``keep_on_device=True``) and every reduction
-(sums, maxima, histograms) runs there; only the reduced numbers, a few KB per layer, cross to the
-host. The one exception is mask AUC (a rank statistic), computed on the host from the gates of the
-images that have a mask.
+(sums, maxima, histograms) runs there; only the reduced numbers cross to the host: per layer the
+totals and histograms, a few KB, and each image's maximum and its position per group (B x G), which
+the host sorts into the top lists. The one exception is mask AUC (a rank statistic), computed on the
+host from the gates of the images that have a mask.
 """
 from __future__ import annotations
 
@@ -89,26 +90,13 @@ def reduce_layer(capture: LayerCapture, names: Sequence[str], masks: Sequence[np
     var_b = _variance(capture.before, capture.before_sq, n)
     var_a = _variance(capture.after, capture.after_sq, n)
     after_sq = capture.after_sq.float()
-    best, where = after_sq.reshape(b, g, h * w).max(dim=2)
-    best = best.sqrt()  # the longest vector: sqrt is monotonic, so only the maxima need it
-    keep = min(k, b)
-    if keep < b:  # only the batch's best k per group need cross to the host
-        best_k, rank = best.topk(keep, dim=0)
-        where_k, image_k = where.gather(0, rank), rank
-    else:
-        best_k, where_k, image_k = best, where, torch.arange(b, device=best.device)[:, None].expand(b, g)
+    best, where = _max_positions(after_sq.reshape(b, g, h * w))
     gate_sums = gate.sum(dim=(2, 3)).double().sum(0)  # spatial sums in float32, over images in float64
     gate_sq = (gate * gate).sum(dim=(2, 3)).double().sum(0)
     totals = torch.cat([gate_sums, gate_sq,
                         var_b.sum(0), var_b.square().sum(0), var_a.sum(0), var_a.square().sum(0)]).cpu().numpy()
     # Squared lengths on squared edges: the same bins as the lengths on LENGTH_EDGES, without a sqrt each.
     hist = torch.stack([_histogram(capture.before_sq), _histogram(after_sq)]).cpu().numpy()
-    best_k, where_k, image_k = best_k.cpu().numpy(), where_k.cpu().numpy(), image_k.cpu().numpy()
-    top = []
-    for group in range(g):
-        entries = [(float(best_k[j, group]), names[int(image_k[j, group])], int(where_k[j, group]) // w,
-                    int(where_k[j, group]) % w) for j in range(best_k.shape[0])]
-        top.append(sorted(entries, key=lambda e: (-e[0], e[1], e[2], e[3]))[:k])
     auc_sum, auc_count = np.zeros(g), np.zeros(g, np.int64)
     masked = [i for i, m in enumerate(masks) if m is not None]
     if masked:
@@ -119,8 +107,39 @@ def reduce_layer(capture: LayerCapture, names: Sequence[str], masks: Sequence[np
             auc_sum[ok] += auc[ok]
             auc_count[ok] += 1
     t = totals.reshape(6, g)
+    # The score is the longest vector: sqrt is monotonic, so only the maxima need it. numpy's float32 sqrt
+    # is correctly rounded, as analyze()'s lengths are (torch's CPU one is at times 1 ulp off).
     return LayerPartial(g, capture.channels, h, w, k, b, t[0], t[1], t[2:4], t[4:6], hist[0], hist[1],
-                        auc_sum, auc_count, top)
+                        auc_sum, auc_count, _top_lists(np.sqrt(best), where, w, names, k))
+
+
+def _max_positions(values: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """The maxima (B, G) of ``values`` (B, G, P) over P and their first positions (B, G) int64, on the host."""
+    if values.device.type == "cpu":  # numpy's argmax is several times faster than torch's max(dim) on a CPU
+        where = values.numpy().argmax(axis=2)
+        return np.take_along_axis(values.numpy(), where[..., None], 2)[..., 0], where
+    best, where = values.max(dim=2)
+    return best.cpu().numpy(), where.cpu().numpy()
+
+
+def _top_lists(scores: np.ndarray, where: np.ndarray, width: int, names: Sequence[str],
+               k: int) -> list[list[tuple[float, str, int, int]]]:
+    """Per group its best k (score, image, row, col) of the batch, in the order of summary's _top_key.
+
+    ``scores``, ``where``: (B, G) each image's score and the flat position of it in rows of ``width``.
+    Sorted on the host, all B at once, so that ties at the k-th place go by image name.
+    """
+    b, g = scores.shape
+    rank = {name: i for i, name in enumerate(sorted(set(names)))}
+    image = np.broadcast_to(np.arange(b)[:, None], (b, g))
+    rows, cols = where // width, where % width
+    order = np.lexsort((cols, rows, np.array([rank[n] for n in names])[image], -scores), axis=0)[:k]  # (k', G)
+
+    def by_group(a: np.ndarray) -> list[list]:
+        return np.take_along_axis(a, order, 0).T.tolist()
+
+    return [list(zip(s, [names[i] for i in im], r, c))
+            for s, im, r, c in zip(by_group(scores), by_group(image), by_group(rows), by_group(cols))]
 
 
 def reduce_captures(captures: dict[str, LayerCapture], layers: Sequence[str], names: Sequence[str],

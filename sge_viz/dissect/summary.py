@@ -78,7 +78,8 @@ class LayerPartial:
     hist_after: np.ndarray = None  # type: ignore[assignment]
     auc_sum: np.ndarray = None  # type: ignore[assignment]
     auc_count: np.ndarray = None  # type: ignore[assignment]  # (G,) int64
-    top: list[list[tuple[float, str, int, int]]] = None  # type: ignore[assignment]  # per group, best first
+    # Per group, best first; plain Python values (from_json makes them so for JSON's lists).
+    top: list[list[tuple[float, str, int, int]]] = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         g = self.groups
@@ -90,8 +91,6 @@ class LayerPartial:
             setattr(self, name, np.zeros(shape, dtype) if value is None else np.asarray(value, dtype).reshape(shape))
         if self.top is None:
             self.top = [[] for _ in range(g)]
-        else:
-            self.top = [[(float(s), str(i), int(r), int(c)) for s, i, r, c in t] for t in self.top]
 
     def shape_key(self) -> tuple:
         return (self.groups, self.channels, self.height, self.width, self.k)
@@ -117,7 +116,8 @@ class LayerPartial:
 
     @classmethod
     def from_json(cls, data: dict) -> LayerPartial:
-        return cls(**data)
+        top = [[(float(s), str(i), int(r), int(c)) for s, i, r, c in t] for t in data["top"]]
+        return cls(**{**data, "top": top})
 
     # --- the reported numbers --------------------------------------------------------------------
 
