@@ -272,6 +272,7 @@ def index_html(summary: dict, figures: dict, pictures: bool) -> str:
                          f"<td>{f(g['variance_after']['mean'])} ± {f(g['variance_after']['std'])}</td>"
                          f"<td>{f(g['mask_auc'])}</td><td>{top}{picture}</td></tr>")
         parts.append("</table></details>")
-    parts.append(f"<p style='color:#777'>Length histogram edges: 0, then {len(LENGTH_EDGES) - 2} log-spaced bins "
-                 "from 1e-3 to 1e4.</p></body></html>")
+    parts.append(f"<p style='color:#777'>Length histogram edges: 0, then the square roots of 10^(j/10 - 6) "
+                 f"rounded to 8 significant bits, j = 0..{len(LENGTH_EDGES) - 2} (~1e-3 to ~1e4, 20 bins per "
+                 "decade).</p></body></html>")
     return "\n".join(parts)

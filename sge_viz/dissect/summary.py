@@ -19,7 +19,10 @@ Definitions (``summary_dict`` reports them):
   C/G x H x W activation values at SGE's input / output, summarised as mean and population std over
   images;
 - length_histogram: counts of the vector lengths of every position of every group of every image, on
-  ``LENGTH_EDGES`` (bins [e_i, e_i+1), the last one closed; lengths past the last edge count in it);
+  ``LENGTH_EDGES`` (bins [e_i, e_i+1), the last one closed; lengths past the last edge count in it).
+  The edges are e_i = sqrt(E_i) with E_i in ``SQUARED_EDGES``: 0, then 10^(j/10 - 6) for j = 0..140
+  rounded to 8 significant bits (float32 values with their low 16 bits zero); the squared length
+  (the float32 sum of squares over the group's channels) is binned on E_i, which is the same bin;
 - mask_auc: over the images with a mask, the mean ROC-AUC of the group's gate upsampled to the crop
   against the mask cropped like the image (null without masks).
 """
@@ -32,11 +35,24 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# 0, then 20 log-spaced bins per decade from 1e-3 to 1e4: vector lengths of any layer of any model fit,
-# and histograms of different runs and layers add bin by bin.
-LENGTH_EDGES = np.concatenate([[0.0], np.logspace(-3, 4, 141)])
+
+def _squared_edges() -> np.ndarray:
+    """(142,) float32: 0, then 10^(j/10 - 6) for j = 0..140 rounded to 8 significant bits."""
+    x = np.logspace(-6, 8, 141)
+    step = 2.0 ** (np.floor(np.log2(x)) - 7)  # 8 significant bits: in [2^e, 2^(e+1)) steps of 2^(e-7)
+    return np.concatenate([[0.0], np.round(x / step) * step]).astype(np.float32)
+
+
+# Histogram edges, shared by every layer and run so histograms add bin by bin. The squared lengths are
+# binned (no square root per position) on SQUARED_EDGES: float32 values whose low 16 bits are zero
+# (exactly bfloat16s), which lets reduce.py count them with one table of the top 16 bits. In length
+# units the edges are their square roots (float64; sqrt is strictly increasing on float32 values, so a
+# length lies in [e_i, e_i+1) exactly when its square lies in [E_i, E_i+1)): 0, then 141 edges from
+# ~1e-3 to ~1e4, 20 bins per decade, each within 0.2% of 10^(j/20 - 3). Any layer of any model fits.
+SQUARED_EDGES = _squared_edges()
+LENGTH_EDGES = np.sqrt(SQUARED_EDGES.astype(np.float64))
 BINS = LENGTH_EDGES.size - 1
-FORMAT = 1  # version of the partial's JSON form
+FORMAT = 2  # version of the partial's JSON form (2: histograms on the squared-length edges)
 
 
 def _top_key(entry: tuple) -> tuple:
@@ -62,7 +78,8 @@ class LayerPartial:
     hist_after: np.ndarray = None  # type: ignore[assignment]
     auc_sum: np.ndarray = None  # type: ignore[assignment]
     auc_count: np.ndarray = None  # type: ignore[assignment]  # (G,) int64
-    top: list[list[tuple[float, str, int, int]]] = None  # type: ignore[assignment]  # per group, best first
+    # Per group, best first; plain Python values (from_json makes them so for JSON's lists).
+    top: list[list[tuple[float, str, int, int]]] = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         g = self.groups
@@ -74,8 +91,6 @@ class LayerPartial:
             setattr(self, name, np.zeros(shape, dtype) if value is None else np.asarray(value, dtype).reshape(shape))
         if self.top is None:
             self.top = [[] for _ in range(g)]
-        else:
-            self.top = [[(float(s), str(i), int(r), int(c)) for s, i, r, c in t] for t in self.top]
 
     def shape_key(self) -> tuple:
         return (self.groups, self.channels, self.height, self.width, self.k)
@@ -101,7 +116,8 @@ class LayerPartial:
 
     @classmethod
     def from_json(cls, data: dict) -> LayerPartial:
-        return cls(**data)
+        top = [[(float(s), str(i), int(r), int(c)) for s, i, r, c in t] for t in data["top"]]
+        return cls(**{**data, "top": top})
 
     # --- the reported numbers --------------------------------------------------------------------
 
@@ -190,7 +206,9 @@ def summary_dict(partial: Partial, model: dict) -> dict:
             "score": "max over positions of the after-SGE vector length; row, col = its cell",
             "variance": "per image, population variance (ddof 0) of the group's C/G x H x W values; "
                         "mean and std over images",
-            "length_histogram": "bins [e_i, e_i+1), the last closed and also counting larger lengths",
+            "length_histogram": "bins [e_i, e_i+1), the last closed and also counting larger lengths; "
+                                "e_i = sqrt(E_i), E_i = 0, then 10^(j/10 - 6) for j = 0..140 rounded to "
+                                "8 significant bits",
             "mask_auc": "mean over images with a mask of the ROC-AUC of the upsampled gate vs the mask",
         },
         "layers": {

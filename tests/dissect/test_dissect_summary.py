@@ -11,12 +11,12 @@ import torch
 from dissect_helpers import make_image_set, summaries_equal, tiny_loaded
 from PIL import Image
 
-from sge_viz.capture.analysis import analyze_views
-from sge_viz.capture.preprocess import center_crop_view
+from sge_viz.capture.analysis import analyze_views, run_batch
+from sge_viz.capture.preprocess import center_crop_view, normalise
 from sge_viz.dissect.engine import load_item, run_local
 from sge_viz.dissect.inputs import collect
 from sge_viz.dissect.reduce import dissect_batch
-from sge_viz.dissect.summary import LENGTH_EDGES, Partial, merge_all, summary_dict
+from sge_viz.dissect.summary import LENGTH_EDGES, SQUARED_EDGES, Partial, merge_all, summary_dict
 from sge_viz.io.images import open_image
 from sge_viz.metrics.gates import analysis_stats
 
@@ -77,11 +77,12 @@ def test_summary_matches_per_image_analyze_outputs(setup):
     sge = {n: m for n, m in loaded.model.named_modules() if n.endswith("sge")}
     hooks = [m.register_forward_hook(lambda mod, i, o, n=n: raw.setdefault(n, []).append(
         (i[0].detach().numpy().astype(np.float64), o.detach().numpy().astype(np.float64)))) for n, m in sge.items()]
-    analyses, masks, names = [], [], []
+    analyses, masks, names, batches = [], [], [], []
     try:
         for start in range(0, len(items), BATCH):  # the same batches as the run, so the same float32 numbers
             chunk = items[start:start + BATCH]
             views = []
+            batches.append(views)
             for item in chunk:
                 image = open_image(item.path)
                 views.append(center_crop_view(image, cfg.resize_size, cfg.input_size))
@@ -95,6 +96,13 @@ def test_summary_matches_per_image_analyze_outputs(setup):
     finally:
         for h in hooks:
             h.remove()
+    # The squared lengths the histograms bin (float32 sums of squares over each group's channels), as the
+    # analyze path captures them for the same batches.
+    squared: dict[str, list] = {}
+    for views in batches:
+        _, rec = run_batch(loaded, torch.stack([normalise(v, cfg) for v in views]))
+        for name, cap in rec.captures.items():
+            squared.setdefault(name, []).append((cap.before_sq.numpy(), cap.after_sq.numpy()))
     assert got["images"] == len(analyses) == 10
     assert sum(m is not None for m in masks) == 4
     for name, layer in got["layers"].items():
@@ -109,10 +117,16 @@ def test_summary_matches_per_image_analyze_outputs(setup):
         assert layer["groups"] == g
         edges = np.asarray(layer["length_histogram"]["edges"])
         np.testing.assert_array_equal(edges, LENGTH_EDGES)
-        np.testing.assert_array_equal(layer["length_histogram"]["before"],
-                                      np.histogram(np.minimum(before_len, edges[-1]), edges)[0])
-        np.testing.assert_array_equal(layer["length_histogram"]["after"],
-                                      np.histogram(np.minimum(after_len.astype(np.float64), edges[-1]), edges)[0])
+        for i, (key, x, length) in enumerate((("before", x_in, before_len), ("after", x_out, after_len))):
+            sq = np.concatenate([b[i] for b in squared[name]])  # (N, G, H, W) float32
+            np.testing.assert_array_equal(np.sqrt(sq), length)  # analyze()'s lengths are their square roots
+            np.testing.assert_allclose(sq, np.square(x).reshape(sq.shape[:2] + (-1,) + sq.shape[2:]).sum(axis=2),
+                                       rtol=1e-5, atol=1e-6)  # sums of squares of the raw activations
+            sq = sq.astype(np.float64)
+            counts = layer["length_histogram"][key]
+            np.testing.assert_array_equal(counts, np.histogram(np.minimum(sq, SQUARED_EDGES[-1]),
+                                                               SQUARED_EDGES.astype(np.float64))[0])
+            np.testing.assert_array_equal(counts, np.histogram(np.minimum(np.sqrt(sq), edges[-1]), edges)[0])
         aucs = [analysis_stats(a, m)["layers"][name]["mask_auc"] for a, m in zip(analyses, masks) if m is not None]
         for entry in layer["per_group"]:
             k = entry["group"]
@@ -126,7 +140,7 @@ def test_summary_matches_per_image_analyze_outputs(setup):
             order = sorted(range(n), key=lambda i: (-float(scores[i]), names[i]))[:K]
             assert [t["image"] for t in entry["top"]] == [names[i] for i in order]
             for t, i in zip(entry["top"], order):
-                assert t["score"] == pytest.approx(float(scores[i]), rel=1e-6)  # float32 ulps
+                assert t["score"] == float(scores[i])  # both the float32 sqrt of the same maximum
                 assert (t["row"], t["col"]) == divmod(int(flat[i].argmax()), gates.shape[3])
             per_image = [a[k] for a in aucs if a[k] is not None]
             np.testing.assert_allclose(entry["mask_auc"], np.mean(per_image), rtol=1e-12)
@@ -165,14 +179,58 @@ def test_reduction_stays_on_the_device_of_the_captures(setup):
     assert cap.channels % cap.gate.shape[1] == 0
 
 
+def test_length_histogram_edges_are_the_documented_ones():
+    """E_i: 0, then 10^(j/10 - 6), j = 0..140, rounded to 8 significant bits, float32 with the low 16 bits zero; the
+    reported edges are their float64 square roots."""
+    x = 10.0 ** (np.arange(141) / 10 - 6)
+    mantissa, exponent = np.frexp(x)  # x = mantissa * 2^exponent, mantissa in [0.5, 1)
+    np.testing.assert_array_equal(SQUARED_EDGES, np.concatenate([[0.0], np.ldexp(np.round(mantissa * 256),
+                                                                                 exponent - 8)]))
+    assert SQUARED_EDGES.dtype == np.float32 and (SQUARED_EDGES.view(np.uint32) & 0xFFFF == 0).all()
+    assert (np.diff(SQUARED_EDGES) > 0).all()
+    np.testing.assert_array_equal(LENGTH_EDGES, np.sqrt(SQUARED_EDGES.astype(np.float64)))
+    np.testing.assert_allclose(LENGTH_EDGES[1:], np.sqrt(x), rtol=2e-3)  # ~1e-3 .. ~1e4, 20 bins per decade
+
+
 def test_length_histogram_bins_equal_numpy_at_and_around_every_edge():
+    """Both histogram paths count float32 squared lengths as np.histogram does on the squared edges, and
+    so as np.histogram of the lengths (float64 square roots) on the reported edges."""
     from sge_viz.dissect.reduce import _bins_torch, _histogram
 
-    e32 = LENGTH_EDGES.astype(np.float32)
+    e = SQUARED_EDGES
     rng = np.random.default_rng(0)
-    v = np.concatenate([rng.lognormal(0, 3, 200_000), LENGTH_EDGES, np.nextafter(LENGTH_EDGES, 0),
-                        np.nextafter(LENGTH_EDGES, np.inf), [0.0, 1e9, np.inf]]).astype(np.float32)
-    v = np.concatenate([v, e32, np.nextafter(e32, np.float32(0)), np.nextafter(e32, np.float32(np.inf))])
-    want = np.histogram(np.minimum(v.astype(np.float64), LENGTH_EDGES[-1]), LENGTH_EDGES)[0]
+    v = np.concatenate([rng.lognormal(0, 6, 600_000).astype(np.float32),  # 1e-9 .. 1e9, several chunks
+                        e, np.nextafter(e, np.float32(0)), np.nextafter(e, np.float32(np.inf)),
+                        np.float32([0.0, -0.0, 1e-45, 1e-30, 1e9, 3e38, np.inf, np.nan])])
+    assert v.dtype == np.float32
+    v64 = np.where(np.isnan(v), np.inf, v.astype(np.float64))  # NaN counts in the last bin, as inf does
+    want = np.histogram(np.minimum(v64, e[-1]), e.astype(np.float64))[0]
+    np.testing.assert_array_equal(np.histogram(np.minimum(np.sqrt(v64), LENGTH_EDGES[-1]), LENGTH_EDGES)[0], want)
+    assert want.sum() == v.size and (want > 0).all()
     np.testing.assert_array_equal(_histogram(torch.from_numpy(v)).numpy(), want)
     np.testing.assert_array_equal(_bins_torch(torch.from_numpy(v)).numpy(), want)  # the path GPUs take
+    np.testing.assert_array_equal(_histogram(torch.from_numpy(v[:0])).numpy(), np.zeros(len(want)))
+
+
+def test_top_lists_break_score_ties_by_image_name():
+    """Images that tie on a group's score enter its top-K by name, also at the K-th place (identical
+    images in a set tie exactly); rows and cols are the first maximum's."""
+    from sge_viz.capture.recorder import LayerCapture
+    from sge_viz.dissect.reduce import reduce_layer
+    from sge_viz.dissect.summary import _top_key
+
+    b, g, h, w = 8, 3, 5, 6
+    maps = torch.from_numpy(np.random.default_rng(1).random((1, g, h, w), dtype=np.float32)).repeat(b, 1, 1, 1)
+    maps[3, 1] *= 2  # group 1: image 3 wins, the rest tie
+    maps[:, 2] = 1.0  # group 2: flat maps, every position of every image ties
+    names = [f"img{c}" for c in "hgfedcba"]
+    layer = reduce_layer(LayerCapture(torch.full((b, g, h, w), 0.5), maps, maps, maps, maps, channels=2 * g),
+                         names, [None] * b, K)
+    for group in range(g):
+        flat = maps[:, group].reshape(b, -1).numpy()
+        want = sorted(((float(np.sqrt(flat[i].max())), names[i], *divmod(int(flat[i].argmax()), w))
+                       for i in range(b)), key=_top_key)[:K]
+        assert layer.top[group] == want
+    assert [e[1] for e in layer.top[0]] == ["imga", "imgb", "imgc"]
+    assert [e[1] for e in layer.top[1]] == ["imge", "imga", "imgb"]
+    assert [e[1:] for e in layer.top[2]] == [("imga", 0, 0), ("imgb", 0, 0), ("imgc", 0, 0)]
