@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..capture.preprocess import center_crop_view, normalise
+from ..capture.preprocess import center_crop_view, normalise_batch
 from ..device import pick_device
 from ..errors import SGEVizError
 from ..metrics import ood
@@ -62,7 +62,7 @@ def forward(loaded: LoadedModel, views: list[np.ndarray], batch: int = 250) -> t
     try:
         with torch.inference_mode():
             for i in range(0, len(views), batch):
-                x = torch.stack([normalise(v, loaded.config) for v in views[i:i + batch]]).to(loaded.device)
+                x = normalise_batch(views[i:i + batch], loaded.config).to(loaded.device)
                 logits.append(loaded.model(x).double().cpu().numpy())
     finally:
         hook.remove()

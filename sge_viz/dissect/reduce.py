@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..capture.preprocess import normalise
+from ..capture.preprocess import normalise_batch
 from ..capture.recorder import GateRecorder, LayerCapture
 from ..metrics.localisation import gate_mask_auc
 from ..models.factory import LoadedModel
@@ -166,7 +166,7 @@ def dissect_batch(loaded: LoadedModel, views: Sequence[np.ndarray], names: Seque
     """
     if not views:
         return Partial(k)
-    batch = torch.stack([normalise(v, loaded.config) for v in views])
+    batch = normalise_batch(views, loaded.config)
     x = batch.to(loaded.device, loaded.dtype, non_blocking=True)
     with torch.inference_mode():
         with GateRecorder(loaded.model, keep_on_device=True) as recorder:
