@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         # 4. the batch analyze CLI
         threads = torch.get_num_threads()
         for pictures, key in ((True, "analyze pictures"), (False, "analyze no-pictures")):
-            res = base.batch_throughput(pil, 48, BATCH, 2, threads, args.rounds, repeats=1, pictures=pictures)
+            res = base.batch_throughput(pil, 48, BATCH, 2, threads, args.rounds, repeats=3, pictures=pictures)
             print("measured", rows[-1][:3] if rows else "", flush=True)
             rows.append((f"sge-viz analyze {'(pictures)' if pictures else '--no-pictures'}: marginal throughput "
                          "vs bare batched forward", key, res["ratio"],
