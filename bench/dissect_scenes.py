@@ -2,7 +2,7 @@
 
     python bench/dissect_scenes.py [--count 400]     # ~1 minute on 2 CPU cores
 
-Writes ``count`` held-out scenes (t10k, the evaluation seed) with their item masks into a temporary
+Writes ``count`` held-out scenes of the shipped model's recipe (t10k, the evaluation seed) with their item masks into a temporary
 folder, dissects them with the shipped demo model, prints which groups track the item (mask AUC) and
 whether SGE raises the groups' variance and shifts the vector lengths, appends the findings to
 bench/DISSECT.md and copies the deepest layer's figures to assets/screenshots/dissect_*.png.
@@ -21,13 +21,15 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sge_viz.demo.data import ClutteredFashionMNIST  # noqa: E402
 from sge_viz.demo.evaluate import EVAL_SEED  # noqa: E402
+from sge_viz.demo.train import held_out_scenes, scenes_of  # noqa: E402
 from sge_viz.dissect.engine import run_local  # noqa: E402
 from sge_viz.dissect.inputs import collect  # noqa: E402
 from sge_viz.dissect.report import figure_groups, write_report  # noqa: E402
 from sge_viz.io.masks import mask_path  # noqa: E402
+from sge_viz.models.checkpoint import read_metadata  # noqa: E402
 from sge_viz.models.factory import create_model  # noqa: E402
+from sge_viz.resources import demo_checkpoint  # noqa: E402
 
 TRACKS = 0.75  # a group "tracks the item" when its mean gate-vs-mask AUC is at least this
 
@@ -45,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="sge_scenes_"))
     try:
-        data = ClutteredFashionMNIST("test", seed=EVAL_SEED, length=args.count)
+        recipe = scenes_of(read_metadata(demo_checkpoint()))  # the shipped model's own scene recipe
+        data = held_out_scenes(recipe, EVAL_SEED, args.count)
         scenes = tmp / "scenes"
         scenes.mkdir()
         for i in range(args.count):
@@ -58,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         partial = run_local(loaded, items, 9, batch_size=32)
         summary = write_report(tmp / "out", partial, loaded, items)
         lines = ["", f"## Figs. 2-4 on the demo model's held-out scenes ({summary['images']} scenes)", "",
-                 f"`python bench/dissect_scenes.py --count {args.count}`: held-out Cluttered Fashion-MNIST scenes "
+                 f"`python bench/dissect_scenes.py --count {args.count}`: held-out scenes of the model's own recipe "
+                 f"({recipe}) "
                  "(t10k, evaluation seed) with their exact item masks, dissected with the shipped demo model.", "",
                  f"| layer | groups | tracking the item (mask AUC >= {TRACKS}) | best groups (AUC) | "
                  "groups with variance after > before | median vector length before -> after |",

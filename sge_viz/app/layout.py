@@ -66,8 +66,7 @@ def build_ui(service: ModelService, concurrency: int | None = None, queue_size: 
                                         elem_id="info")
                 if scenes:
                     gr.Examples(scenes, inputs=[c.image], examples_per_page=12,
-                                label="Scenes for the demo model (Fashion-MNIST items in generated scenes, "
-                                      "with the item's mask)")
+                                label="Scenes for the demo model (Cluttered Fashion-MNIST, with the item's mask)")
                 if photos:
                     gr.Examples(photos, inputs=[c.image], examples_per_page=12,
                                 label="Photos: need an ImageNet model (sge_resnet50/101); the demo model has never "

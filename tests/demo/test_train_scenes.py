@@ -12,8 +12,8 @@ from sge_viz.demo.data import ClutterConfig, SceneConfig, WildFashionMNIST
 
 
 def test_scenes_option_and_training_sets():
-    assert train.parse_args([]).scenes == "wild"  # the shipped model's recipe is the default
-    assert train.parse_args(["--scenes", "cluttered"]).scenes == "cluttered"
+    assert train.parse_args([]).scenes == "cluttered"  # the shipped model's recipe is the default
+    assert train.parse_args(["--scenes", "wild"]).scenes == "wild"
     wild = train.training_scenes("wild", 0, 10)
     assert isinstance(wild, WildFashionMNIST) and wild.split == "train" and wild.config == SceneConfig()
     with pytest.raises(ValueError, match="cluttered, wild"):
