@@ -2,8 +2,8 @@
 
 A scene ``assets/scene_01.png`` has its mask in ``assets/scene_01_mask.png``
 (white = the item's pixels). ``python -m sge_viz.demo.assets`` regenerates the
-scenes (held-out scenes of the randomised recipe and its shifts) and copies the
-photographs from scikit-image.
+scenes of the shipped model's recipe (``--scenes wild``: held-out scenes of the
+randomised recipe and its shifts) and copies the photographs from scikit-image.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def _save(directory: Path, number: int, sample, what: str) -> Path:
     return path
 
 
-def write_scenes(directory: Path, scenes: str = "wild") -> list[Path]:
+def write_scenes(directory: Path, scenes: str = "cluttered") -> list[Path]:
     """The example scenes and their item masks for a recipe ("wild" or "cluttered"); prints a table row
     per scene for ``assets/README.md``."""
     written = []
@@ -76,10 +76,16 @@ def write_photos(directory: Path, names: tuple[str, ...] = PHOTOS) -> list[Path]
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m sge_viz.demo.assets", description="Regenerate the example images.")
     p.add_argument("--out", type=Path, default=ASSET_DIR)
-    p.add_argument("--scenes", choices=("wild", "cluttered"), default="wild",
-                   help="the recipe the examples come from (the shipped model's: wild)")
+    p.add_argument("--scenes", choices=("wild", "cluttered"), default=None,
+                   help="the recipe the examples come from (default: the shipped model's own)")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.scenes is None:
+        from ..models.checkpoint import read_metadata
+        from . import DEMO_CHECKPOINT
+        from .train import scenes_of
+
+        args.scenes = scenes_of(read_metadata(DEMO_CHECKPOINT))
     write_scenes(args.out, args.scenes)
     write_photos(args.out)
     return 0
