@@ -46,8 +46,9 @@ def npz_bytes(analysis: Analysis) -> bytes:
 
 
 def stats_json(analysis: Analysis, mask: np.ndarray | None = None) -> str:
-    """stats.json as text."""
-    return json.dumps(analysis_stats(analysis, mask), indent=1) + "\n"
+    """stats.json as text: one compact line, so json's C encoder writes it (with ``indent`` json falls
+    back to pure Python, about 10 of 21 ms per SGE-ResNet50 image)."""
+    return json.dumps(analysis_stats(analysis, mask), separators=(",", ":")) + "\n"
 
 
 def enlarged(image: np.ndarray, min_side: int) -> np.ndarray:

@@ -88,7 +88,9 @@ def histogram(gate: np.ndarray, bins: int = 50) -> tuple[np.ndarray, np.ndarray]
 
 def _floats(values: np.ndarray) -> list[float | None]:
     """JSON-safe list: NaN/Inf (e.g. an AUC with an empty class) become null."""
-    return [float(v) if math.isfinite(v) else None for v in np.asarray(values, dtype=np.float64)]
+    array = np.asarray(values, dtype=np.float64).ravel()
+    out = array.tolist()  # one C call; only a non-finite value needs the per-element pass
+    return out if np.isfinite(array).all() else [v if math.isfinite(v) else None for v in out]
 
 
 def analysis_stats(analysis: Analysis, mask: np.ndarray | None = None) -> dict:
