@@ -123,7 +123,7 @@ def test_default_command_reproduces_the_shipped_recipe(metadata):
 
     shipped = {k: v for k, v in metadata["recipe"].items() if k in asdict(Recipe())}
     assert shipped == asdict(Recipe())  # `python -m sge_viz.demo.train` with no flags trains this recipe
-    assert metadata["recipe"]["scenes"] == parse_args([]).scenes
+    assert scenes_of(metadata) == parse_args([]).scenes
 
 
 def test_recipe_spares_sge_parameters_from_weight_decay(loaded):
