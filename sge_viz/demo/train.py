@@ -49,24 +49,27 @@ TRAIN_SEED_OFFSET = 0  # training scenes use seeds args.seed + this; evaluation 
 SCENES = ("cluttered", "wild")  # cluttered: ClutterConfig (the shipped model); wild: SceneConfig (randomised)
 
 
+def recipe_scenes(scenes: str, split: str, seed: int, length: int, root: str | None = None
+                  ) -> ClutteredFashionMNIST | WildFashionMNIST:
+    """The scenes of a recipe ("cluttered" or "wild") from one split; "wild" scenes also take their photo
+    backgrounds from that split's own photo set."""
+    if scenes == "cluttered":
+        return ClutteredFashionMNIST(split, seed=seed, length=length, root=root)
+    if scenes == "wild":
+        return WildFashionMNIST(split, seed=seed, length=length, root=root, config=SceneConfig())
+    raise ValueError(f"unknown scenes {scenes!r}: one of {', '.join(SCENES)}")
+
+
 def training_scenes(scenes: str, seed: int, length: int, root: str | None = None
                     ) -> ClutteredFashionMNIST | WildFashionMNIST:
     """The training set of a scene recipe: always the train split (and, for "wild", the train photos)."""
-    if scenes == "cluttered":
-        return ClutteredFashionMNIST("train", seed=seed, length=length, root=root)
-    if scenes == "wild":
-        return WildFashionMNIST("train", seed=seed, length=length, root=root, config=SceneConfig())
-    raise ValueError(f"unknown scenes {scenes!r}: one of {', '.join(SCENES)}")
+    return recipe_scenes(scenes, "train", seed, length, root)
 
 
 def held_out_scenes(scenes: str, seed: int, length: int, root: str | None = None
                     ) -> ClutteredFashionMNIST | WildFashionMNIST:
     """Held-out scenes of a recipe: always the test split (and, for "wild", the test photos)."""
-    if scenes == "cluttered":
-        return ClutteredFashionMNIST("test", seed=seed, length=length, root=root)
-    if scenes == "wild":
-        return WildFashionMNIST("test", seed=seed, length=length, root=root, config=SceneConfig())
-    raise ValueError(f"unknown scenes {scenes!r}: one of {', '.join(SCENES)}")
+    return recipe_scenes(scenes, "test", seed, length, root)
 
 
 def scenes_of(metadata: dict) -> str:
