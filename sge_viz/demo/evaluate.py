@@ -330,15 +330,17 @@ def seed_table(runs: list[list[dict]], seeds: list[str]) -> str:
     return "\n".join(lines)
 
 
-def update_model_card(path: Path, measured: str, template: str, start: str = START, end: str = END) -> None:
-    """Replace what lies between the markers; write the whole template when there is no card yet."""
+def update_model_card(path: Path, measured: str, template: str, start: str = START, end: str = END,
+                      heading: str = "") -> None:
+    """Replace what lies between the markers; without them, append the block (under ``heading`` when given)
+    to the card, or to the template when there is no card yet. Written atomically."""
     block = f"{start}\n{measured}\n{end}"
     text = path.read_text() if path.is_file() else template
     if start in text and end in text:
         head, rest = text.split(start, 1)
         text = head + block + rest.split(end, 1)[1]
     else:
-        text = text.rstrip() + "\n\n" + block + "\n"
+        text = text.rstrip() + "\n\n" + (f"{heading}\n\n" if heading else "") + block + "\n"
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text)
     tmp.replace(path)

@@ -39,7 +39,7 @@ from ..models.checkpoint import CONFIG_KEY, build_for, load_strict, read_checkpo
 from ..models.factory import LoadedModel, load_checkpoint
 from . import ASSET_DIR, DEMO_CHECKPOINT, MODEL_CARD
 from .data import ClutteredFashionMNIST, WildFashionMNIST, load_split, view
-from .evaluate import EVAL_SAMPLES, EVAL_SEED
+from .evaluate import EVAL_SAMPLES, EVAL_SEED, update_model_card
 from .train import held_out_scenes, scenes_of
 
 FIT = (EVAL_SAMPLES, EVAL_SAMPLES + 3000)  # the model card's evaluation uses indices 0..4999
@@ -257,17 +257,6 @@ def write_detector(checkpoint: Path, detector: OODDetector) -> None:
     tmp.replace(checkpoint)
 
 
-def update_card(path: Path, block: str) -> None:
-    text = path.read_text()
-    body = f"{START}\n{block}\n{END}"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + body + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n## Out-of-domain signal\n\n" + body + "\n"
-    path.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m sge_viz.demo.ood", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", type=Path, default=DEMO_CHECKPOINT)
@@ -288,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             args.json.write_text(json.dumps(result, indent=1))
         if not args.no_write:
             write_detector(args.checkpoint, detector)
-            update_card(args.card, table)
+            update_model_card(args.card, table, "# Model card\n", START, END, heading="## Out-of-domain signal")
             print(f"wrote {args.card} and the parameters into {args.checkpoint}", file=sys.stderr)
     except SGEVizError as exc:
         print(f"error: {exc}", file=sys.stderr)
