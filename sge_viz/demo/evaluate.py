@@ -346,12 +346,27 @@ def update_model_card(path: Path, measured: str, template: str, start: str = STA
     tmp.replace(path)
 
 
+def set_metadata(checkpoint: Path, key: str, value) -> None:
+    """Re-save the checkpoint with ``value`` (JSON-ready) under ``key`` in its metadata, everything else
+    as it was; the weights are checked to stay bit-identical (else SGEVizError, file left alone)."""
+    contents = read_checkpoint(checkpoint)
+    model, _ = build_for(contents, checkpoint)
+    load_strict(model, contents.state_dict, checkpoint, contents.config.arch)
+    extra = {k: v for k, v in read_metadata(checkpoint).items() if k not in (CONFIG_KEY, "arch", key)}
+    extra[key] = value
+    tmp = checkpoint.with_name(checkpoint.name + ".new")
+    save_safetensors(model, contents.config, tmp, extra)
+    again = read_checkpoint(tmp).state_dict
+    if again.keys() != contents.state_dict.keys() or not all(
+            torch.equal(again[k], contents.state_dict[k]) for k in again):
+        tmp.unlink()
+        raise SGEVizError("re-saving changed the weights; the checkpoint was left alone")
+    tmp.replace(checkpoint)
+
+
 def write_metrics(checkpoint: Path, metrics: dict) -> None:
-    """Rewrite the checkpoint with the metrics added to its metadata (weights unchanged)."""
-    loaded = load_checkpoint(checkpoint, device="cpu")
-    extra = {k: v for k, v in read_metadata(checkpoint).items() if k not in (CONFIG_KEY, "arch", "metrics")}
-    extra["metrics"] = metrics
-    save_safetensors(loaded.model, loaded.config, checkpoint, extra)
+    """Re-save the checkpoint with the metrics in its metadata (weights bit-identical)."""
+    set_metadata(checkpoint, "metrics", metrics)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

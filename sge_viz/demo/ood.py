@@ -35,11 +35,11 @@ from ..errors import SGEVizError
 from ..metrics import ood
 from ..metrics.localisation import roc_auc
 from ..metrics.ood import OODDetector
-from ..models.checkpoint import CONFIG_KEY, build_for, load_strict, read_checkpoint, read_metadata, save_safetensors
+from ..models.checkpoint import read_metadata
 from ..models.factory import LoadedModel, load_checkpoint
 from . import ASSET_DIR, DEMO_CHECKPOINT, MODEL_CARD
 from .data import ClutteredFashionMNIST, WildFashionMNIST, load_split, view
-from .evaluate import EVAL_SAMPLES, EVAL_SEED, update_model_card
+from .evaluate import EVAL_SAMPLES, EVAL_SEED, set_metadata, update_model_card
 from .train import held_out_scenes, scenes_of
 
 FIT = (EVAL_SAMPLES, EVAL_SAMPLES + 3000)  # the model card's evaluation uses indices 0..4999
@@ -242,19 +242,7 @@ def markdown(result: dict) -> str:
 
 def write_detector(checkpoint: Path, detector: OODDetector) -> None:
     """Re-save the checkpoint with the detector in its metadata; the weights stay bit-identical."""
-    contents = read_checkpoint(checkpoint)
-    model, _ = build_for(contents, checkpoint)
-    load_strict(model, contents.state_dict, checkpoint, contents.config.arch)
-    extra = {k: v for k, v in read_metadata(checkpoint).items() if k not in (CONFIG_KEY, "arch", ood.OOD_KEY)}
-    extra[ood.OOD_KEY] = detector.to_json()
-    tmp = checkpoint.with_name(checkpoint.name + ".new")
-    save_safetensors(model, contents.config, tmp, extra)
-    again = read_checkpoint(tmp).state_dict
-    if again.keys() != contents.state_dict.keys() or not all(
-            torch.equal(again[k], contents.state_dict[k]) for k in again):
-        tmp.unlink()
-        raise SGEVizError("re-saving changed the weights; the checkpoint was left alone")
-    tmp.replace(checkpoint)
+    set_metadata(checkpoint, ood.OOD_KEY, detector.to_json())
 
 
 def main(argv: list[str] | None = None) -> int:
