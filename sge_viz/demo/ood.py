@@ -62,7 +62,7 @@ def forward(loaded: LoadedModel, views: list[np.ndarray], batch: int = 250) -> t
     try:
         with torch.inference_mode():
             for i in range(0, len(views), batch):
-                x = normalise_batch(views[i:i + batch], loaded.config).to(loaded.device)
+                x = normalise_batch(views[i:i + batch], loaded.config, loaded.device)
                 logits.append(loaded.model(x).double().cpu().numpy())
     finally:
         hook.remove()

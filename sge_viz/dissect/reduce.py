@@ -166,8 +166,7 @@ def dissect_batch(loaded: LoadedModel, views: Sequence[np.ndarray], names: Seque
     """
     if not views:
         return Partial(k)
-    batch = normalise_batch(views, loaded.config)
-    x = batch.to(loaded.device, loaded.dtype, non_blocking=True)
+    x = normalise_batch(views, loaded.config, loaded.device, loaded.dtype)
     with torch.inference_mode():
         with GateRecorder(loaded.model, keep_on_device=True) as recorder:
             loaded.model(x)

@@ -1,0 +1,174 @@
+"""GPU figures for image-set dissection: ``python bench/dissect_gpu.py`` on a machine with CUDA.
+
+sge_resnet50 (random weights, SGE parameters perturbed as in bench/run.py) in float16 with channels_last,
+batch 64. Writes bench/DISSECT_GPU.md (and .json):
+
+1. per batch, interleaved rounds: the bare forward of a batch already normalised on the device (the
+   strictest baseline) against ``dissect_batch`` from the host's 64 uint8 crops (stack, copy to the
+   device, normalise, forward with the recorder, every reduction, the partial on the host);
+2. what crosses to the host in one ``dissect_batch``: the bytes every ``Tensor.cpu()`` copied, against
+   the bytes the recorder captured on the device;
+3. the float16 GPU partial against the float32 CPU partial of the same crops;
+4. ``sge-viz dissect FOLDER --device cuda --half --batch-size 64 --no-pictures`` end to end on JPEGs:
+   marginal images/s, the difference of two folder sizes (start-up and model build cancel).
+
+``--device cpu`` with small sizes checks the script itself on a machine without a GPU.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import run as base  # noqa: E402  (bench/run.py: test image, model, timing helpers, JPEG folders)
+from gpu import place  # noqa: E402  (bench/gpu.py: the model on CUDA, float16 + channels_last)
+
+from sge_viz.capture.preprocess import center_crop_view, normalise_batch  # noqa: E402
+from sge_viz.capture.recorder import GateRecorder  # noqa: E402
+from sge_viz.dissect.reduce import dissect_batch  # noqa: E402
+
+
+def moved_bytes(fn) -> tuple[object, int]:
+    """fn()'s result and the bytes that Tensor.cpu() copied off a device while it ran."""
+    original, moved = torch.Tensor.cpu, [0]
+
+    def counting(self, *args, **kwargs):
+        if self.device.type != "cpu":
+            moved[0] += self.numel() * self.element_size()
+        return original(self, *args, **kwargs)
+
+    torch.Tensor.cpu = counting
+    try:
+        return fn(), moved[0]
+    finally:
+        torch.Tensor.cpu = original
+
+
+def agreement(want, got) -> dict:
+    """How the GPU float16 partial differs from the CPU float32 one (same crops)."""
+    worst_gate, hist_l1, top1_same, groups = 0.0, 0.0, 0, 0
+    for name, a in want.layers.items():
+        b = got.layers[name]
+        worst_gate = max(worst_gate, float(np.abs(a.gate_sum - b.gate_sum).max() / a.images / a.height / a.width))
+        for ha, hb in ((a.hist_before, b.hist_before), (a.hist_after, b.hist_after)):
+            assert ha.sum() == hb.sum(), "histograms must count the same values"
+            hist_l1 = max(hist_l1, float(np.abs(ha - hb).sum() / ha.sum()))
+        top1_same += sum(ta[0][1] == tb[0][1] for ta, tb in zip(a.top, b.top))
+        groups += a.groups
+    return {"max_gate_mean_diff": worst_gate, "max_histogram_moved_fraction": hist_l1,
+            "same_top_image_fraction": top1_same / groups, "groups": groups}
+
+
+def cli_seconds(folder: Path, out: Path, device: str, batch: int, workers: int) -> float:
+    cmd = [sys.executable, "-m", "sge_viz", "dissect", str(folder), "--model", "sge_resnet50", "--random-weights",
+           "--batch-size", str(batch), "--workers", str(workers), "--out", str(out), "--no-pictures",
+           "--device", device, *(["--half"] if device == "cuda" else [])]
+    start = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-2000:])
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--rounds", type=int, default=20)
+    p.add_argument("--cli-images", type=int, nargs=2, default=(256, 1280), metavar=("SMALL", "BIG"))
+    p.add_argument("--workers", type=int, default=12)
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "DISSECT_GPU.md")
+    args = p.parse_args(argv)
+    cuda = args.device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        print("no CUDA device here", file=sys.stderr)
+        return 1
+    started = time.perf_counter()
+    torch.backends.cudnn.benchmark = True
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    pil = base.test_image()
+    cpu, label = base.resnet50("cpu")
+    dev = place(cpu, half=True) if cuda else cpu
+    views = [center_crop_view(pil.rotate(i * 7), 256, 224) for i in range(args.batch)]
+    names = [f"img{i:03d}.jpg" for i in range(args.batch)]
+    prepared = normalise_batch(views, dev.config, dev.device, dev.dtype)
+    if cuda:
+        prepared = prepared.contiguous(memory_format=torch.channels_last)
+
+    def bare():
+        with torch.inference_mode():
+            dev.model(prepared)
+
+    def dissect():
+        dissect_batch(dev, views, names, [None] * len(views), 9)
+
+    t = base.interleaved({"bare": bare, "dissect": dissect}, args.rounds, warmup=3, sync=sync)
+    bare_s, dis_s = t.median("bare"), t.median("dissect")
+    results = {"device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
+               "batch": args.batch, "bare_ips": args.batch / bare_s, "dissect_ips": args.batch / dis_s,
+               "ratio": bare_s / dis_s}
+    print("per batch", results, flush=True)
+
+    with torch.inference_mode(), GateRecorder(dev.model, keep_on_device=True) as recorder:
+        dev.model(prepared)
+    captured = sum(v.numel() * v.element_size() for c in recorder.captures.values()
+                   for v in (c.gate, c.before, c.before_sq) if v is not None)
+    got, moved = moved_bytes(lambda: dissect_batch(dev, views, names, [None] * len(views), 9))
+    results.update(captured_bytes=captured, moved_bytes=moved)
+    print("to the host", moved, "of", captured, flush=True)
+
+    want = dissect_batch(cpu, views, names, [None] * len(views), 9)
+    results["agreement"] = agreement(want, got)
+    print("agreement", results["agreement"], flush=True)
+
+    small, big = args.cli_images
+    tmp = Path(tempfile.mkdtemp(prefix="sge_dissect_gpu_"))
+    base.make_folder(tmp / "small", small, pil)
+    base.make_folder(tmp / "big", big, pil)
+    t_small = cli_seconds(tmp / "small", tmp / "o1", args.device, args.batch, args.workers)
+    t_big = cli_seconds(tmp / "big", tmp / "o2", args.device, args.batch, args.workers)
+    results["cli"] = {"small": small, "big": big, "seconds_small": t_small, "seconds_big": t_big,
+                      "marginal_ips": (big - small) / max(t_big - t_small, 1e-9), "workers": args.workers,
+                      "cpu_cores": os.cpu_count()}
+    print("cli", results["cli"], flush=True)
+
+    a, c = results["agreement"], results["cli"]
+    lines = [f"## Dissection on a GPU ({results['device']}, torch {torch.__version__}, "
+             f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, `python bench/dissect_gpu.py`)", "",
+             f"{label}, float16 + channels_last, batch {args.batch}; medians of {args.rounds} interleaved rounds.", "",
+             "| measure | value | target |", "|---|---|---|",
+             f"| bare forward (batch already normalised on the device) | {results['bare_ips']:.0f} images/s | |",
+             f"| `dissect_batch` ({args.batch} host crops -> partial on the host) | {results['dissect_ips']:.0f} images/s | |",
+             f"| dissect / bare forward throughput | {results['ratio']:.3f}x | >= 0.5x "
+             f"({'met' if results['ratio'] >= 0.5 else 'NOT met'}) |",
+             f"| bytes to the host per batch (every `Tensor.cpu()`) | {moved / 1e3:.1f} KB of {captured / 1e6:.1f} MB "
+             "captured on the device | partials only |",
+             f"| `sge-viz dissect --device cuda --half --batch-size {args.batch} --workers {args.workers} "
+             f"--no-pictures`, marginal over {big} vs {small} JPEGs | {c['marginal_ips']:.0f} images/s "
+             f"({c['marginal_ips'] / results['bare_ips']:.3f}x the bare forward; {c['cpu_cores']} CPU cores "
+             "decode the JPEGs) | |", "",
+             f"Against the float32 CPU partial of the same crops: largest gate-mean difference "
+             f"{a['max_gate_mean_diff']:.1e}; at most {a['max_histogram_moved_fraction']:.2%} of a layer's "
+             f"lengths in another histogram bin; the same top image in {a['same_top_image_fraction']:.1%} of "
+             f"{a['groups']} groups.", ""]
+    args.out.write_text("\n".join(lines), encoding="utf-8")
+    args.out.with_suffix(".json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+    print(f"wrote {args.out} in {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
