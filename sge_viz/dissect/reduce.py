@@ -60,13 +60,36 @@ def _histogram(squared: torch.Tensor) -> torch.Tensor:
     return _bins_torch(squared)
 
 
-def _bins_torch(squared: torch.Tensor) -> torch.Tensor:
-    """The same counts as ``_bins_numpy`` with torch ops, on the values' device (GPUs): the cell table is
-    looked up there and the bins counted with one bincount."""
+def _bin_keys(squared: torch.Tensor) -> torch.Tensor:
+    """The bin (int32) of every float32 value of ``squared`` (1-D), on its device: the cell table looked up."""
     if squared.device not in _tables:
-        _tables[squared.device] = torch.as_tensor(_CELL_BIN, device=squared.device)
+        _tables[squared.device] = torch.as_tensor(_CELL_BIN, dtype=torch.int32, device=squared.device)
     cell = (squared.view(torch.int32) >> 16) & 0x7FFF  # the top 16 bits, sign dropped
-    return torch.bincount(_tables[squared.device][cell], minlength=BINS)
+    return _tables[squared.device][cell]
+
+
+def _bins_torch(squared: torch.Tensor) -> torch.Tensor:
+    """The same counts as ``_bins_numpy`` with torch ops, on the values' device (GPUs)."""
+    return torch.bincount(_bin_keys(squared), minlength=BINS)
+
+
+def _histograms(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Counts (len(tensors), BINS) int64 of each tensor's squared lengths (as ``_histogram``), on their device.
+
+    On a GPU all are counted in one bincount, each tensor's keys shifted by its row: torch's bincount
+    reads the largest key back to the host, so one call per tensor would stall the device each time.
+    """
+    if not tensors:
+        return torch.zeros(0, BINS, dtype=torch.int64)
+    if tensors[0].device.type == "cpu":
+        return torch.stack([_histogram(t) for t in tensors])
+    return _histograms_torch(tensors)
+
+
+def _histograms_torch(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``_histograms`` with one torch bincount, on the tensors' device (the GPU path; also runs on a CPU)."""
+    keys = torch.cat([_bin_keys(t.float().contiguous().reshape(-1)) + row * BINS for row, t in enumerate(tensors)])
+    return torch.bincount(keys, minlength=len(tensors) * BINS).reshape(len(tensors), BINS)
 
 
 def _variance(s1: torch.Tensor, s2: torch.Tensor, n: int) -> torch.Tensor:
@@ -76,50 +99,51 @@ def _variance(s1: torch.Tensor, s2: torch.Tensor, n: int) -> torch.Tensor:
     return (s2.sum(dim=(2, 3)).double() / n - mean.square()).clamp_(min=0.0)
 
 
-def reduce_layer(capture: LayerCapture, names: Sequence[str], masks: Sequence[np.ndarray | None],
-                 k: int) -> LayerPartial:
-    """One layer's captures of a batch (B images named ``names``) as a LayerPartial.
-
-    ``masks``: per image the (S, S) bool mask of the crop, or None.
-    """
+def _layer_numbers(capture: LayerCapture) -> torch.Tensor:
+    """One layer's reductions as one flat float64 tensor on the capture's device: the totals (6, G) (gate
+    sum and sum of squares; sum and sum of squares over images of the variances before and after), then
+    each image's largest squared after-SGE length (B, G) and its flat position (B, G)."""
     gate = capture.gate.float()
     b, g, h, w = gate.shape
-    if capture.before is None or capture.after_sq is None:
-        raise ValueError("dissection needs the activations: record with activations=True")
     n = capture.channels // g * h * w
     var_b = _variance(capture.before, capture.before_sq, n)
     var_a = _variance(capture.after, capture.after_sq, n)
-    after_sq = capture.after_sq.float()
-    best, where = _max_positions(after_sq.reshape(b, g, h * w))
+    best, where = _max_positions(capture.after_sq.float().reshape(b, g, h * w))
     gate_sums = gate.sum(dim=(2, 3)).double().sum(0)  # spatial sums in float32, over images in float64
     gate_sq = (gate * gate).sum(dim=(2, 3)).double().sum(0)
-    totals = torch.cat([gate_sums, gate_sq,
-                        var_b.sum(0), var_b.square().sum(0), var_a.sum(0), var_a.square().sum(0)]).cpu().numpy()
-    # Squared lengths on squared edges: the same bins as the lengths on LENGTH_EDGES, without a sqrt each.
-    hist = torch.stack([_histogram(capture.before_sq), _histogram(after_sq)]).cpu().numpy()
+    return torch.cat([gate_sums, gate_sq, var_b.sum(0), var_b.square().sum(0), var_a.sum(0), var_a.square().sum(0),
+                      best.double().reshape(-1), where.double().reshape(-1)])
+
+
+def _layer_partial(capture: LayerCapture, numbers: np.ndarray, hist: np.ndarray, names: Sequence[str],
+                   masks: Sequence[np.ndarray | None], k: int) -> LayerPartial:
+    """The LayerPartial from a layer's numbers (``_layer_numbers``, on the host) and histograms (2, BINS)."""
+    b, g, h, w = capture.gate.shape
+    t = numbers[:6 * g].reshape(6, g)
+    best = numbers[6 * g:6 * g + b * g].astype(np.float32).reshape(b, g)  # float32 values, exact in float64
+    where = numbers[6 * g + b * g:].astype(np.int64).reshape(b, g)
     auc_sum, auc_count = np.zeros(g), np.zeros(g, np.int64)
     masked = [i for i, m in enumerate(masks) if m is not None]
-    if masked:
-        gates_host = gate[masked].cpu().numpy()
+    if masked:  # mask AUC is a rank statistic: computed on the host from the gates of the masked images
+        gates_host = capture.gate[masked].float().cpu().numpy()
         for j, i in enumerate(masked):
             auc = gate_mask_auc(gates_host[j], masks[i])
             ok = np.isfinite(auc)
             auc_sum[ok] += auc[ok]
             auc_count[ok] += 1
-    t = totals.reshape(6, g)
     # The score is the longest vector: sqrt is monotonic, so only the maxima need it. numpy's float32 sqrt
     # is correctly rounded, as analyze()'s lengths are (torch's CPU one is at times 1 ulp off).
     return LayerPartial(g, capture.channels, h, w, k, b, t[0], t[1], t[2:4], t[4:6], hist[0], hist[1],
                         auc_sum, auc_count, _top_lists(np.sqrt(best), where, w, names, k))
 
 
-def _max_positions(values: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """The maxima (B, G) of ``values`` (B, G, P) over P and their first positions (B, G) int64, on the host."""
+def _max_positions(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The maxima (B, G) of ``values`` (B, G, P) over P and their first positions (B, G) int64, on its device."""
     if values.device.type == "cpu":  # numpy's argmax is several times faster than torch's max(dim) on a CPU
         where = values.numpy().argmax(axis=2)
-        return np.take_along_axis(values.numpy(), where[..., None], 2)[..., 0], where
-    best, where = values.max(dim=2)
-    return best.cpu().numpy(), where.cpu().numpy()
+        best = np.take_along_axis(values.numpy(), where[..., None], 2)[..., 0]
+        return torch.from_numpy(best), torch.from_numpy(where)
+    return values.max(dim=2)
 
 
 def _top_lists(scores: np.ndarray, where: np.ndarray, width: int, names: Sequence[str],
@@ -144,8 +168,31 @@ def _top_lists(scores: np.ndarray, where: np.ndarray, width: int, names: Sequenc
 
 def reduce_captures(captures: dict[str, LayerCapture], layers: Sequence[str], names: Sequence[str],
                     masks: Sequence[np.ndarray | None], k: int) -> Partial:
-    """Every named layer's captures of one batch as one Partial."""
-    return Partial(k, {name: reduce_layer(captures[name], names, masks, k) for name in layers}, len(names))
+    """Every named layer's captures of one batch as one Partial.
+
+    Every reduction runs on the captures' device and the results cross to the host in one copy (a few
+    KB per layer plus 2 x B x G numbers): on a GPU, one wait for the device instead of several per layer.
+    """
+    used = [captures[name] for name in layers]
+    if any(c.before is None or c.after_sq is None for c in used):
+        raise ValueError("dissection needs the activations: record with activations=True")
+    hists = _histograms([t for c in used for t in (c.before_sq, c.after_sq)])
+    numbers = [_layer_numbers(c) for c in used]
+    host = torch.cat([hists.reshape(-1).double(), *numbers]).cpu().numpy()
+    hists_host = host[:hists.numel()].astype(np.int64).reshape(-1, 2, BINS)
+    bounds = np.cumsum([hists.numel(), *(len(x) for x in numbers)])
+    return Partial(k, {name: _layer_partial(c, host[lo:hi], hist, names, masks, k)
+                       for name, c, hist, lo, hi in zip(layers, used, hists_host, bounds[:-1], bounds[1:])},
+                   len(names))
+
+
+def reduce_layer(capture: LayerCapture, names: Sequence[str], masks: Sequence[np.ndarray | None],
+                 k: int) -> LayerPartial:
+    """One layer's captures of a batch (B images named ``names``) as a LayerPartial.
+
+    ``masks``: per image the (S, S) bool mask of the crop, or None.
+    """
+    return reduce_captures({"layer": capture}, ["layer"], names, masks, k).layers["layer"]
 
 
 def select_layers(recorder_layers: Sequence[str], wanted: Sequence[str] | None) -> list[str]:

@@ -212,6 +212,22 @@ def test_length_histogram_bins_equal_numpy_at_and_around_every_edge():
     np.testing.assert_array_equal(_histogram(torch.from_numpy(v[:0])).numpy(), np.zeros(len(want)))
 
 
+def test_all_histograms_of_a_batch_in_one_bincount_equal_each_alone():
+    """The GPU path counts every layer's before/after lengths in one bincount (keys shifted per row):
+    each row equals that tensor counted alone, whatever the shapes and layouts."""
+    from sge_viz.dissect.reduce import _histogram, _histograms_torch
+
+    rng = np.random.default_rng(2)
+    tensors = [torch.from_numpy(rng.lognormal(0, 4, shape).astype(np.float32))
+               for shape in ((4, 8, 7, 7), (4, 16, 3, 3), (1, 1, 1, 1))]
+    tensors.append(tensors[0].permute(0, 2, 3, 1))  # not contiguous, as channels-last captures are
+    got = _histograms_torch(tensors)
+    assert got.shape == (4, len(SQUARED_EDGES) - 1) and got.dtype == torch.int64
+    for row, t in zip(got, tensors):
+        np.testing.assert_array_equal(row.numpy(), _histogram(t).numpy())
+        assert int(row.sum()) == t.numel()
+
+
 def test_top_lists_break_score_ties_by_image_name():
     """Images that tie on a group's score enter its top-K by name, also at the K-th place (identical
     images in a set tie exactly); rows and cols are the first maximum's."""
