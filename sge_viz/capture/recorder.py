@@ -52,8 +52,12 @@ def group_sums(x: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor
     The square root of the second is the group's vector length ||x_g(p)||_2 at every position p.
     """
     b, c, h, w = x.shape
-    xg = x.detach().reshape(b, groups, c // groups, h, w).float()
-    return xg.sum(dim=2), xg.square().sum(dim=2)
+    xg = x.detach().reshape(b, groups, c // groups, h, w)
+    if xg.dtype == torch.float32:
+        return xg.sum(dim=2), xg.square().sum(dim=2)
+    # Half precision (GPUs): both reduce in float32 straight from the half values, without a float32 copy
+    # of the whole activation; the sum of squares is the squared float32 norm (within a few ulp of it).
+    return xg.sum(dim=2, dtype=torch.float32), torch.linalg.vector_norm(xg, dim=2, dtype=torch.float32).square()
 
 
 class GateRecorder(HookScope):

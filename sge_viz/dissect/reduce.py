@@ -34,7 +34,7 @@ from .summary import BINS, SQUARED_EDGES, LayerPartial, Partial
 _BIN_START = (SQUARED_EDGES[:BINS].view(np.uint32) >> 16).astype(np.intp)  # (BINS,) first cell of each bin
 _CELL_BIN = np.repeat(np.arange(BINS), np.diff(np.append(_BIN_START, 1 << 15)))  # (2^15,) bin of each cell
 _CHUNK = 1 << 18  # values per bincount: its intp key buffer (2 MB) stays in cache
-_tables: dict[torch.device, torch.Tensor] = {}
+_BIN_END = np.append(_BIN_START[1:], 1 << 15)  # (BINS,) one past each bin's last cell
 
 
 def _bins_numpy(squared: np.ndarray) -> np.ndarray:
@@ -54,31 +54,18 @@ def _bins_numpy(squared: np.ndarray) -> np.ndarray:
 def _histogram(squared: torch.Tensor) -> torch.Tensor:
     """Counts (BINS,) int64 of float32 squared lengths (>= 0, any shape) on SQUARED_EDGES: bins [E_i, E_i+1),
     the last also counting larger values, inf and NaN. On the values' device."""
-    squared = squared.float().contiguous().reshape(-1)
     if squared.device.type == "cpu":  # numpy's bincount is several times faster than torch's on a CPU
-        return torch.from_numpy(_bins_numpy(squared.numpy()))
-    return _bins_torch(squared)
-
-
-def _bin_keys(squared: torch.Tensor) -> torch.Tensor:
-    """The bin (int32) of every float32 value of ``squared`` (1-D), on its device: the cell table looked up."""
-    if squared.device not in _tables:
-        _tables[squared.device] = torch.as_tensor(_CELL_BIN, dtype=torch.int32, device=squared.device)
-    cell = (squared.view(torch.int32) >> 16) & 0x7FFF  # the top 16 bits, sign dropped
-    return _tables[squared.device][cell]
+        return torch.from_numpy(_bins_numpy(squared.float().contiguous().reshape(-1).numpy()))
+    return _histograms_torch([squared])[0]
 
 
 def _bins_torch(squared: torch.Tensor) -> torch.Tensor:
-    """The same counts as ``_bins_numpy`` with torch ops, on the values' device (GPUs)."""
-    return torch.bincount(_bin_keys(squared), minlength=BINS)
+    """The same counts as ``_bins_numpy`` with torch ops, on the values' device (the GPU path)."""
+    return _histograms_torch([squared])[0]
 
 
 def _histograms(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Counts (len(tensors), BINS) int64 of each tensor's squared lengths (as ``_histogram``), on their device.
-
-    On a GPU all are counted in one bincount, each tensor's keys shifted by its row: torch's bincount
-    reads the largest key back to the host, so one call per tensor would stall the device each time.
-    """
+    """Counts (len(tensors), BINS) int64 of each tensor's squared lengths (as ``_histogram``), on their device."""
     if not tensors:
         return torch.zeros(0, BINS, dtype=torch.int64)
     if tensors[0].device.type == "cpu":
@@ -87,41 +74,55 @@ def _histograms(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def _histograms_torch(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """``_histograms`` with one torch bincount, on the tensors' device (the GPU path; also runs on a CPU)."""
-    keys = torch.cat([_bin_keys(t.float().contiguous().reshape(-1)) + row * BINS for row, t in enumerate(tensors)])
-    return torch.bincount(keys, minlength=len(tensors) * BINS).reshape(len(tensors), BINS)
+    """``_histograms`` in one torch bincount, on the tensors' device (the GPU path; also runs on a CPU).
+
+    Each value's key is its top 16 bits as a signed number, shifted into [0, 2^16) and then into its
+    tensor's row: the cells of every tensor are counted at once (torch's bincount reads the largest key
+    back to the host, so one call per tensor would stall the device each time). The two signs of a cell
+    are added, and each bin is a difference of running totals over its cells. Every count stays exact.
+    """
+    device = tensors[0].device
+    sizes = [t.numel() for t in tensors]
+    keys = torch.empty(sum(sizes), dtype=torch.int32, device=device)
+    offset = 0
+    for row, (t, size) in enumerate(zip(tensors, sizes)):
+        part = keys[offset:offset + size]
+        torch.bitwise_right_shift(t.float().view(torch.int32), 16, out=part.view(t.shape))
+        part += (1 << 15) + (row << 16)  # [-2^15, 2^15) -> this row's [0, 2^16)
+        offset += size
+    cells = torch.bincount(keys, minlength=len(tensors) << 16).reshape(len(tensors), 2, 1 << 15).sum(1)
+    running = torch.nn.functional.pad(cells.cumsum(1), (1, 0))  # (rows, 2^15 + 1): cells before each index
+    start, end = (torch.as_tensor(i, device=device) for i in (_BIN_START, _BIN_END))
+    return running[:, end] - running[:, start]
 
 
-def _variance(s1: torch.Tensor, s2: torch.Tensor, n: int) -> torch.Tensor:
-    """(B, G) population variance of each image's group values from the per-position sums (B, G, H, W):
-    spatial sums in float32, the rest in float64."""
-    mean = s1.sum(dim=(2, 3)).double() / n
-    return (s2.sum(dim=(2, 3)).double() / n - mean.square()).clamp_(min=0.0)
-
-
-def _layer_numbers(capture: LayerCapture) -> torch.Tensor:
-    """One layer's reductions as one flat float64 tensor on the capture's device: the totals (6, G) (gate
-    sum and sum of squares; sum and sum of squares over images of the variances before and after), then
-    each image's largest squared after-SGE length (B, G) and its flat position (B, G)."""
+def _spatial_sums(capture: LayerCapture) -> torch.Tensor:
+    """(6, B, G) float32: over each map's positions, the sums of the gate, the gate squared, and the group
+    sums S1 and S2 before and after SGE."""
     gate = capture.gate.float()
-    b, g, h, w = gate.shape
-    n = capture.channels // g * h * w
-    var_b = _variance(capture.before, capture.before_sq, n)
-    var_a = _variance(capture.after, capture.after_sq, n)
-    best, where = _max_positions(capture.after_sq.float().reshape(b, g, h * w))
-    gate_sums = gate.sum(dim=(2, 3)).double().sum(0)  # spatial sums in float32, over images in float64
-    gate_sq = (gate * gate).sum(dim=(2, 3)).double().sum(0)
-    return torch.cat([gate_sums, gate_sq, var_b.sum(0), var_b.square().sum(0), var_a.sum(0), var_a.square().sum(0),
-                      best.double().reshape(-1), where.double().reshape(-1)])
+    maps = (gate, gate * gate, capture.before, capture.before_sq, capture.after, capture.after_sq)
+    return torch.stack([m.sum(dim=(2, 3)) for m in maps])
 
 
-def _layer_partial(capture: LayerCapture, numbers: np.ndarray, hist: np.ndarray, names: Sequence[str],
-                   masks: Sequence[np.ndarray | None], k: int) -> LayerPartial:
-    """The LayerPartial from a layer's numbers (``_layer_numbers``, on the host) and histograms (2, BINS)."""
+def _totals(sums: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """(L, 6, G) float64 totals over the batch of L layers with the same G, from their spatial sums
+    (L, 6, B, G) and values per group and image n (L,): the gate's sum and sum of squares, and the sum
+    and sum of squares over images of each image's population variance before and after SGE, each
+    E[x^2] - mean^2 (spatial sums in float32, the rest in float64)."""
+    s = sums.double()
+    n = n.view(-1, 1, 1)
+    var_b = (s[:, 3] / n - (s[:, 2] / n).square()).clamp_(min=0.0)  # (L, B, G)
+    var_a = (s[:, 5] / n - (s[:, 4] / n).square()).clamp_(min=0.0)
+    return torch.stack([s[:, 0].sum(1), s[:, 1].sum(1), var_b.sum(1), var_b.square().sum(1),
+                        var_a.sum(1), var_a.square().sum(1)], dim=1)
+
+
+def _layer_partial(capture: LayerCapture, t: np.ndarray, hist: np.ndarray, best: np.ndarray, where: np.ndarray,
+                   names: Sequence[str], masks: Sequence[np.ndarray | None], k: int) -> LayerPartial:
+    """The LayerPartial of one layer from its results on the host: totals ``t`` (6, G) (see ``_totals``),
+    histograms (2, BINS), and per image and group the largest squared after-SGE length ``best`` (B, G)
+    float32 and its flat position ``where`` (B, G)."""
     b, g, h, w = capture.gate.shape
-    t = numbers[:6 * g].reshape(6, g)
-    best = numbers[6 * g:6 * g + b * g].astype(np.float32).reshape(b, g)  # float32 values, exact in float64
-    where = numbers[6 * g + b * g:].astype(np.int64).reshape(b, g)
     auc_sum, auc_count = np.zeros(g), np.zeros(g, np.int64)
     masked = [i for i, m in enumerate(masks) if m is not None]
     if masked:  # mask AUC is a rank statistic: computed on the host from the gates of the masked images
@@ -170,20 +171,43 @@ def reduce_captures(captures: dict[str, LayerCapture], layers: Sequence[str], na
                     masks: Sequence[np.ndarray | None], k: int) -> Partial:
     """Every named layer's captures of one batch as one Partial.
 
-    Every reduction runs on the captures' device and the results cross to the host in one copy (a few
-    KB per layer plus 2 x B x G numbers): on a GPU, one wait for the device instead of several per layer.
+    Every reduction runs on the captures' device, batched over the layers where shapes allow (the
+    totals of all layers with the same group count at once, all histograms in one count), and the
+    results cross to the host in one copy: on a GPU the cost is a few hundred small kernels and one
+    wait for the device, not several waits per layer.
     """
     used = [captures[name] for name in layers]
     if any(c.before is None or c.after_sq is None for c in used):
         raise ValueError("dissection needs the activations: record with activations=True")
-    hists = _histograms([t for c in used for t in (c.before_sq, c.after_sq)])
-    numbers = [_layer_numbers(c) for c in used]
-    host = torch.cat([hists.reshape(-1).double(), *numbers]).cpu().numpy()
-    hists_host = host[:hists.numel()].astype(np.int64).reshape(-1, 2, BINS)
-    bounds = np.cumsum([hists.numel(), *(len(x) for x in numbers)])
-    return Partial(k, {name: _layer_partial(c, host[lo:hi], hist, names, masks, k)
-                       for name, c, hist, lo, hi in zip(layers, used, hists_host, bounds[:-1], bounds[1:])},
-                   len(names))
+    if not used:
+        return Partial(k, {}, len(names))
+    device = used[0].gate.device
+    hists = _histograms([t for c in used for t in (c.before_sq, c.after_sq)]).reshape(len(used), 2, BINS)
+    sums = [_spatial_sums(c) for c in used]
+    maxima = [_max_positions(c.after_sq.float().reshape(*c.gate.shape[:2], -1)) for c in used]
+    by_groups: dict[int, list[int]] = {}
+    for i, c in enumerate(used):
+        by_groups.setdefault(c.gate.shape[1], []).append(i)
+    totals = [_totals(torch.stack([sums[i] for i in rows]),
+                      torch.tensor([used[i].channels // g * used[i].gate.shape[2] * used[i].gate.shape[3]
+                                    for i in rows], dtype=torch.float64, device=device))
+              for g, rows in by_groups.items()]
+    # One copy to the host: float64 holds the counts, the float32 maxima and the positions exactly.
+    parts = [hists.reshape(-1).double(), *(t.reshape(-1) for t in totals),
+             *(x.double().reshape(-1) for best, where in maxima for x in (best, where))]
+    host = torch.cat(parts).cpu().numpy()
+    pieces = np.split(host, np.cumsum([p.numel() for p in parts])[:-1])
+    hists_host = pieces[0].astype(np.int64).reshape(len(used), 2, BINS)
+    totals_of = {i: t for piece, (g, rows) in zip(pieces[1:1 + len(totals)], by_groups.items())
+                 for i, t in zip(rows, piece.reshape(-1, 6, g))}
+    rest = pieces[1 + len(totals):]
+    layers_out = {}
+    for i, (name, c) in enumerate(zip(layers, used)):
+        b, g = c.gate.shape[:2]
+        best = rest[2 * i].astype(np.float32).reshape(b, g)
+        where = rest[2 * i + 1].astype(np.int64).reshape(b, g)
+        layers_out[name] = _layer_partial(c, totals_of[i], hists_host[i], best, where, names, masks, k)
+    return Partial(k, layers_out, len(names))
 
 
 def reduce_layer(capture: LayerCapture, names: Sequence[str], masks: Sequence[np.ndarray | None],

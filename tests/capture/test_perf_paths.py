@@ -115,3 +115,19 @@ def test_channels_last_model_gives_the_same_outputs_and_gates():
     assert (got - want).abs().max() <= 1e-4 * want.abs().max()
     for name, cap in plain.captures.items():
         assert (last.captures[name].gate - cap.gate).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_group_sums_reduce_in_float32(dtype):
+    """Half-precision activations (GPUs) are reduced in float32 without a float32 copy: the group sums
+    and sums of squares match those of the same values in float32, to float32 rounding."""
+    from sge_viz.capture.recorder import group_sums
+
+    x = (torch.randn(2, 12, 5, 7) * 30).to(dtype)  # squares up to ~1e4: past float16's precision, not float32's
+    s1, s2 = group_sums(x, 3)
+    w1, w2 = group_sums(x.float(), 3)
+    assert s1.dtype == s2.dtype == torch.float32 and s1.shape == (2, 3, 5, 7)
+    torch.testing.assert_close(s1, w1, rtol=1e-6, atol=1e-4)
+    torch.testing.assert_close(s2, w2, rtol=1e-5, atol=0)
+    channels_last = x.contiguous(memory_format=torch.channels_last)  # as a GPU model in channels_last hands it
+    torch.testing.assert_close(group_sums(channels_last, 3)[1], s2, rtol=1e-6, atol=0)

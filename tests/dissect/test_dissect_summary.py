@@ -228,6 +228,37 @@ def test_all_histograms_of_a_batch_in_one_bincount_equal_each_alone():
         assert int(row.sum()) == t.numel()
 
 
+def test_layers_reduced_together_equal_each_reduced_alone():
+    """reduce_captures batches the totals of layers with the same group count and counts every histogram
+    at once: with layers of different G, H, W and C in one call, each layer's partial is the one it
+    gets alone, and its totals are the definitions recomputed here in float64."""
+    from sge_viz.capture.recorder import LayerCapture
+    from sge_viz.dissect.reduce import reduce_captures, reduce_layer
+
+    rng = np.random.default_rng(3)
+    names = [f"img{i}" for i in range(5)]
+
+    def capture(g, h, w, c):
+        gate = torch.from_numpy(rng.random((5, g, h, w), dtype=np.float32))
+        s1 = torch.from_numpy(rng.normal(size=(5, g, h, w)).astype(np.float32))
+        s2 = torch.from_numpy(rng.lognormal(size=(5, g, h, w)).astype(np.float32))
+        return LayerCapture(gate, s1, gate * s1, s2, gate.square() * s2, channels=c)
+
+    caps = {"a": capture(4, 6, 6, 16), "b": capture(8, 3, 5, 32), "c": capture(4, 2, 2, 8)}
+    together = reduce_captures(caps, list(caps), names, [None] * 5, K)
+    for name, cap in caps.items():
+        alone, got = reduce_layer(cap, names, [None] * 5, K), together.layers[name]
+        for field in ("gate_sum", "gate_sq", "var_before", "var_after", "hist_before", "hist_after"):
+            np.testing.assert_array_equal(getattr(got, field), getattr(alone, field))
+        assert got.top == alone.top
+        g, h, w = cap.gate.shape[1:]
+        n = cap.channels // g * h * w
+        s1, s2 = cap.before.double().sum((2, 3)), cap.before_sq.double().sum((2, 3))
+        var = s2 / n - (s1 / n) ** 2
+        np.testing.assert_allclose(got.var_before, np.stack([var.sum(0), (var ** 2).sum(0)]), rtol=1e-5)
+        np.testing.assert_allclose(got.gate_sq, cap.gate.double().square().sum((0, 2, 3)), rtol=1e-6)
+
+
 def test_top_lists_break_score_ties_by_image_name():
     """Images that tie on a group's score enter its top-K by name, also at the K-th place (identical
     images in a set tie exactly); rows and cols are the first maximum's."""
