@@ -43,6 +43,7 @@ from sge_viz.dissect.inputs import collect  # noqa: E402
 from sge_viz.dissect.reduce import dissect_batch  # noqa: E402
 
 BATCH = 8
+KEEP = "<!-- kept by bench/dissect.py: the notes below are written by hand -->"
 TARGETS = {"dissect per batch": 1.15, "dissect engine": 1.15, "rss 3x": 1.10, "analyze pictures": 0.5,
            "analyze no-pictures": 0.9}
 
@@ -167,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {text} | {ratio:.3f}x | {sign} {limit}x | {'yes' if met else 'NO'} | {numbers} |")
         print(f"{text}: {ratio:.3f}x (target {sign} {limit}x) {numbers}")
     lines += ["", *notes]
-    args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # Hand-written notes below the marker (analysis, Figs. 2-4) survive a rerun.
+    kept = args.out.read_text(encoding="utf-8").partition(KEEP)[2] if args.out.is_file() else ""
+    args.out.write_text("\n".join(lines) + "\n" + (f"\n{KEEP}{kept}" if kept else ""), encoding="utf-8")
     print(f"wrote {args.out} in {elapsed:.0f} s")
     return 0
 

@@ -8,10 +8,11 @@ root is taken per position: the length histograms bin S2 on the squared edges (s
 and a score is the float32 square root of a maximum of S2.
 
 The recorder keeps its tensors on the model's device (``keep_on_device=True``) and every reduction
-(sums, maxima, histograms) runs there; only the reduced numbers cross to the host: per layer the
-totals and histograms, a few KB, and each image's maximum and its position per group (B x G), which
-the host sorts into the top lists. The one exception is mask AUC (a rank statistic), computed on the
-host from the gates of the images that have a mask.
+(sums, maxima, histograms) runs there, batched over the layers where shapes allow; only the reduced
+numbers cross to the host, in one copy per batch: per layer the totals and histograms, a few KB, and
+each image's maximum and its position per group (B x G), which the host sorts into the top lists.
+The one exception is mask AUC (a rank statistic), computed on the host from the gates of the images
+that have a mask.
 """
 from __future__ import annotations
 
@@ -32,9 +33,8 @@ from .summary import BINS, SQUARED_EDGES, LayerPartial, Partial
 # i+1's; the last runs to the end, inf and NaN included. The sign bit is ignored: a sum of squares is
 # >= 0 (only -0.0 could carry it).
 _BIN_START = (SQUARED_EDGES[:BINS].view(np.uint32) >> 16).astype(np.intp)  # (BINS,) first cell of each bin
-_CELL_BIN = np.repeat(np.arange(BINS), np.diff(np.append(_BIN_START, 1 << 15)))  # (2^15,) bin of each cell
-_CHUNK = 1 << 18  # values per bincount: its intp key buffer (2 MB) stays in cache
 _BIN_END = np.append(_BIN_START[1:], 1 << 15)  # (BINS,) one past each bin's last cell
+_CHUNK = 1 << 18  # values per bincount: its intp key buffer (2 MB) stays in cache
 
 
 def _bins_numpy(squared: np.ndarray) -> np.ndarray:
