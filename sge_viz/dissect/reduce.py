@@ -38,7 +38,7 @@ _CHUNK = 1 << 18  # values per bincount: its intp key buffer (2 MB) stays in cac
 
 
 def _bins_numpy(squared: np.ndarray) -> np.ndarray:
-    """Counts (BINS,) int64 of float32 ``squared`` (1-D, contiguous), the same as ``_bins_torch``."""
+    """Counts (BINS,) int64 of float32 ``squared`` (1-D, contiguous), the same as ``_histograms_torch``."""
     bits = squared.view(np.uint32)
     cells = np.zeros(1 << 16, np.intp)
     # bincount copies any key that is not intp to a new intp array (8 bytes a value): keys are shifted
@@ -56,11 +56,6 @@ def _histogram(squared: torch.Tensor) -> torch.Tensor:
     the last also counting larger values, inf and NaN. On the values' device."""
     if squared.device.type == "cpu":  # numpy's bincount is several times faster than torch's on a CPU
         return torch.from_numpy(_bins_numpy(squared.float().contiguous().reshape(-1).numpy()))
-    return _histograms_torch([squared])[0]
-
-
-def _bins_torch(squared: torch.Tensor) -> torch.Tensor:
-    """The same counts as ``_bins_numpy`` with torch ops, on the values' device (the GPU path)."""
     return _histograms_torch([squared])[0]
 
 

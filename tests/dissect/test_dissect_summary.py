@@ -195,7 +195,7 @@ def test_length_histogram_edges_are_the_documented_ones():
 def test_length_histogram_bins_equal_numpy_at_and_around_every_edge():
     """Both histogram paths count float32 squared lengths as np.histogram does on the squared edges, and
     so as np.histogram of the lengths (float64 square roots) on the reported edges."""
-    from sge_viz.dissect.reduce import _bins_torch, _histogram
+    from sge_viz.dissect.reduce import _histogram, _histograms_torch
 
     e = SQUARED_EDGES
     rng = np.random.default_rng(0)
@@ -208,7 +208,7 @@ def test_length_histogram_bins_equal_numpy_at_and_around_every_edge():
     np.testing.assert_array_equal(np.histogram(np.minimum(np.sqrt(v64), LENGTH_EDGES[-1]), LENGTH_EDGES)[0], want)
     assert want.sum() == v.size and (want > 0).all()
     np.testing.assert_array_equal(_histogram(torch.from_numpy(v)).numpy(), want)
-    np.testing.assert_array_equal(_bins_torch(torch.from_numpy(v)).numpy(), want)  # the path GPUs take
+    np.testing.assert_array_equal(_histograms_torch([torch.from_numpy(v)])[0].numpy(), want)  # the GPU path
     np.testing.assert_array_equal(_histogram(torch.from_numpy(v[:0])).numpy(), np.zeros(len(want)))
 
 
