@@ -25,7 +25,7 @@ from ..capture.preprocess import normalise_batch
 from ..capture.recorder import GateRecorder, LayerCapture
 from ..metrics.localisation import gate_mask_auc
 from ..models.factory import LoadedModel
-from .summary import BINS, SQUARED_EDGES, LayerPartial, Partial
+from .summary import BINS, SQUARED_EDGES, LayerPartial, Partial, TopLists
 
 # Histograms without comparisons: every squared edge is a float32 whose low 16 bits are zero, so the
 # cell of float32 values sharing their top 16 bits (sign, exponent, 7 mantissa bits) lies wholly in one
@@ -142,27 +142,20 @@ def _max_positions(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return values.max(dim=2)
 
 
-def _top_lists(scores: np.ndarray, where: np.ndarray, width: int, names: Sequence[str],
-               k: int) -> list[list[tuple[float, str, int, int]]]:
-    """Per group its best k (score, image, row, col) of the batch, in the order of summary's _top_key.
+def _top_lists(scores: np.ndarray, where: np.ndarray, width: int, names: Sequence[str], k: int) -> TopLists:
+    """Per group its best k (score, image, row, col) of the batch, in TopLists' order.
 
     ``scores``, ``where``: (B, G) each image's score and the flat position of it in rows of ``width``.
     Sorted on the host, all B at once, so that ties at the k-th place go by image name.
     """
-    b, g = scores.shape
     rank = {name: i for i, name in enumerate(sorted(set(names)))}
-    image = np.broadcast_to(np.arange(b)[:, None], (b, g))
-    rows, cols = where // width, where % width
     # Ties on the score go by name, then row, then col: one key, the name's rank then the flat position
     # (rows of ``width``), so lexsort has two keys to sort instead of four (~3x faster).
     tie = np.array([rank[n] for n in names])[:, None] * (int(where.max(initial=0)) + 1) + where
-    order = np.lexsort((tie, -scores), axis=0)[:k]  # (k', G)
-
-    def by_group(a: np.ndarray) -> list[list]:
-        return np.take_along_axis(a, order, 0).T.tolist()
-
-    return [list(zip(s, [names[i] for i in im], r, c))
-            for s, im, r, c in zip(by_group(scores), by_group(image), by_group(rows), by_group(cols))]
+    order = np.lexsort((tie, -scores), axis=0)[:k].T  # (G, k')
+    cells = np.take_along_axis(where.T, order, 1)
+    return TopLists(np.take_along_axis(scores.T, order, 1).astype(np.float64), np.asarray(names, dtype=str)[order],
+                    cells // width, cells % width)
 
 
 def reduce_captures(captures: dict[str, LayerCapture], layers: Sequence[str], names: Sequence[str],

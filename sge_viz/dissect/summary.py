@@ -28,7 +28,6 @@ Definitions (``summary_dict`` reports them):
 """
 from __future__ import annotations
 
-import heapq
 import json
 import math
 from dataclasses import dataclass, field
@@ -55,9 +54,51 @@ BINS = LENGTH_EDGES.size - 1
 FORMAT = 2  # version of the partial's JSON form (2: histograms on the squared-length edges)
 
 
-def _top_key(entry: tuple) -> tuple:
-    score, image, row, col = entry
-    return (-score, image, row, col)
+@dataclass(frozen=True)
+class TopLists:
+    """Per group its best n <= K (score, image, row, col), best first, as arrays (G, n).
+
+    Every image enters every group once, so all groups hold the same n = min(K, images). The order is
+    total: score descending, then image name, row and col ascending; ``best`` sorts by it, so a merge
+    is the best K of the two sides' entries whichever side held them.
+    """
+
+    score: np.ndarray  # float64
+    image: np.ndarray  # str (numpy unicode)
+    row: np.ndarray  # int64
+    col: np.ndarray  # int64
+
+    @classmethod
+    def empty(cls, groups: int) -> TopLists:
+        zeros = np.zeros((groups, 0), np.int64)
+        return cls(zeros.astype(np.float64), zeros.astype(str), zeros, zeros)
+
+    @classmethod
+    def best(cls, score: np.ndarray, image: np.ndarray, row: np.ndarray, col: np.ndarray, k: int) -> TopLists:
+        """The best ``k`` per group (row of the (G, m) arrays) in the total order."""
+        order = np.lexsort((col, row, image, -score), axis=1)[:, :k]
+        return cls(*(np.take_along_axis(a, order, 1) for a in (score, image, row, col)))
+
+    def merge(self, other: TopLists, k: int) -> TopLists:
+        return TopLists.best(*(np.concatenate(pair, axis=1) for pair in zip(self.fields(), other.fields())), k)
+
+    def fields(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        return self.score, self.image, self.row, self.col
+
+    def as_lists(self) -> list[list[tuple[float, str, int, int]]]:
+        """Per group its entries as plain Python (score, image, row, col) tuples."""
+        return [list(zip(*group)) for group in zip(*(a.tolist() for a in self.fields()))]
+
+    @classmethod
+    def from_lists(cls, lists: list[list], groups: int) -> TopLists:
+        """From per-group lists of (score, image, row, col), as ``as_lists`` and the JSON form give."""
+        n = len(lists[0]) if lists else 0
+        if len(lists) != groups or any(len(t) != n for t in lists):
+            raise ValueError(f"top lists must be {groups} lists of equal length")
+        if n == 0:
+            return cls.empty(groups)
+        score, image, row, col = (np.array(column).reshape(groups, n) for column in zip(*(e for t in lists for e in t)))
+        return cls(score.astype(np.float64), image.astype(str), row.astype(np.int64), col.astype(np.int64))
 
 
 @dataclass
@@ -78,8 +119,7 @@ class LayerPartial:
     hist_after: np.ndarray = None  # type: ignore[assignment]
     auc_sum: np.ndarray = None  # type: ignore[assignment]
     auc_count: np.ndarray = None  # type: ignore[assignment]  # (G,) int64
-    # Per group, best first; plain Python values (from_json makes them so for JSON's lists).
-    top: list[list[tuple[float, str, int, int]]] = None  # type: ignore[assignment]
+    best: TopLists = None  # type: ignore[assignment]  # per group its top K, best first
 
     def __post_init__(self) -> None:
         g = self.groups
@@ -89,8 +129,13 @@ class LayerPartial:
                                    ("auc_sum", (g,), np.float64), ("auc_count", (g,), np.int64)):
             value = getattr(self, name)
             setattr(self, name, np.zeros(shape, dtype) if value is None else np.asarray(value, dtype).reshape(shape))
-        if self.top is None:
-            self.top = [[] for _ in range(g)]
+        if self.best is None:
+            self.best = TopLists.empty(g)
+
+    @property
+    def top(self) -> list[list[tuple[float, str, int, int]]]:
+        """Per group its top-K entries (score, image, row, col), best first, as plain Python values."""
+        return self.best.as_lists()
 
     def shape_key(self) -> tuple:
         return (self.groups, self.channels, self.height, self.width, self.k)
@@ -104,7 +149,7 @@ class LayerPartial:
             self.var_before + other.var_before, self.var_after + other.var_after,
             self.hist_before + other.hist_before, self.hist_after + other.hist_after,
             self.auc_sum + other.auc_sum, self.auc_count + other.auc_count,
-            [heapq.nsmallest(self.k, a + b, key=_top_key) for a, b in zip(self.top, other.top)])
+            self.best.merge(other.best, self.k))
 
     def to_json(self) -> dict:
         return {"groups": self.groups, "channels": self.channels, "height": self.height, "width": self.width,
@@ -116,15 +161,15 @@ class LayerPartial:
 
     @classmethod
     def from_json(cls, data: dict) -> LayerPartial:
-        top = [[(float(s), str(i), int(r), int(c)) for s, i, r, c in t] for t in data["top"]]
-        return cls(**{**data, "top": top})
+        fields = {name: value for name, value in data.items() if name != "top"}
+        return cls(**fields, best=TopLists.from_lists(data["top"], int(data["groups"])))
 
     # --- the reported numbers --------------------------------------------------------------------
 
     def per_group(self) -> list[dict]:
         """One entry per group, the numbers of the module docstring (null where undefined)."""
         positions = self.images * self.height * self.width
-        out = []
+        out, top = [], self.top
         for g in range(self.groups):
             gate_mean = self.gate_sum[g] / positions if positions else math.nan
             gate_var = self.gate_sq[g] / positions - gate_mean ** 2 if positions else math.nan
@@ -132,7 +177,7 @@ class LayerPartial:
                 "group": g, "gate_mean": _num(gate_mean), "gate_std": _num(math.sqrt(max(gate_var, 0.0))),
                 "variance_before": _moments(self.var_before[:, g], self.images),
                 "variance_after": _moments(self.var_after[:, g], self.images),
-                "top": [{"image": i, "score": s, "row": r, "col": c} for s, i, r, c in self.top[g]],
+                "top": [{"image": i, "score": s, "row": r, "col": c} for s, i, r, c in top[g]],
                 "mask_auc": _num(self.auc_sum[g] / self.auc_count[g]) if self.auc_count[g] else None,
                 "mask_images": int(self.auc_count[g]),
             })

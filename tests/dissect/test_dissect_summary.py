@@ -264,7 +264,6 @@ def test_top_lists_break_score_ties_by_image_name():
     images in a set tie exactly); rows and cols are the first maximum's."""
     from sge_viz.capture.recorder import LayerCapture
     from sge_viz.dissect.reduce import reduce_layer
-    from sge_viz.dissect.summary import _top_key
 
     b, g, h, w = 8, 3, 5, 6
     maps = torch.from_numpy(np.random.default_rng(1).random((1, g, h, w), dtype=np.float32)).repeat(b, 1, 1, 1)
@@ -276,8 +275,28 @@ def test_top_lists_break_score_ties_by_image_name():
     for group in range(g):
         flat = maps[:, group].reshape(b, -1).numpy()
         want = sorted(((float(np.sqrt(flat[i].max())), names[i], *divmod(int(flat[i].argmax()), w))
-                       for i in range(b)), key=_top_key)[:K]
+                       for i in range(b)), key=lambda e: (-e[0], *e[1:]))[:K]
         assert layer.top[group] == want
     assert [e[1] for e in layer.top[0]] == ["imga", "imgb", "imgc"]
     assert [e[1] for e in layer.top[1]] == ["imge", "imga", "imgb"]
     assert [e[1:] for e in layer.top[2]] == [("imga", 0, 0), ("imgb", 0, 0), ("imgc", 0, 0)]
+
+
+def test_top_list_merge_is_the_best_k_of_both_sides_in_the_total_order():
+    """Merged top lists equal Python's sort of all entries by (-score, image, row, col), with many exact
+    ties on the score and on the name; the JSON lists round-trip."""
+    from sge_viz.dissect.summary import TopLists
+
+    rng = np.random.default_rng(5)
+    g, k = 4, 5
+
+    def entries(n):
+        return [[(float(rng.integers(0, 3)), f"img{rng.integers(0, 4)}", int(rng.integers(0, 3)), int(rng.integers(0, 3)))
+                 for _ in range(n)] for _ in range(g)]
+
+    a, b = entries(6), entries(7)
+    want = [sorted(x + y, key=lambda e: (-e[0], *e[1:]))[:k] for x, y in zip(a, b)]
+    merged = TopLists.best(*TopLists.from_lists(a, g).fields(), k).merge(TopLists.best(*TopLists.from_lists(b, g).fields(), k), k)
+    assert merged.as_lists() == want
+    assert TopLists.from_lists(merged.as_lists(), g).as_lists() == want
+    assert TopLists.empty(g).merge(merged, k).as_lists() == want
