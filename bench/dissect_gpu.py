@@ -5,9 +5,11 @@ batch 64. Writes bench/DISSECT_GPU.md (and .json):
 
 1. per batch, interleaved rounds: the bare forward of a batch already normalised on the device (the
    strictest baseline) against ``dissect_batch`` from the host's 64 uint8 crops (stack, copy to the
-   device, normalise, forward with the recorder, every reduction, the partial on the host);
-2. what crosses to the host in one ``dissect_batch``: the bytes every ``Tensor.cpu()`` copied, against
-   the bytes the recorder captured on the device;
+   device, normalise, forward with the recorder, every reduction, the partial on the host); and 8
+   batches merged into one partial, one after another or each queued before the previous one is
+   finished on the host (as ``run_local`` does, so the host's work overlaps the device's);
+2. what crosses to the host in one ``dissect_batch``: the bytes every ``Tensor.cpu()`` or copy into a
+   host tensor took, against the bytes the recorder captured on the device;
 3. the float16 GPU partial against the float32 CPU partial of the same crops;
 4. ``sge-viz dissect FOLDER --device cuda --half --batch-size 64 --no-pictures`` end to end on JPEGs:
    marginal images/s, the difference of two folder sizes (start-up and model build cancel).
@@ -40,23 +42,31 @@ from gpu import place  # noqa: E402  (bench/gpu.py: the model on CUDA, float16 +
 
 from sge_viz.capture.preprocess import center_crop_view, normalise_batch  # noqa: E402
 from sge_viz.capture.recorder import GateRecorder  # noqa: E402
-from sge_viz.dissect.reduce import dissect_batch  # noqa: E402
+from sge_viz.dissect.reduce import dissect_batch, queue_batch  # noqa: E402
+from sge_viz.dissect.summary import Partial  # noqa: E402
+
+STREAM = 8  # batches per call of the streaming cases
 
 
 def moved_bytes(fn) -> tuple[object, int]:
-    """fn()'s result and the bytes that Tensor.cpu() copied off a device while it ran."""
-    original, moved = torch.Tensor.cpu, [0]
+    """fn()'s result and the bytes that Tensor.cpu() or a copy_ into a host tensor took off a device."""
+    original_cpu, original_copy, moved = torch.Tensor.cpu, torch.Tensor.copy_, [0]
 
-    def counting(self, *args, **kwargs):
+    def counting_cpu(self, *args, **kwargs):
         if self.device.type != "cpu":
             moved[0] += self.numel() * self.element_size()
-        return original(self, *args, **kwargs)
+        return original_cpu(self, *args, **kwargs)
 
-    torch.Tensor.cpu = counting
+    def counting_copy(self, src, *args, **kwargs):
+        if self.device.type == "cpu" and src.device.type != "cpu":
+            moved[0] += src.numel() * src.element_size()
+        return original_copy(self, src, *args, **kwargs)
+
+    torch.Tensor.cpu, torch.Tensor.copy_ = counting_cpu, counting_copy
     try:
         return fn(), moved[0]
     finally:
-        torch.Tensor.cpu = original
+        torch.Tensor.cpu, torch.Tensor.copy_ = original_cpu, original_copy
 
 
 def agreement(want, got) -> dict:
@@ -136,8 +146,24 @@ def main(argv: list[str] | None = None) -> int:
     def dissect_nchw():
         dissect_batch(nchw, views, names, [None] * len(views), 9)
 
+    def stream(ahead: bool):  # STREAM batches merged into one partial, as run_local does
+        def run():
+            total, queued = Partial(9), None
+            for _ in range(STREAM):
+                if not ahead:
+                    total = total.merge(dissect_batch(dev, views, names, [None] * len(views), 9))
+                    continue
+                latest = queue_batch(dev, views, names, [None] * len(views), 9)
+                if queued is not None:
+                    total = total.merge(queued.finish())
+                queued = latest
+            if queued is not None:
+                total = total.merge(queued.finish())
+        return run
+
     t = base.interleaved({"bare": bare, "normalise": normalise, "recorder": recorded, "dissect": dissect,
-                          "bare NCHW": bare_nchw, "dissect NCHW": dissect_nchw}, args.rounds, warmup=3, sync=sync)
+                          "bare NCHW": bare_nchw, "dissect NCHW": dissect_nchw,
+                          "stream": stream(False), "stream ahead": stream(True)}, args.rounds, warmup=3, sync=sync)
     bare_s, dis_s = t.median("bare"), t.median("dissect")
     results = {"device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
                "batch": args.batch, "bare_ips": args.batch / bare_s, "dissect_ips": args.batch / dis_s,
@@ -194,7 +220,11 @@ def main(argv: list[str] | None = None) -> int:
              f"({results['ms']['bare NCHW'] / results['ms']['dissect NCHW']:.3f}x) | |",
              f"| dissect / bare forward throughput | {results['ratio']:.3f}x | >= 0.5x "
              f"({'met' if results['ratio'] >= 0.5 else 'NOT met'}) |",
-             f"| bytes to the host per batch (every `Tensor.cpu()`) | {moved / 1e3:.1f} KB of {captured / 1e6:.1f} MB "
+             f"| {STREAM} batches merged into one partial, per batch: one after another / each queued before the "
+             f"previous is finished (as `run_local`) | {results['ms']['stream'] / STREAM:.1f} / "
+             f"{results['ms']['stream ahead'] / STREAM:.1f} ms ({bare_s * STREAM / t.median('stream'):.3f}x / "
+             f"{bare_s * STREAM / t.median('stream ahead'):.3f}x the bare forward) | >= 0.5x |",
+             f"| bytes to the host per batch (every `Tensor.cpu()` and copy to a host tensor) | {moved / 1e3:.1f} KB of {captured / 1e6:.1f} MB "
              "captured on the device | partials only |",
              f"| `sge-viz dissect --device cuda --half --batch-size {args.batch} --workers {args.workers} "
              f"--no-pictures`, marginal over {big} vs {small} JPEGs | {c['marginal_ips']:.0f} images/s "

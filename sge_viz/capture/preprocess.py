@@ -42,9 +42,15 @@ def normalise_batch(views: list[np.ndarray], config: ModelConfig, device: torch.
     The uint8 batch crosses to the device, a quarter of float32's bytes, and is normalised there: on a
     GPU this keeps the per-pixel work off the host, which feeds many images per forward.
     """
-    x = torch.from_numpy(np.stack(views)).to(device or "cpu").permute(0, 3, 1, 2)
-    std = torch.tensor(config.std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
-    mean = torch.tensor(config.mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
-    out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
-    torch.addcmul(-mean / std, x, 1.0 / (255.0 * std), out=out)
+    device = torch.device(device or "cpu")
+    batch = torch.from_numpy(np.stack(views))
+    std = torch.tensor(config.std, dtype=torch.float32).view(1, 3, 1, 1)
+    mean = torch.tensor(config.mean, dtype=torch.float32).view(1, 3, 1, 1)
+    constants = torch.cat([-mean / std, 1.0 / (255.0 * std)])
+    if device.type == "cuda":  # pinned and non-blocking: no wait here for the device's earlier work
+        batch, constants = batch.pin_memory(), constants.pin_memory()
+    x = batch.to(device, non_blocking=True).permute(0, 3, 1, 2)
+    constants = constants.to(device, non_blocking=True)
+    out = torch.empty(x.shape, dtype=torch.float32, device=device)
+    torch.addcmul(constants[:1], x, constants[1:], out=out)
     return out if dtype == torch.float32 else out.to(dtype)

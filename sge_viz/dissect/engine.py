@@ -10,6 +10,10 @@ end, atomically (write a temporary file, fsync, rename). A run killed at any mom
 previous state or the new one, never a mix; ``resume=True`` starts after the saved inputs, so nothing
 is counted twice or lost. The state records a fingerprint of the inputs and settings, and a state of
 another run is refused.
+
+On a GPU, ``run_local`` queues each batch's forward and reductions before it finishes the previous
+batch on the host (top lists, merge, saving), so the two overlap; the saved state only ever holds
+finished batches.
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ from ..capture.preprocess import center_crop_view
 from ..errors import SGEVizError
 from ..models.factory import LoadedModel, create_model
 from .inputs import Item, open_item
-from .reduce import dissect_batch
+from .reduce import dissect_batch, queue_batch
 from .summary import Partial
 
 STATE_FILE = ".dissect-state.json"
@@ -141,10 +145,12 @@ def run_local(loaded: LoadedModel, items: Sequence[Item], k: int, batch_size: in
     loader = DataLoader(ItemViews(items, config.resize_size, config.input_size, start), batch_size=batch_size,
                         num_workers=workers, collate_fn=_as_list)
     done, batches = start, 0
-    for batch in loader:
-        good = [(i, v, m) for i, v, m, e in batch if e is None]
-        partial = dissect_batch(loaded, [v for _, v, _ in good], [items[i].name for i, _, _ in good],
-                                [m for _, _, m in good], k, layers)
+    queued = None  # the previous batch, finished after the next one is queued (overlaps host and GPU)
+
+    def finish(queued) -> None:
+        nonlocal total, done, batches
+        reduction, batch = queued
+        partial = reduction.finish()
         partial.skipped = [{"path": _where(items[i]), "reason": e} for i, _, _, e in batch if e is not None]
         total = total.merge(partial)
         done += len(batch)
@@ -153,6 +159,16 @@ def run_local(loaded: LoadedModel, items: Sequence[Item], k: int, batch_size: in
             save_state(state_path, total, done, fp)
         if progress:
             progress(len(batch))
+
+    for batch in loader:
+        good = [(i, v, m) for i, v, m, e in batch if e is None]
+        latest = (queue_batch(loaded, [v for _, v, _ in good], [items[i].name for i, _, _ in good],
+                              [m for _, _, m in good], k, layers), batch)
+        if queued is not None:
+            finish(queued)
+        queued = latest
+    if queued is not None:
+        finish(queued)
     return total
 
 

@@ -112,24 +112,24 @@ def _totals(sums: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
                         var_a.sum(1), var_a.square().sum(1)], dim=1)
 
 
-def _layer_partial(capture: LayerCapture, t: np.ndarray, hist: np.ndarray, best: np.ndarray, where: np.ndarray,
-                   names: Sequence[str], masks: Sequence[np.ndarray | None], k: int) -> LayerPartial:
-    """The LayerPartial of one layer from its results on the host: totals ``t`` (6, G) (see ``_totals``),
-    histograms (2, BINS), and per image and group the largest squared after-SGE length ``best`` (B, G)
-    float32 and its flat position ``where`` (B, G)."""
-    b, g, h, w = capture.gate.shape
+def _layer_partial(shape: tuple[int, int, int, int], channels: int, t: np.ndarray, hist: np.ndarray,
+                   best: np.ndarray, where: np.ndarray, names: Sequence[str], masks: Sequence[np.ndarray | None],
+                   masked_gates: np.ndarray | None, k: int) -> LayerPartial:
+    """The LayerPartial of one layer (gate ``shape`` (B, G, H, W)) from its results on the host: totals
+    ``t`` (6, G) (see ``_totals``), histograms (2, BINS), per image and group the largest squared
+    after-SGE length ``best`` (B, G) float32 and its flat position ``where`` (B, G), and the gates of
+    the images that have a mask, in their order (M, G, H, W) float32, or None."""
+    b, g, h, w = shape
     auc_sum, auc_count = np.zeros(g), np.zeros(g, np.int64)
-    masked = [i for i, m in enumerate(masks) if m is not None]
-    if masked:  # mask AUC is a rank statistic: computed on the host from the gates of the masked images
-        gates_host = capture.gate[masked].float().cpu().numpy()
-        for j, i in enumerate(masked):
-            auc = gate_mask_auc(gates_host[j], masks[i])
-            ok = np.isfinite(auc)
-            auc_sum[ok] += auc[ok]
-            auc_count[ok] += 1
+    masked = [m for m in masks if m is not None]
+    for gates, mask in zip(masked_gates if masked else [], masked):  # mask AUC is a rank statistic: on the host
+        auc = gate_mask_auc(gates, mask)
+        ok = np.isfinite(auc)
+        auc_sum[ok] += auc[ok]
+        auc_count[ok] += 1
     # The score is the longest vector: sqrt is monotonic, so only the maxima need it. numpy's float32 sqrt
     # is correctly rounded, as analyze()'s lengths are (torch's CPU one is at times 1 ulp off).
-    return LayerPartial(g, capture.channels, h, w, k, b, t[0], t[1], t[2:4], t[4:6], hist[0], hist[1],
+    return LayerPartial(g, channels, h, w, k, b, t[0], t[1], t[2:4], t[4:6], hist[0], hist[1],
                         auc_sum, auc_count, _top_lists(np.sqrt(best), where, w, names, k))
 
 
@@ -158,6 +158,76 @@ def _top_lists(scores: np.ndarray, where: np.ndarray, width: int, names: Sequenc
                     cells // width, cells % width)
 
 
+class QueuedReduction:
+    """One batch's reductions, queued on the captures' device and copying to the host; ``finish``
+    waits for them and builds the Partial.
+
+    On a GPU the copy goes to pinned memory without blocking, so the host can queue the next batch's
+    forward before it waits for this one, and the device works while the host sorts this batch's top
+    lists and merges its partial. On a CPU everything is done when this is built.
+    """
+
+    def __init__(self, captures: dict[str, LayerCapture], layers: Sequence[str], names: Sequence[str],
+                 masks: Sequence[np.ndarray | None], k: int):
+        used = [captures[name] for name in layers]
+        if any(c.before is None or c.after_sq is None for c in used):
+            raise ValueError("dissection needs the activations: record with activations=True")
+        self.layers, self.names, self.masks, self.k = list(layers), list(names), list(masks), k
+        self.shapes = [tuple(c.gate.shape) for c in used]
+        self.channels = [c.channels for c in used]
+        self.by_groups: dict[int, list[int]] = {}
+        for i, shape in enumerate(self.shapes):
+            self.by_groups.setdefault(shape[1], []).append(i)
+        self.sizes: list[int] = []
+        self.host, self.done = None, None
+        if not used:
+            return
+        device = used[0].gate.device
+        hists = _histograms([t for c in used for t in (c.before_sq, c.after_sq)]).reshape(-1)
+        sums = [_spatial_sums(c) for c in used]
+        maxima = [_max_positions(c.after_sq.float().reshape(*c.gate.shape[:2], -1)) for c in used]
+        totals = [_totals(torch.stack([sums[i] for i in rows]),
+                          torch.tensor([self.channels[i] // g * self.shapes[i][2] * self.shapes[i][3] for i in rows],
+                                       dtype=torch.float64, device=device))
+                  for g, rows in self.by_groups.items()]
+        masked = [i for i, m in enumerate(masks) if m is not None]
+        gates = [c.gate[masked].float().reshape(-1) for c in used] if masked else []
+        # One copy to the host: float64 holds the counts, the float32 maxima and gates and the positions exactly.
+        parts = [hists.double(), *(t.reshape(-1) for t in totals),
+                 *(x.double().reshape(-1) for best, where in maxima for x in (best, where)),
+                 *(gate.double() for gate in gates)]
+        self.sizes = [p.numel() for p in parts]
+        flat = torch.cat(parts)
+        if device.type == "cuda":
+            self.host = torch.empty(flat.shape, dtype=flat.dtype, pin_memory=True)
+            self.host.copy_(flat, non_blocking=True)
+            self.done = torch.cuda.Event()
+            self.done.record()
+        else:
+            self.host = flat.cpu()
+
+    def finish(self) -> Partial:
+        """Wait for the device, then build the Partial on the host."""
+        if self.host is None:
+            return Partial(self.k, {}, len(self.names))
+        if self.done is not None:
+            self.done.synchronize()
+        pieces = iter(np.split(self.host.numpy(), np.cumsum(self.sizes)[:-1]))
+        count = len(self.layers)
+        hists = next(pieces).astype(np.int64).reshape(count, 2, BINS)
+        totals_of = {i: t for g, rows in self.by_groups.items() for i, t in zip(rows, next(pieces).reshape(-1, 6, g))}
+        maxima = [(next(pieces), next(pieces)) for _ in range(count)]
+        masked = any(m is not None for m in self.masks)
+        gates = [next(pieces).astype(np.float32).reshape(-1, *shape[1:]) if masked else None for shape in self.shapes]
+        layers_out = {}
+        for i, (name, shape) in enumerate(zip(self.layers, self.shapes)):
+            best = maxima[i][0].astype(np.float32).reshape(shape[:2])
+            where = maxima[i][1].astype(np.int64).reshape(shape[:2])
+            layers_out[name] = _layer_partial(shape, self.channels[i], totals_of[i], hists[i], best, where,
+                                              self.names, self.masks, gates[i], self.k)
+        return Partial(self.k, layers_out, len(self.names))
+
+
 def reduce_captures(captures: dict[str, LayerCapture], layers: Sequence[str], names: Sequence[str],
                     masks: Sequence[np.ndarray | None], k: int) -> Partial:
     """Every named layer's captures of one batch as one Partial.
@@ -167,38 +237,7 @@ def reduce_captures(captures: dict[str, LayerCapture], layers: Sequence[str], na
     results cross to the host in one copy: on a GPU the cost is a few hundred small kernels and one
     wait for the device, not several waits per layer.
     """
-    used = [captures[name] for name in layers]
-    if any(c.before is None or c.after_sq is None for c in used):
-        raise ValueError("dissection needs the activations: record with activations=True")
-    if not used:
-        return Partial(k, {}, len(names))
-    device = used[0].gate.device
-    hists = _histograms([t for c in used for t in (c.before_sq, c.after_sq)]).reshape(len(used), 2, BINS)
-    sums = [_spatial_sums(c) for c in used]
-    maxima = [_max_positions(c.after_sq.float().reshape(*c.gate.shape[:2], -1)) for c in used]
-    by_groups: dict[int, list[int]] = {}
-    for i, c in enumerate(used):
-        by_groups.setdefault(c.gate.shape[1], []).append(i)
-    totals = [_totals(torch.stack([sums[i] for i in rows]),
-                      torch.tensor([used[i].channels // g * used[i].gate.shape[2] * used[i].gate.shape[3]
-                                    for i in rows], dtype=torch.float64, device=device))
-              for g, rows in by_groups.items()]
-    # One copy to the host: float64 holds the counts, the float32 maxima and the positions exactly.
-    parts = [hists.reshape(-1).double(), *(t.reshape(-1) for t in totals),
-             *(x.double().reshape(-1) for best, where in maxima for x in (best, where))]
-    host = torch.cat(parts).cpu().numpy()
-    pieces = np.split(host, np.cumsum([p.numel() for p in parts])[:-1])
-    hists_host = pieces[0].astype(np.int64).reshape(len(used), 2, BINS)
-    totals_of = {i: t for piece, (g, rows) in zip(pieces[1:1 + len(totals)], by_groups.items())
-                 for i, t in zip(rows, piece.reshape(-1, 6, g))}
-    rest = pieces[1 + len(totals):]
-    layers_out = {}
-    for i, (name, c) in enumerate(zip(layers, used)):
-        b, g = c.gate.shape[:2]
-        best = rest[2 * i].astype(np.float32).reshape(b, g)
-        where = rest[2 * i + 1].astype(np.int64).reshape(b, g)
-        layers_out[name] = _layer_partial(c, totals_of[i], hists_host[i], best, where, names, masks, k)
-    return Partial(k, layers_out, len(names))
+    return QueuedReduction(captures, layers, names, masks, k).finish()
 
 
 def reduce_layer(capture: LayerCapture, names: Sequence[str], masks: Sequence[np.ndarray | None],
@@ -220,17 +259,24 @@ def select_layers(recorder_layers: Sequence[str], wanted: Sequence[str] | None) 
     return [name for name in recorder_layers if name in set(wanted)]
 
 
+def queue_batch(loaded: LoadedModel, views: Sequence[np.ndarray], names: Sequence[str],
+                masks: Sequence[np.ndarray | None], k: int, layers: Sequence[str] | None = None) -> QueuedReduction:
+    """``dissect_batch`` up to the wait for the device: ``.finish()`` gives the Partial. Queue the next
+    batch before finishing this one and, on a GPU, the host's work overlaps the device's."""
+    if not views:
+        return QueuedReduction({}, [], [], [], k)
+    x = normalise_batch(views, loaded.config, loaded.device, loaded.dtype)
+    with torch.inference_mode():
+        with GateRecorder(loaded.model, keep_on_device=True) as recorder:
+            loaded.model(x)
+        chosen = select_layers(recorder.layer_names, layers)
+        return QueuedReduction(recorder.captures, chosen, names, masks, k)
+
+
 def dissect_batch(loaded: LoadedModel, views: Sequence[np.ndarray], names: Sequence[str],
                   masks: Sequence[np.ndarray | None], k: int, layers: Sequence[str] | None = None) -> Partial:
     """The per-batch function: crops (each (S, S, 3) uint8) through the model, reduced on its device.
 
     ``masks``: per crop its (S, S) bool mask or None. ``layers``: names to summarise (default all).
     """
-    if not views:
-        return Partial(k)
-    x = normalise_batch(views, loaded.config, loaded.device, loaded.dtype)
-    with torch.inference_mode():
-        with GateRecorder(loaded.model, keep_on_device=True) as recorder:
-            loaded.model(x)
-        chosen = select_layers(recorder.layer_names, layers)
-        return reduce_captures(recorder.captures, chosen, names, masks, k)
+    return queue_batch(loaded, views, names, masks, k, layers).finish()
