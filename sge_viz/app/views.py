@@ -17,6 +17,7 @@ from ..capture.analysis import Analysis, LayerGates
 from ..errors import SGEVizError
 from ..metrics import gates as stats
 from ..metrics.localisation import gate_mask_auc
+from ..metrics.ood import describe
 
 
 class Order(str, Enum):
@@ -335,8 +336,7 @@ def domain_markdown(domain: dict, label: str) -> str:
                  f"(shorter side resized to {domain.get('resize_size')}, centre crop).")
     ood = domain.get("ood")
     if ood:
-        lines.append(f"Out-of-domain check: {ood['score']} distance of the pooled features, threshold "
-                     f"{ood['threshold']:.1f}.")
+        lines.append(f"Out-of-domain check: {describe(ood['score'])}, threshold {ood['threshold']:.3g}.")
     else:
         lines.append("Out-of-domain check: none measured for this model, so nothing warns when an image is "
                      "outside what it knows.")
@@ -350,11 +350,11 @@ def ood_markdown(analysis: Analysis) -> str:
         return ("**Out-of-domain check: not available** for this model (no threshold was measured). Judge from "
                 "the card above whether this image is one it knows.")
     if ood["out_of_domain"]:
-        return (f"⚠️ **Out of domain:** this image lies far from what the model was trained on ({ood['score']} "
-                f"distance {ood['value']:.0f} > threshold {ood['threshold']:.0f}). Its predictions and gate maps "
-                "are not evidence about the image: the model only knows the domain described above.")
-    return (f"**Within the domain** as far as the model can tell ({ood['score']} distance {ood['value']:.0f} ≤ "
-            f"threshold {ood['threshold']:.0f}; about 5% of genuine in-domain images exceed it).")
+        return (f"⚠️ **Out of domain:** this image lies far from what the model was trained on "
+                f"({describe(ood['score'])} {ood['value']:.3g} > threshold {ood['threshold']:.3g}). Its predictions "
+                "and gate maps are not evidence about the image: the model only knows the domain described above.")
+    return (f"**Within the domain** as far as the model can tell ({describe(ood['score'])} {ood['value']:.3g} ≤ "
+            f"threshold {ood['threshold']:.3g}; about 5% of genuine in-domain images exceed it).")
 
 
 # --- statistics ---------------------------------------------------------------------

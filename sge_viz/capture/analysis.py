@@ -10,6 +10,7 @@ from PIL import Image
 from ..metrics.ood import verdict
 from ..models.config import ModelConfig
 from ..models.factory import LoadedModel
+from .pooling import pooled_outputs
 from .preprocess import center_crop_view, normalise, normalise_batch
 from .recorder import GateRecorder
 
@@ -100,26 +101,20 @@ def sge_layer_shapes(loaded: LoadedModel) -> list[dict]:
 
 
 def run_batch(loaded: LoadedModel, batch: torch.Tensor, activations: bool = True,
-              features: list | None = None) -> tuple[torch.Tensor, GateRecorder]:
+              pooled: dict[str, list[np.ndarray]] | None = None) -> tuple[torch.Tensor, GateRecorder]:
     """Forward a normalised batch with capture; probabilities (B, classes) on the CPU.
 
-    ``features``: when a list, the pooled features entering the classifier (B, D) are appended to it.
+    ``pooled``: when given, the outputs of the modules named by its keys, averaged over positions (B, D)
+    float64 ("" = the logits), are appended to its lists (``capture.pooling.pooled_outputs``).
     """
     x = batch.to(loaded.device, loaded.dtype, non_blocking=True)
-    head = getattr(loaded.model, "fc", None) if features is not None else None
     with torch.inference_mode(), GateRecorder(loaded.model, activations=activations) as recorder:
-        hook = None
-        if head is not None:
-            # Only this call's forward (the recorder's context) is read: the model may serve other threads.
-            def keep(_module, args):
-                if recorder._mine():
-                    features.append(args[0].float().cpu().numpy())
-            hook = head.register_forward_pre_hook(keep)
-        try:
+        if pooled is None:
             logits = loaded.model(x)
-        finally:
-            if hook is not None:
-                hook.remove()
+        else:
+            # Only this call's forward (the recorder's context) is read: the model may serve other threads.
+            with pooled_outputs(loaded.model, list(pooled), pooled, active=recorder._mine):
+                logits = loaded.model(x)
     return logits.float().softmax(dim=1).cpu(), recorder
 
 
@@ -128,11 +123,12 @@ def analyze_views(loaded: LoadedModel, views: list[np.ndarray], activations: boo
     forward. ``activations=False`` skips the before/after maps (they come back as zeros)."""
     batch = normalise_batch(views, loaded.config, loaded.device, loaded.dtype)
     detector = getattr(loaded, "ood", None)
-    features: list | None = [] if detector is not None else None
-    probs, recorder = run_batch(loaded, batch, activations, features)
+    pooled = {name: [] for name in detector.modules} if detector is not None else None
+    probs, recorder = run_batch(loaded, batch, activations, pooled)
     verdicts = [None] * len(views)
-    if detector is not None and features:
-        verdicts = [verdict(v, detector.threshold) for v in detector.distances(features[0])]
+    if detector is not None:
+        values = detector.scores({name: np.concatenate(parts) for name, parts in pooled.items()})
+        verdicts = [verdict(v, detector.threshold, detector.name) for v in values]
     results = []
     for i, view in enumerate(views):
         layers = []

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..metrics.ood import describe
 from .common import emit_json
 
 
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     shown = ", ".join(names) if len(names) <= 12 else ", ".join(names[:8]) + f", ... ({len(names)} in all)"
     print(f"class names  {shown}")
     ood = domain["ood"]
-    print("out-of-domain " + (f"{ood['score']} distance of the pooled features > {ood['threshold']:.4g} flags an image"
+    print("out-of-domain " + (f"{ood['score']}: {describe(ood['score'])} > {ood['threshold']:.4g} flags an image"
                               if ood else "no signal measured: nothing warns about images outside its domain"))
     for key, value in info["metadata"].items():
         print(f"{key:<12} {value}")

@@ -3,12 +3,15 @@
     python -m sge_viz.demo.ood                 # measure, print, write the parameters + the model card section
     python -m sge_viz.demo.ood --no-write      # print only
 
-The signal (``sge_viz.metrics.ood``): the squared Mahalanobis distance of the pooled features entering
-the classifier to the nearest class mean, with one shared within-class covariance. Three disjoint sets
+The signal (``sge_viz.metrics.ood``), by default "stages + energy": the squared Mahalanobis distance to
+the nearest class mean (one shared within-class covariance) of every stage's output averaged over
+positions, plus the logits' energy, each on a scale set by the fit scenes. ``--score mahalanobis``
+stores the distance of the pooled features entering the classifier alone. Both are measured and
+reported, with each earlier stage's distance alone. Three disjoint sets
 of held-out in-domain scenes of the checkpoint's own recipe (``recipe.scenes`` in its metadata: Cluttered
 Fashion-MNIST or the randomised scenes; test split, seed EVAL_SEED, all after the model card's evaluation indices
 0..4999): class means and covariance are fitted on FIT (5000-7999), the threshold is the 95th percentile
-of the distance on CALIBRATE (8000-9999), and the false-alarm rate and AUROC are measured on TEST
+of the score on CALIBRATE (8000-9999), and the false-alarm rate and AUROC are measured on TEST
 (10000-11999) against out-of-domain images: the four photos in assets/, crops of scikit-image's sample
 photos, Fashion-MNIST items alone on plain backgrounds ("shop" pictures; left out for the randomised
 recipe, whose shop_style scenes are exactly that), random textures and
@@ -29,12 +32,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..capture.pooling import pooled_outputs
 from ..capture.preprocess import center_crop_view, normalise_batch
 from ..device import pick_device
 from ..errors import SGEVizError
 from ..metrics import ood
 from ..metrics.localisation import roc_auc
-from ..metrics.ood import OODDetector
+from ..metrics.ood import OODDetector, StagedDetector
 from ..models.checkpoint import read_metadata
 from ..models.factory import LoadedModel, load_checkpoint
 from . import ASSET_DIR, DEMO_CHECKPOINT, MODEL_CARD
@@ -55,25 +59,22 @@ SKIMAGE = ("astronaut", "brick", "camera", "cat", "coffee", "coins", "grass", "g
            "rocket", "text", "clock", "logo", "hubble_deep_field", "immunohistochemistry", "retina")
 
 
-def forward(loaded: LoadedModel, views: list[np.ndarray], batch: int = 250) -> tuple[np.ndarray, np.ndarray]:
-    """(N, classes) logits and (N, D) pooled features of already-cropped (S, S, 3) uint8 views, float64."""
-    logits, feats = [], []
-    hook = loaded.model.fc.register_forward_pre_hook(lambda _m, a: feats.append(a[0].double().cpu().numpy()))
-    try:
-        with torch.inference_mode():
-            for i in range(0, len(views), batch):
-                x = normalise_batch(views[i:i + batch], loaded.config, loaded.device)
-                logits.append(loaded.model(x).double().cpu().numpy())
-    finally:
-        hook.remove()
-    return np.concatenate(logits), np.concatenate(feats)
+def forward(loaded: LoadedModel, views: list[np.ndarray], modules: list[str],
+            batch: int = 250) -> dict[str, np.ndarray]:
+    """{module: (N, D) float64} the named modules' outputs averaged over positions ("" = the logits) for
+    already-cropped (S, S, 3) uint8 views."""
+    parts: dict[str, list[np.ndarray]] = {}
+    with torch.inference_mode(), pooled_outputs(loaded.model, modules, parts):
+        for i in range(0, len(views), batch):
+            loaded.model(normalise_batch(views[i:i + batch], loaded.config, loaded.device))
+    return {name: np.concatenate(parts[name]) for name in modules}
 
 
 def logit_scores(logits: np.ndarray) -> dict[str, np.ndarray]:
     """{name: (N,)} of the logit-based scores, signed so that higher = further from the domain."""
     z = logits - logits.max(axis=1, keepdims=True)
     lse = np.log(np.exp(z).sum(axis=1))
-    return {"max softmax probability (negated)": -np.exp(-lse), "energy (-logsumexp)": -(lse + logits.max(axis=1))}
+    return {"max softmax probability (negated)": -np.exp(-lse), "energy (-logsumexp)": ood.energy(logits)}
 
 
 def _rgb(array: np.ndarray) -> np.ndarray:
@@ -166,24 +167,36 @@ def _scenes(dataset: ClutteredFashionMNIST | WildFashionMNIST, span: tuple[int, 
     return [view(x.image, size) for x in samples], np.array([x.label for x in samples])
 
 
-def measure(loaded: LoadedModel, per_kind: int = PER_KIND, root: str | None = None,
-            scenes: str = "cluttered") -> tuple[dict, OODDetector]:
+def stages(loaded: LoadedModel) -> list[str]:
+    """The model's stages, layer1..layerN: the modules whose averaged outputs the staged score reads."""
+    return [f"layer{i + 1}" for i in range(getattr(loaded.model, "num_stages", 0))]
+
+
+def measure(loaded: LoadedModel, per_kind: int = PER_KIND, root: str | None = None, scenes: str = "cluttered",
+            score: str = ood.SCORE_NAME) -> tuple[dict, OODDetector | StagedDetector]:
     """Fit, calibrate and test every score on held-out scenes of the recipe ``scenes`` (see
-    ``train.SCENES``); returns the figures and the Mahalanobis detector."""
+    ``train.SCENES``); returns the figures and the detector of ``score`` (ood.SCORE_NAME or
+    ood.STAGED_NAME), its threshold calibrated."""
     cfg = loaded.config
     dataset = held_out_scenes(scenes, EVAL_SEED, TEST[1], root)
     (fit_views, fit_labels), (cal_views, _), (test_views, _) = (_scenes(dataset, s, cfg.input_size)
                                                                 for s in (FIT, CALIBRATE, TEST))
-    fit_logits, fit_feats = forward(loaded, fit_views)
-    means, precision = ood.fit(fit_feats, fit_labels)
+    modules = [ood.POOLED, ood.LOGITS, *stages(loaded)]
+    fitted = forward(loaded, fit_views, modules)
+    mahalanobis = OODDetector(*ood.fit(fitted[ood.POOLED], fit_labels), 0.0)
+    staged = ood.fit_staged(fitted, fit_labels, stages(loaded))
     kinds = ood_views(cfg.input_size, cfg.resize_size, np.random.default_rng(OOD_SEED), per_kind, root)
     if scenes == "wild":  # one item on a plain background is a scene of this recipe (the shop_style shift)
         kinds.pop(SHOP_KIND)
 
     def all_scores(views):
-        logits, feats = forward(loaded, views)
-        out = {ood.SCORE_NAME: OODDetector(means, precision, 0.0).distances(feats)}
-        out.update(logit_scores(logits))
+        pooled = forward(loaded, views, modules)
+        out = {ood.SCORE_NAME: mahalanobis.scores(pooled), ood.STAGED_NAME: staged.scores(pooled)}
+        # Each earlier stage alone (the last stage's averaged output is the pooled features themselves).
+        out.update({f"{ood.SCORE_NAME}, {t.module} output": ood.nearest_distance(pooled[t.module], t.means,
+                                                                                 t.precision)
+                    for t in staged.terms[:-1]})
+        out.update(logit_scores(pooled[ood.LOGITS]))
         return out
 
     cal, test = all_scores(cal_views), all_scores(test_views)
@@ -191,7 +204,7 @@ def measure(loaded: LoadedModel, per_kind: int = PER_KIND, root: str | None = No
     n = TEST[1] - TEST[0]
     result: dict = {"fit": list(FIT), "calibrate": list(CALIBRATE), "test": list(TEST), "seed": EVAL_SEED,
                     "split": "t10k", "ood_samples": {k: len(v) for k, v in kinds.items()},
-                    "target_false_alarm": FALSE_ALARM, "scores": {}}
+                    "target_false_alarm": FALSE_ALARM, "used": score, "scores": {}}
     for name in test:
         threshold = float(np.quantile(cal[name], 1.0 - FALSE_ALARM))
         all_out = np.concatenate([outside[k][name] for k in kinds])
@@ -210,10 +223,11 @@ def measure(loaded: LoadedModel, per_kind: int = PER_KIND, root: str | None = No
             entry["per_kind"][kind] = {"auroc": float(roc_auc(-np.concatenate([test[name], s]), lab)),
                                        "flagged": float(np.mean(s > threshold))}
         result["scores"][name] = entry
-    chosen = result["scores"][ood.SCORE_NAME]
-    detector = OODDetector(means, precision, chosen["threshold"], round(chosen["false_alarm"], 4),
-                           round(chosen["auroc"], 4))
-    return result, detector
+    chosen = result["scores"][score]
+    measured = (chosen["threshold"], round(chosen["false_alarm"], 4), round(chosen["auroc"], 4))
+    if score == ood.STAGED_NAME:
+        return result, staged.with_threshold(*measured)
+    return result, OODDetector(mahalanobis.means, mahalanobis.precision, *measured)
 
 
 def markdown(result: dict) -> str:
@@ -233,14 +247,14 @@ def markdown(result: dict) -> str:
         "| --- " * (5 + len(result["ood_samples"])) + "|",
     ]
     for name, e in result["scores"].items():
-        label = f"**{name} (used)**" if name == ood.SCORE_NAME else name
+        label = f"**{name} (used)**" if name == result.get("used", ood.SCORE_NAME) else name
         cells = [f"{e['per_kind'][k]['auroc']:.3f} / {e['per_kind'][k]['flagged']:.0%}" for k in result["ood_samples"]]
         lines.append(f"| {label} | {e['threshold']:.4g} | {e['false_alarm']:.1%} of {n} | {e['auroc']:.3f} | "
                      f"{e['flagged']:.0%} of {total} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def write_detector(checkpoint: Path, detector: OODDetector) -> None:
+def write_detector(checkpoint: Path, detector: OODDetector | StagedDetector) -> None:
     """Re-save the checkpoint with the detector in its metadata; the weights stay bit-identical."""
     set_metadata(checkpoint, ood.OOD_KEY, detector.to_json())
 
@@ -254,11 +268,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--card", type=Path, default=MODEL_CARD)
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--no-write", action="store_true")
+    p.add_argument("--score", choices=("staged", ood.SCORE_NAME), default="staged",
+                   help="the score to store: staged (every stage + energy; default) or mahalanobis (the pooled "
+                        "features entering the classifier)")
     args = p.parse_args(argv)
     try:
         loaded = load_checkpoint(args.checkpoint, device=pick_device(args.device))
-        result, detector = measure(loaded, args.per_kind, args.data_root,
-                                   scenes_of(read_metadata(args.checkpoint)))
+        result, detector = measure(loaded, args.per_kind, args.data_root, scenes_of(read_metadata(args.checkpoint)),
+                                   ood.STAGED_NAME if args.score == "staged" else ood.SCORE_NAME)
         table = markdown(result)
         print(table)
         if args.json:

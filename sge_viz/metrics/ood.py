@@ -8,7 +8,17 @@ vector f of D numbers) to the nearest class mean, with one covariance shared by 
 
 mu_c and P are measured on held-out in-domain scenes; an image whose d is above the model's threshold
 is flagged as out of domain. The parameters travel in the checkpoint's metadata under ``OOD_KEY``.
-numpy only.
+
+A second score, ``StagedDetector`` ("stages + energy"), is for models trained with photographs as
+backgrounds, whose last features no longer set a photo apart from a scene: the same distance on each
+stage's output averaged over positions, d_s, and the energy of the logits, E = -logsumexp(logits),
+each put on one scale on held-out in-domain scenes and added:
+
+    score = sum_s log(d_s / m_s) + (E - mu_E) / sigma_E
+
+m_s: the median of d_s on the fit scenes; mu_E, sigma_E: the mean and std of E there. A detector names
+the modules whose outputs it reads (``modules``; "" is the model itself, its output the logits) and
+scores the outputs averaged over positions (``scores``). numpy only.
 """
 from __future__ import annotations
 
@@ -19,6 +29,25 @@ import numpy as np
 
 OOD_KEY = "sge_viz.ood"  # safetensors metadata key holding an OODDetector as JSON
 SCORE_NAME = "mahalanobis"
+STAGED_NAME = "stages + energy"
+POOLED = "avgpool"  # the module whose output, averaged, is the features entering the classifier
+LOGITS = ""  # the model itself: its output is the logits
+
+
+def nearest_distance(features: np.ndarray, means: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """(B,) squared Mahalanobis distance of features (B, D) to the nearest of the class means (C, D); >= 0."""
+    f = np.asarray(features, dtype=np.float64)
+    if f.ndim != 2 or f.shape[1] != means.shape[1]:
+        raise ValueError(f"features must be (B, {means.shape[1]}), got {f.shape}")
+    d = f[:, None, :] - means[None]  # (B, C, D)
+    return np.maximum(np.einsum("bcd,de,bce->bc", d, precision, d).min(axis=1), 0.0)
+
+
+def energy(logits: np.ndarray) -> np.ndarray:
+    """(B,) -logsumexp of logits (B, classes): higher = less like any class."""
+    z = np.asarray(logits, dtype=np.float64)
+    top = z.max(axis=1)
+    return -(top + np.log(np.exp(z - top[:, None]).sum(axis=1)))
 
 
 @dataclass(frozen=True)
@@ -32,13 +61,15 @@ class OODDetector:
     auroc: float | None = None  # measured in-domain vs out-of-domain AUROC
     name: str = SCORE_NAME
 
+    modules = (POOLED,)
+
     def distances(self, features: np.ndarray) -> np.ndarray:
         """(B,) squared Mahalanobis distance of features (B, D) to the nearest class mean; >= 0."""
-        f = np.asarray(features, dtype=np.float64)
-        if f.ndim != 2 or f.shape[1] != self.means.shape[1]:
-            raise ValueError(f"features must be (B, {self.means.shape[1]}), got {f.shape}")
-        d = f[:, None, :] - self.means[None]  # (B, C, D)
-        return np.maximum(np.einsum("bcd,de,bce->bc", d, self.precision, d).min(axis=1), 0.0)
+        return nearest_distance(features, self.means, self.precision)
+
+    def scores(self, pooled: dict[str, np.ndarray]) -> np.ndarray:
+        """(B,) the score from the outputs of ``modules`` averaged over positions, {name: (B, D)}."""
+        return self.distances(pooled[POOLED])
 
     def to_json(self) -> str:
         return json.dumps({"name": self.name, "threshold": self.threshold, "false_alarm": self.false_alarm,
@@ -72,7 +103,106 @@ def fit(features: np.ndarray, labels: np.ndarray, ridge: float = 1e-6) -> tuple[
     return means, np.linalg.inv(cov)
 
 
-def verdict(value: float, threshold: float) -> dict:
+@dataclass(frozen=True)
+class StageTerm:
+    """One stage of a StagedDetector: class means (C, D) and shared precision (D, D) of the module's
+    output averaged over positions, and ``scale`` (> 0), the median distance on the fit scenes."""
+
+    module: str
+    means: np.ndarray
+    precision: np.ndarray
+    scale: float
+
+    def to_dict(self) -> dict:
+        return {"module": self.module, "scale": self.scale, "means": np.round(self.means, 6).tolist(),
+                "precision": [[float(f"{v:.7g}") for v in row] for row in self.precision]}
+
+
+@dataclass(frozen=True)
+class StagedDetector:
+    """The "stages + energy" score of the module docstring, with its threshold (higher = out of domain)."""
+
+    terms: tuple[StageTerm, ...]
+    energy_mean: float
+    energy_std: float
+    threshold: float
+    false_alarm: float | None = None
+    auroc: float | None = None
+    name: str = STAGED_NAME
+
+    @property
+    def modules(self) -> tuple[str, ...]:
+        return (*(t.module for t in self.terms), LOGITS)
+
+    def parts(self, pooled: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """{module or "energy": (B,)} each term of the score, already on its common scale."""
+        out = {t.module: np.log(np.maximum(nearest_distance(pooled[t.module], t.means, t.precision), 1e-300) / t.scale)
+               for t in self.terms}
+        out["energy"] = (energy(pooled[LOGITS]) - self.energy_mean) / self.energy_std
+        return out
+
+    def scores(self, pooled: dict[str, np.ndarray]) -> np.ndarray:
+        """(B,) the score from the outputs of ``modules`` averaged over positions, {name: (B, D)}."""
+        return np.sum(list(self.parts(pooled).values()), axis=0)
+
+    def with_threshold(self, threshold: float, false_alarm: float | None = None,
+                       auroc: float | None = None) -> StagedDetector:
+        return StagedDetector(self.terms, self.energy_mean, self.energy_std, threshold, false_alarm, auroc)
+
+    def to_json(self) -> str:
+        return json.dumps({"name": self.name, "threshold": self.threshold, "false_alarm": self.false_alarm,
+                           "auroc": self.auroc, "energy": {"mean": self.energy_mean, "std": self.energy_std},
+                           "terms": [t.to_dict() for t in self.terms]})
+
+    @classmethod
+    def from_json(cls, text: str) -> StagedDetector:
+        """Raises ValueError for anything but a well-formed detector."""
+        try:
+            d = json.loads(text) if isinstance(text, str) else text
+            terms = tuple(StageTerm(str(t["module"]), np.asarray(t["means"], dtype=np.float64),
+                                    np.asarray(t["precision"], dtype=np.float64), float(t["scale"]))
+                          for t in d["terms"])
+            mean, std, threshold = float(d["energy"]["mean"]), float(d["energy"]["std"]), float(d["threshold"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"unreadable out-of-domain parameters ({exc})") from exc
+        for t in terms:
+            if t.means.ndim != 2 or t.precision.shape != (t.means.shape[1],) * 2 or not t.scale > 0:
+                raise ValueError(f"out-of-domain stage {t.module!r} of the wrong shape: means {t.means.shape}, "
+                                 f"precision {t.precision.shape}, scale {t.scale}")
+        if not terms or not std > 0 or not all(np.isfinite([mean, threshold])):
+            raise ValueError("out-of-domain parameters need stages, a positive energy std and a finite threshold")
+        return cls(terms, mean, std, threshold, d.get("false_alarm"), d.get("auroc"))
+
+
+def fit_staged(pooled: dict[str, np.ndarray], labels: np.ndarray, stages: list[str]) -> StagedDetector:
+    """A StagedDetector (threshold 0: calibrate it) from the fit scenes' outputs averaged over positions,
+    {module: (N, D)} for every stage and LOGITS, and their labels (N,)."""
+    terms = []
+    for module in stages:
+        means, precision = fit(pooled[module], labels)
+        terms.append(StageTerm(module, means, precision, float(np.median(nearest_distance(pooled[module], means,
+                                                                                           precision)))))
+    e = energy(pooled[LOGITS])
+    return StagedDetector(tuple(terms), float(e.mean()), float(e.std()), 0.0)
+
+
+def detector_from_json(text: str) -> OODDetector | StagedDetector:
+    """The detector a checkpoint's ``OOD_KEY`` metadata holds, by its name; ValueError when unusable."""
+    try:
+        name = json.loads(text).get("name", SCORE_NAME)
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"unreadable out-of-domain parameters ({exc})") from exc
+    return StagedDetector.from_json(text) if name == STAGED_NAME else OODDetector.from_json(text)
+
+
+def describe(score: str) -> str:
+    """A reader's name for a stored score (``verdict``'s "score"): what the number is."""
+    return {SCORE_NAME: "Mahalanobis distance of the pooled features",
+            STAGED_NAME: "out-of-domain score (each stage's Mahalanobis distance plus the logits' energy, "
+                         "0 = a typical in-domain scene)"}.get(score, f"{score} score")
+
+
+def verdict(value: float, threshold: float, score: str = SCORE_NAME) -> dict:
     """The API's summary of one image: the score, the threshold and whether it is out of domain."""
-    return {"score": SCORE_NAME, "value": float(value), "threshold": float(threshold),
+    return {"score": score, "value": float(value), "threshold": float(threshold),
             "out_of_domain": bool(value > threshold)}

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..device import describe_device, pick_device
 from ..errors import SGEVizError
-from ..metrics.ood import OOD_KEY, OODDetector
+from ..metrics.ood import OOD_KEY, OODDetector, StagedDetector, detector_from_json
 from ..resources import demo_checkpoint
 from .checkpoint import CHECKPOINT_SUFFIXES, build_for, check_arch, load_strict, read_checkpoint, verify_forward
 from .config import ModelConfig
@@ -37,7 +37,7 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype = torch.float32
     metadata: dict[str, str] = field(default_factory=dict)  # what the file says of itself (epoch, accuracy, ...)
-    ood: OODDetector | None = None  # the out-of-domain signal's parameters, when the file carries them
+    ood: OODDetector | StagedDetector | None = None  # the out-of-domain signal's parameters, when the file carries them
 
     @property
     def num_parameters(self) -> int:
@@ -116,12 +116,12 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = None, 
     return loaded
 
 
-def read_ood(metadata: dict[str, str], path: Path) -> OODDetector | None:
+def read_ood(metadata: dict[str, str], path: Path) -> OODDetector | StagedDetector | None:
     """The out-of-domain parameters a file carries (``sge_viz.ood``), or None; broken ones are an error."""
     if OOD_KEY not in metadata:
         return None
     try:
-        return OODDetector.from_json(metadata[OOD_KEY])
+        return detector_from_json(metadata[OOD_KEY])
     except ValueError as exc:
         raise SGEVizError(f"Checkpoint {path} has unusable '{OOD_KEY}' metadata ({exc}): measure it again with "
                           "`python -m sge_viz.demo.ood` or remove the key.") from exc

@@ -114,7 +114,7 @@ def test_models_endpoint(served):
     demo = models["models"][service.default]
     assert "Cluttered Fashion-MNIST" in demo["training_data"] and demo["classes"][0] == "T-shirt/top"
     assert demo["input_size"] == 64 and demo["num_classes"] == 10
-    assert demo["ood"]["score"] == "mahalanobis"
+    assert demo["ood"]["score"] == "stages + energy"
     assert demo["ood"]["threshold"] == service.get(service.default).ood.threshold
 
 

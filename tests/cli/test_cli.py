@@ -184,11 +184,11 @@ def test_info_prints_the_demo_models_domain(capsys):
 
     code, stdout, _ = run(capsys, "info", demo_checkpoint())
     assert code == 0
-    assert "Cluttered Fashion-MNIST" in stdout and "Ankle boot" in stdout and "mahalanobis" in stdout
+    assert "Cluttered Fashion-MNIST" in stdout and "Ankle boot" in stdout and "stages + energy" in stdout
     code, stdout, _ = run(capsys, "info", demo_checkpoint(), "--json")
     domain = json.loads(stdout)["domain"]
     assert domain["classes"][9] == "Ankle boot" and domain["input_size"] == 64
-    assert domain["ood"]["score"] == "mahalanobis" and domain["ood"]["threshold"] > 0
+    assert domain["ood"]["score"] == "stages + energy" and domain["ood"]["threshold"] > 0
 
 
 def test_info_json(capsys, tiny_checkpoint):
