@@ -230,6 +230,10 @@ def test_upload_explore_layer_and_group(live_app, browser, screenshots, tmp_path
                            timeout=60000)
     card = page.locator("#domain-card").inner_text()
     assert "Cluttered Fashion-MNIST" in card and "Ankle boot" in card and "64x64" in card
+    # The broken upload's warning may still be up: close it, so the picture shows this image's page only.
+    for close in page.locator(".toast-close").all():
+        close.click()
+    page.wait_for_function("() => !document.querySelector('.toast-body')", timeout=30000)
     page.wait_for_timeout(300)
     page.screenshot(path=str(screenshots / "photo_out_of_domain.png"))
     page.locator("#ood-note").locator("xpath=../..").screenshot(path=str(screenshots / "photo_domain_card.png"))
