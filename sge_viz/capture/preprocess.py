@@ -47,10 +47,11 @@ def normalise_batch(views: list[np.ndarray], config: ModelConfig, device: torch.
     std = torch.tensor(config.std, dtype=torch.float32).view(1, 3, 1, 1)
     mean = torch.tensor(config.mean, dtype=torch.float32).view(1, 3, 1, 1)
     constants = torch.cat([-mean / std, 1.0 / (255.0 * std)])
-    if device.type == "cuda":  # pinned and non-blocking: no wait here for the device's earlier work
+    pinned = device.type == "cuda"  # pinned and non-blocking: no wait here for the device's earlier work
+    if pinned:
         batch, constants = batch.pin_memory(), constants.pin_memory()
-    x = batch.to(device, non_blocking=True).permute(0, 3, 1, 2)
-    constants = constants.to(device, non_blocking=True)
+    x = batch.to(device, non_blocking=pinned).permute(0, 3, 1, 2)
+    constants = constants.to(device, non_blocking=pinned)
     out = torch.empty(x.shape, dtype=torch.float32, device=device)
     torch.addcmul(constants[:1], x, constants[1:], out=out)
     return out if dtype == torch.float32 else out.to(dtype)
