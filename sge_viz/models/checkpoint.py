@@ -66,10 +66,13 @@ def sniff_checkpoint(path: Path) -> str | None:
     """"torch" (zip or legacy pickle), "safetensors", or None, from the first bytes: content decides, not the name."""
     with path.open("rb") as f:
         head = f.read(16)
-    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch.save zip / pickle protocol >= 2
+    if head.startswith(b"PK\x03\x04"):  # torch.save's zip
         return "torch"
+    # Before the pickle test: a safetensors header length whose low byte is 0x80 starts like a pickle.
     if len(head) >= 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < 2**27:
         return "safetensors"  # u64 header length, then the JSON header (the reader checks the rest)
+    if head[:1] == b"\x80":  # legacy torch.save: a pickle of protocol >= 2
+        return "torch"
     return None
 
 

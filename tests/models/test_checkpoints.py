@@ -203,3 +203,21 @@ def test_list_is_not_a_state_dict(tmp_path):
 def test_missing_file():
     with pytest.raises(SGEVizError, match="does not exist"):
         load_checkpoint("/nonexistent/sge_resnet50.pth.tar")
+
+
+def test_safetensors_whose_header_length_starts_like_a_pickle(tmp_path, r18):
+    """A header length with 0x80 as its low byte (one file in 256) begins like a pickle's protocol
+    opcode; the file is still read as safetensors, under any name."""
+    plain = save_safetensors(*r18, tmp_path / "a.safetensors")
+    length = int.from_bytes(plain.read_bytes()[:8], "little")
+    pad = 0x80 - length % 256 + 256  # enough to reach the next length with low byte 0x80, JSON quoting included
+    for extra in range(pad - 40, pad + 40):
+        path = save_safetensors(*r18, tmp_path / "b.safetensors.new", {"padding": "x" * extra})
+        if path.read_bytes()[0] == 0x80:
+            break
+    else:
+        pytest.fail("no padding gave a header length with low byte 0x80")
+    got = read_checkpoint(path)
+    want = read_checkpoint(plain)
+    assert got.state_dict.keys() == want.state_dict.keys()
+    assert all(torch.equal(got.state_dict[k], want.state_dict[k]) for k in want.state_dict)
