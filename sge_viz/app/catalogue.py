@@ -16,9 +16,9 @@ from ..errors import SGEVizError
 from ..io.images import open_image
 from ..models.checkpoint import check_arch, read_checkpoint
 from ..models.config import ModelConfig
-from ..models.factory import LoadedModel, create_model, find_checkpoints, load_checkpoint, read_ood
+from ..models.factory import SCENES_LABEL, LoadedModel, create_model, find_checkpoints, load_checkpoint, read_ood
 from ..models.registry import ARCHS, DEMO_ARCH, available_models, build_model, untrained
-from ..resources import demo_checkpoint
+from ..resources import demo_checkpoint, scenes_checkpoint
 from .examples import example_mask
 
 DEMO_LABEL = f"{DEMO_ARCH} (demo)"
@@ -73,10 +73,12 @@ class ModelService:
             choices.append(ModelChoice(loaded.name, checkpoint=path))
             self._cli_label = loaded.name
             seen.add(path.resolve())
-        demo = demo_checkpoint()
-        if demo.is_file() and demo.resolve() not in seen:
-            choices.insert(0, ModelChoice(DEMO_LABEL, checkpoint=demo))
-            seen.add(demo.resolve())
+        # The shipped demo models first: the default, then the one trained on randomised scenes.
+        shipped = ((DEMO_LABEL, demo_checkpoint()), (SCENES_LABEL, scenes_checkpoint()))
+        for position, (label, path) in enumerate(shipped):
+            if path.is_file() and path.resolve() not in seen:
+                choices.insert(position, ModelChoice(label, checkpoint=path))
+                seen.add(path.resolve())
         for found in find_checkpoints(checkpoint_dir):
             if found.path.resolve() not in seen:
                 choices.append(ModelChoice(found.label, checkpoint=found.path))

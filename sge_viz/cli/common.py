@@ -25,7 +25,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     which.add_argument("--checkpoint", metavar="PATH", help="checkpoint file (.pth/.pth.tar/.safetensors)")
     which.add_argument("--model", metavar="NAME",
                        help="registered model name (e.g. sge_resnet50; its weights are found by content in "
-                            "$SGE_VIZ_CHECKPOINTS, then ./checkpoints)")
+                            "$SGE_VIZ_CHECKPOINTS, then ./checkpoints); the shipped demo models are "
+                            "sge_resnet_demo (the default) and sge_resnet_demo_scenes (randomised scenes)")
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--random-weights", action="store_true",
                    help="with --model: use an untrained network instead of weights found on disk")

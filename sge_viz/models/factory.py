@@ -18,7 +18,7 @@ from torch import nn
 from ..device import describe_device, pick_device
 from ..errors import SGEVizError
 from ..metrics.ood import OOD_KEY, OODDetector, StagedDetector, detector_from_json
-from ..resources import demo_checkpoint
+from ..resources import demo_checkpoint, scenes_checkpoint
 from .checkpoint import CHECKPOINT_SUFFIXES, build_for, check_arch, load_strict, read_checkpoint, verify_forward
 from .config import ModelConfig
 from .registry import DEMO_ARCH, available_models, build_model, untrained
@@ -63,9 +63,15 @@ def checkpoint_dirs() -> list[Path]:
     return dirs + [Path.cwd() / "checkpoints"]
 
 
+SCENES_MODEL = "sge_resnet_demo_scenes"  # the name of the second demo model (randomised scenes)
+SCENES_LABEL = f"{SCENES_MODEL} (demo, randomised scenes)"
+
+
 def checkpoint_label(path: Path, arch: str) -> str:
-    """How a checkpoint is named to users: the demo model, or its architecture and file name."""
-    return f"{DEMO_ARCH} (demo)" if _same_file(path, demo_checkpoint()) else f"{arch} ({path.name})"
+    """How a checkpoint is named to users: one of the demo models, or its architecture and file name."""
+    if _same_file(path, demo_checkpoint()):
+        return f"{DEMO_ARCH} (demo)"
+    return SCENES_LABEL if _same_file(path, scenes_checkpoint()) else f"{arch} ({path.name})"
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -148,6 +154,12 @@ def create_model(name: str | None = None, checkpoint_path: str | Path | None = N
             raise SGEVizError(f"The shipped demo model {demo} is missing: reinstall sge-viz, restore it with "
                               "`git checkout checkpoints/` or train it with `python -m sge_viz.demo.train`.")
         return load_checkpoint(demo, device, half, channels_last)
+    if name == SCENES_MODEL:
+        path = scenes_checkpoint()
+        if not path.is_file():
+            raise SGEVizError(f"The shipped demo model {path} is missing: reinstall sge-viz or restore it with "
+                              "`git checkout checkpoints/`.")
+        return load_checkpoint(path, device, half, channels_last)
     if name not in available_models():
         raise SGEVizError(f"Unknown model {name!r}; known: {', '.join(available_models())}.")
     if random_weights:

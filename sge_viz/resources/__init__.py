@@ -1,4 +1,4 @@
-"""Data files that ship inside the package: ImageNet class names, the demo model's weights, example images.
+"""Data files that ship inside the package: ImageNet class names, the demo models' weights, example images.
 
 Found through ``importlib.resources``, so they are there in a source checkout
 (``weights`` and ``examples`` link to the top-level ``checkpoints/`` and
@@ -10,6 +10,7 @@ from importlib import resources
 from pathlib import Path
 
 DEMO_WEIGHTS = "sge_resnet_demo.safetensors"
+SCENES_WEIGHTS = "sge_resnet_demo_scenes.safetensors"  # the second demo model, trained on randomised scenes
 
 
 def _root() -> Path:
@@ -25,6 +26,11 @@ def resource_path(*parts: str) -> Path:
 def demo_checkpoint() -> Path:
     """The shipped demo model's weights file."""
     return resource_path("weights", DEMO_WEIGHTS)
+
+
+def scenes_checkpoint() -> Path:
+    """The second shipped demo model's weights: the same architecture trained on randomised scenes."""
+    return resource_path("weights", SCENES_WEIGHTS)
 
 
 def examples_dir() -> Path:
