@@ -11,7 +11,7 @@ from PIL import Image
 from ..errors import SGEVizError
 from ..io.images import IMAGE_SUFFIXES, open_image
 from ..io.masks import is_mask_file, mask_for
-from ..resources import examples_dir
+from ..resources import SCENE_PREFIXES, examples_dir
 
 
 def example_paths(directory: str | Path | None = None) -> list[Path]:
@@ -26,8 +26,13 @@ def example_paths(directory: str | Path | None = None) -> list[Path]:
 
 
 def is_scene(path: Path) -> bool:
-    """The demo model's example scenes (``scene_*``); the other examples are photographs for ImageNet models."""
-    return path.name.startswith("scene_")
+    """The demo models' example scenes (``scene_*``); the other examples are photographs for ImageNet models."""
+    return path.name.startswith(SCENE_PREFIXES["cluttered"])
+
+
+def is_wild_scene(path: Path) -> bool:
+    """The randomised scenes (``scene_wild_*``), examples for the second demo model."""
+    return path.name.startswith(SCENE_PREFIXES["wild"])
 
 
 def pixel_key(image: Image.Image) -> str:

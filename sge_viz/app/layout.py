@@ -12,7 +12,7 @@ from ..io.limits import current_limits
 from . import views
 from .catalogue import ModelService
 from .evidence_tab import evidence_tab
-from .examples import example_paths, is_scene
+from .examples import example_paths, is_scene, is_wild_scene
 from .handlers import Handlers
 from .imageset_tab import build_imageset_tab
 from .views import Cells, Contrast, Order, Scale
@@ -33,7 +33,8 @@ def build_ui(service: ModelService, concurrency: int | None = None, queue_size: 
     queue_size = queue_size or limits.queue_size
     h = Handlers(service)
     c = h.c
-    scenes = [[str(p)] for p in example_paths() if is_scene(p)]
+    scenes = [[str(p)] for p in example_paths() if is_scene(p) and not is_wild_scene(p)]
+    wild = [[str(p)] for p in example_paths() if is_wild_scene(p)]
     photos = [[str(p)] for p in example_paths() if not is_scene(p)]
     png = dict(format="png", interactive=False, buttons=["download", "fullscreen"])
     legend = dict(format="png", interactive=False, show_label=False, container=False, buttons=[])
@@ -67,6 +68,10 @@ def build_ui(service: ModelService, concurrency: int | None = None, queue_size: 
                 if scenes:
                     gr.Examples(scenes, inputs=[c.image], examples_per_page=12,
                                 label="Scenes for the demo model (Cluttered Fashion-MNIST, with the item's mask)")
+                if wild:
+                    gr.Examples(wild, inputs=[c.image], examples_per_page=12,
+                                label="Randomised scenes for sge_resnet_demo_scenes (shop-style, photo backgrounds, "
+                                      "clutter; with the item's mask); the default model flags them as out of domain")
                 if photos:
                     gr.Examples(photos, inputs=[c.image], examples_per_page=12,
                                 label="Photos: need an ImageNet model (sge_resnet50/101); the demo model has never "

@@ -2,8 +2,10 @@
 
 A scene ``assets/scene_01.png`` has its mask in ``assets/scene_01_mask.png``
 (white = the item's pixels). ``python -m sge_viz.demo.assets`` regenerates the
-scenes of the shipped model's recipe (``--scenes wild``: held-out scenes of the
-randomised recipe and its shifts) and copies the photographs from scikit-image.
+scenes of both shipped demo models' recipes: ``scene_NN.png``, held-out scenes of
+Cluttered Fashion-MNIST (the default model's), and ``scene_wild_NN.png``, held-out
+scenes of the randomised recipe and its shifts (the second model's); and copies the
+photographs from scikit-image. ``--scenes`` writes one recipe's scenes only.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from ..io.masks import mask_path
+from ..resources import SCENE_PREFIXES
 from . import ASSET_DIR
 
 # Held-out scenes shown as examples, picked by class only, not by how the model does on them.
@@ -26,8 +29,8 @@ WILD_PICKS = (("held_out", 0), ("held_out", 8), ("shop_style", 7), ("shop_style"
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 
 
-def _save(directory: Path, number: int, sample, what: str) -> Path:
-    path = directory / f"scene_{number:02d}.png"
+def _save(directory: Path, prefix: str, number: int, sample, what: str) -> Path:
+    path = directory / f"{prefix}{number:02d}.png"
     Image.fromarray(sample.image).save(path, optimize=True)
     Image.fromarray(sample.item_mask.astype(np.uint8) * 255).save(mask_path(path), optimize=True)
     side = sample.image.shape[0]
@@ -49,7 +52,8 @@ def write_scenes(directory: Path, scenes: str = "cluttered") -> list[Path]:
             sample = dataset[index]
             if sample.label in wanted:
                 wanted.remove(sample.label)
-                written.append(_save(directory, len(written) + 1, sample, f"held-out index {index}"))
+                what = f"held-out index {index}"
+                written.append(_save(directory, SCENE_PREFIXES[scenes], len(written) + 1, sample, what))
             index += 1
         return written
     from .shifts import shift_by_name
@@ -57,7 +61,8 @@ def write_scenes(directory: Path, scenes: str = "cluttered") -> list[Path]:
     for shift_name, label in WILD_PICKS:
         dataset = shift_by_name(shift_name).dataset()
         index = next(i for i in range(len(dataset)) if int(dataset.labels[dataset.spec(i).item.source]) == label)
-        written.append(_save(directory, len(written) + 1, dataset[index], f"{shift_name} index {index}"))
+        what = f"{shift_name} index {index}"
+        written.append(_save(directory, SCENE_PREFIXES[scenes], len(written) + 1, dataset[index], what))
     return written
 
 
@@ -77,17 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m sge_viz.demo.assets", description="Regenerate the example images.")
     p.add_argument("--out", type=Path, default=ASSET_DIR)
     p.add_argument("--scenes", choices=("wild", "cluttered"), default=None,
-                   help="the recipe the examples come from (default: the shipped model's own)")
+                   help="write only this recipe's example scenes (default: both, and the photographs)")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    for scenes in [args.scenes] if args.scenes else list(SCENE_PREFIXES):
+        write_scenes(args.out, scenes)
     if args.scenes is None:
-        from ..models.checkpoint import read_metadata
-        from . import DEMO_CHECKPOINT
-        from .train import scenes_of
-
-        args.scenes = scenes_of(read_metadata(DEMO_CHECKPOINT))
-    write_scenes(args.out, args.scenes)
-    write_photos(args.out)
+        write_photos(args.out)
     return 0
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 DEMO_WEIGHTS = "sge_resnet_demo.safetensors"
 SCENES_WEIGHTS = "sge_resnet_demo_scenes.safetensors"  # the second demo model, trained on randomised scenes
+# File names of the example scenes of each demo model's recipe (scene_01.png, scene_wild_01.png, ...).
+SCENE_PREFIXES = {"cluttered": "scene_", "wild": "scene_wild_"}
 
 
 def _root() -> Path:

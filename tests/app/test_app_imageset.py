@@ -12,7 +12,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from sge_viz.app.catalogue import ModelService
-from sge_viz.app.examples import example_paths
+from sge_viz.app.examples import example_paths, is_scene
 from sge_viz.dissect.engine import run_local
 from sge_viz.dissect.inputs import collect
 from sge_viz.dissect.summary import summary_dict
@@ -58,6 +58,8 @@ def test_dissect_endpoint_example_set_and_errors(served):
     summary, *_ = client.predict(None, True, service.default, 2, api_name="/dissect")
     assert summary["images"] == len(example_paths())
     deepest = list(summary["layers"].values())[-1]["per_group"]
-    assert all(g["mask_images"] == 6 for g in deepest)  # the six example scenes carry masks
+    scenes = [p for p in example_paths() if is_scene(p)]
+    assert len(scenes) == 12  # both demo models' six example scenes, each with its item mask
+    assert all(g["mask_images"] == len(scenes) for g in deepest)
     with pytest.raises(AppError, match="No images given"):
         client.predict(None, False, service.default, 2, api_name="/dissect")
