@@ -252,6 +252,12 @@ def test_without_the_demo_checkpoint_the_app_says_so_and_still_starts(monkeypatc
     import sge_viz.app.catalogue as catalogue
 
     monkeypatch.setattr(catalogue, "demo_checkpoint", lambda: tmp_path / "missing.safetensors")
+    # The second demo model is there: the app starts on it and says the default one is missing.
+    service = ModelService(device="cpu", checkpoint_dir=tmp_path)
+    assert service.choices == [catalogue.SCENES_LABEL] == [service.default]
+    assert "missing.safetensors" in service.notice and "untrained" not in service.notice
+    # Neither demo model: an untrained network, and the notice says it is untrained.
+    monkeypatch.setattr(catalogue, "scenes_checkpoint", lambda: tmp_path / "missing_too.safetensors")
     service = ModelService(device="cpu", checkpoint_dir=tmp_path)
     assert service.choices == ["sge_resnet18 (random weights)"] == [service.default]
     assert "missing.safetensors" in service.notice and "untrained" in service.notice
