@@ -46,13 +46,15 @@ def clean_env() -> dict:
 def test_installed_package_loads_the_demo_model_from_its_own_files(installed):
     bin_dir, work = installed
     code = ("import sge_viz, sys; m = sge_viz.create_model(device='cpu'); "
-            "print(sge_viz.__file__); print(m.source); print(m.config.arch)")
+            "s = sge_viz.create_model('sge_resnet_demo_scenes', device='cpu'); "
+            "print(sge_viz.__file__); print(m.source); print(m.config.arch); print(s.source)")
     out = run([str(bin_dir / "python"), "-c", code], cwd=work, env=clean_env())
     assert out.returncode == 0, out.stderr
-    package_file, source, arch = out.stdout.split()
+    package_file, source, arch, second = out.stdout.split()
     assert not Path(package_file).is_relative_to(ROOT)  # the installed copy, not the checkout
-    assert Path(source).is_file() and not Path(source).resolve().is_relative_to(ROOT)
-    assert arch == "sge_resnet_demo"
+    for weights in (source, second):  # both demo models from the wheel's own files
+        assert Path(weights).is_file() and not Path(weights).resolve().is_relative_to(ROOT)
+    assert arch == "sge_resnet_demo" and Path(second).name == "sge_resnet_demo_scenes.safetensors"
 
 
 def test_installed_cli_predicts_a_shipped_example(installed):

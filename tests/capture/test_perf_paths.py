@@ -131,3 +131,24 @@ def test_half_precision_group_sums_reduce_in_float32(dtype):
     torch.testing.assert_close(s2, w2, rtol=1e-5, atol=0)
     channels_last = x.contiguous(memory_format=torch.channels_last)  # as a GPU model in channels_last hands it
     torch.testing.assert_close(group_sums(channels_last, 3)[1], s2, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("per_group", [1, 4, 8, 16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_float32_group_sums_match_the_definition(per_group, channels_last):
+    """Float32 group sums on the CPU (channel planes added for <= 8 channels per group, a reduction
+    otherwise) equal the float64 sums over each group's channels, in either memory layout, and leave
+    the input unchanged."""
+    from sge_viz.capture.recorder import group_sums
+
+    g = 3
+    x = torch.randn(2, g * per_group, 5, 7) * 4
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    before = x.clone()
+    s1, s2 = group_sums(x, g)
+    xg = x.double().reshape(2, g, per_group, 5, 7)
+    assert s1.dtype == s2.dtype == torch.float32 and s1.shape == s2.shape == (2, g, 5, 7)
+    torch.testing.assert_close(s1.double(), xg.sum(2), rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(s2.double(), xg.square().sum(2), rtol=1e-6, atol=1e-5)
+    assert torch.equal(x, before)
