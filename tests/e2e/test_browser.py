@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 from PIL import Image
+from playwright.sync_api import Error as PlaywrightError
 
 from sge_viz.app.views import mosaic_tile
 from sge_viz.capture.analysis import analyze
@@ -230,9 +231,13 @@ def test_upload_explore_layer_and_group(live_app, browser, screenshots, tmp_path
                            timeout=60000)
     card = page.locator("#domain-card").inner_text()
     assert "Cluttered Fashion-MNIST" in card and "Ankle boot" in card and "64x64" in card
-    # The broken upload's warning may still be up: close it, so the picture shows this image's page only.
+    # The broken upload's warning may still be up: close it (it may be closing on its own already), so the
+    # picture shows this image's page only.
     for close in page.locator(".toast-close").all():
-        close.click()
+        try:
+            close.click(timeout=2000)
+        except PlaywrightError:  # detached or mid-animation: it is going anyway
+            pass
     page.wait_for_function("() => !document.querySelector('.toast-body')", timeout=30000)
     page.wait_for_timeout(300)
     page.screenshot(path=str(screenshots / "photo_out_of_domain.png"))
