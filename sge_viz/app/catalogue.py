@@ -16,12 +16,19 @@ from ..errors import SGEVizError
 from ..io.images import open_image
 from ..models.checkpoint import check_arch, read_checkpoint
 from ..models.config import ModelConfig
-from ..models.factory import SCENES_LABEL, LoadedModel, create_model, find_checkpoints, load_checkpoint, read_ood
+from ..models.factory import (
+    DEMO_LABEL,
+    SCENES_LABEL,
+    LoadedModel,
+    create_model,
+    find_checkpoints,
+    load_checkpoint,
+    read_ood,
+)
 from ..models.registry import ARCHS, DEMO_ARCH, available_models, build_model, untrained
 from ..resources import demo_checkpoint, scenes_checkpoint
 from .examples import example_mask
 
-DEMO_LABEL = f"{DEMO_ARCH} (demo)"
 FALLBACK_ARCH = "sge_resnet18"  # offered, untrained, while the demo checkpoint is missing
 
 

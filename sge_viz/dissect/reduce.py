@@ -114,15 +114,14 @@ def _totals(sums: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
 
 def _layer_partial(shape: tuple[int, int, int, int], channels: int, t: np.ndarray, hist: np.ndarray,
                    best: np.ndarray, where: np.ndarray, names: Sequence[str], masks: Sequence[np.ndarray | None],
-                   masked_gates: np.ndarray | None, k: int) -> LayerPartial:
+                   masked_gates: np.ndarray, k: int) -> LayerPartial:
     """The LayerPartial of one layer (gate ``shape`` (B, G, H, W)) from its results on the host: totals
     ``t`` (6, G) (see ``_totals``), histograms (2, BINS), per image and group the largest squared
     after-SGE length ``best`` (B, G) float32 and its flat position ``where`` (B, G), and the gates of
-    the images that have a mask, in their order (M, G, H, W) float32, or None."""
+    the images that have a mask, in their order (M, G, H, W) float32 (M = 0 without masks)."""
     b, g, h, w = shape
     auc_sum, auc_count = np.zeros(g), np.zeros(g, np.int64)
-    masked = [m for m in masks if m is not None]
-    for gates, mask in zip(masked_gates if masked else [], masked):  # mask AUC is a rank statistic: on the host
+    for gates, mask in zip(masked_gates, [m for m in masks if m is not None]):  # mask AUC (a rank statistic): host
         auc = gate_mask_auc(gates, mask)
         ok = np.isfinite(auc)
         auc_sum[ok] += auc[ok]
@@ -217,8 +216,9 @@ class QueuedReduction:
         hists = next(pieces).astype(np.int64).reshape(count, 2, BINS)
         totals_of = {i: t for g, rows in self.by_groups.items() for i, t in zip(rows, next(pieces).reshape(-1, 6, g))}
         maxima = [(next(pieces), next(pieces)) for _ in range(count)]
-        masked = any(m is not None for m in self.masks)
-        gates = [next(pieces).astype(np.float32).reshape(-1, *shape[1:]) if masked else None for shape in self.shapes]
+        masked = any(m is not None for m in self.masks)  # the gates of the masked images follow, per layer
+        gates = [(next(pieces) if masked else np.zeros(0)).astype(np.float32).reshape(-1, *shape[1:])
+                 for shape in self.shapes]
         layers_out = {}
         for i, (name, shape) in enumerate(zip(self.layers, self.shapes)):
             best = maxima[i][0].astype(np.float32).reshape(shape[:2])

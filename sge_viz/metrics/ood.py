@@ -73,23 +73,37 @@ class OODDetector:
 
     def to_json(self) -> str:
         return json.dumps({"name": self.name, "threshold": self.threshold, "false_alarm": self.false_alarm,
-                           "auroc": self.auroc, "means": np.round(self.means, 6).tolist(),
-                           "precision": [[float(f"{v:.7g}") for v in row] for row in self.precision]})
+                           "auroc": self.auroc, **_stats_to_json(self.means, self.precision)})
 
     @classmethod
     def from_json(cls, text: str) -> OODDetector:
         """Raises ValueError for anything but a well-formed detector."""
         try:
             d = json.loads(text) if isinstance(text, str) else text
-            means = np.asarray(d["means"], dtype=np.float64)
-            precision = np.asarray(d["precision"], dtype=np.float64)
             threshold = float(d["threshold"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"unreadable out-of-domain parameters ({exc})") from exc
-        if means.ndim != 2 or precision.shape != (means.shape[1], means.shape[1]) or not np.isfinite(threshold):
-            raise ValueError(f"out-of-domain parameters of the wrong shape: means {means.shape}, "
-                             f"precision {precision.shape}")
+        means, precision = _stats_from_json(d, "out-of-domain parameters")
+        if not np.isfinite(threshold):
+            raise ValueError(f"out-of-domain threshold {threshold} is not a number")
         return cls(means, precision, threshold, d.get("false_alarm"), d.get("auroc"), str(d.get("name", SCORE_NAME)))
+
+
+def _stats_to_json(means: np.ndarray, precision: np.ndarray) -> dict:
+    """Class means (C, D) and precision (D, D) as JSON lists: means to 6 decimals, precision to 7 digits."""
+    return {"means": np.round(means, 6).tolist(), "precision": [[float(f"{v:.7g}") for v in row] for row in precision]}
+
+
+def _stats_from_json(d: dict, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """(means (C, D), precision (D, D)) of ``_stats_to_json``'s form; ValueError naming ``what`` otherwise."""
+    try:
+        means = np.asarray(d["means"], dtype=np.float64)
+        precision = np.asarray(d["precision"], dtype=np.float64)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"unreadable out-of-domain parameters ({exc})") from exc
+    if means.ndim != 2 or precision.shape != (means.shape[1], means.shape[1]):
+        raise ValueError(f"{what} of the wrong shape: means {means.shape}, precision {precision.shape}")
+    return means, precision
 
 
 def fit(features: np.ndarray, labels: np.ndarray, ridge: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
@@ -114,8 +128,7 @@ class StageTerm:
     scale: float
 
     def to_dict(self) -> dict:
-        return {"module": self.module, "scale": self.scale, "means": np.round(self.means, 6).tolist(),
-                "precision": [[float(f"{v:.7g}") for v in row] for row in self.precision]}
+        return {"module": self.module, "scale": self.scale, **_stats_to_json(self.means, self.precision)}
 
 
 @dataclass(frozen=True)
@@ -159,16 +172,15 @@ class StagedDetector:
         """Raises ValueError for anything but a well-formed detector."""
         try:
             d = json.loads(text) if isinstance(text, str) else text
-            terms = tuple(StageTerm(str(t["module"]), np.asarray(t["means"], dtype=np.float64),
-                                    np.asarray(t["precision"], dtype=np.float64), float(t["scale"]))
-                          for t in d["terms"])
+            stages = [(str(t["module"]), float(t["scale"]), t) for t in d["terms"]]
             mean, std, threshold = float(d["energy"]["mean"]), float(d["energy"]["std"]), float(d["threshold"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"unreadable out-of-domain parameters ({exc})") from exc
+        terms = tuple(StageTerm(module, *_stats_from_json(t, f"out-of-domain stage {module!r}"), scale)
+                      for module, scale, t in stages)
         for t in terms:
-            if t.means.ndim != 2 or t.precision.shape != (t.means.shape[1],) * 2 or not t.scale > 0:
-                raise ValueError(f"out-of-domain stage {t.module!r} of the wrong shape: means {t.means.shape}, "
-                                 f"precision {t.precision.shape}, scale {t.scale}")
+            if not t.scale > 0:
+                raise ValueError(f"out-of-domain stage {t.module!r} has scale {t.scale}; it must be > 0")
         if not terms or not std > 0 or not all(np.isfinite([mean, threshold])):
             raise ValueError("out-of-domain parameters need stages, a positive energy std and a finite threshold")
         return cls(terms, mean, std, threshold, d.get("false_alarm"), d.get("auroc"))

@@ -63,6 +63,7 @@ def checkpoint_dirs() -> list[Path]:
     return dirs + [Path.cwd() / "checkpoints"]
 
 
+DEMO_LABEL = f"{DEMO_ARCH} (demo)"  # how the shipped default model is named to users
 SCENES_MODEL = "sge_resnet_demo_scenes"  # the name of the second demo model (randomised scenes)
 SCENES_LABEL = f"{SCENES_MODEL} (demo, randomised scenes)"
 
@@ -70,7 +71,7 @@ SCENES_LABEL = f"{SCENES_MODEL} (demo, randomised scenes)"
 def checkpoint_label(path: Path, arch: str) -> str:
     """How a checkpoint is named to users: one of the demo models, or its architecture and file name."""
     if _same_file(path, demo_checkpoint()):
-        return f"{DEMO_ARCH} (demo)"
+        return DEMO_LABEL
     return SCENES_LABEL if _same_file(path, scenes_checkpoint()) else f"{arch} ({path.name})"
 
 
