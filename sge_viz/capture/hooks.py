@@ -7,19 +7,55 @@ so concurrent requests on one shared model never see each other's tensors. Scope
 from __future__ import annotations
 
 import contextvars
+import threading
+from contextlib import contextmanager
 
 import torch
+from torch import nn
 
 _active: contextvars.ContextVar[tuple[HookScope, ...]] = contextvars.ContextVar("sge_viz_hook_scopes", default=())
 
 
+_mode_guard = threading.Lock()
+_evaluating: dict[int, list] = {}  # id(model) -> [scopes open on it, the modes to restore]
+
+
+@contextmanager
+def evaluating(model: nn.Module):
+    """Run ``model`` in eval mode inside the block and restore every submodule's own mode afterwards.
+
+    Concurrent blocks on one model share one switch: the model stays in eval mode until the last of
+    them closes, so no forward ever runs in train mode half-way (a model left in train mode would give
+    other gates and overwrite its BatchNorm statistics)."""
+    key = id(model)
+    with _mode_guard:
+        state = _evaluating.get(key)
+        if state is None:
+            modes = [(m, m.training) for m in model.modules()]
+            state = _evaluating[key] = [0, modes]
+            for m, _ in modes:
+                m.training = False
+        state[0] += 1
+    try:
+        yield model
+    finally:
+        with _mode_guard:
+            state[0] -= 1
+            if state[0] == 0:
+                for m, training in state[1]:
+                    m.training = training
+                del _evaluating[key]
+
+
 class HookScope:
     """Context manager base: ``_register()`` on enter (hooks via ``_keep(handle)``), every hook removed on
-    exit, also after an exception; ``_closed()`` runs last on exit."""
+    exit, also after an exception; ``_closed()`` runs last on exit. A subclass that sets ``self.model``
+    has that model in eval mode while the scope is open (``evaluating``)."""
 
     def __init__(self) -> None:
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._token: contextvars.Token | None = None
+        self._eval = None
 
     def _register(self) -> None:
         raise NotImplementedError
@@ -34,10 +70,15 @@ class HookScope:
         return self in _active.get()
 
     def __enter__(self):
+        model = getattr(self, "model", None)
+        if isinstance(model, nn.Module):
+            self._eval = evaluating(model)
+            self._eval.__enter__()
         try:
             self._register()
         except BaseException:
             self._remove()
+            self._leave_eval()
             raise
         self._token = _active.set(_active.get() + (self,))
         return self
@@ -47,7 +88,13 @@ class HookScope:
             _active.reset(self._token)
             self._token = None
         self._remove()
+        self._leave_eval()
         self._closed()
+
+    def _leave_eval(self) -> None:
+        if self._eval is not None:
+            self._eval.__exit__(None, None, None)
+            self._eval = None
 
     def _remove(self) -> None:
         for handle in self._handles:

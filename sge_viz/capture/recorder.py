@@ -10,21 +10,33 @@ records forwards run inside its own ``with`` block on its own thread (a
 ContextVar marks the active recorder), so concurrent requests on one shared
 model never see each other's gates.
 
+Which modules: every module ``models.sge.sge_groups`` recognises (the official
+SGE, its copies, re-implementations with (G,) parameters or a functional
+sigmoid), plus any named by fnmatch patterns. The gate is the sigmoid output the
+module computes (a hook on its sigmoid child, or a per-thread torch function
+mode catching ``torch.sigmoid`` calls), checked on every call against the
+module's own output: y = x * gate per group and position, else the module is
+reported in ``skipped`` and never drawn.
+
 Cost: the hooks keep what they capture on the model's device and in its dtype;
 everything moves to the CPU as float32 once, when the ``with`` block closes
-(one device sync instead of one per layer on a GPU). For the official module
-the output's group sums are the gate times the input's group sums (y = x * a
-with a constant over each group's channels, a > 0), and its squared vector
-lengths the gate squared times the input's, so only the input is reduced.
+(one device sync instead of one per layer on a GPU). Since y = x * a with a
+constant over each group's channels (checked), the output's group sums are the
+gate times the input's, and its squared vector lengths the gate squared times
+the input's, so only the input is reduced.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import fnmatch
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
-from ..models.sge import SpatialGroupEnhance, is_sge_module
+from ..errors import SGEVizError
+from ..models.sge import is_sge_module, looks_like_sge, sge_groups, sigmoid_child
 from .hooks import HookScope
 
 
@@ -41,9 +53,25 @@ class LayerCapture:
     channels: int = 0  # C, SGE's channel count (each group holds C / G of them); 0 when activations are off
 
 
-def find_sge_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """(module path, module) of every SGE layer, in forward order of registration."""
-    return [(name, m) for name, m in model.named_modules() if name and is_sge_module(m)]
+def find_sge_layers(model: nn.Module, patterns: Sequence[str] = ()) -> list[tuple[str, nn.Module]]:
+    """(module path, module) of every SGE layer, in registration order: the modules ``sge_groups``
+    recognises by structure, plus those whose path matches one of ``patterns`` (fnmatch, e.g.
+    ``"decoder.*.attn"``). Raises SGEVizError for a pattern that matches no module."""
+    named = [(name, m) for name, m in model.named_modules() if name]
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(name, pattern) for name, _ in named):
+            shown = ", ".join(name for name, _ in named[:8])
+            raise SGEVizError(f"--sge-layers pattern {pattern!r} matches no module of the model (its modules "
+                              f"are named like: {shown} ...); print the model to see the names.")
+    return [(name, m) for name, m in named
+            if is_sge_module(m) or any(fnmatch.fnmatchcase(name, p) for p in patterns)]
+
+
+def uncaptured_sge_like(model: nn.Module, patterns: Sequence[str] = ()) -> list[str]:
+    """Paths of modules whose class name says SGE / SpatialGroup but that are not captured (neither
+    recognised by structure nor matched by ``patterns``): the user should name them with --sge-layers."""
+    captured = {name for name, _ in find_sge_layers(model, patterns)}
+    return [name for name, m in model.named_modules() if name and name not in captured and looks_like_sge(m)]
 
 
 def group_sums(x: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,38 +98,125 @@ def group_sums(x: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor
     return xg.sum(dim=2, dtype=torch.float32), torch.linalg.vector_norm(xg, dim=2, dtype=torch.float32).square()
 
 
+class _SigmoidTap(TorchFunctionMode):
+    """Keeps every sigmoid output computed while active (functional ``torch.sigmoid`` calls included).
+    Torch function modes are per thread, so another thread's forward is never seen."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.outputs: list[torch.Tensor] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func in _SIGMOIDS and isinstance(out, torch.Tensor):
+            self.outputs.append(out)
+        return out
+
+
+_SIGMOIDS = {torch.sigmoid, torch.Tensor.sigmoid, torch.sigmoid_, torch.Tensor.sigmoid_, torch.special.expit,
+             torch.nn.functional.sigmoid}
+
+
+@dataclass
+class _Call:
+    """One SGE layer's call in progress: the sigmoid outputs seen since it started."""
+
+    active: bool = False
+    outputs: list[torch.Tensor] = field(default_factory=list)
+    tap: _SigmoidTap | None = None
+
+
+NOT_A_GATE = "not a spatial group gate: skipped"
+
+
+def read_gate(x: object, y: object, sigmoid_outputs: Sequence[torch.Tensor], groups: int | None
+              ) -> tuple[torch.Tensor | None, str]:
+    """The gate (B, G, H, W) of one call of a module with input ``x`` and output ``y``, or (None, why not).
+
+    The gate is the last sigmoid output computed inside the call that holds one value per group and
+    position (B*G*H*W values; G from ``groups``, or read from the output's size when unknown). Without
+    one, the gate is the ratio ||y_g(p)|| / ||x_g(p)|| of the group's vector lengths (defined only where
+    x_g(p) != 0). Either way it is checked: the first and last channel of every group must satisfy
+    y = x * gate (to 1e-4 of the input's scale in float32, 1e-2 in half precision), so a module that does
+    anything else (an extra residual, another gate) is refused, never drawn.
+    """
+    if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and x.dim() == 4 and x.shape == y.shape):
+        return None, f"its input and output are not one (B, C, H, W) tensor each of the same shape: {NOT_A_GATE}"
+    x, y = x.detach(), y.detach()
+    b, c, h, w = x.shape
+    gate = None
+    for out in reversed(sigmoid_outputs):
+        g = out.numel() // max(b * h * w, 1)
+        if out.numel() == b * g * h * w and g >= 1 and c % g == 0 and (groups is None or g == groups):
+            gate = out.detach().reshape(b, g, h, w).clone()
+            break
+    if gate is None:
+        if groups is None or c % groups:
+            return None, f"it computes no sigmoid with one value per group and position: {NOT_A_GATE}"
+        x_len, y_len = group_sums(x.float(), groups)[1].sqrt(), group_sums(y.float(), groups)[1].sqrt()
+        if bool((x_len == 0).any()):
+            return None, ("it computes no sigmoid, and its gate (output length / input length) is undefined where "
+                          f"a group's input is zero: {NOT_A_GATE}")
+        gate = (y_len / x_len).to(x.dtype)
+    per = c // gate.shape[1]
+    tol = 1e-2 if x.dtype in (torch.float16, torch.bfloat16) else 1e-4
+    for first in (0, per - 1):
+        xs, ys = x[:, first::per].float(), y[:, first::per].float()
+        scale = float(xs.abs().amax()) if xs.numel() else 0.0
+        if xs.numel() and float((ys - xs * gate.float()).abs().amax()) > tol * scale + 1e-6:
+            return None, f"its output is not its input times one factor per group and position: {NOT_A_GATE}"
+    return gate, ""
+
+
 class GateRecorder(HookScope):
     """Context manager that hooks every SGE layer of ``model`` while it is open.
 
     After the ``with`` block, ``captures`` maps each SGE layer's module path (e.g. "layer3.1.sge") to a
     ``LayerCapture`` of (B, G, H, W) float32 CPU tensors: ``gate`` in (0, 1) and, with ``activations=True``,
-    the group sums and sums of squares of SGE's input and output. Hooks are removed on exit, also after an
-    exception; the model's outputs are unchanged.
+    the group sums and sums of squares of SGE's input and output. A module called more than once per
+    forward gives one entry per call: ``name``, ``name#2``, ... Every call's gate is checked against the
+    module's output (``read_gate``); a module that fails is left out of ``captures`` and named in
+    ``skipped`` with the reason. ``patterns`` (fnmatch over module paths) adds modules that structure
+    detection misses. Hooks are removed on exit, also after an exception; the model's outputs are
+    unchanged, and it runs in eval mode inside the block (its own modes are restored afterwards).
     """
 
-    def __init__(self, model: nn.Module, activations: bool = True, keep_on_device: bool = False):
+    def __init__(self, model: nn.Module, activations: bool = True, keep_on_device: bool = False,
+                 patterns: Sequence[str] = ()):
         self.model = model
         self.activations = activations
         # True: at exit the captures stay on the model's device (derived 'after' sums included) for
         # reductions there; only their results need cross to the host.
         self.keep_on_device = keep_on_device
-        self.layers = find_sge_layers(model)
+        self.layers = find_sge_layers(model, patterns)
         self.captures: dict[str, LayerCapture] = {}
+        self.skipped: dict[str, str] = {}
+        self._calls: dict[str, int] = {}
         super().__init__()
 
     @property
     def layer_names(self) -> list[str]:
-        return [name for name, _ in self.layers]
+        """The captured layers, in the order of their calls."""
+        return list(self.captures)
 
     def _register(self) -> None:
-        self.captures = {}
+        self.captures, self.skipped, self._calls = {}, {}, {}
+        self._keep(self.model.register_forward_pre_hook(self._new_forward))
         for name, module in self.layers:
-            self._keep(module.sig.register_forward_hook(self._gate_hook(name, module.groups)))
-            if self.activations:
-                self._keep(module.register_forward_hook(self._activation_hook(name, module)))
+            call = _Call()
+            sig = sigmoid_child(module)
+            if sig is not None:
+                self._keep(sig.register_forward_hook(self._sigmoid_hook(call)))
+            self._keep(module.register_forward_pre_hook(self._enter_hook(call, functional=sig is None)))
+            self._keep(module.register_forward_hook(self._exit_hook(name, sge_groups(module), call),
+                                                    always_call=True))
 
     def _closed(self) -> None:
         self._to_cpu()
+
+    def _new_forward(self, _module, _inputs) -> None:
+        if self._mine():
+            self._calls = {}
 
     def _to_cpu(self) -> None:
         """Finish what the hooks left on the device: derived 'after' sums, then float32 on the CPU."""
@@ -118,28 +233,44 @@ class GateRecorder(HookScope):
                 if value is not None:
                     setattr(capture, name, value.cpu())
 
-    def _gate_hook(self, name: str, groups: int):
+    def _sigmoid_hook(self, call: _Call):
         def hook(_module, _inputs, output):
-            if self._mine():
-                gate = output.detach()
-                b = gate.shape[0] // groups
-                # A copy, so that a later in-place op in the network cannot change what was captured.
-                gate = gate.reshape(b, groups, *gate.shape[-2:]).clone()
-                self.captures.setdefault(name, LayerCapture(gate)).gate = gate
+            if call.active and self._mine():
+                call.outputs.append(output)
         return hook
 
-    def _activation_hook(self, name: str, module: nn.Module):
-        # Only the official module is known to compute y = x * gate; look-alikes get their output summed.
-        derive_after = type(module) is SpatialGroupEnhance
-        groups = module.groups
-
-        def hook(_module, inputs, output):
+    def _enter_hook(self, call: _Call, functional: bool):
+        def hook(_module, _inputs):
             if self._mine():
-                capture = self.captures.setdefault(name, LayerCapture(torch.empty(0)))
-                capture.before, capture.before_sq = group_sums(inputs[0], groups)
-                capture.channels = int(inputs[0].shape[1])
-                if derive_after:
-                    capture.after = capture.after_sq = None
-                else:
-                    capture.after, capture.after_sq = group_sums(output, groups)
+                call.active, call.outputs = True, []
+                if functional:  # no sigmoid child: catch torch.sigmoid calls made inside this call
+                    call.tap = _SigmoidTap()
+                    call.tap.__enter__()
+        return hook
+
+    def _exit_hook(self, name: str, groups: int | None, call: _Call):
+        def hook(_module, inputs, output):
+            if not (call.active and self._mine()):
+                return
+            call.active = False
+            outputs = call.outputs
+            if call.tap is not None:
+                call.tap.__exit__(None, None, None)
+                outputs, call.tap = call.tap.outputs, None
+            call.outputs = []
+            if output is None:  # the forward raised: nothing to record
+                return
+            count = self._calls[name] = self._calls.get(name, 0) + 1
+            key = name if count == 1 else f"{name}#{count}"
+            x = inputs[0] if inputs else None
+            gate, why = read_gate(x, output, outputs, groups)
+            if gate is None:
+                self.skipped[key] = why
+                self.captures.pop(key, None)
+                return
+            capture = self.captures[key] = LayerCapture(gate)
+            if self.activations:
+                # y = x * gate was just checked, so the output's sums are derived from the input's at exit.
+                capture.before, capture.before_sq = group_sums(x, gate.shape[1])
+                capture.channels = int(x.shape[1])
         return hook

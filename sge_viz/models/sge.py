@@ -5,6 +5,8 @@ output of the child module ``sig``; the capture code hooks it there.
 """
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import nn
 
@@ -43,28 +45,60 @@ class SpatialGroupEnhance(nn.Module):
         return f"groups={self.groups}"
 
 
-def is_sge_module(module: nn.Module) -> bool:
-    """True for our SGE class and for look-alike copies (e.g. the blog version).
+GROUP_ATTRS = ("groups", "G", "num_groups")  # where copies in circulation keep their group count
+GATE_PARAMS = (("weight", "bias"), ("gamma", "beta"))  # the per-group scale and shift of the normalised map
 
-    A look-alike has an int ``groups``, ``weight`` and ``bias`` of shape
-    (1, G, 1, 1) and a sigmoid child named ``sig``.
+
+def sge_groups(module: nn.Module) -> int | None:
+    """The group count G of an SGE module recognised by its structure, else None.
+
+    Recognised: this project's class, the official module and its copies: an int group count stored as
+    ``groups``, ``G`` or ``num_groups``, and a per-group scale and shift (``weight``/``bias`` or
+    ``gamma``/``beta``) of shape (G,) or (1, G, 1, 1). The sigmoid may be a child under any name or a
+    functional call; whether the module really gates its input is checked on every captured call.
     """
     if isinstance(module, SpatialGroupEnhance):
-        return True
-    groups = getattr(module, "groups", None)
-    weight = getattr(module, "weight", None)
-    bias = getattr(module, "bias", None)
+        return module.groups
+    groups = next((g for g in (getattr(module, a, None) for a in GROUP_ATTRS)
+                   if isinstance(g, int) and not isinstance(g, bool) and g > 0), None)
+    if groups is None:
+        return None
+    shapes = ((groups,), (1, groups, 1, 1))
+    for scale, shift in GATE_PARAMS:
+        w, b = getattr(module, scale, None), getattr(module, shift, None)
+        if isinstance(w, torch.Tensor) and isinstance(b, torch.Tensor) and tuple(w.shape) in shapes \
+                and tuple(b.shape) in shapes:
+            return groups
+    return None
+
+
+def is_sge_module(module: nn.Module) -> bool:
+    """True for modules ``sge_groups`` recognises as SGE (this project's, the official one, known copies)."""
+    return sge_groups(module) is not None
+
+
+def gate_parameters(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The recognised module's per-group scale and shift, each flattened to (G,), or None."""
+    for scale, shift in GATE_PARAMS:
+        w, b = getattr(module, scale, None), getattr(module, shift, None)
+        if isinstance(w, torch.Tensor) and isinstance(b, torch.Tensor):
+            return w.detach().reshape(-1), b.detach().reshape(-1)
+    return None
+
+
+def sigmoid_child(module: nn.Module) -> nn.Module | None:
+    """The module's own ``nn.Sigmoid`` child (``sig`` in the official code, any name in copies), or None."""
     sig = getattr(module, "sig", None)
-    if not isinstance(groups, int) or isinstance(groups, bool):
-        return False
-    shape = (1, groups, 1, 1)
-    return (
-        isinstance(weight, torch.Tensor)
-        and isinstance(bias, torch.Tensor)
-        and tuple(weight.shape) == shape
-        and tuple(bias.shape) == shape
-        and isinstance(sig, nn.Sigmoid)
-    )
+    if isinstance(sig, nn.Sigmoid):
+        return sig
+    return next((child for child in module.children() if isinstance(child, nn.Sigmoid)), None)
+
+
+def looks_like_sge(module: nn.Module) -> bool:
+    """Whether a module's class name says it is an SGE / spatial group module (used to warn about such
+    modules that were not captured)."""
+    text = type(module).__name__.lower()
+    return bool(re.search(r"(^|[^a-z])sge|spatialgroup|spatial_group", text))
 
 
 def reference_gate(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int) -> torch.Tensor:

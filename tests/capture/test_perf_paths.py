@@ -36,7 +36,7 @@ def test_threaded_mosaics_reject_mismatched_lists(rng):
 
 
 class BlogSGE(nn.Module):
-    """A look-alike whose output is not x * gate (an extra residual), so 'after' must be summed from it."""
+    """A look-alike whose output is not x * gate (an extra residual): not a spatial group gate."""
 
     def __init__(self, groups: int):
         super().__init__()
@@ -53,14 +53,12 @@ class BlogSGE(nn.Module):
         return (xg * a).view(b, c, h, w) + x
 
 
-@pytest.mark.parametrize("module_cls", [SpatialGroupEnhance, BlogSGE])
-def test_after_sums_match_the_module_output(module_cls):
+def test_after_sums_match_the_module_output():
     torch.manual_seed(0)
-    module = module_cls(4).eval()
-    if module_cls is SpatialGroupEnhance:
-        with torch.no_grad():
-            module.weight.copy_(torch.randn(1, 4, 1, 1))
-            module.bias.copy_(torch.randn(1, 4, 1, 1))
+    module = SpatialGroupEnhance(4).eval()
+    with torch.no_grad():
+        module.weight.copy_(torch.randn(1, 4, 1, 1))
+        module.bias.copy_(torch.randn(1, 4, 1, 1))
     net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), module)
     x = torch.randn(2, 3, 12, 10)
     with torch.inference_mode(), GateRecorder(net) as rec:
@@ -73,6 +71,15 @@ def test_after_sums_match_the_module_output(module_cls):
         assert got.device.type == "cpu" and got.dtype == torch.float32
         assert (got - want).abs().max() <= 1e-5 * want.abs().max()
     assert cap.gate.shape == (2, 4, 12, 10) and cap.gate.dtype == torch.float32
+
+
+def test_a_look_alike_that_is_not_a_gate_is_skipped_by_name():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), BlogSGE(4)).eval()
+    with torch.inference_mode(), GateRecorder(net) as rec:
+        net(torch.randn(2, 3, 12, 10))
+    assert rec.captures == {}
+    assert list(rec.skipped) == ["1"] and "not a spatial group gate" in rec.skipped["1"]
 
 
 def test_png_files_hold_the_same_pixels_and_are_written_once(tmp_path, rng):
