@@ -7,9 +7,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..errors import SGEVizError
 from ..metrics.ood import verdict
 from ..models.config import ModelConfig
-from ..models.factory import LoadedModel
+from ..models.loaded import LoadedModel
+from .hooks import evaluating
 from .pooling import pooled_outputs
 from .preprocess import center_crop_view, normalise, normalise_batch
 from .recorder import GateRecorder
@@ -60,6 +62,9 @@ class Analysis:
     # The out-of-domain verdict (sge_viz.metrics.ood.verdict: score, value, threshold, out_of_domain), or None
     # when the model carries no measured signal.
     ood: dict | None = None
+    # SGE layers left out of this image's analysis, each with why ("name: not a spatial group gate: ..."),
+    # and the model's own notes (how it was built, modules not captured): shown wherever results are read.
+    notes: list[str] = field(default_factory=list)
     # The crop enlarged for display, drawn once on first use by sge_viz.app.views.view_image (every redraw
     # of the page needs it; enlarging a 224 px crop costs about as much as drawing a picture over it).
     display_image: np.ndarray | None = field(default=None, repr=False, compare=False)
@@ -82,9 +87,14 @@ def top_k(probs: torch.Tensor, config: ModelConfig, k: int = 5) -> list[Predicti
 
 
 def predict(loaded: LoadedModel, image: Image.Image, k: int = 5) -> list[Prediction]:
-    """The top-``k`` classes of an RGB PIL image: one plain forward, no capture."""
+    """The top-``k`` classes of an RGB PIL image: one plain forward, no capture.
+
+    Raises SGEVizError for a gates-only model (its output is not class scores)."""
+    if not loaded.config.classifies:
+        raise SGEVizError(f"{loaded.name} gives no class scores (gates only): there is nothing to predict; "
+                          "use analyze or dissect to see its gates.")
     x = normalise(center_crop_view(image, loaded.config.resize_size, loaded.config.input_size), loaded.config)
-    with torch.inference_mode():
+    with torch.inference_mode(), evaluating(loaded.model):
         logits = loaded.model(x.unsqueeze(0).to(loaded.device, loaded.dtype))
     return top_k(logits.float().softmax(dim=1)[0].cpu(), loaded.config, k)
 
@@ -92,37 +102,42 @@ def predict(loaded: LoadedModel, image: Image.Image, k: int = 5) -> list[Predict
 def sge_layer_shapes(loaded: LoadedModel) -> list[dict]:
     """Every SGE layer of the model with its group count and gate map size at the model's input size:
     ``[{"name", "groups", "height", "width"}, ...]`` in forward order (one forward of a blank image)."""
-    size = loaded.config.input_size
-    x = torch.zeros(1, 3, size, size, device=loaded.device, dtype=loaded.dtype)
-    with torch.inference_mode(), GateRecorder(loaded.model, activations=False) as recorder:
+    config = loaded.config
+    x = torch.zeros(1, config.channels, config.height, config.width, device=loaded.device, dtype=loaded.dtype)
+    with torch.inference_mode(), GateRecorder(loaded.model, activations=False, patterns=config.sge_layers) as recorder:
         loaded.model(x)
     return [{"name": name, "groups": int(cap.gate.shape[1]), "height": int(cap.gate.shape[2]),
              "width": int(cap.gate.shape[3])} for name, cap in recorder.captures.items()]
 
 
 def run_batch(loaded: LoadedModel, batch: torch.Tensor, activations: bool = True,
-              pooled: dict[str, list[np.ndarray]] | None = None) -> tuple[torch.Tensor, GateRecorder]:
-    """Forward a normalised batch with capture; probabilities (B, classes) on the CPU.
+              pooled: dict[str, list[np.ndarray]] | None = None) -> tuple[torch.Tensor | None, GateRecorder]:
+    """Forward a normalised batch with capture; probabilities (B, classes) on the CPU, or None for a
+    gates-only model (whatever its output is, only the gates are read).
 
     ``pooled``: when given, the outputs of the modules named by its keys, averaged over positions (B, D)
     float64 ("" = the logits), are appended to its lists (``capture.pooling.pooled_outputs``).
     """
     x = batch.to(loaded.device, loaded.dtype, non_blocking=True)
-    with torch.inference_mode(), GateRecorder(loaded.model, activations=activations) as recorder:
+    patterns = loaded.config.sge_layers
+    with torch.inference_mode(), GateRecorder(loaded.model, activations=activations, patterns=patterns) as recorder:
         if pooled is None:
             logits = loaded.model(x)
         else:
             # Only this call's forward (the recorder's context) is read: the model may serve other threads.
             with pooled_outputs(loaded.model, list(pooled), pooled, active=recorder._mine):
                 logits = loaded.model(x)
+    if not loaded.config.classifies:
+        return None, recorder
     return logits.float().softmax(dim=1).cpu(), recorder
 
 
 def analyze_views(loaded: LoadedModel, views: list[np.ndarray], activations: bool = True) -> list[Analysis]:
-    """Analyse already-cropped RGB views (each (S, S, 3) uint8, S = the model's input size) in one batched
-    forward. ``activations=False`` skips the before/after maps (they come back as zeros)."""
+    """Analyse already-cropped RGB views (each (H, W, 3) uint8, the model's input size) in one batched
+    forward. ``activations=False`` skips the before/after maps (they come back as zeros). A gates-only
+    model gives no predictions and no out-of-domain verdict."""
     batch = normalise_batch(views, loaded.config, loaded.device, loaded.dtype)
-    detector = getattr(loaded, "ood", None)
+    detector = getattr(loaded, "ood", None) if loaded.config.classifies else None
     pooled = {name: [] for name in detector.modules} if detector is not None else None
     probs, recorder = run_batch(loaded, batch, activations, pooled)
     verdicts = [None] * len(views)
@@ -139,7 +154,9 @@ def analyze_views(loaded: LoadedModel, views: list[np.ndarray], activations: boo
                 getattr(cap, key)[i].numpy() if getattr(cap, key) is not None else np.zeros_like(gate)
                 for key in ("before", "after", "before_sq", "after_sq"))
             layers.append(LayerGates(name, gate, before, after, np.sqrt(before_sq), np.sqrt(after_sq)))
-        results.append(Analysis(view, top_k(probs[i], loaded.config), layers, loaded.name, ood=verdicts[i]))
+        predictions = top_k(probs[i], loaded.config) if probs is not None else []
+        notes = list(getattr(loaded, "notes", [])) + [f"{name}: {why}" for name, why in recorder.skipped.items()]
+        results.append(Analysis(view, predictions, layers, loaded.name, ood=verdicts[i], notes=notes))
     return results
 
 

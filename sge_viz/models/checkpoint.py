@@ -37,8 +37,10 @@ class CheckpointContents:
 
 # --- reading ----------------------------------------------------------------
 
-def read_checkpoint(path: str | Path) -> CheckpointContents:
-    """Read any supported checkpoint form into a plain state_dict without the ``module.`` prefix."""
+def read_checkpoint(path: str | Path, strip_prefix: str | None = None) -> CheckpointContents:
+    """Read any supported checkpoint form into a plain state_dict without the ``module.`` prefix
+    and, where given, only the keys that start with ``strip_prefix`` (e.g. "backbone."), without it (an
+    error when no key has it)."""
     path = Path(path)
     if not path.is_file():
         raise SGEVizError(f"Checkpoint {path} does not exist: give the path of a .pth/.pth.tar/.safetensors file.")
@@ -57,6 +59,11 @@ def read_checkpoint(path: str | Path) -> CheckpointContents:
         raise SGEVizError(f"{path} is not a checkpoint: {_describe_non_checkpoint(path)}, not a PyTorch "
                           "(.pth/.pth.tar) or safetensors file. Give the path of the model's weights file.")
     state_dict = _strip_prefix(state_dict)
+    if strip_prefix:
+        if not any(k.startswith(strip_prefix) for k in state_dict):
+            raise SGEVizError(f"--strip-prefix {strip_prefix!r}: no key of {path} starts with it (keys look like "
+                              f"{', '.join(list(state_dict)[:3])}).")
+        state_dict = {k[len(strip_prefix):]: v for k, v in state_dict.items() if k.startswith(strip_prefix)}
     _check_tensors(state_dict, path)
     _check_finite(state_dict, path)
     return CheckpointContents(state_dict, arch, config, metadata)
@@ -104,8 +111,10 @@ def _read_torch_file(path: Path) -> object:
         if "global" in str(exc).lower():  # the weights-only unpickler met a class or function reference
             raise SGEVizError(
                 f"Checkpoint {path} was refused: it contains Python objects other than tensors and plain "
-                "containers, and loading it could run code. Re-save only the weights "
-                "(torch.save(model.state_dict(), ...)) from a source you trust.") from exc
+                "containers (a whole pickled model?), and loading it could run code. Re-save only the weights "
+                "(torch.save(model.state_dict(), ...)) from a source you trust and pass your model's code with "
+                "--model-def FILE.py:CALLABLE; or, on the command line only, --trust-pickle loads it if you "
+                "trust the file.") from exc
         raise SGEVizError(
             f"Checkpoint {path} was refused: it is not a pickle that weights-only loading accepts (damaged, "
             "or written with pickle features a plain torch.save never uses), so it was not unpickled. "
@@ -118,7 +127,7 @@ def _read_torch_file(path: Path) -> object:
 
 
 def _unwrap(obj: object, path: Path) -> tuple[dict[str, torch.Tensor], str | None, dict[str, str]]:
-    """Official dict {'arch', 'state_dict', ...} or a bare state_dict."""
+    """Official dict {'arch', 'state_dict', ...}, a {'model': state_dict} dict, or a bare state_dict."""
     if not isinstance(obj, dict):
         raise SGEVizError(f"Checkpoint {path} holds a {type(obj).__name__}, not a state_dict or a training "
                           "checkpoint dict: save model.state_dict() instead.")
@@ -130,6 +139,8 @@ def _unwrap(obj: object, path: Path) -> tuple[dict[str, torch.Tensor], str | Non
             if key in obj:
                 meta[key] = str(obj[key].item() if isinstance(obj[key], torch.Tensor) else obj[key])
         obj = obj["state_dict"]
+    elif "model" in obj and isinstance(obj["model"], dict):  # e.g. torchvision's and DeiT's training scripts
+        obj = obj["model"]
     tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not tensors or len(tensors) != len(obj) or not all(isinstance(k, str) for k in obj):
         raise SGEVizError(f"Checkpoint {path} is not a state_dict: expected a mapping of parameter names to "

@@ -9,43 +9,22 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..device import describe_device, pick_device
+from ..device import pick_device
 from ..errors import SGEVizError
 from ..metrics.ood import OOD_KEY, OODDetector, StagedDetector, detector_from_json
 from ..resources import demo_checkpoint, scenes_checkpoint
 from .checkpoint import CHECKPOINT_SUFFIXES, build_for, check_arch, load_strict, read_checkpoint, verify_forward
 from .config import ModelConfig
+from .loaded import LoadedModel
 from .registry import DEMO_ARCH, available_models, build_model, untrained
 
 CHECKPOINTS_ENV = "SGE_VIZ_CHECKPOINTS"
-
-
-@dataclass
-class LoadedModel:
-    """A model ready for analysis (eval mode, no gradients), where it came from and how to feed it."""
-
-    model: nn.Module
-    config: ModelConfig
-    name: str  # how users see it, e.g. "sge_resnet50 (sge_resnet50.pth.tar)"
-    source: str  # file path, or "random weights"
-    device: torch.device
-    dtype: torch.dtype = torch.float32
-    metadata: dict[str, str] = field(default_factory=dict)  # what the file says of itself (epoch, accuracy, ...)
-    ood: OODDetector | StagedDetector | None = None  # the out-of-domain signal's parameters, when the file carries them
-
-    @property
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.model.parameters())
-
-    @property
-    def device_label(self) -> str:
-        return describe_device(self.device)
 
 
 @dataclass(frozen=True)

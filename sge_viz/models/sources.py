@@ -1,0 +1,87 @@
+"""Where a model comes from, and the one path from there to a ``LoadedModel``.
+
+    source (a registered name, a checkpoint file, or the user's code)
+      -> a module and its config       (registry / checkpoint / usercode + wrap)
+      -> a LoadedModel                 (ready: device, notes, out-of-domain signal)
+
+The CLI, the app and Python all describe a model as a ``ModelSource`` and call ``open_model``.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import SGEVizError
+from .factory import create_model
+from .loaded import LoadedModel
+from .usercode import build_user_model
+from .wrap import load_pickled_model, load_weights, wrap_model
+
+
+@dataclass(frozen=True)
+class InputOptions:
+    """How to feed and read a model from the user's code (``wrap_model``'s arguments)."""
+
+    labels: str | None = None  # file with one class name a line
+    input_size: int | str = 224  # N or "HxW"
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    channels: int = 3
+    resize: str = "crop"  # "crop" or "full"
+    sge_layers: tuple[str, ...] = ()
+    domain: str = ""
+    cam_layer: str = ""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """One model: a registered ``name``, a ``checkpoint`` file, or ``model_def`` (the user's code,
+    ``file.py:callable`` or ``package.module:callable``), optionally with a ``checkpoint`` to load into it."""
+
+    name: str | None = None
+    checkpoint: str | None = None
+    model_def: str | None = None
+    model_kwargs: dict = field(default_factory=dict)
+    strip_prefix: str | None = None
+    trust_pickle: bool = False  # command line only: unpickle a whole saved model
+    random_weights: bool = False
+    inputs: InputOptions = field(default_factory=InputOptions)
+
+    @property
+    def from_user_code(self) -> bool:
+        return bool(self.model_def) or self.trust_pickle
+
+
+def open_model(source: ModelSource, device: str | torch.device | None = None, half: bool = False) -> LoadedModel:
+    """The model a source describes, ready for analysis. Raises SGEVizError with what to do."""
+    if not source.from_user_code:
+        if source.strip_prefix:
+            raise SGEVizError("--strip-prefix applies to --model-def checkpoints (built-in files are recognised "
+                              "with their 'module.' or 'backbone.' prefix).")
+        return create_model(source.name, source.checkpoint, device=device, random_weights=source.random_weights,
+                            half=half)
+    if source.name:
+        raise SGEVizError("--model names a built-in model; with --model-def (or --trust-pickle) leave it out.")
+    if source.model_def:
+        module = build_user_model(source.model_def, source.model_kwargs)
+        if source.checkpoint:
+            load_weights(module, source.checkpoint, source.strip_prefix)
+        label = source.model_def
+    else:
+        if not source.checkpoint:
+            raise SGEVizError("--trust-pickle needs --checkpoint FILE (a whole model saved with torch.save(model)).")
+        warnings.warn(f"{source.checkpoint} was unpickled with --trust-pickle: loading it ran code from the file.",
+                      stacklevel=2)
+        module = load_pickled_model(source.checkpoint)
+        label = f"{source.checkpoint} (pickled model)"
+    if half and device is not None and str(device).startswith("cuda"):
+        module = module.half()
+    o = source.inputs
+    loaded = wrap_model(module, labels=o.labels, input_size=o.input_size, mean=o.mean, std=o.std, resize=o.resize,
+                        channels=o.channels, sge_layers=o.sge_layers, domain=o.domain, cam_layer=o.cam_layer,
+                        device=device or "auto", source=label)
+    if source.trust_pickle:
+        loaded.notes.insert(0, "Loaded with --trust-pickle: the file's own code ran when it was read.")
+    return loaded
