@@ -177,11 +177,10 @@ def run(args: argparse.Namespace) -> int:
             results.append({"image": str(job.path), "folder": str(folder), "predictions": top,
                             "out_of_domain": ood})
             if not args.json:
-                best = top[0]
+                answer = f"{top[0]['label']} {top[0]['probability']:.1%}" if top else "gates only"
                 flag = "  [out of domain: the model does not know images like this]" if ood and ood[
                     "out_of_domain"] else ""
-                progress.write(f"{job.path} -> {folder}  ({best['label']} {best['probability']:.1%}){flag}",
-                               file=sys.stdout)
+                progress.write(f"{job.path} -> {folder}  ({answer}){flag}", file=sys.stdout)
             progress.update(1)
 
     try:
