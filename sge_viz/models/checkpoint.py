@@ -10,7 +10,7 @@ import json
 import math
 import pickle
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -19,7 +19,7 @@ from torch import nn
 from ..errors import SGEVizError
 from ..io.sniff import describe_bytes
 from .config import ModelConfig
-from .registry import DEMO_ARCH, available_models, build_model, infer_arch
+from .registry import ARCHS, available_models, build_model, infer_arch
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".tar", ".ckpt", ".bin", ".safetensors")
 # Metadata key under which a safetensors file stores its ModelConfig as JSON.
@@ -33,6 +33,7 @@ class CheckpointContents:
     arch: str | None  # as written in the file, when it says
     config: ModelConfig | None  # full config, when the file carries one (our safetensors)
     metadata: dict[str, str]
+    notes: list[str] = field(default_factory=list)  # what reading changed (a prefix recognised and stripped)
 
 
 # --- reading ----------------------------------------------------------------
@@ -59,6 +60,13 @@ def read_checkpoint(path: str | Path, strip_prefix: str | None = None) -> Checkp
         raise SGEVizError(f"{path} is not a checkpoint: {_describe_non_checkpoint(path)}, not a PyTorch "
                           "(.pth/.pth.tar) or safetensors file. Give the path of the model's weights file.")
     state_dict = _strip_prefix(state_dict)
+    notes = []
+    if not strip_prefix and not any(k.startswith(("conv1.", "layer1.")) for k in state_dict) and \
+            any(k.startswith("backbone.layer1.") for k in state_dict):
+        left = sum(not k.startswith("backbone.") for k in state_dict)
+        state_dict = {k[len("backbone."):]: v for k, v in state_dict.items() if k.startswith("backbone.")}
+        notes.append(f"Recognised a 'backbone.' prefix (mmdetection / mmpretrain style): the backbone was loaded and "
+                     f"{left} other keys (neck, heads) were left out.")
     if strip_prefix:
         if not any(k.startswith(strip_prefix) for k in state_dict):
             raise SGEVizError(f"--strip-prefix {strip_prefix!r}: no key of {path} starts with it (keys look like "
@@ -66,7 +74,7 @@ def read_checkpoint(path: str | Path, strip_prefix: str | None = None) -> Checkp
         state_dict = {k[len(strip_prefix):]: v for k, v in state_dict.items() if k.startswith(strip_prefix)}
     _check_tensors(state_dict, path)
     _check_finite(state_dict, path)
-    return CheckpointContents(state_dict, arch, config, metadata)
+    return CheckpointContents(state_dict, arch, config, metadata, notes)
 
 
 def sniff_checkpoint(path: Path) -> str | None:
@@ -191,16 +199,18 @@ def _config_from_metadata(metadata: dict[str, str], path: Path) -> ModelConfig |
 
 def _config_problem(config: ModelConfig) -> str | None:
     """Why a config read from a file cannot be served (it sizes every request's tensors), or None."""
-    if not 8 <= config.input_size <= 1024:
+    if not (8 <= config.height <= 1024 and 8 <= config.width <= 1024):
         return f"input_size {config.input_size} is outside 8..1024"
-    if not config.input_size <= config.resize_size <= 4 * config.input_size:
-        return f"resize_size {config.resize_size} is not between input_size and 4x input_size"
-    if not 1 <= config.num_classes <= 100_000:
+    side = max(config.height, config.width)
+    if config.resize_size != 0 and not side <= config.resize_size <= 4 * side:
+        return f"resize_size {config.resize_size} is not 0 (whole image) or between input_size and 4x input_size"
+    if config.classifies and not 1 <= config.num_classes <= 100_000:
         return f"num_classes {config.num_classes} is outside 1..100000"
     if config.class_names and len(config.class_names) != config.num_classes:
         return f"{len(config.class_names)} class names for {config.num_classes} classes"
-    if len(config.mean) != 3 or len(config.std) != 3 or not all(math.isfinite(v) for v in config.mean):
-        return "mean and std must be three finite numbers each"
+    if config.channels not in (1, 3) or len(config.mean) != config.channels or \
+            len(config.std) != config.channels or not all(math.isfinite(v) for v in config.mean):
+        return "channels must be 1 or 3, and mean and std one finite number per channel"
     if not all(math.isfinite(v) and v > 0 for v in config.std):
         return "every std must be positive"
     return None
@@ -226,11 +236,13 @@ def check_arch(contents: CheckpointContents, path: Path, use_sge: bool = True) -
         if arch is None:
             raise SGEVizError(
                 f"Checkpoint {path} does not say its architecture and its keys match no known one "
-                f"({', '.join(available_models())}). Is it an SGE-ResNet checkpoint?")
-        config = None
-        if arch not in available_models() or arch == DEMO_ARCH:
+                f"({', '.join(available_models())}). For your own network, pass its code with --model-def "
+                "FILE.py:CALLABLE and load this file with --checkpoint.")
+        if arch not in ARCHS:
             raise SGEVizError(f"Checkpoint {path} is for architecture {arch!r}, which this tool does not know; "
-                              f"known: {', '.join(available_models())}.")
+                              f"known: {', '.join(available_models())}. For your own network, pass its code with "
+                              "--model-def FILE.py:CALLABLE.")
+        config = ARCHS[arch].config_for(contents.state_dict)
     arch_name = config.arch if config else arch
     try:
         # Build on the meta device first (no memory): a crafted config must not allocate terabytes.
@@ -275,7 +287,7 @@ def load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], path: Pat
 def verify_forward(model: nn.Module, config: ModelConfig, path: Path) -> None:
     """One forward at the model's input size: weights that load but cannot run, or give NaN, fail here."""
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(1, 3, config.input_size, config.input_size, generator=generator)
+    x = torch.randn(1, config.channels, config.height, config.width, generator=generator)
     model.eval()
     try:
         with torch.inference_mode():
@@ -283,12 +295,14 @@ def verify_forward(model: nn.Module, config: ModelConfig, path: Path) -> None:
     except (RuntimeError, ValueError) as exc:
         raise SGEVizError(f"Checkpoint {path} loads but the model cannot run ({type(exc).__name__}: "
                           f"{str(exc)[:200]}); its config does not match its weights.") from exc
-    if out.shape != (1, config.num_classes):
+    if not config.classifies:
+        out = out if isinstance(out, torch.Tensor) else torch.zeros(1)
+    elif out.shape != (1, config.num_classes):
         raise SGEVizError(f"Checkpoint {path} loads but gives outputs of shape {tuple(out.shape)}, not "
                           f"(1, {config.num_classes}): its config does not match its weights.")
     if not torch.isfinite(out).all():
-        raise SGEVizError(f"Checkpoint {path} loads but gives NaN/Inf outputs at its {config.input_size}x"
-                          f"{config.input_size} input size: the weights or the config are broken.")
+        raise SGEVizError(f"Checkpoint {path} loads but gives NaN/Inf outputs at its {config.size_label} input "
+                          "size: the weights or the config are broken.")
 
 
 # --- writing ----------------------------------------------------------------

@@ -98,7 +98,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = None, 
         config = dataclasses.replace(config, ood_score=ood.name, ood_threshold=ood.threshold)
     loaded = _place(model, config, checkpoint_label(path, config.arch), str(path), device, half, channels_last)
     loaded.metadata = {k: v for k, v in contents.metadata.items() if not k.startswith("sge_viz.")}
-    loaded.ood = ood
+    loaded.ood = ood if config.classifies else None
+    loaded.notes = list(contents.notes)
+    if not config.classifies:
+        loaded.notes.append("Gates only: the file has no classification head (fc), so there are no predictions.")
     return loaded
 
 

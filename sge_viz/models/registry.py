@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import cache
 
 import torch
+from torch import nn
 
 from .config import ModelConfig
 from .imagenet import imagenet_class_names
@@ -77,6 +78,27 @@ class ArchSpec:
         return ModelConfig(arch=self.name, num_classes=1000, input_size=224, resize_size=256,
                            class_names=imagenet_class_names(), **IMAGENET_DOMAIN)
 
+    def config_for(self, state_dict: dict[str, torch.Tensor]) -> ModelConfig:
+        """The config of a file of this architecture that does not carry one, read from its shapes: classes
+        from the head (``fc.weight``; none: a backbone, gates only), groups from the SGE parameters. Only
+        1000 classes get ImageNet's names and domain; a fine-tuned head has no names and no known domain."""
+        fc = state_dict.get("fc.weight")
+        sge = next((v for k, v in state_dict.items() if k.endswith(".sge.weight")), None)
+        groups = int(sge.numel()) if sge is not None else 64
+        classes = int(fc.shape[0]) if fc is not None and fc.dim() == 2 else 0
+        imagenet = classes == 1000
+        return ModelConfig(arch=self.name, num_classes=classes, input_size=224, resize_size=256,
+                           class_names=imagenet_class_names() if imagenet else (),
+                           arch_kwargs={"groups": groups} if groups != 64 else {},
+                           task="classify" if classes else "gates", layout_note=LAYOUT_NOTE,
+                           **(IMAGENET_DOMAIN if imagenet else {}))
+
+
+# Said wherever results of a file loaded by key names are read: the keys cannot tell where SGE sits.
+LAYOUT_NOTE = ("Built-in layout, chosen from the file's key names: torchvision's ResNet with SGE on each block's "
+               "residual branch after its last BatchNorm, before the addition (as in the official code). A network "
+               "with the same key names but another forward (e.g. SGE after the addition) needs --model-def.")
+
 
 ARCHS: dict[str, ArchSpec] = {spec.name: spec for spec in (
     ArchSpec("sge_resnet18", "basic", (2, 2, 2, 2)),
@@ -116,7 +138,11 @@ def build_model(arch: str, config: ModelConfig | None = None, use_sge: bool = Tr
     if arch in ARCHS:
         spec = ARCHS[arch]
         cfg = with_domain(config or spec.default_config())
-        return SGEResNet(BLOCKS[spec.block], list(spec.layers), num_classes=cfg.num_classes, use_sge=use_sge), cfg
+        model = SGEResNet(BLOCKS[spec.block], list(spec.layers), num_classes=max(cfg.num_classes, 1),
+                          groups=int(cfg.arch_kwargs.get("groups", 64)), use_sge=use_sge)
+        if not cfg.classifies:  # a backbone without its head: the pooled features come out, gates only
+            model.fc = nn.Identity()
+        return model, cfg
     if config is None or not config.arch_kwargs:
         raise KeyError(arch)
     return build_custom(**config.arch_kwargs, num_classes=config.num_classes, use_sge=use_sge), with_domain(config)
