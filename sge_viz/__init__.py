@@ -25,11 +25,14 @@ from .models import (
     create_model,
     find_checkpoints,
     load_checkpoint,
+    open_model,
+    wrap_model,
 )
 
 __all__ = [
     "Analysis", "GateRecorder", "LayerCapture", "LayerGates", "LoadedModel", "ModelConfig", "Prediction",
     "SGEVizError", "SpatialGroupEnhance", "analyze", "analyze_views", "available_models", "build_model",
-    "create_model", "find_checkpoints", "find_sge_layers", "load_checkpoint", "open_image",
+    "create_model", "find_checkpoints", "find_sge_layers", "load_checkpoint", "open_image", "open_model",
+    "wrap_model",
 ]
 __version__ = "0.2.0"

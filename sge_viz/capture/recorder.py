@@ -13,8 +13,8 @@ model never see each other's gates.
 Which modules: every module ``models.sge.sge_groups`` recognises (the official
 SGE, its copies, re-implementations with (G,) parameters or a functional
 sigmoid), plus any named by fnmatch patterns. The gate is the sigmoid output the
-module computes (a hook on its sigmoid child, or a per-thread torch function
-mode catching ``torch.sigmoid`` calls), checked on every call against the
+module computes (a hook on this project's module's ``sig`` child, else a
+per-thread torch function mode catching every sigmoid call inside the module), checked on every call against the
 module's own output: y = x * gate per group and position, else the module is
 reported in ``skipped`` and never drawn.
 
@@ -36,7 +36,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..errors import SGEVizError
-from ..models.sge import is_sge_module, looks_like_sge, sge_groups, sigmoid_child
+from ..models.sge import SpatialGroupEnhance, is_sge_module, looks_like_sge, sge_groups
 from .hooks import HookScope
 
 
@@ -204,7 +204,9 @@ class GateRecorder(HookScope):
         self._keep(self.model.register_forward_pre_hook(self._new_forward))
         for name, module in self.layers:
             call = _Call()
-            sig = sigmoid_child(module)
+            # This project's module calls its ``sig`` child once: a hook there is cheapest. Any other module
+            # (a copy may own a ``sig`` child and still call torch.sigmoid) gets the per-call sigmoid tap.
+            sig = module.sig if type(module) is SpatialGroupEnhance else None
             if sig is not None:
                 self._keep(sig.register_forward_hook(self._sigmoid_hook(call)))
             self._keep(module.register_forward_pre_hook(self._enter_hook(call, functional=sig is None)))

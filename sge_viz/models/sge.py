@@ -97,8 +97,8 @@ def sigmoid_child(module: nn.Module) -> nn.Module | None:
 def looks_like_sge(module: nn.Module) -> bool:
     """Whether a module's class name says it is an SGE / spatial group module (used to warn about such
     modules that were not captured)."""
-    text = type(module).__name__.lower()
-    return bool(re.search(r"(^|[^a-z])sge|spatialgroup|spatial_group", text))
+    name = type(module).__name__
+    return "SGE" in name or bool(re.search(r"(^|_)sge|spatial_?group", name.lower()))
 
 
 def reference_gate(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int) -> torch.Tensor:
