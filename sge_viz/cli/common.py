@@ -60,8 +60,7 @@ def add_user_model_args(p: argparse.ArgumentParser, checkpoint: bool = False) ->
     g.add_argument("--domain", metavar="TEXT", help="one sentence on what the model knows, shown with its results")
 
 
-_USER_ONLY = ("model_kwargs", "labels", "input_size", "mean", "std", "channels", "resize", "sge_layers", "cam_layer",
-              "domain")
+_USER_ONLY = ("model_kwargs", "input_size", "mean", "std", "channels", "resize", "sge_layers", "cam_layer")
 
 
 def floats(text: str) -> tuple[float, ...]:
@@ -87,7 +86,7 @@ def model_source(args: argparse.Namespace):
     inputs = InputOptions(
         labels=args.labels, input_size=args.input_size or 224, mean=args.mean, std=args.std,
         channels=args.channels or 3, resize=args.resize or "crop", sge_layers=args.sge_layers or (),
-        domain=args.domain or "", cam_layer=args.cam_layer or "") if user else InputOptions()
+        domain=args.domain or "", cam_layer=args.cam_layer or "")
     return ModelSource(name=getattr(args, "model", None), checkpoint=getattr(args, "checkpoint", None),
                        model_def=getattr(args, "model_def", None),
                        model_kwargs=parse_kwargs(getattr(args, "model_kwargs", None)),

@@ -8,6 +8,7 @@ The CLI, the app and Python all describe a model as a ``ModelSource`` and call `
 """
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass, field
 
@@ -17,7 +18,7 @@ from ..errors import SGEVizError
 from .factory import create_model
 from .loaded import LoadedModel
 from .usercode import build_user_model
-from .wrap import load_pickled_model, load_weights, wrap_model
+from .wrap import load_pickled_model, load_weights, read_labels, wrap_model
 
 
 @dataclass(frozen=True)
@@ -54,14 +55,33 @@ class ModelSource:
         return bool(self.model_def) or self.trust_pickle
 
 
+def with_labels_and_domain(loaded: LoadedModel, inputs: InputOptions) -> LoadedModel:
+    """A built-in model with the user's class names (e.g. a fine-tuned head) and domain sentence, where given."""
+    changes = {}
+    if inputs.labels:
+        names = read_labels(inputs.labels)
+        if not loaded.config.classifies:
+            raise SGEVizError("--labels was given, but this model gives no class scores (gates only).")
+        if len(names) != loaded.config.num_classes:
+            raise SGEVizError(f"--labels holds {len(names)} class names, but {loaded.name} has "
+                              f"{loaded.config.num_classes} classes.")
+        changes["class_names"] = names
+    if inputs.domain:
+        changes.update(description=inputs.domain, training_data="")
+    if changes:
+        loaded.config = dataclasses.replace(loaded.config, **changes)
+    return loaded
+
+
 def open_model(source: ModelSource, device: str | torch.device | None = None, half: bool = False) -> LoadedModel:
     """The model a source describes, ready for analysis. Raises SGEVizError with what to do."""
     if not source.from_user_code:
         if source.strip_prefix:
             raise SGEVizError("--strip-prefix applies to --model-def checkpoints (built-in files are recognised "
                               "with their 'module.' or 'backbone.' prefix).")
-        return create_model(source.name, source.checkpoint, device=device, random_weights=source.random_weights,
-                            half=half)
+        loaded = create_model(source.name, source.checkpoint, device=device, random_weights=source.random_weights,
+                              half=half)
+        return with_labels_and_domain(loaded, source.inputs)
     if source.name:
         raise SGEVizError("--model names a built-in model; with --model-def (or --trust-pickle) leave it out.")
     if source.model_def:
