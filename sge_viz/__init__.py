@@ -36,3 +36,11 @@ __all__ = [
     "wrap_model",
 ]
 __version__ = "0.2.0"
+
+
+def serve(models, **kwargs):
+    """Open the app on your own models (``wrap_model`` results), first in its menu: ``sge_viz.serve([model])``.
+    Keyword arguments: host, port, share, prevent_thread_lock (see ``sge_viz.app.server.serve_models``)."""
+    from .app.server import serve_models
+
+    return serve_models(models, **kwargs)

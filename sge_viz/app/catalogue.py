@@ -47,15 +47,27 @@ class ModelService:
 
     def __init__(self, device: str | None = None, checkpoint: str | Path | None = None,
                  random_weights: list[str] | tuple[str, ...] = (), checkpoint_dir: str | Path | None = None,
-                 default: str | None = None):
+                 default: str | None = None, models: list[LoadedModel] | tuple[LoadedModel, ...] = ()):
         self.device = device
         self.notice = ""
         self._cache: dict[str, LoadedModel] = {}
         self._configs: dict[str, ModelConfig] = {}
+        self._groups: dict[str, int] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._cli_label: str | None = None
         self._choices = self._discover(checkpoint_dir, checkpoint, random_weights)
+        # Models built by the user's own code (``sge_viz.serve``, ``--model-def``) come first, loaded already.
+        given = []
+        for loaded in models:
+            label = loaded.name
+            while label in self._cache or label in self.choices:
+                label += " (yours)"
+            self._cache[label] = loaded
+            given.append(ModelChoice(label))
+        self._choices = given + self._choices
+        if given and self._cli_label is None:
+            self._cli_label = given[0].label
         # Start on what was asked for: --model, else the --checkpoint file, else the demo (listed first).
         self.default = self.resolve(default) if default else (self._cli_label or self._choices[0].label)
         if not demo_checkpoint().is_file():
@@ -168,8 +180,21 @@ class ModelService:
         return self.config(label).domain()
 
     def groups(self, label: str) -> int:
-        """Groups per SGE layer of a model on offer (the demo model 8, the official layout 64)."""
-        return int(self.config(label).arch_kwargs.get("groups", 64))
+        """Groups of the deepest SGE layer of a model on offer (the demo model 8, the official layout 64; a
+        model of the user's own, as its layer has them)."""
+        with self._guard:
+            loaded = self._cache.get(label)
+            known = self._groups.get(label)
+        if known is not None:
+            return known
+        if loaded is None or loaded.config.arch_kwargs or loaded.config.arch in ARCHS:
+            return int(self.config(label).arch_kwargs.get("groups", 64))
+        from ..capture.analysis import sge_layer_shapes
+
+        groups = int(sge_layer_shapes(loaded)[-1]["groups"])
+        with self._guard:
+            self._groups[label] = groups
+        return groups
 
     def is_loaded(self, label: str) -> bool:
         with self._guard:

@@ -261,7 +261,8 @@ class Handlers:
         mask_note = " · green outline = the item's mask (example scene)" if analysis.mask is not None else ""
         out.update({
             c.state: analysis,
-            c.predictions: _label_value(analysis),
+            # A gates-only model has no class scores: the panel is hidden and the note beside it says why.
+            c.predictions: gr.Label(value=_label_value(analysis), visible=bool(analysis.predictions)),
             c.info: (f"**{analysis.model_name}** on **{analysis.device}** · "
                      f"{len(analysis.layers)} SGE layers · forward + capture "
                      f"{analysis.seconds * 1000:.0f} ms{mask_note}"),

@@ -21,7 +21,23 @@ def add_serve_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps")
     parser.add_argument("--random-weights", action="append", default=[], metavar="NAME",
                         help="also offer an untrained network of this architecture (repeatable)")
+    from ..cli.common import add_user_model_args
+
+    add_user_model_args(parser)
     return parser
+
+
+def user_models(args: argparse.Namespace) -> list:
+    """The model of ``--model-def`` (or ``--trust-pickle``), built from the user's code, or none."""
+    if not (getattr(args, "model_def", None) or getattr(args, "trust_pickle", False)):
+        return []
+    from ..cli.common import model_source, say_notes
+    from ..models.sources import open_model
+
+    source = model_source(argparse.Namespace(**{**vars(args), "model": None, "random_weights": False}))
+    loaded = open_model(source, device=args.device)
+    say_notes(loaded)
+    return [loaded]
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -30,8 +46,10 @@ def serve(args: argparse.Namespace) -> int:
     from .layout import build_ui, launch
 
     try:
-        service = ModelService(device=args.device, checkpoint=args.checkpoint, random_weights=args.random_weights,
-                               default=args.model)
+        models = user_models(args)
+        checkpoint = None if models else args.checkpoint  # with --model-def, --checkpoint holds its weights
+        service = ModelService(device=args.device, checkpoint=checkpoint, random_weights=args.random_weights,
+                               default=args.model, models=models)
         service.get(service.default)  # load the default model before the first visitor arrives
         demo = build_ui(service)
     except SGEVizError as exc:
@@ -39,6 +57,18 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     launch(demo, host=args.host, port=args.port, share=args.share)
     return 0
+
+
+def serve_models(models: list, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
+                 prevent_thread_lock: bool = False):
+    """Open the app on your own models (``LoadedModel``s from ``wrap_model``), first in its menu, beside
+    the shipped ones. Blocks until interrupted unless ``prevent_thread_lock``; returns what Gradio's
+    ``launch`` returns."""
+    from .catalogue import ModelService
+    from .layout import build_ui, launch
+
+    service = ModelService(models=list(models))
+    return launch(build_ui(service), host=host, port=port, share=share, prevent_thread_lock=prevent_thread_lock)
 
 
 def main(argv: list[str] | None = None) -> int:

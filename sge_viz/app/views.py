@@ -85,14 +85,14 @@ def default_layer(analysis: Analysis, min_side: int = 14) -> str:
 
 
 def view_image(analysis: Analysis) -> np.ndarray:
-    """The network's crop (S, S, 3) uint8, enlarged by a whole factor when S < MIN_VIEW_SIDE so heatmaps
-    over it are readable."""
+    """The network's view (H, W, 3) uint8, enlarged by a whole factor when its shorter side is below
+    MIN_VIEW_SIDE so heatmaps over it are readable (the aspect ratio is kept)."""
     if analysis.display_image is None:
         image = analysis.image
-        side = image.shape[0]
-        if side < MIN_VIEW_SIDE:
-            scale = -(-MIN_VIEW_SIDE // side)
-            image = np.asarray(Image.fromarray(image).resize((side * scale, side * scale), Image.LANCZOS))
+        height, width = image.shape[:2]
+        if min(height, width) < MIN_VIEW_SIDE:
+            scale = -(-MIN_VIEW_SIDE // min(height, width))
+            image = np.asarray(Image.fromarray(image).resize((width * scale, height * scale), Image.LANCZOS))
             image.setflags(write=False)
         analysis.display_image = image
     return analysis.display_image
@@ -103,10 +103,10 @@ def view_mask(analysis: Analysis) -> np.ndarray | None:
     mask = analysis.mask
     if mask is None:
         return None
-    side = view_image(analysis).shape[0]
-    if mask.shape[0] == side:
+    height, width = view_image(analysis).shape[:2]
+    if mask.shape == (height, width):
         return mask
-    return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((side, side), Image.NEAREST)) >= 128
+    return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((width, height), Image.NEAREST)) >= 128
 
 
 def _outlined(analysis: Analysis, picture: np.ndarray) -> np.ndarray:
@@ -171,7 +171,8 @@ def mosaic_legend(analysis: Analysis, layer: str, cmap: str, scale: Scale | str 
 def clicked_group(analysis: Analysis, layer: str, order: Order | str, x: int, y: int) -> int | None:
     """The group drawn at pixel (x, y) of the layer's mosaic in this order, or None (a gap or an empty cell)."""
     lg = analysis.layer(layer)
-    return viz.group_at(x, y, lg.groups, tile=mosaic_tile(lg.groups), order=group_order(lg, order))
+    return viz.group_at(x, y, lg.groups, tile=mosaic_tile(lg.groups), order=group_order(lg, order),
+                        image_shape=view_image(analysis).shape)
 
 
 @dataclass
@@ -329,13 +330,25 @@ def domain_markdown(domain: dict, label: str) -> str:
     classes = domain.get("classes") or []
     shown = ", ".join(classes) if len(classes) <= 12 else ", ".join(classes[:8]) + f", ... ({len(classes)} in all)"
     size = domain.get("input_size")
-    lines = [f"**What {label} knows.** {domain.get('description') or 'No description was given with this model.'}"]
+    height, width = (size, size) if isinstance(size, int) else tuple(size)
+    unknown = "No domain is known for this model: judge for yourself whether an image is one it was trained for."
+    lines = [f"**What {label} knows.** {domain.get('description') or unknown}"]
     if domain.get("training_data"):
         lines.append(f"Trained on {domain['training_data']}.")
-    lines.append(f"Classes ({domain.get('num_classes')}): {shown or 'unnamed'}. Input: {size}x{size} pixels "
-                 f"(shorter side resized to {domain.get('resize_size')}, centre crop).")
+    how = (f"shorter side resized to {domain.get('resize_size')}, centre crop" if domain.get("resize_size")
+           else "the whole image resized")
+    gray = " grayscale" if domain.get("channels") == 1 else ""
+    if domain.get("task", "classify") == "classify":
+        lines.append(f"Classes ({domain.get('num_classes')}): {shown or 'unnamed'}.")
+    else:
+        lines.append("Gates only: its output is not one row of class scores, so there are no predictions.")
+    lines.append(f"Input: {height}x{width}{gray} pixels ({how}).")
+    if domain.get("layout_note"):
+        lines.append(domain["layout_note"])
     ood = domain.get("ood")
-    if ood:
+    if domain.get("task", "classify") != "classify":
+        pass  # no class scores: no out-of-domain verdict to speak of
+    elif ood:
         lines.append(f"Out-of-domain check: {describe(ood['score'])}, threshold {ood['threshold']:.3g}.")
     else:
         lines.append("Out-of-domain check: none measured for this model, so nothing warns when an image is "
@@ -344,8 +357,16 @@ def domain_markdown(domain: dict, label: str) -> str:
 
 
 def ood_markdown(analysis: Analysis) -> str:
-    """The note beside the predictions: is this image one the model was trained for?"""
+    """The note beside the predictions: is this image one the model was trained for? Followed by the
+    analysis's notes (how the network was built, SGE layers skipped or not captured)."""
+    return _verdict(analysis) + "".join(f"\n\n**Note:** {note}" for note in getattr(analysis, "notes", []))
+
+
+def _verdict(analysis: Analysis) -> str:
     ood = analysis.ood
+    if not analysis.predictions:
+        return ("**Gates only:** this model's output is not one row of class scores, so there are no predictions "
+                "and no out-of-domain verdict; the pictures show its SGE gates.")
     if ood is None:
         return ("**Out-of-domain check: not available** for this model (no threshold was measured). Judge from "
                 "the card above whether this image is one it knows.")

@@ -101,19 +101,32 @@ def mosaic_grid(groups: int, columns: int | None = None) -> tuple[int, int]:
     return math.ceil(groups / cols), cols
 
 
+def tile_shape(tile: int, image_shape: tuple[int, ...]) -> tuple[int, int]:
+    """(height, width) of a mosaic tile for an image of ``image_shape`` (H, W, ...): ``tile`` px on the
+    longer side, the shorter one in proportion, so non-square inputs keep their aspect ratio."""
+    height, width = int(image_shape[0]), int(image_shape[1])
+    if height == width:
+        return tile, tile
+    if height > width:
+        return tile, max(1, round(tile * width / height))
+    return max(1, round(tile * height / width)), tile
+
+
 def group_at(x: float, y: float, groups: int, tile: int = 96, columns: int | None = None,
-             order: list[int] | None = None) -> int | None:
+             order: list[int] | None = None, image_shape: tuple[int, ...] = (1, 1)) -> int | None:
     """The group index drawn at pixel (x, y) of a mosaic, or None for gaps and empty cells.
 
-    ``groups`` is the layer's group count; with ``order`` the tiles show ``order``'s groups.
+    ``groups`` is the layer's group count; with ``order`` the tiles show ``order``'s groups; ``tile`` and
+    ``image_shape`` as given to ``mosaic``.
     """
     n = len(order) if order is not None else groups
     rows, cols = mosaic_grid(n, columns)
-    step = tile + GAP
+    tile_h, tile_w = tile_shape(tile, image_shape)
+    step_h, step_w = tile_h + GAP, tile_w + GAP
     if x < 0 or y < 0:
         return None
-    col, row = int(x) // step, int(y) // step
-    if int(x) - col * step >= tile or int(y) - row * step >= tile or col >= cols or row >= rows:
+    col, row = int(x) // step_w, int(y) // step_h
+    if int(x) - col * step_w >= tile_w or int(y) - row * step_h >= tile_h or col >= cols or row >= rows:
         return None
     position = row * cols + col
     if position >= n:
@@ -126,9 +139,9 @@ def mosaic(image: np.ndarray, gates: np.ndarray, order: list[int] | None = None,
            labels: bool = True, vmin: float = 0.0, vmax: float = 1.0, smooth: bool = True) -> np.ndarray:
     """Every group's gate (G, h, w) over the image, one tile each, in ``order`` (default 0..G-1).
 
-    Tiles are ``tile`` px squares ``GAP`` px apart, row by row; each carries its
-    group index ("g12") when ``labels``; the ``highlight`` group gets a coloured
-    frame. ``group_at`` inverts this layout.
+    Tiles are ``tile`` px on their longer side with the image's aspect ratio (``tile_shape``), ``GAP`` px
+    apart, row by row; each carries its group index ("g12") when ``labels``; the ``highlight`` group gets
+    a coloured frame. ``group_at`` inverts this layout.
     """
     image, alpha = as_rgb(image), check_alpha(alpha)
     gates = np.asarray(gates, dtype=np.float32)
@@ -139,7 +152,8 @@ def mosaic(image: np.ndarray, gates: np.ndarray, order: list[int] | None = None,
     if not order or any(not 0 <= g < groups for g in order):
         raise ValueError(f"order must list group indices in 0..{groups - 1}")
     rows, cols = mosaic_grid(len(order), columns)
-    step = tile + GAP
+    tile_h, tile_w = tile_shape(tile, image.shape)
+    step_h, step_w = tile_h + GAP, tile_w + GAP
 
     # Colour indices in the canvas layout (rows, step, cols, step), gaps included:
     # scale to index units and saturate on the small maps (bilinear weights are
@@ -153,35 +167,36 @@ def mosaic(image: np.ndarray, gates: np.ndarray, order: list[int] | None = None,
     small[:n] *= np.float32(256.0 / span if span > 0 else 0.0)
     np.nan_to_num(small, copy=False, nan=0.0)
     np.clip(small, 0.0, 255.99, out=small)
-    rows_m, cols_m = gapped_resize_matrix(h, tile, step, smooth), gapped_resize_matrix(w, tile, step, smooth)
+    rows_m = gapped_resize_matrix(h, tile_h, step_h, smooth)
+    cols_m = gapped_resize_matrix(w, tile_w, step_w, smooth)
     with one_blas_thread():
         across = small.reshape(rows, cols, h, w).transpose(0, 2, 1, 3).reshape(rows, h * cols, w) @ cols_m.T
-        idx = (rows_m @ across.reshape(rows, h, cols * step)).astype(np.uint8)  # (rows, step, cols * step)
+        idx = (rows_m @ across.reshape(rows, h, cols * step_w)).astype(np.uint8)  # (rows, step_h, cols * step_w)
 
-    canvas = np.take(blend_table(cmap, alpha), idx).reshape(rows, step, cols, step)  # packed pixels
-    canvas[:, :tile, :, :tile] += base_layer(resize_image(image, tile, tile), alpha)[None, :, None, :]
+    canvas = np.take(blend_table(cmap, alpha), idx).reshape(rows, step_h, cols, step_w)  # packed pixels
+    canvas[:, :tile_h, :, :tile_w] += base_layer(resize_image(image, tile_h, tile_w), alpha)[None, :, None, :]
     background = pack(np.array(BACKGROUND, np.uint8))
-    canvas[:, tile:], canvas[:, :, :, tile:] = background, background
+    canvas[:, tile_h:], canvas[:, :, :, tile_w:] = background, background
     for position in range(n, rows * cols):
         r, c = divmod(position, cols)
         canvas[r, :, c, :] = background
-    canvas = canvas.reshape(rows * step, cols * step)
+    canvas = canvas.reshape(rows * step_h, cols * step_w)
 
     if labels:
-        size = max(8, min(14, tile // 7))
+        size = max(8, min(14, min(tile_h, tile_w) // 7))
         for position, g in enumerate(order):
-            sprite = label_sprite(f"g{g}" if tile >= 40 else str(g), size)
+            sprite = label_sprite(f"g{g}" if tile_w >= 40 else str(g), size)
             r, c = divmod(position, cols)
-            sh, sw = min(sprite.shape[0], tile), min(sprite.shape[1], tile)
-            canvas[r * step:r * step + sh, c * step:c * step + sw] = sprite[:sh, :sw]
+            sh, sw = min(sprite.shape[0], tile_h), min(sprite.shape[1], tile_w)
+            canvas[r * step_h:r * step_h + sh, c * step_w:c * step_w + sw] = sprite[:sh, :sw]
     if highlight is not None and highlight in order:
         r, c = divmod(order.index(highlight), cols)
         width = max(2, tile // 32)
-        cell = canvas[r * step:r * step + tile, c * step:c * step + tile]
+        cell = canvas[r * step_h:r * step_h + tile_h, c * step_w:c * step_w + tile_w]
         colour = pack(np.array(HIGHLIGHT, np.uint8))
         cell[:width], cell[-width:], cell[:, :width], cell[:, -width:] = colour, colour, colour, colour
     # Drop the trailing gap so the picture ends at the last tile.
-    return unpack(canvas[:rows * step - GAP, :cols * step - GAP])
+    return unpack(canvas[:rows * step_h - GAP, :cols * step_w - GAP])
 
 
 def mosaics(image: np.ndarray, layers: list[np.ndarray], orders: list[list[int] | None] | None = None,
@@ -198,8 +213,8 @@ def mosaics(image: np.ndarray, layers: list[np.ndarray], orders: list[list[int] 
         raise ValueError("layers, orders and highlights must have the same length")
 
     # mosaic() only uses the image shrunk to one tile: shrink it once for all layers.
-    tile = options.get("tile", 96)
-    image = resize_image(as_rgb(image), tile, tile)
+    image = as_rgb(image)
+    image = resize_image(image, *tile_shape(options.get("tile", 96), image.shape))
 
     def draw(i: int) -> np.ndarray:
         return mosaic(image, layers[i], order=orders[i], highlight=highlights[i], **options)
