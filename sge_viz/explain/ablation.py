@@ -11,6 +11,8 @@ grows by one row at each SGE block, so the blocks after layer L run once for all
 """
 from __future__ import annotations
 
+import contextvars
+
 import torch
 from torch import nn
 
@@ -70,3 +72,54 @@ def flat_gate_probabilities(model: nn.Module, kept: list[KeptLayer], target: int
             return {}
         probs = head(model, state).float().softmax(dim=1)[:, target].cpu().tolist()
     return dict(zip(order, probs))
+
+
+def is_sge_resnet(model: nn.Module, kept: list[KeptLayer]) -> bool:
+    """Whether every kept layer is the SGE module of an SGE-ResNet block (the restart path applies)."""
+    try:
+        residual_blocks(model)
+    except ValueError:
+        return False
+    return all(isinstance(k.block, (BasicBlock, Bottleneck)) and k.block.sge is model.get_submodule(k.name)
+               for k in kept)
+
+
+_flattening: contextvars.ContextVar[object | None] = contextvars.ContextVar("sge_viz_flatten", default=None)
+
+
+def flat_gate_probabilities_any(model: nn.Module, x: torch.Tensor, kept: list[KeptLayer], modules: dict,
+                                target: int) -> dict[str, float]:
+    """``flat_gate_probabilities`` for any network, in one batched forward: row i of a batch of copies of
+    ``x`` (1, C, H, W) has layer i's output replaced by its input times its gate's spatial mean per group
+    (eval mode: rows do not interact). The hooks act on this call's forward only, so other requests on
+    the same model are untouched."""
+    kept = [k for k in kept if k.gate is not None]
+    if not kept:
+        return {}
+    token = object()
+
+    def flatten(row: int, mean_gate: torch.Tensor):
+        def hook(_module, inputs, output):
+            if _flattening.get() is not token:
+                return None
+            xin = inputs[0][row:row + 1]
+            b, c, h, w = xin.shape
+            groups = mean_gate.numel()
+            output = output.clone()
+            output[row:row + 1] = (xin.reshape(b, groups, c // groups, h, w)
+                                   * mean_gate.view(1, groups, 1, 1, 1).to(xin.dtype)).reshape(b, c, h, w)
+            return output
+        return hook
+
+    handles = [modules[k.name].register_forward_hook(flatten(i, k.gate.mean(dim=(1, 2))))
+               for i, k in enumerate(kept)]
+    mark = _flattening.set(token)
+    try:
+        with torch.inference_mode():
+            logits = model(x.expand(len(kept), *x.shape[1:]).contiguous())
+    finally:
+        _flattening.reset(mark)
+        for handle in handles:
+            handle.remove()
+    probs = logits.float().softmax(dim=1)[:, target].cpu().tolist()
+    return {k.name: p for k, p in zip(kept, probs)}

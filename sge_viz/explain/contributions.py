@@ -24,6 +24,7 @@ from torch import nn
 
 from ..capture.hooks import HookScope
 from ..capture.recorder import find_sge_layers
+from ..models.sge import sge_groups
 
 
 @dataclass
@@ -38,7 +39,7 @@ class KeptLayer:
     gate: torch.Tensor | None = None  # (G, h, w), in (0, 1)
     block_input: torch.Tensor | None = None  # the block's input (1, C_in, H, W)
     downsampled: torch.Tensor | None = None  # the block's downsample(input) when it has one
-    contribution: torch.Tensor | None = None  # (G,) float64, set during the backward pass
+    contribution: torch.Tensor | None = None  # (C,) float64 per channel, set during the backward pass
     _y: torch.Tensor | None = field(default=None, repr=False)
 
     @property
@@ -58,11 +59,12 @@ class SGETaps(HookScope):
     otherwise unchanged.
     """
 
-    def __init__(self, model: nn.Module, keep: bool = True):
+    def __init__(self, model: nn.Module, keep: bool = True, patterns: tuple[str, ...] = ()):
         self.model = model
         self.keep = keep
-        self._modules = _sge_layers(model)
-        self.layers = [KeptLayer(name, int(m.groups), name.rpartition(".")[0], _parent(model, name))
+        self._modules = _sge_layers(model, patterns)
+        # Group counts not stored on the module (a --sge-layers module) are read from its gate later.
+        self.layers = [KeptLayer(name, sge_groups(m) or 0, name.rpartition(".")[0], _parent(model, name))
                        for name, m in self._modules.items()]
         super().__init__()
 
@@ -70,7 +72,9 @@ class SGETaps(HookScope):
         for kept in self.layers:
             module = self._modules[kept.name]
             self._keep(module.register_forward_hook(self._output_hook(kept)))
-            self._keep(module.sig.register_forward_hook(self._gate_hook(kept)))
+            if isinstance(getattr(module, "sig", None), nn.Module):
+                self._keep(module.sig.register_forward_hook(self._gate_hook(kept)))
+            # Any other form: the caller fills kept.gate from a GateRecorder run on the same forward.
             if self.keep and kept.block is not None:
                 self._keep(kept.block.register_forward_pre_hook(self._block_hook(kept)))
                 downsample = getattr(kept.block, "downsample", None)
@@ -85,24 +89,24 @@ class SGETaps(HookScope):
         def hook(_module, inputs, output):
             if not self._mine():
                 return None
-            replaced = None
             if not output.requires_grad and torch.is_grad_enabled():
-                output = replaced = output.detach().requires_grad_(True)
+                output = output.detach().requires_grad_(True)
             if self.keep:
                 kept.x = inputs[0].detach()
             kept._y = output.detach()
             if output.requires_grad:
                 output.register_hook(self._grad_hook(kept))
-            return replaced
+                # The network goes on with a copy: an in-place op after the layer (torchvision's ``out +=
+                # identity``) changes the copy, not the tensor whose gradient the hook reads.
+                return output.clone()
+            return None
         return hook
 
     @staticmethod
     def _grad_hook(kept: KeptLayer):
         def hook(grad: torch.Tensor) -> None:
             y = kept._y
-            b, c, h, w = y.shape
-            per_group = (grad.detach().double() * y.double()).reshape(b, kept.groups, -1).sum(dim=2)
-            kept.contribution = per_group[0]
+            kept.contribution = (grad.detach().double() * y.double())[0].sum(dim=(1, 2))  # (C,), grouped later
             kept._y = None  # not needed any more
         return hook
 
@@ -132,23 +136,29 @@ class SGETaps(HookScope):
         missing = [k.name for k in self.layers if k.contribution is None]
         if missing:
             raise RuntimeError(f"no gradient reached {', '.join(missing)}: was the backward pass run?")
-        return {k.name: k.contribution.cpu().numpy() for k in self.layers}
+        out = {}
+        for k in self.layers:
+            groups = k.gate.shape[0] if k.gate is not None else k.groups
+            out[k.name] = k.contribution.reshape(groups, -1).sum(dim=1).cpu().numpy()
+        return out
 
     def gates(self) -> dict[str, np.ndarray]:
         """{layer: (G, h, w) float32 gate in (0, 1)} of the recorded forward."""
         return {k.name: k.gate.float().cpu().numpy() for k in self.layers}
 
 
-_layer_cache: weakref.WeakKeyDictionary[nn.Module, dict[str, nn.Module]] = weakref.WeakKeyDictionary()
+_layer_cache: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
 _cache_lock = threading.Lock()
 
 
-def _sge_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """``find_sge_layers`` as a dict, looked up once per model (a loaded model's modules do not change)."""
+def _sge_layers(model: nn.Module, patterns: tuple[str, ...] = ()) -> dict[str, nn.Module]:
+    """``find_sge_layers`` as a dict, looked up once per model and patterns (a loaded model's modules do
+    not change)."""
     with _cache_lock:
-        found = _layer_cache.get(model)
+        per_model = _layer_cache.setdefault(model, {})
+        found = per_model.get(patterns)
         if found is None:
-            found = _layer_cache[model] = dict(find_sge_layers(model))
+            found = per_model[patterns] = dict(find_sge_layers(model, patterns))
     return found
 
 

@@ -21,14 +21,16 @@ from PIL import Image
 from torch import nn
 
 from ..capture.analysis import Prediction, top_k
+from ..capture.hooks import evaluating
 from ..capture.preprocess import center_crop_view, normalise
+from ..capture.recorder import GateRecorder
 from ..errors import SGEVizError
 from ..models.config import ModelConfig
-from ..models.factory import LoadedModel
+from ..models.loaded import LoadedModel
 from ..viz.resize import resize_maps
-from .ablation import flat_gate_probabilities
+from .ablation import flat_gate_probabilities, flat_gate_probabilities_any, is_sge_resnet
 from .contributions import SGETaps
-from .gradcam import METHOD, gradcam, last_block
+from .gradcam import METHOD, cam_target, gradcam
 
 
 @dataclass
@@ -149,19 +151,33 @@ def explain(loaded: LoadedModel, image: Image.Image | np.ndarray, target: int | 
     model do not see each other's tensors. Raises SGEVizError for an unknown target.
     """
     config, model = loaded.config, loaded.model
+    if not config.classifies:
+        raise SGEVizError(f"Class evidence needs a class score, and {loaded.name} gives none (gates only): use "
+                          "analyze or dissect to see its gates.")
     start = time.perf_counter()
     view = image if isinstance(image, np.ndarray) else center_crop_view(image, config.resize_size,
                                                                         config.input_size)
     index = resolve_target(config, target)
     x = normalise(view, config).unsqueeze(0).to(loaded.device, loaded.dtype)
-    cam_layer, block = last_block(model)
-    with _restored(model), torch.inference_mode(False), torch.enable_grad():
-        with SGETaps(model, keep=ablation) as taps:
+    cam_layer, block = cam_target(model, config.cam_layer)
+    patterns = config.sge_layers
+    with _restored(model), evaluating(model), torch.inference_mode(False), torch.enable_grad():
+        with SGETaps(model, keep=ablation, patterns=patterns) as taps, \
+                GateRecorder(model, activations=False, keep_on_device=True, patterns=patterns) as recorder:
             cam, logits = gradcam(model, x, index, block)
+        for kept in taps.layers:  # the checked gate of every form (the official one's matches its sig hook)
+            if kept.name in recorder.captures:
+                kept.gate = recorder.captures[kept.name].gate[0]
+        taps.layers = [k for k in taps.layers if k.gate is not None]
         probabilities = logits.float().softmax(dim=1)[0].cpu()
         if index is None:
             index = int(probabilities.argmax())
-        flat = flat_gate_probabilities(model, taps.layers, index) if ablation else {}
+        if not ablation:
+            flat = {}
+        elif is_sge_resnet(model, taps.layers):
+            flat = flat_gate_probabilities(model, taps.layers, index)
+        else:
+            flat = flat_gate_probabilities_any(model, x, taps.layers, taps._modules, index)
     result = Evidence(
         image=view,
         target=Prediction(index, config.class_name(index), float(probabilities[index])),

@@ -29,11 +29,33 @@ def last_block(model: nn.Module) -> tuple[str, nn.Module]:
     """(name, module) of the last residual block of an SGE-ResNet: ``layer4[-1]`` for SGE-ResNet50,
     ``layer3[-1]`` for the three-stage demo model. ValueError for a model without stages ``layerN``."""
     stages = getattr(model, "num_stages", None)
+    if not isinstance(stages, int):  # e.g. torchvision's ResNets: the highest layerN that is a stage
+        stages = max((int(n[5:]) for n, _ in model.named_children() if n.startswith("layer") and n[5:].isdigit()),
+                     default=None)
     stage = getattr(model, f"layer{stages}", None) if isinstance(stages, int) else None
     if not isinstance(stage, nn.Sequential) or len(stage) == 0:
         raise ValueError("Grad-CAM's target here is the last residual block of an SGE-ResNet "
                          "(a model with num_stages and layer1..layerN); this model has none")
     return f"layer{stages}.{len(stage) - 1}", stage[-1]
+
+
+def cam_target(model: nn.Module, name: str = "") -> tuple[str, nn.Module]:
+    """(name, module) Grad-CAM looks at: ``name`` when given (``--cam-layer``), else the last residual
+    block of an SGE-ResNet. Raises SGEVizError naming what to do."""
+    from ..errors import SGEVizError
+
+    if name:
+        try:
+            return name, model.get_submodule(name)
+        except AttributeError:
+            raise SGEVizError(f"--cam-layer {name!r} is not a module of this model; give a module path as "
+                              "print(model) shows it (e.g. features.7).") from None
+    try:
+        return last_block(model)
+    except ValueError:
+        raise SGEVizError("This model has no ResNet stages (layer1..layerN) for Grad-CAM: name the layer to "
+                          "look at with --cam-layer NAME (cam_layer= in wrap_model), e.g. its last conv block."
+                          ) from None
 
 
 class _Tapped(nn.Module):
