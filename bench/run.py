@@ -53,7 +53,7 @@ from sge_viz.app import views as svc  # noqa: E402
 from sge_viz.app.catalogue import ModelService  # noqa: E402
 from sge_viz.capture.analysis import analyze  # noqa: E402
 from sge_viz.capture.preprocess import prepare  # noqa: E402
-from sge_viz.capture.recorder import GateRecorder  # noqa: E402
+from sge_viz.capture.recorder import GateRecorder, find_sge_layers, read_gate  # noqa: E402
 from sge_viz.metrics import gates as stats  # noqa: E402
 from sge_viz.models import LoadedModel, create_model, save_safetensors  # noqa: E402
 from sge_viz.models.config import ModelConfig  # noqa: E402
@@ -63,6 +63,7 @@ from sge_viz.viz.figures import histogram_figure  # noqa: E402
 
 TARGETS = {  # (case, limit, against): the project's targets, CPU, sge_resnet50 at 224, batch 1
     "recorder": (1.03, "bare forward"),
+    "gate check (every SGE layer)": (0.03, "bare forward"),
     "full analysis": (1.5, "bare forward"),
     "re-render (group)": (0.25, "bare forward"),
     "full vs GradCAM": (0.5, "GradCAM"),
@@ -256,6 +257,7 @@ def bench_model(loaded: LoadedModel, pil: Image.Image, rounds: int, app: App | N
 
     analysis = full_analysis(loaded, pil)[0]
     deepest = analysis.layers[-1]
+    check = gate_check_case(model, x)
     groups = [int(g) for g in stats.selectivity_order(deepest.gate)]
     layers = analysis.layer_names
     turn = {"group": 0, "layer": 0}
@@ -271,6 +273,7 @@ def bench_model(loaded: LoadedModel, pil: Image.Image, rounds: int, app: App | N
     cases: dict[str, Callable[[], object]] = {
         "bare forward": bare,
         "recorder": recorder,
+        "gate check (every SGE layer)": check,
         "analyze (preprocess + forward + capture)": lambda: analyze(loaded, pil),
         "full analysis": lambda: full_analysis(loaded, pil),
         "re-render (group)": group_switch,
@@ -283,6 +286,28 @@ def bench_model(loaded: LoadedModel, pil: Image.Image, rounds: int, app: App | N
     info = {"layers": len(layers), "input": loaded.config.input_size,
             "groups": int(deepest.groups), "params": loaded.num_parameters}
     return interleaved(cases, rounds, sync=sync), info
+
+
+def gate_check_case(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], object]:
+    """The check the recorder runs on every captured call (``read_gate``: y = x * gate on the first and last
+    channel of every group), alone, over every SGE layer of one forward, from tensors kept beforehand."""
+    calls: list[tuple] = []
+    handles = []
+    for _name, module in find_sge_layers(model):
+        kept: dict = {}
+        handles.append(module.sig.register_forward_hook(lambda _m, _i, out, k=kept: k.__setitem__("gate", out)))
+        handles.append(module.register_forward_hook(
+            lambda m, i, out, k=kept: calls.append((i[0], out, [k["gate"]], m.groups))))
+    with torch.inference_mode():
+        model(x)
+    for handle in handles:
+        handle.remove()
+
+    def run():
+        for xin, out, gates, groups in calls:
+            gate, why = read_gate(xin, out, gates, groups)
+            assert gate is not None, why
+    return run
 
 
 # --- peak RSS in a fresh process ------------------------------------------------------------

@@ -136,9 +136,10 @@ def read_gate(x: object, y: object, sigmoid_outputs: Sequence[torch.Tensor], gro
     The gate is the last sigmoid output computed inside the call that holds one value per group and
     position (B*G*H*W values; G from ``groups``, or read from the output's size when unknown). Without
     one, the gate is the ratio ||y_g(p)|| / ||x_g(p)|| of the group's vector lengths (defined only where
-    x_g(p) != 0). Either way it is checked: the first and last channel of every group must satisfy
-    y = x * gate (to 1e-4 of the input's scale in float32, 1e-2 in half precision), so a module that does
-    anything else (an extra residual, another gate) is refused, never drawn.
+    x_g(p) != 0). Either way it is checked: the first channel of every group must satisfy y = x * gate
+    (to 1e-4 of the input's largest value in float32, 1e-2 in half precision), so a module that does
+    anything else (an extra residual, another gate) is refused, never drawn. The check reads 1/(C/G) of
+    the activation (a few percent of a forward on SGE-ResNet50: bench/run.py measures it).
     """
     if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and x.dim() == 4 and x.shape == y.shape):
         return None, f"its input and output are not one (B, C, H, W) tensor each of the same shape: {NOT_A_GATE}"
@@ -160,11 +161,12 @@ def read_gate(x: object, y: object, sigmoid_outputs: Sequence[torch.Tensor], gro
         gate = (y_len / x_len).to(x.dtype)
     per = c // gate.shape[1]
     tol = 1e-2 if x.dtype in (torch.float16, torch.bfloat16) else 1e-4
-    for first in (0, per - 1):
-        xs, ys = x[:, first::per].float(), y[:, first::per].float()
-        scale = float(xs.abs().amax()) if xs.numel() else 0.0
-        if xs.numel() and float((ys - xs * gate.float()).abs().amax()) > tol * scale + 1e-6:
-            return None, f"its output is not its input times one factor per group and position: {NOT_A_GATE}"
+    xs, ys = x[:, ::per], y[:, ::per]  # the first channel of every group: views, no copies
+    g = gate.to(x.dtype)
+    scale = float(torch.linalg.vector_norm(xs, ord=float("inf"), dtype=torch.float32)) if xs.numel() else 0.0
+    err = float(torch.linalg.vector_norm(torch.addcmul(ys, xs, g, value=-1), ord=float("inf"), dtype=torch.float32))
+    if err > tol * scale + 1e-6:
+        return None, f"its output is not its input times one factor per group and position: {NOT_A_GATE}"
     return gate, ""
 
 
