@@ -1,0 +1,152 @@
+"""Your own model through the command line: --model-def, checkpoint forms, prefixes, refusals, notes."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import perturb
+
+from sge_viz.cli import main
+from sge_viz.models.registry import build_model
+
+from . import variants as v
+
+VARIANTS = str(Path(v.__file__))
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def post_add(tmp_path_factory):
+    """A trained-looking post-addition SGE ResNet-18 and its state_dict file (the official key names)."""
+    torch.manual_seed(0)
+    model = v.post_add_resnet18().eval()
+    path = tmp_path_factory.mktemp("post_add") / "post_add.pth"
+    torch.save(model.state_dict(), path)
+    return model, path
+
+
+def own_sigmoid_gates(model, x) -> dict[str, np.ndarray]:
+    ref = {}
+    handles = [m.sig.register_forward_hook(lambda _m, _i, out, n=n: ref.__setitem__(n, out.detach().clone()))
+               for n, m in model.named_modules() if n.endswith(".sge")]
+    with torch.no_grad():
+        model.eval()(x)
+    for h in handles:
+        h.remove()
+    return {n: g.reshape(-1, 64, *g.shape[-2:])[0].numpy() for n, g in ref.items()}
+
+
+def test_same_keys_other_forward_is_never_silent(capsys, tmp_path, post_add, image_file):
+    model, path = post_add
+    # By key names alone: it loads into the built-in layout, and the output says which layout that is.
+    code, out, err = run(capsys, "analyze", image_file, "--checkpoint", path, "--out", tmp_path / "by_keys",
+                         "--device", "cpu")
+    assert code == 0 and "Built-in layout" in err and "--model-def" in err
+    stats = json.loads((tmp_path / "by_keys/photo/stats.json").read_text())
+    assert any("Built-in layout" in note for note in stats["notes"]) or "Built-in layout" in err
+    # With its code: the network's own gates, equal to its sigmoid outputs.
+    code, out, err = run(capsys, "analyze", image_file, "--model-def", f"{VARIANTS}:post_add_resnet18",
+                         "--checkpoint", path, "--out", tmp_path / "own", "--device", "cpu")
+    assert code == 0, err
+    from sge_viz.capture.preprocess import center_crop_view, normalise
+    from sge_viz.io.images import open_image
+    from sge_viz.models.config import ModelConfig
+
+    config = ModelConfig(arch="x", num_classes=1000, input_size=224, resize_size=256)
+    x = normalise(center_crop_view(open_image(image_file), 256, 224), config).unsqueeze(0)
+    ref = own_sigmoid_gates(model, x)
+    own = np.load(tmp_path / "own/photo/gates.npz")
+    by_keys = np.load(tmp_path / "by_keys/photo/gates.npz")
+    worst_own = max(np.abs(own[n] - ref[n]).max() for n in ref)
+    worst_keys = max(np.abs(by_keys[n] - ref[n]).max() for n in ref)
+    assert worst_own <= 1e-5
+    assert worst_keys > 0.05  # the built-in layout is a different network: why the note must be there
+
+
+def test_fine_tuned_heads_groups_and_backbones(capsys, tmp_path, image_file):
+    torch.manual_seed(0)
+    model, _ = build_model("sge_resnet18", None)
+    perturb(model)
+    state = model.state_dict()
+    # groups = 32: the SGE parameters say so
+    g32 = {k: (v[:, :32] if k.endswith((".sge.weight", ".sge.bias")) else v) for k, v in state.items()}
+    g32["fc.weight"], g32["fc.bias"] = torch.randn(7, 512), torch.randn(7)
+    torch.save({"state_dict": {"module." + k: t for k, t in g32.items()}}, tmp_path / "g32.pth.tar")
+    code, out, err = run(capsys, "analyze", image_file, "--checkpoint", tmp_path / "g32.pth.tar", "--out",
+                         tmp_path / "g32", "--device", "cpu")
+    assert code == 0, err
+    stats = json.loads((tmp_path / "g32/photo/stats.json").read_text())
+    assert {e["groups"] for e in stats["layers"].values()} == {32}
+    assert len(stats["predictions"]) == 5 and max(p["index"] for p in stats["predictions"]) < 7
+    # mmdetection style: backbone.* plus a neck and a head; gates only, with a note
+    mm = {"backbone." + k: t for k, t in state.items() if not k.startswith("fc.")}
+    mm["neck.lateral.weight"] = torch.randn(4, 4)
+    torch.save({"meta": {"epoch": 12}, "state_dict": mm}, tmp_path / "mmdet.pth")
+    code, out, err = run(capsys, "analyze", image_file, "--checkpoint", tmp_path / "mmdet.pth", "--out",
+                         tmp_path / "mm", "--device", "cpu")
+    assert code == 0, err
+    assert "backbone." in err and "Gates only" in err and "gates only" in out
+    stats = json.loads((tmp_path / "mm/photo/stats.json").read_text())
+    assert stats["predictions"] == [] and len(stats["layers"]) == 8
+    code, out, err = run(capsys, "predict", image_file, "--checkpoint", tmp_path / "mmdet.pth", "--device", "cpu")
+    assert code != 0 and "gates only" in err.lower()
+
+
+def test_prefixes_misfits_and_pickles(capsys, tmp_path, image_file):
+    torch.manual_seed(0)
+    net = v.ConvNet(v.FunctionalSGE)
+    torch.save({"model": {"encoder." + k: t for k, t in net.state_dict().items()}}, tmp_path / "enc.pth")
+    (tmp_path / "defs.py").write_text(
+        f"import sys\nsys.path.insert(0, {str(Path(VARIANTS).parents[2])!r})\n"
+        + "from tests.own_models import variants as v\n"
+        "def build(kind='functional'):\n    return v.ConvNet(v.FunctionalSGE if kind == 'functional' else v.BlogSGE)\n")
+    spec = f"{tmp_path / 'defs.py'}:build"
+    base = ["analyze", image_file, "--model-def", spec, "--input-size", "48x64", "--device", "cpu"]
+    code, out, err = run(capsys, *base, "--checkpoint", tmp_path / "enc.pth", "--out", tmp_path / "a")
+    assert code != 0 and "missing" in err and "unexpected" in err and "--strip-prefix" in err
+    code, out, err = run(capsys, *base, "--checkpoint", tmp_path / "enc.pth", "--strip-prefix", "encoder.",
+                         "--out", tmp_path / "b")
+    assert code == 0, err
+    assert json.loads((tmp_path / "b/photo/stats.json").read_text())["image_size"] == [48, 64]
+    code, out, err = run(capsys, *base, "--model-kwargs", '{"kind": "blog"}', "--checkpoint", tmp_path / "enc.pth",
+                         "--strip-prefix", "encoder.", "--out", tmp_path / "c")
+    assert code != 0 and "wrong shape" not in err and "missing" in err  # gamma/beta vs weight/bias
+    # a whole pickled model: refused, pointing to --model-def; --trust-pickle loads it with a warning
+    torch.save(net, tmp_path / "whole.pt")
+    code, out, err = run(capsys, "predict", image_file, "--checkpoint", tmp_path / "whole.pt", "--device", "cpu")
+    assert code != 0 and "--model-def" in err and "--trust-pickle" in err
+    with pytest.warns(UserWarning, match="ran code"):
+        code, out, err = run(capsys, "predict", image_file, "--checkpoint", tmp_path / "whole.pt", "--trust-pickle",
+                             "--input-size", "32", "--device", "cpu")
+    assert code == 0, err
+    assert "trust-pickle" in err
+    # the user's flags without --model-def are a usage error; bad specs say what is wrong
+    code, out, err = run(capsys, "predict", image_file, "--input-size", "32")
+    assert code == 2 and "--model-def" in err
+    for bad, words in ((f"{tmp_path}/nope.py:build", "does not exist"), (f"{spec[:-6]}:nothing", "no attribute"),
+                       ("torch:__version__", "not callable"), ("json:dumps", "failed")):
+        code, out, err = run(capsys, "predict", image_file, "--model-def", bad)
+        assert code != 0 and words in err, (bad, err)
+
+
+def test_dissect_and_info_take_your_model(capsys, tmp_path, image_file):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    from PIL import Image
+
+    for i in range(3):
+        Image.open(image_file).rotate(30 * i).save(folder / f"im{i}.png")
+    spec = str(Path(__file__).resolve().parents[2] / "docs/own_models/unet_sge.py") + ":UNet"
+    code, out, err = run(capsys, "dissect", folder, "--model-def", spec, "--channels", "1", "--resize", "full",
+                         "--input-size", "64", "--out", tmp_path / "d", "--no-pictures", "--device", "cpu")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "d/summary.json").read_text())
+    assert summary["images"] == 3 and set(summary["layers"]) == {"enc1.3", "enc2.3", "dec.3"}
