@@ -31,6 +31,7 @@ from ..capture.preprocess import center_crop_view
 from ..errors import SGEVizError
 from ..models.factory import LoadedModel, create_model
 from .inputs import Item, open_item
+from .lifeline import worker_init_fn
 from .reduce import dissect_batch, queue_batch
 from .summary import Partial
 
@@ -143,7 +144,8 @@ def run_local(loaded: LoadedModel, items: Sequence[Item], k: int, batch_size: in
         return total
     config = loaded.config
     loader = DataLoader(ItemViews(items, config.resize_size, config.input_size, start), batch_size=batch_size,
-                        num_workers=workers, collate_fn=_as_list)
+                        num_workers=workers, collate_fn=_as_list,
+                        worker_init_fn=worker_init_fn() if workers else None)
     done, batches = start, 0
     queued = None  # the previous batch, finished after the next one is queued (overlaps host and GPU)
 
