@@ -16,6 +16,7 @@ that have a mask.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -25,7 +26,8 @@ from ..capture.preprocess import normalise_batch
 from ..capture.recorder import GateRecorder, LayerCapture
 from ..metrics.localisation import gate_mask_auc
 from ..models.factory import LoadedModel
-from .summary import BINS, SQUARED_EDGES, LayerPartial, Partial, TopLists
+from .pictures import entry_pictures
+from .summary import BINS, SQUARED_EDGES, LayerPartial, Partial, TopLists, precedes
 
 # Histograms without comparisons: every squared edge is a float32 whose low 16 bits are zero, so the
 # cell of float32 values sharing their top 16 bits (sign, exponent, 7 mantissa bits) lies wholly in one
@@ -167,8 +169,12 @@ class QueuedReduction:
     """
 
     def __init__(self, captures: dict[str, LayerCapture], layers: Sequence[str], names: Sequence[str],
-                 masks: Sequence[np.ndarray | None], k: int):
+                 masks: Sequence[np.ndarray | None], k: int, views: Sequence[np.ndarray] | None = None):
         used = [captures[name] for name in layers]
+        # With ``views`` (the crops, (S, S, 3) uint8), the top entries keep what the report draws
+        # (``pictures``): the maps stay referenced until ``finish`` picks the entries.
+        self.views = views
+        self.maps = [(c.gate, c.before_sq, c.after_sq) for c in used] if views is not None else []
         if any(c.before is None or c.after_sq is None for c in used):
             raise ValueError("dissection needs the activations: record with activations=True")
         self.layers, self.names, self.masks, self.k = list(layers), list(names), list(masks), k
@@ -205,8 +211,11 @@ class QueuedReduction:
         else:
             self.host = flat.cpu()
 
-    def finish(self) -> Partial:
-        """Wait for the device, then build the Partial on the host."""
+    def finish(self, floor: dict[str, TopLists] | None = None) -> Partial:
+        """Wait for the device, then build the Partial on the host.
+
+        ``floor``: per layer the full top lists of the summary this batch will be merged into
+        (``Partial.floor``); entries that cannot enter them get no pictures (slot -1)."""
         if self.host is None:
             return Partial(self.k, {}, len(self.names))
         if self.done is not None:
@@ -225,7 +234,35 @@ class QueuedReduction:
             where = maxima[i][1].astype(np.int64).reshape(shape[:2])
             layers_out[name] = _layer_partial(shape, self.channels[i], totals_of[i], hists[i], best, where,
                                               self.names, self.masks, gates[i], self.k)
+            if self.views is not None:
+                _keep_pictures(layers_out[name], self.views, self.names, *self.maps[i], (floor or {}).get(name),
+                               figure=i == count - 1)
+        self.maps = []
         return Partial(self.k, layers_out, len(self.names))
+
+
+def _keep_pictures(layer: LayerPartial, views: Sequence[np.ndarray], names: Sequence[str], gate: torch.Tensor,
+                   before_sq: torch.Tensor, after_sq: torch.Tensor, floor: TopLists | None, figure: bool) -> None:
+    """Give ``layer``'s top entries that can still enter ``floor`` (all without one) their pictures: the
+    maps (B, G, H, W) of the batch are gathered for those entries only, on their device."""
+    best = layer.best
+    wanted = (np.ones(best.score.shape, bool) if floor is None else
+              precedes(*best.fields(), floor.last()))
+    groups, _ = np.nonzero(wanted)
+    at = {n: i for i, n in enumerate(names)}
+    index = np.array([at[n] for n in best.image[wanted].tolist()], np.int64)
+    rows, cols = best.row[wanted], best.col[wanted]
+    pick = (torch.from_numpy(index).to(gate.device), torch.from_numpy(groups).to(gate.device))
+
+    def gather(maps: torch.Tensor, root: bool = False) -> np.ndarray:
+        picked = maps[pick].float()
+        return (picked.sqrt() if root else picked).cpu().numpy()
+
+    lengths = (gather(before_sq, True), gather(after_sq, True)) if figure else None
+    layer.pictures = entry_pictures(views, index, rows, cols, gather(gate), lengths)
+    slot = np.full(best.score.shape, -1, np.int64)
+    slot[wanted] = np.arange(len(index))
+    layer.best = dataclasses.replace(best, slot=slot)
 
 
 def reduce_captures(captures: dict[str, LayerCapture], layers: Sequence[str], names: Sequence[str],
@@ -260,7 +297,8 @@ def select_layers(recorder_layers: Sequence[str], wanted: Sequence[str] | None) 
 
 
 def queue_batch(loaded: LoadedModel, views: Sequence[np.ndarray], names: Sequence[str],
-                masks: Sequence[np.ndarray | None], k: int, layers: Sequence[str] | None = None) -> QueuedReduction:
+                masks: Sequence[np.ndarray | None], k: int, layers: Sequence[str] | None = None,
+                pictures: bool = False) -> QueuedReduction:
     """``dissect_batch`` up to the wait for the device: ``.finish()`` gives the Partial. Queue the next
     batch before finishing this one and, on a GPU, the host's work overlaps the device's."""
     if not views:
@@ -270,13 +308,15 @@ def queue_batch(loaded: LoadedModel, views: Sequence[np.ndarray], names: Sequenc
         with GateRecorder(loaded.model, keep_on_device=True) as recorder:
             loaded.model(x)
         chosen = select_layers(recorder.layer_names, layers)
-        return QueuedReduction(recorder.captures, chosen, names, masks, k)
+        return QueuedReduction(recorder.captures, chosen, names, masks, k, views if pictures else None)
 
 
 def dissect_batch(loaded: LoadedModel, views: Sequence[np.ndarray], names: Sequence[str],
-                  masks: Sequence[np.ndarray | None], k: int, layers: Sequence[str] | None = None) -> Partial:
+                  masks: Sequence[np.ndarray | None], k: int, layers: Sequence[str] | None = None,
+                  pictures: bool = False, floor: dict[str, TopLists] | None = None) -> Partial:
     """The per-batch function: crops (each (S, S, 3) uint8) through the model, reduced on its device.
 
     ``masks``: per crop its (S, S) bool mask or None. ``layers``: names to summarise (default all).
+    ``pictures``: keep what the report draws for the top entries that can enter ``floor``'s top lists.
     """
-    return queue_batch(loaded, views, names, masks, k, layers).finish()
+    return queue_batch(loaded, views, names, masks, k, layers, pictures).finish(floor)

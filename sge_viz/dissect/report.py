@@ -7,8 +7,9 @@
     groups/<layer>/gNN.png    a group's top-K image patches (the region around the winning cell), gate over them
     index.html                one self-contained page (relative links) browsing layers and groups
 
-Pictures need the top images' maps again: they are re-read and run through the model once (only the
-union of the top-K images of all groups, so at most layers x G x K images, usually far fewer).
+Pictures are drawn from what the pass kept for each top entry (``pictures``: a small crop and the
+group's maps), with no forward. Entries without them (a run made with ``pictures=False``, or a state
+saved by one) are re-read and run through the model once, those images only.
 """
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from .. import viz
 from ..capture.analysis import analyze_views
@@ -30,12 +30,10 @@ from ..io.export import _replace_dir
 from ..models.factory import LoadedModel
 from .engine import load_item
 from .inputs import Item
+from .pictures import FIG2_PANEL, FIG_FIELDS, TILE, draw_patch, entry_pictures
 from .summary import LENGTH_EDGES, Partial, summary_dict
 
-TILE = 64  # px of one patch in groups/<layer>/gNN.png
-FIG2_PANEL = 112  # px of one image in Fig. 2
 FIG2_GROUPS = 3  # groups shown in Fig. 2 (the paper shows three)
-CMAP = "inferno"
 
 
 def model_info(loaded: LoadedModel) -> dict:
@@ -90,6 +88,54 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
 
 
+def entry_data(partial: Partial, loaded: LoadedModel, items: Sequence[Item],
+               batch_size: int = 8) -> dict[tuple[str, int, int], dict[str, np.ndarray]]:
+    """What the report draws, per (layer, group, rank) of the top lists: the ``pictures`` fields of the
+    entry (one row each). Kept by the pass where it has them; the rest from one forward of their images
+    (an image that can no longer be read leaves its entries out)."""
+    out: dict[tuple[str, int, int], dict[str, np.ndarray]] = {}
+    missing: dict[str, list[tuple[str, int, int, int, int]]] = {}
+    layer_names = list(partial.layers)
+    for name, layer in partial.layers.items():
+        best, pool = layer.best, layer.pictures
+        slots = best.slots()
+        for g in range(layer.groups):
+            for rank in range(best.score.shape[1]):
+                slot = int(slots[g, rank])
+                if pool is not None and slot >= 0:
+                    out[(name, g, rank)] = {f: a[slot] for f, a in pool.items()}
+                else:
+                    missing.setdefault(str(best.image[g, rank]), []).append(
+                        (name, g, rank, int(best.row[g, rank]), int(best.col[g, rank])))
+    if missing:
+        out.update(_second_pass(missing, loaded, items, batch_size, layer_names[-1]))
+    return out
+
+
+def _second_pass(missing: dict[str, list[tuple[str, int, int, int, int]]], loaded: LoadedModel,
+                 items: Sequence[Item], batch_size: int, figure_layer: str) -> dict:
+    out = {}
+    by_name = {item.name: item for item in items if item.name in missing}
+    names, config = list(by_name), loaded.config
+    for start in range(0, len(names), batch_size):
+        chunk, views = [], []
+        for n in names[start:start + batch_size]:
+            try:
+                views.append(load_item(by_name[n], config.resize_size, config.input_size)[0])
+                chunk.append(n)
+            except SGEVizError:
+                continue  # changed since it was analysed: its slots stay blank
+        for n, analysis in zip(chunk, analyze_views(loaded, views) if views else []):
+            for layer_name, g, rank, row, col in missing[n]:
+                lg = analysis.layer(layer_name)
+                lengths = ((lg.before_length[g][None], lg.after_length[g][None]) if layer_name == figure_layer
+                           else None)
+                pool = entry_pictures([analysis.image], np.zeros(1, np.int64), np.array([row]), np.array([col]),
+                                      lg.gate[g][None], lengths)
+                out[(layer_name, g, rank)] = {f: a[0] for f, a in pool.items()}
+    return out
+
+
 def _draw(folder: Path, summary: dict, partial: Partial, loaded: LoadedModel, items: Sequence[Item],
           batch_size: int) -> dict:
     """All pictures into ``folder``; {"fig2": {layer: rel}, "fig3": {...}, "fig4": {...}} relative paths."""
@@ -99,83 +145,66 @@ def _draw(folder: Path, summary: dict, partial: Partial, loaded: LoadedModel, it
         _save(folder / rel["fig3"][name], _figure_png(length_histogram_figure(name, layer)))
         rel["fig4"][name] = f"figures/fig4_{_safe(name)}.png"
         _save(folder / rel["fig4"][name], _figure_png(variance_figure(name, layer)))
-
-    # Which (layer, group, rank) slots each top image fills.
-    slots: dict[str, list[tuple[str, int, int, int, int]]] = {}
-    for name, layer in summary["layers"].items():
-        for g in layer["per_group"]:
-            for rank, t in enumerate(g["top"]):
-                slots.setdefault(t["image"], []).append((name, g["group"], rank, t["row"], t["col"]))
-    fig_layer = list(summary["layers"])[-1]
-    fig_groups = figure_groups(summary, fig_layer)
-    tiles: dict[tuple[str, int], dict[int, np.ndarray]] = {}
-    fig2: dict[int, dict[int, tuple]] = {g: {} for g in fig_groups}
-    by_name = {item.name: item for item in items if item.name in slots}
-    names = [n for n in by_name]
-    config = loaded.config
-    for start in range(0, len(names), batch_size):
-        chunk, views = [], []
-        for n in names[start:start + batch_size]:
-            try:
-                views.append(load_item(by_name[n], config.resize_size, config.input_size)[0])
-                chunk.append(n)
-            except SGEVizError:
-                continue  # changed since it was analysed: its slot stays blank
-        for n, analysis in zip(chunk, analyze_views(loaded, views) if views else []):
-            for layer_name, g, rank, row, col in slots[n]:
-                lg = analysis.layer(layer_name)
-                tiles.setdefault((layer_name, g), {})[rank] = _patch(analysis.image, lg.gate[g], row, col)
-                if layer_name == fig_layer and g in fig2:
-                    fig2[g][rank] = (analysis.image, lg.before_length[g], lg.after_length[g])
+    data = entry_data(partial, loaded, items, batch_size)
+    size = loaded.config.input_size
     for name, layer in summary["layers"].items():
         for g in layer["per_group"]:
             group = g["group"]
-            got = tiles.get((name, group), {})
-            row = _tile_row([got.get(r) for r in range(len(g["top"]))])
-            title = f"{name} g{group}: top {len(g['top'])} images, gate over the strongest region"
-            _save(folder / "groups" / _safe(name) / f"g{group:02d}.png", viz.caption(row, title, size=11))
+            tiles = []
+            for rank, t in enumerate(g["top"]):
+                entry = data.get((name, group, rank))
+                tiles.append(None if entry is None else draw_patch(entry["crop"], entry["gate"], t["row"], t["col"],
+                                                                   size))
+            title = f"{name} g{group}: top {len(g['top'])} images, the strongest region, bright = high gate"
+            _save(folder / "groups" / _safe(name) / f"g{group:02d}.png", viz.caption(_tile_row(tiles), title, size=11))
+    fig_layer = list(summary["layers"])[-1]
+    groups = summary["layers"][fig_layer]["per_group"]
+    fig2 = {}
+    for g in figure_groups(summary, fig_layer):
+        fig2[g] = {rank: (t["image"], *(data[(fig_layer, g, rank)][f] for f in FIG_FIELDS[2:]))
+                   for rank, t in enumerate(groups[g]["top"]) if (fig_layer, g, rank) in data}
     rel["fig2"][fig_layer] = f"figures/fig2_{_safe(fig_layer)}.png"
     _save(folder / rel["fig2"][fig_layer], fig2_picture(fig_layer, fig2, partial.k))
     return rel
 
 
-def _patch(image: np.ndarray, gate: np.ndarray, row: int, col: int) -> np.ndarray:
-    """The gate over the region around cell (row, col), (TILE, TILE, 3)."""
-    size = image.shape[0]
-    h, w = gate.shape
-    side = min(size, max(size // 3, round(3 * size / h)))
-    cy, cx = (row + 0.5) * size / h, (col + 0.5) * size / w
-    top = int(min(max(cy - side / 2, 0), size - side))
-    left = int(min(max(cx - side / 2, 0), size - side))
-    picture = viz.overlay(image, gate, cmap=CMAP, alpha=0.45)[top:top + side, left:left + side]
-    return np.asarray(Image.fromarray(picture).resize((TILE, TILE), Image.BILINEAR))
-
-
 def _tile_row(tiles: list[np.ndarray | None], size: int = TILE) -> np.ndarray:
+    """Tiles ``size`` px wide side by side (white where one is None), as tall as the tallest."""
     count = max(1, len(tiles))
-    out = np.full((size, count * (size + viz.GAP) - viz.GAP, 3), 255, np.uint8)
+    height = max([t.shape[0] for t in tiles if t is not None], default=size)
+    out = np.full((height, count * (size + viz.GAP) - viz.GAP, 3), 255, np.uint8)
     for i, tile in enumerate(tiles):
         if tile is not None:
-            out[:, i * (size + viz.GAP):i * (size + viz.GAP) + size] = tile
+            out[:tile.shape[0], i * (size + viz.GAP):i * (size + viz.GAP) + size] = tile
     return out
+
+
+def _label(tile: np.ndarray, text: str, size: int = 10) -> np.ndarray:
+    """``tile`` with ``text`` in a strip above it, cut to what fits the tile's width."""
+    chars = max(4, tile.shape[1] // max(1, size * 6 // 10))
+    text = text if len(text) <= chars else "…" + text[-(chars - 1):]
+    return viz.caption(tile, text, size=size)
 
 
 def fig2_picture(layer: str, groups: dict[int, dict[int, tuple]], k: int) -> np.ndarray:
     """Fig. 2: per group two rows (before / after SGE) of its top images' vector-length maps, one colour
-    scale per group; (H, W, 3) uint8."""
+    scale per group, each column named by its image; (H, W, 3) uint8.
+
+    ``groups``: {group: {rank: (image name, view (P, P, 3) uint8, before (h, w), after (h, w))}}."""
     rows = []
     for g, ranks in groups.items():
         panels = [ranks[r] for r in sorted(ranks)][:k]
         if not panels:
             continue
-        lo = float(min(min(b.min(), a.min()) for _, b, a in panels))
-        hi = float(max(max(b.max(), a.max()) for _, b, a in panels))
+        lo = float(min(min(np.min(b), np.min(a)) for _, _, b, a in panels))
+        hi = float(max(max(np.max(b), np.max(a)) for _, _, b, a in panels))
         hi = hi if hi > lo else lo + 1.0
-        for label, index in (("before", 1), ("after", 2)):
+        for label, index in (("before", 2), ("after", 3)):
             tiles = []
             for p in panels:
-                view = viz.overlay(p[0], p[index], cmap="viridis", alpha=0.6, vmin=lo, vmax=hi)
-                tiles.append(np.asarray(Image.fromarray(view).resize((FIG2_PANEL, FIG2_PANEL), Image.BILINEAR)))
+                view = viz.overlay(p[1], np.asarray(p[index], np.float32), cmap="viridis", alpha=0.6, vmin=lo,
+                                   vmax=hi)
+                tiles.append(_label(view, p[0]) if index == 2 else view)
             rows.append(viz.caption(_tile_row(tiles, FIG2_PANEL), f"group {g}, {label} SGE "
                                     f"(colour scale {lo:.3g} .. {hi:.3g})", size=11))
     if not rows:

@@ -15,7 +15,7 @@ import pytest
 from conftest import TINY_CONFIG, save_tiny
 from dissect_helpers import make_image_set
 
-from sge_viz.dissect.engine import STATE_FILE
+from sge_viz.dissect.engine import STATE_FILE, state_done
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -29,13 +29,6 @@ def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
         except psutil.NoSuchProcess:
             pass
     return out
-
-
-def _done(state: Path) -> int:
-    try:
-        return json.loads(state.read_text())["done"]
-    except (OSError, ValueError, KeyError):
-        return -1
 
 
 @pytest.mark.slow  # ~33 s on 2 shared cores: two processes start and load a model
@@ -56,7 +49,7 @@ def test_kill_9_leaves_no_worker_and_resume_completes(tmp_path):
     children: list[psutil.Process] = []
     while time.monotonic() < deadline and proc.poll() is None:
         children = _alive(parent.children(recursive=True))
-        if len(children) >= 2 and _done(out / STATE_FILE) >= 2:
+        if len(children) >= 2 and state_done(out / STATE_FILE) >= 2:
             break
         time.sleep(0.02)
     assert proc.poll() is None and len(children) >= 2, "the run ended before its workers could be seen"
@@ -69,7 +62,7 @@ def test_kill_9_leaves_no_worker_and_resume_completes(tmp_path):
     for p in left:  # do not leave them to the next test either
         p.kill()
     assert not left, f"{len(left)} of {len(children)} workers outlived their killed parent by 10 s"
-    killed_at = _done(out / STATE_FILE)
+    killed_at = state_done(out / STATE_FILE)
     assert 0 < killed_at < 80
     # Resumed in bigger batches, in this process alone (the saved state does not depend on either).
     resume = args[:args.index("--batch-size")] + ["--batch-size", "8", "--workers", "0", "--no-pictures", "--resume"]

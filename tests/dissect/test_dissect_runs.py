@@ -13,7 +13,7 @@ import pytest
 from dissect_helpers import make_image_set, summaries_equal, tiny_loaded
 
 from sge_viz.cli import main
-from sge_viz.dissect.engine import STATE_FILE, ModelSpec, run_local, run_ray
+from sge_viz.dissect.engine import STATE_FILE, ModelSpec, run_local, run_ray, state_done
 from sge_viz.dissect.inputs import collect
 from sge_viz.dissect.summary import summary_dict
 
@@ -53,13 +53,6 @@ def test_cli_writes_summary_figures_groups_and_a_self_contained_index(tmp_path, 
     assert code == 2 and "unknown SGE layer" in capsys.readouterr().err
 
 
-def _state_done(path: Path) -> int:
-    try:
-        return json.loads(path.read_text())["done"]
-    except (OSError, ValueError):
-        return -1
-
-
 def test_resume_after_kill_9_gives_the_uninterrupted_summary(tmp_path):
     """The run is killed with SIGKILL twice at moments it does not choose, then resumed to the end."""
     make_image_set(tmp_path / "set", count=60, masks=5)
@@ -73,14 +66,14 @@ def test_resume_after_kill_9_gives_the_uninterrupted_summary(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     killed_at = []
     for _ in range(2):
-        before = _state_done(state)
+        before = state_done(state)
         proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
-        while _state_done(state) <= before + 3 and proc.poll() is None and time.monotonic() < deadline:
+        while state_done(state) <= before + 3 and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        killed_at.append(_state_done(state))
+        killed_at.append(state_done(state))
     assert 0 < killed_at[0] < killed_at[1] < 60, killed_at
     assert not (out / "summary.json").exists()
     result = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
