@@ -88,9 +88,12 @@ def _as_list(batch):
     return batch
 
 
-def fingerprint(items: Sequence[Item], model_label: str, k: int, layers: Sequence[str] | None) -> str:
-    """A digest of what decides the summary: the inputs in order, the model, K and the layers."""
-    digest = hashlib.sha256(json.dumps([model_label, k, list(layers or [])]).encode())
+def fingerprint(items: Sequence[Item], model_label: str, k: int, layers: Sequence[str] | None,
+                skip_out_of_domain: bool = False) -> str:
+    """A digest of what decides the summary: the inputs in order, the model, K, the layers and whether
+    out-of-domain images are left out."""
+    settings = [model_label, k, list(layers or [])] + (["skip-out-of-domain"] if skip_out_of_domain else [])
+    digest = hashlib.sha256(json.dumps(settings).encode())
     for item in items:
         digest.update(json.dumps(asdict(item)).encode())
     return digest.hexdigest()
@@ -132,16 +135,18 @@ def load_state(path: Path, fp: str) -> tuple[Partial, int] | None:
 def run_local(loaded: LoadedModel, items: Sequence[Item], k: int, batch_size: int = 8, workers: int = 0,
               layers: Sequence[str] | None = None, state_path: Path | None = None, resume: bool = False,
               save_every: int = 10, progress: Callable[[int], None] | None = None,
-              pictures: bool = True) -> Partial:
+              pictures: bool = True, skip_out_of_domain: bool = False) -> Partial:
     """Dissect ``items`` in this process; the merged Partial (skipped items included).
 
+    ``skip_out_of_domain``: leave out the images the model's out-of-domain detector rejects (they are
+    listed as skipped; ``Partial.verdicts`` holds every image's verdict either way).
     ``pictures``: keep what the report draws for the top entries (see ``pictures``), so drawing needs no
     second forward. ``state_path``: where to save the running state (see the module docstring); ``resume``: continue
     from it. ``progress(n)`` is called with the number of items each batch consumed.
     """
     from torch.utils.data import DataLoader
 
-    fp = fingerprint(items, loaded.name, k, layers)
+    fp = fingerprint(items, loaded.name, k, layers, skip_out_of_domain)
     total, start = Partial(k), 0
     if resume and state_path is not None:
         saved = load_state(state_path, fp)
@@ -162,7 +167,7 @@ def run_local(loaded: LoadedModel, items: Sequence[Item], k: int, batch_size: in
         nonlocal total, done, batches
         reduction, batch = queued
         partial = reduction.finish(total.floor())
-        partial.skipped = [{"path": _where(items[i]), "reason": e} for i, _, _, e in batch if e is not None]
+        partial.skipped += [{"path": _where(items[i]), "reason": e} for i, _, _, e in batch if e is not None]
         total.absorb(partial)
         done += len(batch)
         batches += 1
@@ -174,7 +179,7 @@ def run_local(loaded: LoadedModel, items: Sequence[Item], k: int, batch_size: in
     for batch in loader:
         good = [(i, v, m) for i, v, m, e in batch if e is None]
         latest = (queue_batch(loaded, [v for _, v, _ in good], [items[i].name for i, _, _ in good],
-                              [m for _, _, m in good], k, layers, pictures), batch)
+                              [m for _, _, m in good], k, layers, pictures, skip_out_of_domain), batch)
         if queued is not None:
             finish(queued)
         queued = latest
@@ -192,12 +197,13 @@ def _where(item: Item) -> str:
 class _Actor:
     """A Ray Data actor: builds the model once, then turns batches of items into partials."""
 
-    def __init__(self, spec: dict, k: int, layers: list[str] | None, pictures: bool = True):
+    def __init__(self, spec: dict, k: int, layers: list[str] | None, pictures: bool = True,
+                 skip_out_of_domain: bool = False):
         import torch
 
         torch.set_num_threads(max(1, int(os.environ.get("SGE_VIZ_ACTOR_THREADS", "1"))))
         self.loaded = ModelSpec(**spec).load()
-        self.k, self.layers, self.pictures = k, layers, pictures
+        self.k, self.layers, self.pictures, self.skip = k, layers, pictures, skip_out_of_domain
         # The top lists of every batch this actor has seen (numbers only): an entry that cannot enter them
         # cannot enter the merged summary either, so it needs no pictures.
         self.seen = Partial(k)
@@ -213,17 +219,18 @@ class _Actor:
             except SGEVizError as exc:
                 skipped.append({"path": _where(item), "reason": " ".join(str(exc).split())})
         partial = dissect_batch(self.loaded, [v for _, v, _ in good], [i.name for i, _, _ in good],
-                                [m for _, _, m in good], self.k, self.layers, self.pictures, self.seen.floor())
-        partial.skipped = skipped
+                                [m for _, _, m in good], self.k, self.layers, self.pictures, self.seen.floor(),
+                                self.skip)
+        partial.skipped += skipped
         numbers = Partial.from_json(partial.to_json())  # without the pictures
-        numbers.skipped = []
+        numbers.skipped, numbers.verdicts = [], {}
         self.seen.absorb(numbers)
         return {"partial": np.array([partial.to_bytes()], dtype=object)}
 
 
 def run_ray(spec: ModelSpec, items: Sequence[Item], k: int, batch_size: int = 8, workers: int | None = None,
             layers: Sequence[str] | None = None, progress: Callable[[int], None] | None = None,
-            pictures: bool = True) -> Partial:
+            pictures: bool = True, skip_out_of_domain: bool = False) -> Partial:
     """Dissect ``items`` with Ray Data: ``map_batches`` over ``workers`` actors, partials merged here.
 
     Connects to ``$RAY_ADDRESS`` when it is set (an existing cluster), else starts a local Ray on this
@@ -251,7 +258,8 @@ def run_ray(spec: ModelSpec, items: Sequence[Item], k: int, batch_size: int = 8,
     ds = ray.data.from_items(rows, override_num_blocks=blocks)
     ds = ds.map_batches(_Actor, fn_constructor_kwargs={"spec": spec_dict, "k": k,
                                                        "layers": list(layers) if layers else None,
-                                                       "pictures": pictures},
+                                                       "pictures": pictures,
+                                                       "skip_out_of_domain": skip_out_of_domain},
                         batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers),
                         **resources)
     total = Partial(k)

@@ -22,9 +22,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ..capture.pooling import pooled_outputs
 from ..capture.preprocess import normalise_batch
 from ..capture.recorder import GateRecorder, LayerCapture
 from ..metrics.localisation import gate_mask_auc
+from ..metrics.ood import describe, verdict
 from ..models.factory import LoadedModel
 from .pictures import entry_pictures
 from .summary import BINS, SQUARED_EDGES, LayerPartial, Partial, TopLists, precedes
@@ -174,6 +176,8 @@ class QueuedReduction:
         # With ``views`` (the crops, (S, S, 3) uint8), the top entries keep what the report draws
         # (``pictures``): the maps stay referenced until ``finish`` picks the entries.
         self.views = views
+        self.verdicts: dict[str, dict] = {}  # set by queue_batch: each image's out-of-domain verdict
+        self.left_out: list[dict] = []  # and the images it left out for it ({"path", "reason"})
         self.maps = [(c.gate, c.before_sq, c.after_sq) for c in used] if views is not None else []
         if any(c.before is None or c.after_sq is None for c in used):
             raise ValueError("dissection needs the activations: record with activations=True")
@@ -217,7 +221,7 @@ class QueuedReduction:
         ``floor``: per layer the full top lists of the summary this batch will be merged into
         (``Partial.floor``); entries that cannot enter them get no pictures (slot -1)."""
         if self.host is None:
-            return Partial(self.k, {}, len(self.names))
+            return Partial(self.k, {}, len(self.names), list(self.left_out), dict(self.verdicts))
         if self.done is not None:
             self.done.synchronize()
         pieces = iter(np.split(self.host.numpy(), np.cumsum(self.sizes)[:-1]))
@@ -238,7 +242,7 @@ class QueuedReduction:
                 _keep_pictures(layers_out[name], self.views, self.names, *self.maps[i], (floor or {}).get(name),
                                figure=i == count - 1)
         self.maps = []
-        return Partial(self.k, layers_out, len(self.names))
+        return Partial(self.k, layers_out, len(self.names), list(self.left_out), dict(self.verdicts))
 
 
 def _keep_pictures(layer: LayerPartial, views: Sequence[np.ndarray], names: Sequence[str], gate: torch.Tensor,
@@ -298,25 +302,61 @@ def select_layers(recorder_layers: Sequence[str], wanted: Sequence[str] | None) 
 
 def queue_batch(loaded: LoadedModel, views: Sequence[np.ndarray], names: Sequence[str],
                 masks: Sequence[np.ndarray | None], k: int, layers: Sequence[str] | None = None,
-                pictures: bool = False) -> QueuedReduction:
+                pictures: bool = False, skip_out_of_domain: bool = False) -> QueuedReduction:
     """``dissect_batch`` up to the wait for the device: ``.finish()`` gives the Partial. Queue the next
     batch before finishing this one and, on a GPU, the host's work overlaps the device's."""
     if not views:
         return QueuedReduction({}, [], [], [], k)
     x = normalise_batch(views, loaded.config, loaded.device, loaded.dtype)
+    detector = getattr(loaded, "ood", None)
+    pooled: dict[str, list[np.ndarray]] = {name: [] for name in detector.modules} if detector is not None else {}
     with torch.inference_mode():
         with GateRecorder(loaded.model, keep_on_device=True) as recorder:
-            loaded.model(x)
+            if detector is None:
+                loaded.model(x)
+            else:  # the same forward gives each image's out-of-domain score
+                with pooled_outputs(loaded.model, list(pooled), pooled, active=recorder._mine):
+                    loaded.model(x)
         chosen = select_layers(recorder.layer_names, layers)
-        return QueuedReduction(recorder.captures, chosen, names, masks, k, views if pictures else None)
+        captures, verdicts, left_out = recorder.captures, {}, []
+        if detector is not None:
+            values = detector.scores({name: np.concatenate(parts) for name, parts in pooled.items()})
+            verdicts = {n: verdict(v, detector.threshold, detector.name) for n, v in zip(names, values)}
+            if skip_out_of_domain:
+                keep = [i for i, n in enumerate(names) if not verdicts[n]["out_of_domain"]]
+                if len(keep) < len(names):
+                    left_out = [{"path": names[i], "reason": _left_out(verdicts[names[i]])}
+                                for i in range(len(names)) if i not in set(keep)]
+                    captures = {name: _select(c, keep) for name, c in captures.items()}
+                    views, names, masks = ([seq[i] for i in keep] for seq in (views, names, masks))
+        queued = (QueuedReduction(captures, chosen, names, masks, k, views if pictures else None) if names else
+                  QueuedReduction({}, [], [], [], k))
+        queued.verdicts, queued.left_out = verdicts, left_out
+        return queued
+
+
+def _left_out(v: dict) -> str:
+    return (f"out of domain ({describe(v['score'])} {v['value']:.3g} > threshold {v['threshold']:.3g}): left out "
+            "(--skip-out-of-domain)")
+
+
+def _select(capture: LayerCapture, keep: list[int]) -> LayerCapture:
+    """The capture of the images ``keep`` (indices into the batch) only."""
+    index = torch.tensor(keep, device=capture.gate.device)
+    return dataclasses.replace(capture, **{f: getattr(capture, f).index_select(0, index) for f in
+                                           ("gate", "before", "after", "before_sq", "after_sq")
+                                           if getattr(capture, f) is not None})
 
 
 def dissect_batch(loaded: LoadedModel, views: Sequence[np.ndarray], names: Sequence[str],
                   masks: Sequence[np.ndarray | None], k: int, layers: Sequence[str] | None = None,
-                  pictures: bool = False, floor: dict[str, TopLists] | None = None) -> Partial:
+                  pictures: bool = False, floor: dict[str, TopLists] | None = None,
+                  skip_out_of_domain: bool = False) -> Partial:
     """The per-batch function: crops (each (S, S, 3) uint8) through the model, reduced on its device.
 
     ``masks``: per crop its (S, S) bool mask or None. ``layers``: names to summarise (default all).
     ``pictures``: keep what the report draws for the top entries that can enter ``floor``'s top lists.
+    ``skip_out_of_domain``: leave out of every number the images the model's out-of-domain detector
+    rejects (listed as skipped); every image's verdict is in ``Partial.verdicts`` either way.
     """
-    return queue_batch(loaded, views, names, masks, k, layers, pictures).finish(floor)
+    return queue_batch(loaded, views, names, masks, k, layers, pictures, skip_out_of_domain).finish(floor)

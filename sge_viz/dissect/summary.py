@@ -262,6 +262,9 @@ class Partial:
     layers: dict[str, LayerPartial] = field(default_factory=dict)
     images: int = 0
     skipped: list[dict] = field(default_factory=list)
+    # Each image's out-of-domain verdict (``sge_viz.metrics.ood.verdict``) by name; empty for a model
+    # without an out-of-domain detector.
+    verdicts: dict[str, dict] = field(default_factory=dict)
 
     def merge(self, other: Partial) -> Partial:
         """The summary of both partials' images (neither is changed)."""
@@ -269,7 +272,7 @@ class Partial:
 
     def copy(self) -> Partial:
         return Partial(self.k, {n: layer.copy() for n, layer in self.layers.items()}, self.images,
-                       list(self.skipped))
+                       list(self.skipped), dict(self.verdicts))
 
     def absorb(self, other: Partial) -> Partial:
         """Add ``other``'s images to this summary in place (``other`` is not changed); returns self."""
@@ -279,6 +282,7 @@ class Partial:
             self.layers[name] = self.layers[name].absorb(layer) if name in self.layers else layer.copy()
         self.images += other.images
         self.skipped = sorted(self.skipped + other.skipped, key=lambda s: (s["path"], s["reason"]))
+        self.verdicts.update(other.verdicts)
         return self
 
     def floor(self) -> dict[str, TopLists]:
@@ -289,6 +293,7 @@ class Partial:
     def to_json(self) -> str:
         """The numbers as JSON (the pictures are left out: ``to_bytes`` keeps them)."""
         return json.dumps({"format": FORMAT, "k": self.k, "images": self.images, "skipped": self.skipped,
+                           "verdicts": self.verdicts,
                            "layers": {n: layer.to_json() for n, layer in self.layers.items()}})
 
     @classmethod
@@ -297,7 +302,7 @@ class Partial:
         if data.get("format") != FORMAT:
             raise ValueError(f"partial summary format {data.get('format')!r}, expected {FORMAT}")
         return cls(int(data["k"]), {n: LayerPartial.from_json(v) for n, v in data["layers"].items()},
-                   int(data["images"]), list(data["skipped"]))
+                   int(data["images"]), list(data["skipped"]), dict(data.get("verdicts", {})))
 
     def save(self, file, meta: dict | None = None) -> None:
         """Write the numbers, the pictures and ``meta`` (a JSON-able dict) to ``file`` (a path or a binary
@@ -351,12 +356,29 @@ def merge_all(partials, k: int) -> Partial:
     return total
 
 
-def summary_dict(partial: Partial, model: dict) -> dict:
-    """The JSON document written as summary.json (see the module docstring for every number)."""
+def out_of_domain_block(partial: Partial, detector: dict | None, left_out: bool = False) -> dict:
+    """summary.json's "out_of_domain": the detector ({"score", "threshold"}, or None for a model without
+    one, which gives no verdict), whether rejected images were left out of the numbers, how many were
+    rejected, and per image (by name) its score and verdict."""
+    if detector is None:
+        return {"detector": None, "verdict": "none: this model carries no out-of-domain detector (gates only), "
+                                             "so no image has a verdict", "left_out": False, "count": 0, "images": []}
+    images = [{"image": n, "value": v["value"], "out_of_domain": v["out_of_domain"]}
+              for n, v in sorted(partial.verdicts.items())]
+    return {"detector": detector, "verdict": "per image below: out_of_domain = value > threshold",
+            "left_out": left_out, "count": sum(i["out_of_domain"] for i in images), "images": images}
+
+
+def summary_dict(partial: Partial, model: dict, detector: dict | None = None, left_out: bool = False) -> dict:
+    """The JSON document written as summary.json (see the module docstring for every number).
+
+    ``detector``: the model's out-of-domain detector as {"score", "threshold"}, None without one;
+    ``left_out``: whether the images it rejected were left out (see ``out_of_domain_block``)."""
     return {
         "model": model,
         "images": partial.images,
         "skipped": partial.skipped,
+        "out_of_domain": out_of_domain_block(partial, detector, left_out),
         "top_k": partial.k,
         "definitions": {
             "vector_length": "L2 norm over the group's C/G channels at one position; before = SGE's input, "

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 from dissect_helpers import make_image_set, summaries_equal, tiny_loaded
+from test_dissect_pictures import assert_same_pictures
 
 from sge_viz.cli import main
 from sge_viz.dissect.engine import STATE_FILE, ModelSpec, run_local, run_ray, state_done
 from sge_viz.dissect.inputs import collect
+from sge_viz.dissect.report import entry_data
 from sge_viz.dissect.summary import summary_dict
 
 REPO = Path(__file__).resolve().parents[2]
@@ -106,3 +108,7 @@ def test_ray_engine_equals_the_local_engine(tmp_path):
     # Names, counts, histograms, top-K order and cells exactly; floats to float32 precision (the actors
     # run torch on one thread each, which sums convolutions in another order than this process).
     summaries_equal(summary_dict(remote, {}), summary_dict(local, {}), rtol=1e-5)
+    # Every top entry came back with its pictures, the same as the local engine kept (maps to float16's step).
+    for layer in remote.layers.values():
+        assert (layer.best.slots() >= 0).all()
+    assert_same_pictures(entry_data(remote, loaded, items), entry_data(local, loaded, items))
