@@ -2,8 +2,8 @@
 
 Per entry (one image in one group's top list) of every layer:
 
-- ``crop`` (TILE, TILE, 3) uint8: the region of the network's crop around the winning cell
-  (``patch_box``), resized to TILE with Pillow's bilinear filter;
+- ``crop`` (TILE, TILE, 3) uint8: the region of the network's crop around the winning cell, a window
+  of the crop resized with Pillow's bilinear filter (``patch_window``);
 - ``gate`` (H, W) float16: the group's whole gate map in that image (values in (0, 1); float16 keeps
   them to ~5e-4, far below a colour step).
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image
 
 from ..viz.resize import resize_image, resize_matrix
 
@@ -34,39 +33,55 @@ FIG_FIELDS = ("crop", "gate", "view", "before", "after")
 Pool = dict[str, np.ndarray]  # field -> (rows, ...) array
 
 
-def patch_box(size: int, height: int, width: int, row: int, col: int) -> tuple[int, int, int]:
-    """(top, left, side) of the square region of a ``size`` px crop shown for cell (row, col) of an
-    (height, width) map: about three cells (at least a third of the crop) centred on the cell, kept inside."""
+def patch_window(size: int, height: int, width: int, row: int, col: int) -> tuple[int, int, int]:
+    """Where the patch of cell (row, col) of an (height, width) map lies: (scaled, top, left), the TILE x TILE
+    window at (top, left) of the ``size`` px crop resized to ``scaled`` px. The window covers about three
+    cells (at least a third of the crop) centred on the cell, kept inside the crop."""
+    scaled, top, left = patch_windows(size, height, width, np.array([row]), np.array([col]))
+    return scaled, int(top[0]), int(left[0])
+
+
+def patch_windows(size: int, height: int, width: int, rows: np.ndarray, cols: np.ndarray
+                  ) -> tuple[int, np.ndarray, np.ndarray]:
+    """``patch_window`` of many cells of one map at once: (scaled, tops (m,), lefts (m,))."""
     side = min(size, max(size // 3, round(3 * size / height)))
-    cy, cx = (row + 0.5) * size / height, (col + 0.5) * size / width
-    top = int(min(max(cy - side / 2, 0), size - side))
-    left = int(min(max(cx - side / 2, 0), size - side))
-    return top, left, side
+    scaled = max(TILE, round(size * TILE / side))
+    top = np.clip(np.round((np.asarray(rows) + 0.5) * scaled / height - TILE / 2), 0, scaled - TILE)
+    left = np.clip(np.round((np.asarray(cols) + 0.5) * scaled / width - TILE / 2), 0, scaled - TILE)
+    return scaled, top.astype(np.int64), left.astype(np.int64)
 
 
 def entry_pictures(views: Sequence[np.ndarray], index: np.ndarray, rows: np.ndarray, cols: np.ndarray,
-                   gates: np.ndarray, lengths: tuple[np.ndarray, np.ndarray] | None = None) -> Pool:
+                   gates: np.ndarray, lengths: tuple[np.ndarray, np.ndarray] | None = None,
+                   resized: dict[tuple[int, int], np.ndarray] | None = None) -> Pool:
     """The pool rows of m entries: entry i is image ``views[index[i]]`` ((S, S, 3) uint8) at cell
     (rows[i], cols[i]) with its group's gate map ``gates[i]`` (m, H, W); ``lengths``: the (before, after)
-    vector-length maps (m, H, W) each, for the figure layer only."""
+    vector-length maps (m, H, W) each, for the figure layer only.
+
+    Each image is resized once per scale (``patch_window``'s; ``resized`` keeps them, by (image, px),
+    for the next layers of the batch) and the crops are windows of it."""
+    resized = {} if resized is None else resized
     m = len(index)
     h, w = gates.shape[1:] if gates.ndim == 3 else (1, 1)
+    size = views[0].shape[0] if len(views) else TILE
     crops = np.empty((m, TILE, TILE, 3), np.uint8)
-    done: dict[tuple[int, int, int], np.ndarray] = {}
-    for i, (b, r, c) in enumerate(zip(index.tolist(), rows.tolist(), cols.tolist())):
-        crop = done.get((b, r, c))
-        if crop is None:
-            view = views[b]
-            top, left, side = patch_box(view.shape[0], h, w, r, c)
-            crop = done[(b, r, c)] = np.asarray(Image.fromarray(view[top:top + side, left:left + side])
-                                                .resize((TILE, TILE), Image.BILINEAR))
-        crops[i] = crop
+    if m:
+        scaled, tops, lefts = patch_windows(size, h, w, rows, cols)
+        used = np.unique(index)
+        for b in used.tolist():
+            if (b, scaled) not in resized:
+                resized[(b, scaled)] = resize_image(views[b], scaled, scaled)
+        stack = np.stack([resized[(b, scaled)] for b in used.tolist()])
+        # Every TILE x TILE window of the resized images as a view (B, N', N', 3, TILE, TILE): picking
+        # the m windows copies whole blocks.
+        every = np.lib.stride_tricks.sliding_window_view(stack, (TILE, TILE), axis=(1, 2))
+        crops[:] = every[np.searchsorted(used, index), tops, lefts].transpose(0, 2, 3, 1)
     pool = {"crop": crops, "gate": np.asarray(gates, np.float16).reshape(m, h, w)}
     if lengths is not None:
-        thumbs: dict[int, np.ndarray] = {}
         for b in set(index.tolist()):
-            thumbs[b] = resize_image(views[b], FIG2_PANEL, FIG2_PANEL)
-        pool["view"] = (np.stack([thumbs[b] for b in index.tolist()]) if m else
+            if (b, FIG2_PANEL) not in resized:
+                resized[(b, FIG2_PANEL)] = resize_image(views[b], FIG2_PANEL, FIG2_PANEL)
+        pool["view"] = (np.stack([resized[(b, FIG2_PANEL)] for b in index.tolist()]) if m else
                         np.zeros((0, FIG2_PANEL, FIG2_PANEL, 3), np.uint8))
         pool["before"], pool["after"] = (np.asarray(x, np.float16).reshape(m, h, w) for x in lengths)
     return pool
@@ -125,13 +140,12 @@ def draw_patch(crop: np.ndarray, gate: np.ndarray, row: int, col: int, size: int
     its own map's range, so a gate between 0.45 and 0.6 still shows; the image keeps its own colours).
 
     ``gate`` (H, W) is the whole map, ``size`` the crop the network saw (px); the gate is resized to the
-    crop and cut to the patch's box exactly as the image was."""
+    crop's scale and cut to the patch's window exactly as the image was (``patch_window``)."""
     gate = np.asarray(gate, np.float32)
     h, w = gate.shape
-    top, left, side = patch_box(size, h, w, row, col)
-    down = resize_matrix(side, TILE)
-    rows = down @ resize_matrix(h, size)[top:top + side]
-    cols = down @ resize_matrix(w, size)[left:left + side]
+    scaled, top, left = patch_window(size, h, w, row, col)
+    rows = resize_matrix(h, scaled)[top:top + TILE]
+    cols = resize_matrix(w, scaled)[left:left + TILE]
     lo, hi = float(gate.min()), float(gate.max())
     light = np.clip((rows @ gate @ cols.T - lo) / (hi - lo if hi > lo else 1.0), 0.0, 1.0)
     light = PATCH_FLOOR + (1.0 - PATCH_FLOOR) * light
