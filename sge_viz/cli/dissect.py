@@ -1,10 +1,13 @@
 """``sge-viz dissect INPUT... (--checkpoint PATH | --model NAME) --out DIR [--top-k K] [--batch-size B]
-[--workers N] [--device D] [--engine local|ray] [--resume] [--layers NAME...] [--no-pictures] [--json]``.
+[--workers N] [--device D] [--engine local|ray] [--resume] [--layers NAME...] [--no-pictures]
+[--skip-out-of-domain] [--json]``.
 
 What each SGE group does across a set of images: summary.json, the paper's Figs. 2-4, one picture per
 group and index.html in DIR (see ``sge_viz.dissect.report``). INPUT: image files, folders (walked
 recursively) or .zip archives (read in place). Unreadable inputs are skipped with their reason (listed
-in summary.json) and the run goes on; exit status 0 when at least one image was analysed, 1 when none
+in summary.json) and the run goes on. Every image gets the model's out-of-domain verdict (summary.json's
+"out_of_domain"; out-of-domain images are marked in the pictures, or left out with --skip-out-of-domain;
+a model without a detector says it gives none); exit status 0 when at least one image was analysed, 1 when none
 could be (summary.json is still written), 2 for a usage error.
 """
 from __future__ import annotations
@@ -33,6 +36,9 @@ def register(sub) -> None:
     p.add_argument("--layers", nargs="+", metavar="NAME", default=None, help="only these SGE layers (default all)")
     p.add_argument("--half", action="store_true", help="half precision on CUDA (ignored elsewhere)")
     p.add_argument("--no-pictures", action="store_true", help="write summary.json and index.html only")
+    p.add_argument("--skip-out-of-domain", action="store_true",
+                   help="leave out the images the model's out-of-domain detector rejects (default: keep and mark "
+                        "them); needs a model with a detector")
     p.add_argument("--save-every", type=positive_int, default=10, metavar="N",
                    help="save the running partials every N batches (default 10)")
 
@@ -63,6 +69,9 @@ def run(args: argparse.Namespace) -> int:
             select_layers([s["name"] for s in sge_layer_shapes(loaded)], args.layers)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+    if args.skip_out_of_domain and getattr(loaded, "ood", None) is None:
+        raise UsageError(f"--skip-out-of-domain: model {loaded.name} carries no out-of-domain detector, so no "
+                         "image has a verdict; leave the option out (or use a model with one)")
     out.mkdir(parents=True, exist_ok=True)
     items = found.items
     progress = tqdm(total=len(items), unit="image", file=sys.stderr, disable=None, smoothing=0.1)
@@ -72,21 +81,32 @@ def run(args: argparse.Namespace) -> int:
                                                                      if len(items) > 32 else 0)
             partial = run_local(loaded, items, args.top_k, args.batch_size, workers, args.layers,
                                 state_path=out / STATE_FILE, resume=args.resume, save_every=args.save_every,
-                                progress=progress.update)
+                                progress=progress.update, pictures=not args.no_pictures,
+                                skip_out_of_domain=args.skip_out_of_domain)
         else:
             spec = ModelSpec(args.model, args.checkpoint, args.device, args.random_weights, args.half)
             partial = run_ray(spec, items, args.top_k, args.batch_size, args.workers, args.layers,
-                              progress=progress.update)
+                              progress=progress.update, pictures=not args.no_pictures,
+                              skip_out_of_domain=args.skip_out_of_domain)
     finally:
         progress.close()
     partial.skipped = sorted(found.skipped + partial.skipped, key=lambda s: (s["path"], s["reason"]))
     for s in partial.skipped:
         print(f"skipped: {s['path']}: {s['reason']}", file=sys.stderr)
-    summary = write_report(out, partial, loaded, items, pictures=not args.no_pictures, batch_size=args.batch_size)
+    summary = write_report(out, partial, loaded, items, pictures=not args.no_pictures, batch_size=args.batch_size,
+                           left_out=args.skip_out_of_domain)
+    ood = summary["out_of_domain"]
     if args.json:
-        emit_json({"out": str(out), "images": summary["images"], "skipped": summary["skipped"]})
+        emit_json({"out": str(out), "images": summary["images"], "skipped": summary["skipped"],
+                   "out_of_domain": ood["count"] if ood["detector"] else None})
     else:
         print(f"{summary['images']} images dissected, {len(summary['skipped'])} skipped -> {out / 'index.html'}")
+        if ood["detector"] is None:
+            print("out-of-domain verdict: none (this model carries no out-of-domain detector)")
+        else:
+            print(f"out-of-domain verdict: {ood['count']} of {len(ood['images'])} images out of domain"
+                  + (" (left out)" if ood["left_out"] else " (marked in the pictures; --skip-out-of-domain leaves "
+                                                          "them out)" if ood["count"] else ""))
     if not summary["images"]:
         say_error(f"none of the {len(items)} images could be read (reasons above and in {out / 'summary.json'})")
         return 1

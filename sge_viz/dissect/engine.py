@@ -4,8 +4,8 @@ Ray cluster (``run_ray``: Ray Data ``map_batches`` over actors, one model per ac
 Both engines feed the same ``dissect_batch`` and merge its partials with the same ``Partial.merge``, so
 they give the same summary.
 
-Resume: ``run_local`` saves its running partial together with the number of inputs consumed (inputs
-are read in a fixed order) to ``<out>/.dissect-state.json`` every ``save_every`` batches and at the
+Resume: ``run_local`` saves its running partial (numbers and pictures) together with the number of inputs
+consumed (inputs are read in a fixed order) to ``<out>/.dissect-state.npz`` every ``save_every`` batches and at the
 end, atomically (write a temporary file, fsync, rename). A run killed at any moment leaves either the
 previous state or the new one, never a mix; ``resume=True`` starts after the saved inputs, so nothing
 is counted twice or lost. The state records a fingerprint of the inputs and settings, and a state of
@@ -31,10 +31,11 @@ from ..capture.preprocess import center_crop_view
 from ..errors import SGEVizError
 from ..models.factory import LoadedModel, create_model
 from .inputs import Item, open_item
+from .lifeline import worker_init_fn
 from .reduce import dissect_batch, queue_batch
 from .summary import Partial
 
-STATE_FILE = ".dissect-state.json"
+STATE_FILE = ".dissect-state.npz"
 
 
 @dataclass(frozen=True)
@@ -87,9 +88,12 @@ def _as_list(batch):
     return batch
 
 
-def fingerprint(items: Sequence[Item], model_label: str, k: int, layers: Sequence[str] | None) -> str:
-    """A digest of what decides the summary: the inputs in order, the model, K and the layers."""
-    digest = hashlib.sha256(json.dumps([model_label, k, list(layers or [])]).encode())
+def fingerprint(items: Sequence[Item], model_label: str, k: int, layers: Sequence[str] | None,
+                skip_out_of_domain: bool = False) -> str:
+    """A digest of what decides the summary: the inputs in order, the model, K, the layers and whether
+    out-of-domain images are left out."""
+    settings = [model_label, k, list(layers or [])] + (["skip-out-of-domain"] if skip_out_of_domain else [])
+    digest = hashlib.sha256(json.dumps(settings).encode())
     for item in items:
         digest.update(json.dumps(asdict(item)).encode())
     return digest.hexdigest()
@@ -98,11 +102,19 @@ def fingerprint(items: Sequence[Item], model_label: str, k: int, layers: Sequenc
 def save_state(path: Path, partial: Partial, done: int, fp: str) -> None:
     """Write the running state atomically: the old file stays whole until the new one replaces it."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(json.dumps({"fingerprint": fp, "done": done, "partial": json.loads(partial.to_json())}))
+    with open(tmp, "wb") as f:
+        partial.save(f, {"fingerprint": fp, "done": done})
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def state_done(path: Path) -> int:
+    """How many inputs the saved state at ``path`` has consumed; -1 when there is none (or it is unreadable)."""
+    try:
+        return int(Partial.load_meta(path)["done"])
+    except (OSError, ValueError, KeyError, TypeError, EOFError):
+        return -1
 
 
 def load_state(path: Path, fp: str) -> tuple[Partial, int] | None:
@@ -110,12 +122,11 @@ def load_state(path: Path, fp: str) -> tuple[Partial, int] | None:
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        partial = Partial.from_json(json.dumps(data["partial"]))
-        done = int(data["done"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        partial, meta = Partial.load(path)
+        done = int(meta["done"])
+    except (OSError, ValueError, KeyError, TypeError, EOFError) as exc:
         raise SGEVizError(f"The saved state {path} is unreadable ({exc}): run again without --resume.") from exc
-    if data.get("fingerprint") != fp:
+    if meta.get("fingerprint") != fp:
         raise SGEVizError(f"The saved state in {path.parent} belongs to another run (other inputs, model, --top-k "
                           "or --layers): run without --resume, or give another --out.")
     return partial, done
@@ -123,15 +134,19 @@ def load_state(path: Path, fp: str) -> tuple[Partial, int] | None:
 
 def run_local(loaded: LoadedModel, items: Sequence[Item], k: int, batch_size: int = 8, workers: int = 0,
               layers: Sequence[str] | None = None, state_path: Path | None = None, resume: bool = False,
-              save_every: int = 10, progress: Callable[[int], None] | None = None) -> Partial:
+              save_every: int = 10, progress: Callable[[int], None] | None = None,
+              pictures: bool = True, skip_out_of_domain: bool = False) -> Partial:
     """Dissect ``items`` in this process; the merged Partial (skipped items included).
 
-    ``state_path``: where to save the running state (see the module docstring); ``resume``: continue
+    ``skip_out_of_domain``: leave out the images the model's out-of-domain detector rejects (they are
+    listed as skipped; ``Partial.verdicts`` holds every image's verdict either way).
+    ``pictures``: keep what the report draws for the top entries (see ``pictures``), so drawing needs no
+    second forward. ``state_path``: where to save the running state (see the module docstring); ``resume``: continue
     from it. ``progress(n)`` is called with the number of items each batch consumed.
     """
     from torch.utils.data import DataLoader
 
-    fp = fingerprint(items, loaded.name, k, layers)
+    fp = fingerprint(items, loaded.name, k, layers, skip_out_of_domain)
     total, start = Partial(k), 0
     if resume and state_path is not None:
         saved = load_state(state_path, fp)
@@ -143,16 +158,17 @@ def run_local(loaded: LoadedModel, items: Sequence[Item], k: int, batch_size: in
         return total
     config = loaded.config
     loader = DataLoader(ItemViews(items, config.resize_size, config.input_size, start), batch_size=batch_size,
-                        num_workers=workers, collate_fn=_as_list)
+                        num_workers=workers, collate_fn=_as_list,
+                        worker_init_fn=worker_init_fn() if workers else None)
     done, batches = start, 0
     queued = None  # the previous batch, finished after the next one is queued (overlaps host and GPU)
 
     def finish(queued) -> None:
         nonlocal total, done, batches
         reduction, batch = queued
-        partial = reduction.finish()
-        partial.skipped = [{"path": _where(items[i]), "reason": e} for i, _, _, e in batch if e is not None]
-        total = total.merge(partial)
+        partial = reduction.finish(total.floor())
+        partial.skipped += [{"path": _where(items[i]), "reason": e} for i, _, _, e in batch if e is not None]
+        total.absorb(partial)
         done += len(batch)
         batches += 1
         if state_path is not None and (batches % save_every == 0 or done == len(items)):
@@ -163,7 +179,7 @@ def run_local(loaded: LoadedModel, items: Sequence[Item], k: int, batch_size: in
     for batch in loader:
         good = [(i, v, m) for i, v, m, e in batch if e is None]
         latest = (queue_batch(loaded, [v for _, v, _ in good], [items[i].name for i, _, _ in good],
-                              [m for _, _, m in good], k, layers), batch)
+                              [m for _, _, m in good], k, layers, pictures, skip_out_of_domain), batch)
         if queued is not None:
             finish(queued)
         queued = latest
@@ -181,12 +197,16 @@ def _where(item: Item) -> str:
 class _Actor:
     """A Ray Data actor: builds the model once, then turns batches of items into partials."""
 
-    def __init__(self, spec: dict, k: int, layers: list[str] | None):
+    def __init__(self, spec: dict, k: int, layers: list[str] | None, pictures: bool = True,
+                 skip_out_of_domain: bool = False):
         import torch
 
         torch.set_num_threads(max(1, int(os.environ.get("SGE_VIZ_ACTOR_THREADS", "1"))))
         self.loaded = ModelSpec(**spec).load()
-        self.k, self.layers = k, layers
+        self.k, self.layers, self.pictures, self.skip = k, layers, pictures, skip_out_of_domain
+        # The top lists of every batch this actor has seen (numbers only): an entry that cannot enter them
+        # cannot enter the merged summary either, so it needs no pictures.
+        self.seen = Partial(k)
 
     def __call__(self, batch: dict) -> dict:
         items = [Item(str(n), str(p), m or None, k or None) for n, p, m, k in
@@ -199,13 +219,18 @@ class _Actor:
             except SGEVizError as exc:
                 skipped.append({"path": _where(item), "reason": " ".join(str(exc).split())})
         partial = dissect_batch(self.loaded, [v for _, v, _ in good], [i.name for i, _, _ in good],
-                                [m for _, _, m in good], self.k, self.layers)
-        partial.skipped = skipped
-        return {"partial": np.array([partial.to_json()], dtype=object)}
+                                [m for _, _, m in good], self.k, self.layers, self.pictures, self.seen.floor(),
+                                self.skip)
+        partial.skipped += skipped
+        numbers = Partial.from_json(partial.to_json())  # without the pictures
+        numbers.skipped, numbers.verdicts = [], {}
+        self.seen.absorb(numbers)
+        return {"partial": np.array([partial.to_bytes()], dtype=object)}
 
 
 def run_ray(spec: ModelSpec, items: Sequence[Item], k: int, batch_size: int = 8, workers: int | None = None,
-            layers: Sequence[str] | None = None, progress: Callable[[int], None] | None = None) -> Partial:
+            layers: Sequence[str] | None = None, progress: Callable[[int], None] | None = None,
+            pictures: bool = True, skip_out_of_domain: bool = False) -> Partial:
     """Dissect ``items`` with Ray Data: ``map_batches`` over ``workers`` actors, partials merged here.
 
     Connects to ``$RAY_ADDRESS`` when it is set (an existing cluster), else starts a local Ray on this
@@ -232,13 +257,15 @@ def run_ray(spec: ModelSpec, items: Sequence[Item], k: int, batch_size: int = 8,
     blocks = max(1, -(-len(rows) // batch_size))
     ds = ray.data.from_items(rows, override_num_blocks=blocks)
     ds = ds.map_batches(_Actor, fn_constructor_kwargs={"spec": spec_dict, "k": k,
-                                                       "layers": list(layers) if layers else None},
+                                                       "layers": list(layers) if layers else None,
+                                                       "pictures": pictures,
+                                                       "skip_out_of_domain": skip_out_of_domain},
                         batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers),
                         **resources)
     total = Partial(k)
     for row in ds.iter_rows():
-        partial = Partial.from_json(row["partial"])
-        total = total.merge(partial)
+        partial = Partial.from_bytes(row["partial"])
+        total.absorb(partial)
         if progress:
             progress(partial.images + len(partial.skipped))
     return total

@@ -16,16 +16,20 @@ that have a mask.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
+from ..capture.pooling import pooled_outputs
 from ..capture.preprocess import normalise_batch
 from ..capture.recorder import GateRecorder, LayerCapture
 from ..metrics.localisation import gate_mask_auc
+from ..metrics.ood import describe, verdict
 from ..models.factory import LoadedModel
-from .summary import BINS, SQUARED_EDGES, LayerPartial, Partial, TopLists
+from .pictures import entry_pictures
+from .summary import BINS, SQUARED_EDGES, LayerPartial, Partial, TopLists, precedes
 
 # Histograms without comparisons: every squared edge is a float32 whose low 16 bits are zero, so the
 # cell of float32 values sharing their top 16 bits (sign, exponent, 7 mantissa bits) lies wholly in one
@@ -167,8 +171,14 @@ class QueuedReduction:
     """
 
     def __init__(self, captures: dict[str, LayerCapture], layers: Sequence[str], names: Sequence[str],
-                 masks: Sequence[np.ndarray | None], k: int):
+                 masks: Sequence[np.ndarray | None], k: int, views: Sequence[np.ndarray] | None = None):
         used = [captures[name] for name in layers]
+        # With ``views`` (the crops, (S, S, 3) uint8), the top entries keep what the report draws
+        # (``pictures``): the maps stay referenced until ``finish`` picks the entries.
+        self.views = views
+        self.verdicts: dict[str, dict] = {}  # set by queue_batch: each image's out-of-domain verdict
+        self.left_out: list[dict] = []  # and the images it left out for it ({"path", "reason"})
+        self.maps = [(c.gate, c.before_sq, c.after_sq) for c in used] if views is not None else []
         if any(c.before is None or c.after_sq is None for c in used):
             raise ValueError("dissection needs the activations: record with activations=True")
         self.layers, self.names, self.masks, self.k = list(layers), list(names), list(masks), k
@@ -205,10 +215,13 @@ class QueuedReduction:
         else:
             self.host = flat.cpu()
 
-    def finish(self) -> Partial:
-        """Wait for the device, then build the Partial on the host."""
+    def finish(self, floor: dict[str, TopLists] | None = None) -> Partial:
+        """Wait for the device, then build the Partial on the host.
+
+        ``floor``: per layer the full top lists of the summary this batch will be merged into
+        (``Partial.floor``); entries that cannot enter them get no pictures (slot -1)."""
         if self.host is None:
-            return Partial(self.k, {}, len(self.names))
+            return Partial(self.k, {}, len(self.names), list(self.left_out), dict(self.verdicts))
         if self.done is not None:
             self.done.synchronize()
         pieces = iter(np.split(self.host.numpy(), np.cumsum(self.sizes)[:-1]))
@@ -219,13 +232,45 @@ class QueuedReduction:
         masked = any(m is not None for m in self.masks)  # the gates of the masked images follow, per layer
         gates = [(next(pieces) if masked else np.zeros(0)).astype(np.float32).reshape(-1, *shape[1:])
                  for shape in self.shapes]
-        layers_out = {}
+        layers_out, resized = {}, {}  # resized: the crops at each patch scale, shared by the layers
         for i, (name, shape) in enumerate(zip(self.layers, self.shapes)):
             best = maxima[i][0].astype(np.float32).reshape(shape[:2])
             where = maxima[i][1].astype(np.int64).reshape(shape[:2])
             layers_out[name] = _layer_partial(shape, self.channels[i], totals_of[i], hists[i], best, where,
                                               self.names, self.masks, gates[i], self.k)
-        return Partial(self.k, layers_out, len(self.names))
+            if self.views is not None:
+                _keep_pictures(layers_out[name], self.views, self.names, *self.maps[i], (floor or {}).get(name),
+                               figure=i == count - 1, resized=resized)
+        self.maps = []
+        return Partial(self.k, layers_out, len(self.names), list(self.left_out), dict(self.verdicts))
+
+
+def _keep_pictures(layer: LayerPartial, views: Sequence[np.ndarray], names: Sequence[str], gate: torch.Tensor,
+                   before_sq: torch.Tensor, after_sq: torch.Tensor, floor: TopLists | None, figure: bool,
+                   resized: dict | None = None) -> None:
+    """Give ``layer``'s top entries that can still enter ``floor`` (all without one) their pictures: the
+    maps (B, G, H, W) of the batch are gathered for those entries only, on their device."""
+    best = layer.best
+    wanted = (np.ones(best.score.shape, bool) if floor is None else
+              precedes(*best.fields(), floor.last()))
+    groups, _ = np.nonzero(wanted)
+    at = {n: i for i, n in enumerate(names)}
+    index = np.array([at[n] for n in best.image[wanted].tolist()], np.int64)
+    rows, cols = best.row[wanted], best.col[wanted]
+    pick = (torch.from_numpy(index).to(gate.device), torch.from_numpy(groups).to(gate.device))
+
+    def gather(maps: torch.Tensor, root: bool = False) -> np.ndarray:
+        if maps.device.type == "cpu" and maps.dtype == torch.float32:  # numpy's fancy indexing is faster here
+            picked = maps.numpy()[index, groups]
+            return np.sqrt(picked) if root else picked
+        picked = maps[pick].float()
+        return (picked.sqrt() if root else picked).cpu().numpy()
+
+    lengths = (gather(before_sq, True), gather(after_sq, True)) if figure else None
+    layer.pictures = entry_pictures(views, index, rows, cols, gather(gate), lengths, resized)
+    slot = np.full(best.score.shape, -1, np.int64)
+    slot[wanted] = np.arange(len(index))
+    layer.best = dataclasses.replace(best, slot=slot)
 
 
 def reduce_captures(captures: dict[str, LayerCapture], layers: Sequence[str], names: Sequence[str],
@@ -260,23 +305,62 @@ def select_layers(recorder_layers: Sequence[str], wanted: Sequence[str] | None) 
 
 
 def queue_batch(loaded: LoadedModel, views: Sequence[np.ndarray], names: Sequence[str],
-                masks: Sequence[np.ndarray | None], k: int, layers: Sequence[str] | None = None) -> QueuedReduction:
+                masks: Sequence[np.ndarray | None], k: int, layers: Sequence[str] | None = None,
+                pictures: bool = False, skip_out_of_domain: bool = False) -> QueuedReduction:
     """``dissect_batch`` up to the wait for the device: ``.finish()`` gives the Partial. Queue the next
     batch before finishing this one and, on a GPU, the host's work overlaps the device's."""
     if not views:
         return QueuedReduction({}, [], [], [], k)
     x = normalise_batch(views, loaded.config, loaded.device, loaded.dtype)
+    detector = getattr(loaded, "ood", None)
+    pooled: dict[str, list[np.ndarray]] = {name: [] for name in detector.modules} if detector is not None else {}
     with torch.inference_mode():
         with GateRecorder(loaded.model, keep_on_device=True) as recorder:
-            loaded.model(x)
+            if detector is None:
+                loaded.model(x)
+            else:  # the same forward gives each image's out-of-domain score
+                with pooled_outputs(loaded.model, list(pooled), pooled, active=recorder._mine):
+                    loaded.model(x)
         chosen = select_layers(recorder.layer_names, layers)
-        return QueuedReduction(recorder.captures, chosen, names, masks, k)
+        captures, verdicts, left_out = recorder.captures, {}, []
+        if detector is not None:
+            values = detector.scores({name: np.concatenate(parts) for name, parts in pooled.items()})
+            verdicts = {n: verdict(v, detector.threshold, detector.name) for n, v in zip(names, values)}
+            if skip_out_of_domain:
+                keep = [i for i, n in enumerate(names) if not verdicts[n]["out_of_domain"]]
+                if len(keep) < len(names):
+                    left_out = [{"path": names[i], "reason": _left_out(verdicts[names[i]])}
+                                for i in range(len(names)) if i not in set(keep)]
+                    captures = {name: _select(c, keep) for name, c in captures.items()}
+                    views, names, masks = ([seq[i] for i in keep] for seq in (views, names, masks))
+        queued = (QueuedReduction(captures, chosen, names, masks, k, views if pictures else None) if names else
+                  QueuedReduction({}, [], [], [], k))
+        queued.verdicts, queued.left_out = verdicts, left_out
+        return queued
+
+
+def _left_out(v: dict) -> str:
+    return (f"out of domain ({describe(v['score'])} {v['value']:.3g} > threshold {v['threshold']:.3g}): left out "
+            "(--skip-out-of-domain)")
+
+
+def _select(capture: LayerCapture, keep: list[int]) -> LayerCapture:
+    """The capture of the images ``keep`` (indices into the batch) only."""
+    index = torch.tensor(keep, device=capture.gate.device)
+    return dataclasses.replace(capture, **{f: getattr(capture, f).index_select(0, index) for f in
+                                           ("gate", "before", "after", "before_sq", "after_sq")
+                                           if getattr(capture, f) is not None})
 
 
 def dissect_batch(loaded: LoadedModel, views: Sequence[np.ndarray], names: Sequence[str],
-                  masks: Sequence[np.ndarray | None], k: int, layers: Sequence[str] | None = None) -> Partial:
+                  masks: Sequence[np.ndarray | None], k: int, layers: Sequence[str] | None = None,
+                  pictures: bool = False, floor: dict[str, TopLists] | None = None,
+                  skip_out_of_domain: bool = False) -> Partial:
     """The per-batch function: crops (each (S, S, 3) uint8) through the model, reduced on its device.
 
     ``masks``: per crop its (S, S) bool mask or None. ``layers``: names to summarise (default all).
+    ``pictures``: keep what the report draws for the top entries that can enter ``floor``'s top lists.
+    ``skip_out_of_domain``: leave out of every number the images the model's out-of-domain detector
+    rejects (listed as skipped); every image's verdict is in ``Partial.verdicts`` either way.
     """
-    return queue_batch(loaded, views, names, masks, k, layers).finish()
+    return queue_batch(loaded, views, names, masks, k, layers, pictures, skip_out_of_domain).finish(floor)

@@ -7,8 +7,9 @@
     groups/<layer>/gNN.png    a group's top-K image patches (the region around the winning cell), gate over them
     index.html                one self-contained page (relative links) browsing layers and groups
 
-Pictures need the top images' maps again: they are re-read and run through the model once (only the
-union of the top-K images of all groups, so at most layers x G x K images, usually far fewer).
+Pictures are drawn from what the pass kept for each top entry (``pictures``: a small crop and the
+group's maps), with no forward. Entries without them (a run made with ``pictures=False``, or a state
+saved by one) are re-read and run through the model once, those images only.
 """
 from __future__ import annotations
 
@@ -21,21 +22,20 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from .. import viz
 from ..capture.analysis import analyze_views
 from ..errors import SGEVizError
 from ..io.export import _replace_dir
+from ..metrics.ood import describe
 from ..models.factory import LoadedModel
 from .engine import load_item
 from .inputs import Item
+from .pictures import FIG2_PANEL, FIG_FIELDS, TILE, draw_patch, entry_pictures
 from .summary import LENGTH_EDGES, Partial, summary_dict
 
-TILE = 64  # px of one patch in groups/<layer>/gNN.png
-FIG2_PANEL = 112  # px of one image in Fig. 2
 FIG2_GROUPS = 3  # groups shown in Fig. 2 (the paper shows three)
-CMAP = "inferno"
+MARK = (220, 20, 20)  # frame of an out-of-domain image's tiles
 
 
 def model_info(loaded: LoadedModel) -> dict:
@@ -55,11 +55,20 @@ def figure_groups(summary: dict, layer: str, count: int = FIG2_GROUPS) -> list[i
     return [int(i) for i in np.argsort(key, kind="stable")[:count]]
 
 
+def detector_info(loaded: LoadedModel) -> dict | None:
+    """The model's out-of-domain detector as summary.json names it, None for a gates-only model."""
+    ood = getattr(loaded, "ood", None)
+    return None if ood is None else {"score": ood.name, "description": describe(ood.name),
+                                     "threshold": float(ood.threshold)}
+
+
 def write_report(out: Path, partial: Partial, loaded: LoadedModel, items: Sequence[Item], pictures: bool = True,
-                 batch_size: int = 8) -> dict:
-    """Write every output of the module docstring into ``out``; returns the summary dict."""
+                 batch_size: int = 8, left_out: bool = False) -> dict:
+    """Write every output of the module docstring into ``out``; returns the summary dict.
+
+    ``left_out``: the run left out-of-domain images out (``run_local(skip_out_of_domain=True)``)."""
     out.mkdir(parents=True, exist_ok=True)
-    summary = summary_dict(partial, model_info(loaded))
+    summary = summary_dict(partial, model_info(loaded), detector_info(loaded), left_out)
     token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp = out / f".report-{token}"
     tmp.mkdir()
@@ -90,6 +99,54 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
 
 
+def entry_data(partial: Partial, loaded: LoadedModel, items: Sequence[Item],
+               batch_size: int = 8) -> dict[tuple[str, int, int], dict[str, np.ndarray]]:
+    """What the report draws, per (layer, group, rank) of the top lists: the ``pictures`` fields of the
+    entry (one row each). Kept by the pass where it has them; the rest from one forward of their images
+    (an image that can no longer be read leaves its entries out)."""
+    out: dict[tuple[str, int, int], dict[str, np.ndarray]] = {}
+    missing: dict[str, list[tuple[str, int, int, int, int]]] = {}
+    layer_names = list(partial.layers)
+    for name, layer in partial.layers.items():
+        best, pool = layer.best, layer.pictures
+        slots = best.slots()
+        for g in range(layer.groups):
+            for rank in range(best.score.shape[1]):
+                slot = int(slots[g, rank])
+                if pool is not None and slot >= 0:
+                    out[(name, g, rank)] = {f: a[slot] for f, a in pool.items()}
+                else:
+                    missing.setdefault(str(best.image[g, rank]), []).append(
+                        (name, g, rank, int(best.row[g, rank]), int(best.col[g, rank])))
+    if missing:
+        out.update(_second_pass(missing, loaded, items, batch_size, layer_names[-1]))
+    return out
+
+
+def _second_pass(missing: dict[str, list[tuple[str, int, int, int, int]]], loaded: LoadedModel,
+                 items: Sequence[Item], batch_size: int, figure_layer: str) -> dict:
+    out = {}
+    by_name = {item.name: item for item in items if item.name in missing}
+    names, config = list(by_name), loaded.config
+    for start in range(0, len(names), batch_size):
+        chunk, views = [], []
+        for n in names[start:start + batch_size]:
+            try:
+                views.append(load_item(by_name[n], config.resize_size, config.input_size)[0])
+                chunk.append(n)
+            except SGEVizError:
+                continue  # changed since it was analysed: its slots stay blank
+        for n, analysis in zip(chunk, analyze_views(loaded, views) if views else []):
+            for layer_name, g, rank, row, col in missing[n]:
+                lg = analysis.layer(layer_name)
+                lengths = ((lg.before_length[g][None], lg.after_length[g][None]) if layer_name == figure_layer
+                           else None)
+                pool = entry_pictures([analysis.image], np.zeros(1, np.int64), np.array([row]), np.array([col]),
+                                      lg.gate[g][None], lengths)
+                out[(layer_name, g, rank)] = {f: a[0] for f, a in pool.items()}
+    return out
+
+
 def _draw(folder: Path, summary: dict, partial: Partial, loaded: LoadedModel, items: Sequence[Item],
           batch_size: int) -> dict:
     """All pictures into ``folder``; {"fig2": {layer: rel}, "fig3": {...}, "fig4": {...}} relative paths."""
@@ -99,88 +156,87 @@ def _draw(folder: Path, summary: dict, partial: Partial, loaded: LoadedModel, it
         _save(folder / rel["fig3"][name], _figure_png(length_histogram_figure(name, layer)))
         rel["fig4"][name] = f"figures/fig4_{_safe(name)}.png"
         _save(folder / rel["fig4"][name], _figure_png(variance_figure(name, layer)))
-
-    # Which (layer, group, rank) slots each top image fills.
-    slots: dict[str, list[tuple[str, int, int, int, int]]] = {}
-    for name, layer in summary["layers"].items():
-        for g in layer["per_group"]:
-            for rank, t in enumerate(g["top"]):
-                slots.setdefault(t["image"], []).append((name, g["group"], rank, t["row"], t["col"]))
-    fig_layer = list(summary["layers"])[-1]
-    fig_groups = figure_groups(summary, fig_layer)
-    tiles: dict[tuple[str, int], dict[int, np.ndarray]] = {}
-    fig2: dict[int, dict[int, tuple]] = {g: {} for g in fig_groups}
-    by_name = {item.name: item for item in items if item.name in slots}
-    names = [n for n in by_name]
-    config = loaded.config
-    for start in range(0, len(names), batch_size):
-        chunk, views = [], []
-        for n in names[start:start + batch_size]:
-            try:
-                views.append(load_item(by_name[n], config.resize_size, config.input_size)[0])
-                chunk.append(n)
-            except SGEVizError:
-                continue  # changed since it was analysed: its slot stays blank
-        for n, analysis in zip(chunk, analyze_views(loaded, views) if views else []):
-            for layer_name, g, rank, row, col in slots[n]:
-                lg = analysis.layer(layer_name)
-                tiles.setdefault((layer_name, g), {})[rank] = _patch(analysis.image, lg.gate[g], row, col)
-                if layer_name == fig_layer and g in fig2:
-                    fig2[g][rank] = (analysis.image, lg.before_length[g], lg.after_length[g])
+    data = entry_data(partial, loaded, items, batch_size)
+    size = loaded.config.input_size
+    rejected = {n for n, v in partial.verdicts.items() if v["out_of_domain"]}
     for name, layer in summary["layers"].items():
         for g in layer["per_group"]:
             group = g["group"]
-            got = tiles.get((name, group), {})
-            row = _tile_row([got.get(r) for r in range(len(g["top"]))])
-            title = f"{name} g{group}: top {len(g['top'])} images, gate over the strongest region"
-            _save(folder / "groups" / _safe(name) / f"g{group:02d}.png", viz.caption(row, title, size=11))
+            tiles = []
+            for rank, t in enumerate(g["top"]):
+                entry = data.get((name, group, rank))
+                tile = None if entry is None else draw_patch(entry["crop"], entry["gate"], t["row"], t["col"], size)
+                tiles.append(mark_out_of_domain(tile) if tile is not None and t["image"] in rejected else tile)
+            title = f"{name} g{group}: top {len(g['top'])} images, the strongest region, bright = high gate"
+            if any(t["image"] in rejected for t in g["top"]):
+                title += "; red frame = out of domain"
+            _save(folder / "groups" / _safe(name) / f"g{group:02d}.png", viz.caption(_tile_row(tiles), title, size=11))
+    fig_layer = list(summary["layers"])[-1]
+    groups = summary["layers"][fig_layer]["per_group"]
+    fig2 = {}
+    for g in figure_groups(summary, fig_layer):
+        fig2[g] = {rank: (t["image"], *(data[(fig_layer, g, rank)][f] for f in FIG_FIELDS[2:]))
+                   for rank, t in enumerate(groups[g]["top"]) if (fig_layer, g, rank) in data}
     rel["fig2"][fig_layer] = f"figures/fig2_{_safe(fig_layer)}.png"
-    _save(folder / rel["fig2"][fig_layer], fig2_picture(fig_layer, fig2, partial.k))
+    _save(folder / rel["fig2"][fig_layer], fig2_picture(fig_layer, fig2, partial.k, rejected))
     return rel
 
 
-def _patch(image: np.ndarray, gate: np.ndarray, row: int, col: int) -> np.ndarray:
-    """The gate over the region around cell (row, col), (TILE, TILE, 3)."""
-    size = image.shape[0]
-    h, w = gate.shape
-    side = min(size, max(size // 3, round(3 * size / h)))
-    cy, cx = (row + 0.5) * size / h, (col + 0.5) * size / w
-    top = int(min(max(cy - side / 2, 0), size - side))
-    left = int(min(max(cx - side / 2, 0), size - side))
-    picture = viz.overlay(image, gate, cmap=CMAP, alpha=0.45)[top:top + side, left:left + side]
-    return np.asarray(Image.fromarray(picture).resize((TILE, TILE), Image.BILINEAR))
-
-
-def _tile_row(tiles: list[np.ndarray | None], size: int = TILE) -> np.ndarray:
-    count = max(1, len(tiles))
-    out = np.full((size, count * (size + viz.GAP) - viz.GAP, 3), 255, np.uint8)
-    for i, tile in enumerate(tiles):
-        if tile is not None:
-            out[:, i * (size + viz.GAP):i * (size + viz.GAP) + size] = tile
+def mark_out_of_domain(tile: np.ndarray, width: int = 3) -> np.ndarray:
+    """``tile`` (H, W, 3) uint8 inside a red frame ``width`` px wide: the image is out of domain."""
+    out = tile.copy()
+    for part in (out[:width], out[-width:], out[:, :width], out[:, -width:]):
+        part[:] = MARK
     return out
 
 
-def fig2_picture(layer: str, groups: dict[int, dict[int, tuple]], k: int) -> np.ndarray:
+def _tile_row(tiles: list[np.ndarray | None], size: int = TILE) -> np.ndarray:
+    """Tiles ``size`` px wide side by side (white where one is None), as tall as the tallest."""
+    count = max(1, len(tiles))
+    height = max([t.shape[0] for t in tiles if t is not None], default=size)
+    out = np.full((height, count * (size + viz.GAP) - viz.GAP, 3), 255, np.uint8)
+    for i, tile in enumerate(tiles):
+        if tile is not None:
+            out[:tile.shape[0], i * (size + viz.GAP):i * (size + viz.GAP) + size] = tile
+    return out
+
+
+def _label(tile: np.ndarray, text: str, prefix: str = "", size: int = 10) -> np.ndarray:
+    """``tile`` with ``prefix`` + ``text`` in a strip above it, ``text`` cut (its end kept) to fit the width."""
+    chars = max(4, tile.shape[1] // max(1, size * 6 // 10) - len(prefix))
+    text = text if len(text) <= chars else "…" + text[-(chars - 1):]
+    return viz.caption(tile, prefix + text, size=size)
+
+
+def fig2_picture(layer: str, groups: dict[int, dict[int, tuple]], k: int,
+                 rejected: set[str] | frozenset[str] = frozenset()) -> np.ndarray:
     """Fig. 2: per group two rows (before / after SGE) of its top images' vector-length maps, one colour
-    scale per group; (H, W, 3) uint8."""
-    rows = []
+    scale per group, each column named by its image; images in ``rejected`` (out of domain) framed in
+    red and named "OOD ..."; (H, W, 3) uint8.
+
+    ``groups``: {group: {rank: (image name, view (P, P, 3) uint8, before (h, w), after (h, w))}}."""
+    rows, marked = [], False
     for g, ranks in groups.items():
         panels = [ranks[r] for r in sorted(ranks)][:k]
         if not panels:
             continue
-        lo = float(min(min(b.min(), a.min()) for _, b, a in panels))
-        hi = float(max(max(b.max(), a.max()) for _, b, a in panels))
+        lo = float(min(min(np.min(b), np.min(a)) for _, _, b, a in panels))
+        hi = float(max(max(np.max(b), np.max(a)) for _, _, b, a in panels))
         hi = hi if hi > lo else lo + 1.0
-        for label, index in (("before", 1), ("after", 2)):
+        for label, index in (("before", 2), ("after", 3)):
             tiles = []
             for p in panels:
-                view = viz.overlay(p[0], p[index], cmap="viridis", alpha=0.6, vmin=lo, vmax=hi)
-                tiles.append(np.asarray(Image.fromarray(view).resize((FIG2_PANEL, FIG2_PANEL), Image.BILINEAR)))
+                view = viz.overlay(p[1], np.asarray(p[index], np.float32), cmap="viridis", alpha=0.6, vmin=lo,
+                                   vmax=hi)
+                if p[0] in rejected:
+                    view, marked = mark_out_of_domain(view), True
+                tiles.append(_label(view, p[0], "OOD " if p[0] in rejected else "") if index == 2 else view)
             rows.append(viz.caption(_tile_row(tiles, FIG2_PANEL), f"group {g}, {label} SGE "
                                     f"(colour scale {lo:.3g} .. {hi:.3g})", size=11))
     if not rows:
         rows = [np.full((FIG2_PANEL, FIG2_PANEL, 3), 255, np.uint8)]
-    return viz.caption(viz.stack(rows), f"{layer}: vector length, top images, before vs after SGE", size=12)
+    title = f"{layer}: vector length, top images, before vs after SGE"
+    return viz.caption(viz.stack(rows), title + ("; red frame = out of domain" if marked else ""), size=12)
 
 
 def _figure_png(fig) -> np.ndarray:
@@ -234,45 +290,97 @@ def variance_figure(name: str, layer: dict):
     return fig
 
 
+STYLE = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1f2328;
+line-height:1.45}
+header{background:#1f2a44;color:#fff;padding:1.2em 2em}header h1{margin:0 0 .3em;font-size:1.6em}
+header p{margin:.2em 0;color:#d0d7e6}header a{color:#9cc3ff}
+main{max-width:1280px;margin:0 auto;padding:1em 2em 3em}
+section,details.layer{background:#fff;border:1px solid #dfe3ea;border-radius:8px;padding:.8em 1.2em;margin:1em 0}
+h2{font-size:1.25em;margin:.3em 0 .6em}
+nav{position:sticky;top:0;background:#f6f7f9ee;padding:.6em 0;z-index:1;border-bottom:1px solid #dfe3ea}
+nav a{display:inline-block;margin:.15em .3em .15em 0;padding:.2em .7em;border-radius:999px;background:#e4e9f2;
+color:#1f2a44;text-decoration:none;font-size:.9em}nav a:hover{background:#c9d6ee}
+summary{cursor:pointer;font-weight:600;font-size:1.1em;padding:.2em 0}
+.figs{display:flex;flex-wrap:wrap;gap:1em}.figs img{max-width:calc(50% - .5em);border:1px solid #eee}
+table{border-collapse:collapse;font-size:.85em;width:100%;margin-top:.8em}
+th{background:#eef1f6;text-align:left;position:sticky;top:2.6em}
+td,th{border-bottom:1px solid #e6e9ef;padding:4px 8px;vertical-align:top}tr:hover td{background:#fafbfd}
+td.num{font-variant-numeric:tabular-nums;white-space:nowrap}img{max-width:100%}
+.ood{display:inline-block;background:#dc1414;color:#fff;border-radius:4px;padding:0 .35em;font-size:.8em;
+font-weight:600;margin-right:.3em}.note{color:#59636e;font-size:.9em}
+"""
+
+# Opens the layer a link (or the page's address) points at: a closed <details> hides its contents.
+OPEN_TARGET = """
+function openTarget(){var id=decodeURIComponent(location.hash.slice(1));var el=id&&document.getElementById(id);
+if(el&&el.tagName==='DETAILS'){el.open=true;el.scrollIntoView();}}
+window.addEventListener('hashchange',openTarget);window.addEventListener('DOMContentLoaded',openTarget);
+"""
+
+
 def index_html(summary: dict, figures: dict, pictures: bool) -> str:
-    """One self-contained page: overview, then per layer its figures and a table of its groups."""
+    """One self-contained page: overview, the out-of-domain verdicts, Fig. 2, then per layer its figures and a
+    table of its groups (links in the layer bar open the layer)."""
     e = html.escape
+    ood = summary.get("out_of_domain") or {"detector": None, "images": [], "count": 0, "left_out": False}
+    rejected = {i["image"] for i in ood["images"] if i["out_of_domain"]}
+
+    def name(image: str) -> str:
+        return ("<span class='ood' title='out of domain'>OOD</span>" if image in rejected else "") + e(image)
+
     parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>SGE dissection</title><style>",
-        "body{font-family:sans-serif;margin:1.5em;max-width:1200px}table{border-collapse:collapse;font-size:0.85em}"
-        "td,th{border:1px solid #ccc;padding:2px 6px;vertical-align:top}img{max-width:100%}"
-        "summary{cursor:pointer;font-weight:bold;margin:0.5em 0}nav a{margin-right:0.8em}",
-        "</style></head><body>",
-        f"<h1>SGE dissection: {summary['images']} images</h1>",
-        f"<p>Model: {e(str(summary['model'].get('name')))} · top-{summary['top_k']} per group · "
-        f"{len(summary['skipped'])} inputs skipped · numbers in <a href='summary.json'>summary.json</a></p>",
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        "<meta name='viewport' content='width=device-width, initial-scale=1'><title>SGE dissection</title>",
+        f"<style>{STYLE}</style><script>{OPEN_TARGET}</script></head><body>",
+        f"<header><h1>SGE dissection: {summary['images']} images</h1>",
+        f"<p>Model: {e(str(summary['model'].get('name')))} · top-{summary['top_k']} images per group · "
+        f"{len(summary['skipped'])} inputs skipped · every number in <a href='summary.json'>summary.json</a></p>"
+        "</header><main>",
     ]
+    if ood["detector"] is None:
+        parts.append("<section><h2>Out-of-domain verdict</h2><p>This model carries no out-of-domain detector "
+                     "(gates only): no image has a verdict, and the gates of images unlike its training data "
+                     "are shown like any other.</p></section>")
+    else:
+        listed = "".join(f"<li>{e(i['image'])} ({i['value']:.3g})</li>" for i in ood["images"] if i["out_of_domain"])
+        action = ("left out of every number and picture" if ood["left_out"] else
+                  "marked <span class='ood'>OOD</span> and framed in red in the pictures")
+        parts.append(f"<section><h2>Out-of-domain verdict</h2><p>{ood['count']} of {len(ood['images'])} images "
+                     f"are out of domain ({e(ood['detector'].get('description', ood['detector']['score']))} above "
+                     f"{ood['detector']['threshold']:.3g}): {action}.</p>"
+                     + (f"<details><summary>Out-of-domain images</summary><ul>{listed}</ul></details>" if listed
+                        else "") + "</section>")
     if summary["skipped"]:
-        parts.append("<details><summary>Skipped inputs</summary><ul>" + "".join(
-            f"<li>{e(s['path'])}: {e(s['reason'])}</li>" for s in summary["skipped"]) + "</ul></details>")
+        parts.append("<section><details><summary>Skipped inputs</summary><ul>" + "".join(
+            f"<li>{e(s['path'])}: {e(s['reason'])}</li>" for s in summary["skipped"]) + "</ul></details></section>")
     for layer, path in figures.get("fig2", {}).items():
-        parts.append(f"<h2>Fig. 2 ({e(layer)})</h2><img src='{e(path)}' alt='Fig. 2'>")
-    parts.append("<nav>" + "".join(f"<a href='#{_safe(n)}'>{e(n)}</a>" for n in summary["layers"]) + "</nav>")
-    for name, layer in summary["layers"].items():
-        parts.append(f"<details id='{_safe(name)}'><summary>{e(name)}: {layer['groups']} groups, "
-                     f"{layer['height']}x{layer['width']}</summary>")
+        parts.append(f"<section><h2>Fig. 2 ({e(layer)}): what a group finds in its top images</h2>"
+                     f"<img src='{e(path)}' alt='Fig. 2 of {e(layer)}'><p class='note'>Each column is one image, "
+                     "named above it; the colour is the group's vector length before and after SGE.</p></section>")
+    parts.append("<nav>Layers: " + "".join(f"<a href='#{_safe(n)}'>{e(n)}</a>" for n in summary["layers"]) +
+                 "</nav>")
+    for lname, layer in summary["layers"].items():
+        parts.append(f"<details class='layer' id='{_safe(lname)}'><summary>{e(lname)}: {layer['groups']} groups, "
+                     f"{layer['height']}x{layer['width']} cells</summary><div class='figs'>")
         for key in ("fig3", "fig4"):
-            if name in figures.get(key, {}):
-                parts.append(f"<img src='{e(figures[key][name])}' alt='{key}' style='max-width:49%'>")
-        parts.append("<table><tr><th>group</th><th>gate mean</th><th>gate std</th><th>variance before</th>"
-                     "<th>variance after</th><th>mask AUC</th><th>top images</th></tr>")
+            if lname in figures.get(key, {}):
+                parts.append(f"<img src='{e(figures[key][lname])}' alt='{key} of {e(lname)}'>")
+        parts.append("</div><table><tr><th>group</th><th>gate mean</th><th>gate std</th><th>variance before</th>"
+                     "<th>variance after</th><th>mask AUC</th><th>top images (score)</th></tr>")
         for g in layer["per_group"]:
             def f(v):
                 return "–" if v is None else f"{v:.4g}"
-            top = ", ".join(f"{e(t['image'])} ({t['score']:.3g})" for t in g["top"])
-            picture = (f"<br><img loading='lazy' src='groups/{_safe(name)}/g{g['group']:02d}.png'>"
-                       if pictures and summary["images"] else "")
-            parts.append(f"<tr><td>{g['group']}</td><td>{f(g['gate_mean'])}</td><td>{f(g['gate_std'])}</td>"
-                         f"<td>{f(g['variance_before']['mean'])} ± {f(g['variance_before']['std'])}</td>"
-                         f"<td>{f(g['variance_after']['mean'])} ± {f(g['variance_after']['std'])}</td>"
-                         f"<td>{f(g['mask_auc'])}</td><td>{top}{picture}</td></tr>")
+            top = ", ".join(f"{name(t['image'])} ({t['score']:.3g})" for t in g["top"])
+            picture = (f"<br><img loading='lazy' src='groups/{_safe(lname)}/g{g['group']:02d}.png' "
+                       f"alt='top patches of group {g['group']}'>" if pictures and summary["images"] else "")
+            parts.append(f"<tr><td class='num'>{g['group']}</td><td class='num'>{f(g['gate_mean'])}</td>"
+                         f"<td class='num'>{f(g['gate_std'])}</td>"
+                         f"<td class='num'>{f(g['variance_before']['mean'])} ± {f(g['variance_before']['std'])}</td>"
+                         f"<td class='num'>{f(g['variance_after']['mean'])} ± {f(g['variance_after']['std'])}</td>"
+                         f"<td class='num'>{f(g['mask_auc'])}</td><td>{top}{picture}</td></tr>")
         parts.append("</table></details>")
-    parts.append(f"<p style='color:#777'>Length histogram edges: 0, then the square roots of 10^(j/10 - 6) "
+    parts.append(f"<p class='note'>Length histogram edges: 0, then the square roots of 10^(j/10 - 6) "
                  f"rounded to 8 significant bits, j = 0..{len(LENGTH_EDGES) - 2} (~1e-3 to ~1e4, 20 bins per "
-                 "decade).</p></body></html>")
+                 "decade).</p></main></body></html>")
     return "\n".join(parts)

@@ -28,11 +28,15 @@ Definitions (``summary_dict`` reports them):
 """
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from .pictures import Pool, compact, merge_pool
 
 
 def _squared_edges() -> np.ndarray:
@@ -60,13 +64,15 @@ class TopLists:
 
     Every image enters every group once, so all groups hold the same n = min(K, images). The order is
     total: score descending, then image name, row and col ascending; ``best`` sorts by it, so a merge
-    is the best K of the two sides' entries whichever side held them.
+    is the best K of the two sides' entries whichever side held them. ``slot`` (G, n) int64, or None:
+    each entry's row in its layer's picture pool (``pictures``), -1 for none.
     """
 
     score: np.ndarray  # float64
     image: np.ndarray  # str (numpy unicode)
     row: np.ndarray  # int64
     col: np.ndarray  # int64
+    slot: np.ndarray | None = None  # int64
 
     @classmethod
     def empty(cls, groups: int) -> TopLists:
@@ -74,16 +80,42 @@ class TopLists:
         return cls(zeros.astype(np.float64), zeros.astype(str), zeros, zeros)
 
     @classmethod
-    def best(cls, score: np.ndarray, image: np.ndarray, row: np.ndarray, col: np.ndarray, k: int) -> TopLists:
+    def best(cls, score: np.ndarray, image: np.ndarray, row: np.ndarray, col: np.ndarray, k: int,
+             slot: np.ndarray | None = None) -> TopLists:
         """The best ``k`` per group (row of the (G, m) arrays) in the total order."""
-        order = np.lexsort((col, row, image, -score), axis=1)[:, :k]
-        return cls(*(np.take_along_axis(a, order, 1) for a in (score, image, row, col)))
+        order = cls.order(score, image, row, col, k)
+        return cls(*(np.take_along_axis(a, order, 1) for a in (score, image, row, col)),
+                   None if slot is None else np.take_along_axis(slot, order, 1))
+
+    @staticmethod
+    def order(score: np.ndarray, image: np.ndarray, row: np.ndarray, col: np.ndarray, k: int) -> np.ndarray:
+        """(G, min(k, m)) indices of the best ``k`` per group, best first."""
+        return np.lexsort((col, row, image, -score), axis=1)[:, :k]
 
     def merge(self, other: TopLists, k: int) -> TopLists:
+        """The best ``k`` of both sides (their slots dropped: ``merge_with_slots`` keeps them)."""
         return TopLists.best(*(np.concatenate(pair, axis=1) for pair in zip(self.fields(), other.fields())), k)
+
+    def merge_with_slots(self, other: TopLists, k: int) -> tuple[TopLists, np.ndarray]:
+        """The best ``k`` of both sides, each entry with its side's slot (-1 where that side has none),
+        and which side it came from (G, n): 0 = self, 1 = other."""
+        cat = [np.concatenate(pair, axis=1) for pair in zip(self.fields(), other.fields())]
+        order = TopLists.order(*cat, k)
+        slots = np.concatenate([t.slots() for t in (self, other)], axis=1)
+        source = np.concatenate([np.zeros(self.score.shape, np.int8), np.ones(other.score.shape, np.int8)], axis=1)
+        picked = [np.take_along_axis(a, order, 1) for a in (*cat, slots, source)]
+        return TopLists(*picked[:5]), picked[5]
+
+    def slots(self) -> np.ndarray:
+        """(G, n) int64: the slots, -1 everywhere without them."""
+        return self.slot if self.slot is not None else np.full(self.score.shape, -1, np.int64)
 
     def fields(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         return self.score, self.image, self.row, self.col
+
+    def last(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Each group's last entry (score, image, row, col), (G,) each; the lists must not be empty."""
+        return tuple(a[:, -1] for a in self.fields())  # type: ignore[return-value]
 
     def as_lists(self) -> list[list[tuple[float, str, int, int]]]:
         """Per group its entries as plain Python (score, image, row, col) tuples."""
@@ -99,6 +131,13 @@ class TopLists:
             return cls.empty(groups)
         score, image, row, col = (np.array(column).reshape(groups, n) for column in zip(*(e for t in lists for e in t)))
         return cls(score.astype(np.float64), image.astype(str), row.astype(np.int64), col.astype(np.int64))
+
+
+def precedes(score: np.ndarray, image: np.ndarray, row: np.ndarray, col: np.ndarray,
+             than: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    """Where entries (G, n) come strictly before ``than`` (each (G,): one entry per group) in the total order."""
+    s, i, r, c = (a[:, None] for a in than)
+    return (score > s) | ((score == s) & ((image < i) | ((image == i) & ((row < r) | ((row == r) & (col < c))))))
 
 
 @dataclass
@@ -120,6 +159,7 @@ class LayerPartial:
     auc_sum: np.ndarray = None  # type: ignore[assignment]
     auc_count: np.ndarray = None  # type: ignore[assignment]  # (G,) int64
     best: TopLists = None  # type: ignore[assignment]  # per group its top K, best first
+    pictures: Pool | None = None  # what the report draws per top entry (``pictures`` module), rows = best.slot
 
     def __post_init__(self) -> None:
         g = self.groups
@@ -141,15 +181,33 @@ class LayerPartial:
         return (self.groups, self.channels, self.height, self.width, self.k)
 
     def merge(self, other: LayerPartial) -> LayerPartial:
+        """The totals of both layers' images (neither is changed)."""
+        return self.copy().absorb(other)
+
+    def copy(self) -> LayerPartial:
+        pool = None if self.pictures is None else {f: a.copy() for f, a in self.pictures.items()}
+        return dataclasses.replace(self, pictures=pool)
+
+    def absorb(self, other: LayerPartial) -> LayerPartial:
+        """Add ``other``'s totals to this layer in place (``other`` is not changed); returns self.
+
+        Top entries keep their pictures: rows of entries that left the top lists are reused for those
+        that came in from ``other``, so the pool never holds more than G x K live rows.
+        """
         if self.shape_key() != other.shape_key():
             raise ValueError(f"cannot merge layers of different shapes: {self.shape_key()} vs {other.shape_key()}")
-        return LayerPartial(
-            self.groups, self.channels, self.height, self.width, self.k, self.images + other.images,
-            self.gate_sum + other.gate_sum, self.gate_sq + other.gate_sq,
-            self.var_before + other.var_before, self.var_after + other.var_after,
-            self.hist_before + other.hist_before, self.hist_after + other.hist_after,
-            self.auc_sum + other.auc_sum, self.auc_count + other.auc_count,
-            self.best.merge(other.best, self.k))
+        self.images += other.images
+        for name in ("gate_sum", "gate_sq", "var_before", "var_after", "hist_before", "hist_after", "auc_sum",
+                     "auc_count"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        if self.pictures is None and other.pictures is None:
+            self.best = self.best.merge(other.best, self.k)
+            return self
+        best, source = self.best.merge_with_slots(other.best, self.k)
+        self.pictures, slot = merge_pool(self.pictures, other.pictures, source, best.slots(),
+                                         cap=self.groups * self.k)
+        self.best = dataclasses.replace(best, slot=slot)
+        return self
 
     def to_json(self) -> dict:
         return {"groups": self.groups, "channels": self.channels, "height": self.height, "width": self.width,
@@ -204,21 +262,38 @@ class Partial:
     layers: dict[str, LayerPartial] = field(default_factory=dict)
     images: int = 0
     skipped: list[dict] = field(default_factory=list)
+    # Each image's out-of-domain verdict (``sge_viz.metrics.ood.verdict``) by name; empty for a model
+    # without an out-of-domain detector.
+    verdicts: dict[str, dict] = field(default_factory=dict)
 
     def merge(self, other: Partial) -> Partial:
         """The summary of both partials' images (neither is changed)."""
+        return self.copy().absorb(other)
+
+    def copy(self) -> Partial:
+        return Partial(self.k, {n: layer.copy() for n, layer in self.layers.items()}, self.images,
+                       list(self.skipped), dict(self.verdicts))
+
+    def absorb(self, other: Partial) -> Partial:
+        """Add ``other``'s images to this summary in place (``other`` is not changed); returns self."""
         if self.k != other.k:
             raise ValueError(f"cannot merge top-{self.k} with top-{other.k} summaries")
-        layers = dict(self.layers)
-        for name, layer in other.layers.items():
-            layers[name] = layers[name].merge(layer) if name in layers else layer
-        # Layers keep forward order whichever side saw them first.
-        order = list(self.layers) + [n for n in other.layers if n not in self.layers]
-        skipped = sorted(self.skipped + other.skipped, key=lambda s: (s["path"], s["reason"]))
-        return Partial(self.k, {n: layers[n] for n in order}, self.images + other.images, skipped)
+        for name, layer in other.layers.items():  # layers keep forward order whichever side saw them first
+            self.layers[name] = self.layers[name].absorb(layer) if name in self.layers else layer.copy()
+        self.images += other.images
+        self.skipped = sorted(self.skipped + other.skipped, key=lambda s: (s["path"], s["reason"]))
+        self.verdicts.update(other.verdicts)
+        return self
+
+    def floor(self) -> dict[str, TopLists]:
+        """Per layer its top lists, once full (K entries per group): an entry that does not come before a
+        group's last one can never enter this summary (``reduce`` keeps no pictures for it)."""
+        return {n: layer.best for n, layer in self.layers.items() if layer.best.score.shape[1] >= self.k}
 
     def to_json(self) -> str:
+        """The numbers as JSON (the pictures are left out: ``to_bytes`` keeps them)."""
         return json.dumps({"format": FORMAT, "k": self.k, "images": self.images, "skipped": self.skipped,
+                           "verdicts": self.verdicts,
                            "layers": {n: layer.to_json() for n, layer in self.layers.items()}})
 
     @classmethod
@@ -227,23 +302,83 @@ class Partial:
         if data.get("format") != FORMAT:
             raise ValueError(f"partial summary format {data.get('format')!r}, expected {FORMAT}")
         return cls(int(data["k"]), {n: LayerPartial.from_json(v) for n, v in data["layers"].items()},
-                   int(data["images"]), list(data["skipped"]))
+                   int(data["images"]), list(data["skipped"]), dict(data.get("verdicts", {})))
+
+    def save(self, file, meta: dict | None = None) -> None:
+        """Write the numbers, the pictures and ``meta`` (a JSON-able dict) to ``file`` (a path or a binary
+        file) as an .npz archive (no pickles); ``load`` reads it back."""
+        arrays = {"json": np.frombuffer(self.to_json().encode(), np.uint8),
+                  "meta": np.frombuffer(json.dumps(meta or {}).encode(), np.uint8)}
+        for i, layer in enumerate(self.layers.values()):
+            if layer.pictures is None:
+                continue
+            pool, slot = compact(layer.pictures, layer.best.slots())
+            arrays[f"{i}/slot"] = slot
+            arrays.update({f"{i}/{f}": a for f, a in pool.items()})
+        np.savez(file, **arrays)
+
+    @classmethod
+    def load(cls, file) -> tuple[Partial, dict]:
+        """(partial, meta) from what ``save`` wrote; ValueError (or OSError) when it is not that."""
+        with np.load(file, allow_pickle=False) as npz:
+            partial = cls.from_json(npz["json"].tobytes().decode())
+            meta = json.loads(npz["meta"].tobytes().decode())
+            for i, layer in enumerate(partial.layers.values()):
+                if f"{i}/slot" in npz.files:
+                    prefix = f"{i}/"
+                    layer.pictures = {key[len(prefix):]: npz[key] for key in npz.files
+                                      if key.startswith(prefix) and key != f"{i}/slot"}
+                    layer.best = dataclasses.replace(layer.best, slot=npz[f"{i}/slot"].astype(np.int64))
+        return partial, meta
+
+    @staticmethod
+    def load_meta(file) -> dict:
+        """Only the ``meta`` of what ``save`` wrote (the rest is not read)."""
+        with np.load(file, allow_pickle=False) as npz:
+            return json.loads(npz["meta"].tobytes().decode())
+
+    def to_bytes(self) -> bytes:
+        """``save`` into bytes (how Ray actors send their partials)."""
+        buffer = io.BytesIO()
+        self.save(buffer)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Partial:
+        return cls.load(io.BytesIO(data))[0]
 
 
 def merge_all(partials, k: int) -> Partial:
     """All partials merged (an empty top-``k`` summary when there are none)."""
     total = Partial(k)
     for partial in partials:
-        total = total.merge(partial)
+        total.absorb(partial)
     return total
 
 
-def summary_dict(partial: Partial, model: dict) -> dict:
-    """The JSON document written as summary.json (see the module docstring for every number)."""
+def out_of_domain_block(partial: Partial, detector: dict | None, left_out: bool = False) -> dict:
+    """summary.json's "out_of_domain": the detector ({"score", "threshold"}, or None for a model without
+    one, which gives no verdict), whether rejected images were left out of the numbers, how many were
+    rejected, and per image (by name) its score and verdict."""
+    if detector is None:
+        return {"detector": None, "verdict": "none: this model carries no out-of-domain detector (gates only), "
+                                             "so no image has a verdict", "left_out": False, "count": 0, "images": []}
+    images = [{"image": n, "value": v["value"], "out_of_domain": v["out_of_domain"]}
+              for n, v in sorted(partial.verdicts.items())]
+    return {"detector": detector, "verdict": "per image below: out_of_domain = value > threshold",
+            "left_out": left_out, "count": sum(i["out_of_domain"] for i in images), "images": images}
+
+
+def summary_dict(partial: Partial, model: dict, detector: dict | None = None, left_out: bool = False) -> dict:
+    """The JSON document written as summary.json (see the module docstring for every number).
+
+    ``detector``: the model's out-of-domain detector as {"score", "threshold"}, None without one;
+    ``left_out``: whether the images it rejected were left out (see ``out_of_domain_block``)."""
     return {
         "model": model,
         "images": partial.images,
         "skipped": partial.skipped,
+        "out_of_domain": out_of_domain_block(partial, detector, left_out),
         "top_k": partial.k,
         "definitions": {
             "vector_length": "L2 norm over the group's C/G channels at one position; before = SGE's input, "

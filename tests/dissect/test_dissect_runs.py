@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 from dissect_helpers import make_image_set, summaries_equal, tiny_loaded
+from test_dissect_pictures import assert_same_pictures
 
 from sge_viz.cli import main
-from sge_viz.dissect.engine import STATE_FILE, ModelSpec, run_local, run_ray
+from sge_viz.dissect.engine import STATE_FILE, ModelSpec, run_local, run_ray, state_done
 from sge_viz.dissect.inputs import collect
+from sge_viz.dissect.report import entry_data
 from sge_viz.dissect.summary import summary_dict
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,13 +55,6 @@ def test_cli_writes_summary_figures_groups_and_a_self_contained_index(tmp_path, 
     assert code == 2 and "unknown SGE layer" in capsys.readouterr().err
 
 
-def _state_done(path: Path) -> int:
-    try:
-        return json.loads(path.read_text())["done"]
-    except (OSError, ValueError):
-        return -1
-
-
 def test_resume_after_kill_9_gives_the_uninterrupted_summary(tmp_path):
     """The run is killed with SIGKILL twice at moments it does not choose, then resumed to the end."""
     make_image_set(tmp_path / "set", count=60, masks=5)
@@ -73,14 +68,14 @@ def test_resume_after_kill_9_gives_the_uninterrupted_summary(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     killed_at = []
     for _ in range(2):
-        before = _state_done(state)
+        before = state_done(state)
         proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
-        while _state_done(state) <= before + 3 and proc.poll() is None and time.monotonic() < deadline:
+        while state_done(state) <= before + 3 and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        killed_at.append(_state_done(state))
+        killed_at.append(state_done(state))
     assert 0 < killed_at[0] < killed_at[1] < 60, killed_at
     assert not (out / "summary.json").exists()
     result = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
@@ -113,3 +108,7 @@ def test_ray_engine_equals_the_local_engine(tmp_path):
     # Names, counts, histograms, top-K order and cells exactly; floats to float32 precision (the actors
     # run torch on one thread each, which sums convolutions in another order than this process).
     summaries_equal(summary_dict(remote, {}), summary_dict(local, {}), rtol=1e-5)
+    # Every top entry came back with its pictures, the same as the local engine kept (maps to float16's step).
+    for layer in remote.layers.values():
+        assert (layer.best.slots() >= 0).all()
+    assert_same_pictures(entry_data(remote, loaded, items), entry_data(local, loaded, items))
