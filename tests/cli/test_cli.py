@@ -214,7 +214,7 @@ def test_info_text_for_an_official_checkpoint(capsys, tmp_path):
     code, stdout, _ = run(capsys, "info", path)
     assert code == 0
     assert "sge_resnet18" in stdout and "11,690,536" in stdout and "layer4.1.sge" in stdout and "7x7" in stdout
-    assert "ImageNet" in stdout and "no signal measured" in stdout  # its domain, and no OOD threshold
+    assert "ImageNet" in stdout and "no out-of-domain signal for this model" in stdout  # its domain, no threshold
 
 
 def test_predict_json(capsys, tiny_checkpoint, image_file):
@@ -282,3 +282,103 @@ def test_module_entry_point_exit_code(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.startswith("error: ") and "does not exist" in result.stderr
+
+
+def test_help_and_version_import_no_torch():
+    """`sge-viz --help` / `--version` answer without importing torch (or gradio): nothing heavy at parse time."""
+    for flag in ("--help", "--version"):
+        result = subprocess.run([sys.executable, "-X", "importtime", "-m", "sge_viz", flag], cwd=REPO,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0 and ("sge-viz" in result.stdout), result.stderr[-2000:]
+        imported = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if line.startswith(
+            "import time:") and "|" in line}
+        assert "sge_viz.cli" in imported  # the measurement itself works
+        for heavy in ("torch", "gradio", "matplotlib", "pandas"):
+            assert heavy not in imported, f"{flag} imports {heavy}"
+
+
+def test_the_package_still_exports_its_names_lazily():
+    import sge_viz
+    from sge_viz.capture.analysis import analyze as direct
+    from sge_viz.models.factory import create_model
+
+    assert sge_viz.analyze is direct and sge_viz.create_model is create_model
+    assert set(sge_viz.__all__) <= set(dir(sge_viz))
+    with pytest.raises(AttributeError):
+        sge_viz.no_such_name  # noqa: B018
+
+
+@pytest.mark.parametrize("name", [None, "sge_resnet_demo", "sge_resnet_demo_scenes"])
+def test_info_names_a_model_and_reads_as_a_summary(capsys, name):
+    """`info`, `info sge_resnet_demo` and `info sge_resnet_demo_scenes`: labelled lines, numbers from the file."""
+    from sge_viz.capture.analysis import sge_layer_shapes
+    from sge_viz.models.factory import create_model
+
+    loaded = create_model(name, device="cpu")
+    code, stdout, stderr = run(capsys, "info", *([name] if name else []))
+    assert code == 0, stderr
+    lines = stdout.splitlines()
+    assert lines[0] == loaded.name and max(len(line) for line in lines) <= 100  # no 3,000-character line
+    labels = {line.split("  ")[0] for line in lines if line and not line.startswith(" ")}
+    assert {"architecture", "input", "domain", "trained on", "classes", "accuracy", "out-of-domain",
+            "SGE layers"} <= labels
+    text = " ".join(stdout.split())
+    top1 = json.loads(loaded.metadata["metrics"])["top1"]
+    assert f"accuracy {top1:.1%} top-1" in text
+    size = loaded.config.input_size
+    assert f"input {size}x{size} RGB" in text and f"classes {loaded.config.num_classes}:" in text
+    ood = loaded.config.domain()["ood"]
+    assert f"above {ood['threshold']:.4g} is flagged" in text
+    for layer in sge_layer_shapes(loaded):
+        assert f"{layer['name']} {layer['groups']} {layer['height']}x{layer['width']}" in text
+    code, stdout, _ = run(capsys, "info", *([name] if name else []), "--json")
+    info = json.loads(stdout)
+    assert info["name"] == loaded.name and info["metadata"] == loaded.metadata and info["domain"] == \
+        loaded.config.domain()
+
+
+def test_info_of_a_registered_architecture_without_weights(capsys):
+    code, stdout, stderr = run(capsys, "info", "sge_resnet18", "--random-weights")
+    assert code == 0, stderr
+    assert "sge_resnet18 (random weights)" in stdout and "11,690,536 parameters" in stdout
+    assert "layer4.1.sge" in stdout and "no out-of-domain signal for this model" in stdout
+
+
+def test_predict_several_images_with_the_out_of_domain_verdict(capsys, tmp_path):
+    """Several images in one call; each with the verdict the library computes for it."""
+    from sge_viz.capture.analysis import analyze as library
+    from sge_viz.models.factory import create_model
+    from sge_viz.resources import examples_dir
+
+    photo, scene = examples_dir() / "chelsea.jpg", examples_dir() / "scene_01.png"
+    code, stdout, stderr = run(capsys, "predict", photo, scene, "--model", "sge_resnet_demo", "--json",
+                               "--device", "cpu")
+    assert code == 0, stderr
+    result = json.loads(stdout)
+    loaded = create_model("sge_resnet_demo", device="cpu")
+    assert result["model"] == loaded.name and result["failed"] == []
+    assert [r["image"] for r in result["results"]] == [str(photo), str(scene)]
+    for entry, path in zip(result["results"], (photo, scene)):
+        direct = library(loaded, open_image(path))
+        assert [p["index"] for p in entry["predictions"]] == [p.index for p in direct.predictions]
+        assert entry["out_of_domain"]["out_of_domain"] == direct.ood["out_of_domain"]
+        assert entry["out_of_domain"]["value"] == pytest.approx(direct.ood["value"], rel=1e-4, abs=1e-4)
+    assert result["results"][0]["out_of_domain"]["out_of_domain"] is True  # the cat photo ("Bag 54%")
+    assert result["results"][1]["out_of_domain"]["out_of_domain"] is False  # a scene of its generator
+
+    code, stdout, _ = run(capsys, "predict", photo, scene, "--model", "sge_resnet_demo", "--device", "cpu")
+    blocks = stdout.split(str(scene))
+    assert "OUT OF DOMAIN" in blocks[0] and "Bag" in blocks[0] and "in domain" in blocks[1]
+
+
+def test_predict_on_a_gates_only_model_says_it_has_no_signal(capsys, tiny_checkpoint, image_file, tmp_path):
+    code, stdout, _ = run(capsys, "predict", image_file, "--checkpoint", tiny_checkpoint, "--json")
+    assert code == 0 and json.loads(stdout)["out_of_domain"] is None
+    code, stdout, _ = run(capsys, "predict", image_file, "--checkpoint", tiny_checkpoint)
+    assert "no out-of-domain signal for this model" in stdout
+    junk = tmp_path / "junk.png"
+    junk.write_text("not a picture")
+    code, stdout, stderr = run(capsys, "predict", image_file, junk, "--checkpoint", tiny_checkpoint, "--json")
+    result = json.loads(stdout)
+    assert code == 1 and len(result["results"]) == 1 and result["failed"][0]["image"] == str(junk)
+    assert "junk.png" in stderr
