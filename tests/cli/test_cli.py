@@ -13,6 +13,7 @@ from conftest import structured_image
 from PIL import Image
 
 from sge_viz import viz as render
+from sge_viz.app.views import MIN_VIEW_SIDE, mosaic_tile
 from sge_viz.capture.analysis import analyze
 from sge_viz.capture.recorder import find_sge_layers
 from sge_viz.cli import main
@@ -70,11 +71,13 @@ def test_analyze_writes_consistent_files(capsys, tmp_path, tiny_checkpoint, imag
     for name, arr in gates.items():
         picture = np.asarray(Image.open(folder / f"mosaic_{name}.png"))
         rows, cols = render.mosaic_grid(arr.shape[0])
-        assert picture.shape[1] == cols * (export.EXPORT_TILE + render.GAP) - render.GAP
-        assert picture.shape[0] > rows * (export.EXPORT_TILE + render.GAP)  # plus caption and colour bar
+        tile = export.export_tile(arr.shape[0])
+        assert tile >= mosaic_tile(arr.shape[0])  # at least the page's tiles
+        assert picture.shape[1] == cols * (tile + render.GAP) - render.GAP
+        assert picture.shape[0] > rows * (tile + render.GAP)  # plus caption and colour bar
     overlay = np.asarray(Image.open(folder / "overlay.png"))
-    # A 48 px input is enlarged by a whole factor to at least MIN_OVERLAY_SIDE: 6 x 48 = 288 px wide.
-    assert overlay.shape[1] == 48 * -(-export.MIN_OVERLAY_SIDE // 48) >= 224 and overlay.shape[2] == 3
+    # A 48 px input is enlarged by a whole factor to at least the page's size: 7 x 48 = 336 px wide.
+    assert overlay.shape[1] == 48 * -(-export.MIN_OVERLAY_SIDE // 48) >= MIN_VIEW_SIDE and overlay.shape[2] == 3
     # Under the picture: the inferno colour bar, dark on the left, bright on the right.
     tail = overlay[-80:].astype(int)
     assert ((tail[:, 2].sum(axis=1) < 100) & (tail[:, -3].sum(axis=1) > 400)).any(), "no colour bar under overlay"
@@ -382,3 +385,38 @@ def test_predict_on_a_gates_only_model_says_it_has_no_signal(capsys, tiny_checkp
     result = json.loads(stdout)
     assert code == 1 and len(result["results"]) == 1 and result["failed"][0]["image"] == str(junk)
     assert "junk.png" in stderr
+
+
+def _strip_colour(path: Path) -> tuple[int, int, int]:
+    """The colour of the verdict strip: the top-right pixel of the picture (right of the strip's text)."""
+    return tuple(int(v) for v in np.asarray(Image.open(path).convert("RGB"))[2, -3])
+
+
+def test_pictures_carry_the_out_of_domain_verdict(capsys, tmp_path, tiny_checkpoint, image_file):
+    """overlay.png, the mosaic PNG and explain's cam.png are marked: red out of domain, green in, grey when the
+    model has no signal; the same verdict as the library's, and the console and evidence.json say it too."""
+    from sge_viz.resources import examples_dir
+    from sge_viz.viz import verdict
+
+    photo, scene = examples_dir() / "chelsea.jpg", examples_dir() / "scene_01.png"
+    out = tmp_path / "analyze"
+    code, _, stderr = run(capsys, "analyze", photo, scene, "--model", "sge_resnet_demo", "--out", out,
+                          "--device", "cpu")
+    assert code == 0, stderr
+    colours = {"chelsea": verdict.OUT_BG, "scene_01": verdict.IN_BG}
+    for stem, colour in colours.items():
+        pictures = [out / stem / "overlay.png", *(out / stem).glob("mosaic_*.png")]
+        assert len(pictures) == 2
+        for path in pictures:
+            assert _strip_colour(path) == colour, path
+    code, stdout, _ = run(capsys, "explain", photo, "--model", "sge_resnet_demo", "--out", tmp_path / "ev",
+                          "--device", "cpu")
+    assert code == 0 and "OUT OF DOMAIN" in stdout
+    assert _strip_colour(tmp_path / "ev" / "chelsea" / "cam.png") == verdict.OUT_BG
+    evidence = json.loads((tmp_path / "ev" / "chelsea" / "evidence.json").read_text())
+    assert evidence["out_of_domain"]["out_of_domain"] is True
+
+    code, stdout, _ = run(capsys, "explain", image_file, "--checkpoint", tiny_checkpoint, "--out", tmp_path / "t")
+    assert code == 0 and "no out-of-domain signal for this model" in stdout
+    assert json.loads((tmp_path / "t" / image_file.stem / "evidence.json").read_text())["out_of_domain"] is None
+    assert _strip_colour(tmp_path / "t" / image_file.stem / "cam.png") == verdict.NONE_BG
