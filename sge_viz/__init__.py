@@ -3,39 +3,26 @@
     from sge_viz import create_model, open_image, analyze
     model = create_model()                        # the shipped demo model
     result = analyze(model, open_image("assets/scene_01.png"))
-"""
-from .capture import (
-    Analysis,
-    GateRecorder,
-    LayerCapture,
-    LayerGates,
-    Prediction,
-    analyze,
-    analyze_views,
-    find_sge_layers,
-)
-from .errors import SGEVizError
-from .io.images import open_image
-from .models import (
-    LoadedModel,
-    ModelConfig,
-    SpatialGroupEnhance,
-    available_models,
-    build_model,
-    create_model,
-    find_checkpoints,
-    load_checkpoint,
-    open_model,
-    wrap_model,
-)
 
-__all__ = [
-    "Analysis", "GateRecorder", "LayerCapture", "LayerGates", "LoadedModel", "ModelConfig", "Prediction",
-    "SGEVizError", "SpatialGroupEnhance", "analyze", "analyze_views", "available_models", "build_model",
-    "create_model", "find_checkpoints", "find_sge_layers", "load_checkpoint", "open_image", "open_model",
-    "wrap_model",
-]
+The names below are imported on first use (PEP 562), so ``import sge_viz`` (and ``sge-viz --help``)
+does not import torch.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.2.0"
+
+_WHERE = {
+    **dict.fromkeys(("Analysis", "GateRecorder", "LayerCapture", "LayerGates", "Prediction", "analyze",
+                     "analyze_views", "find_sge_layers"), ".capture"),
+    "SGEVizError": ".errors",
+    "open_image": ".io.images",
+    **dict.fromkeys(("LoadedModel", "ModelConfig", "SpatialGroupEnhance", "available_models", "build_model",
+                     "create_model", "find_checkpoints", "load_checkpoint", "open_model", "wrap_model"), ".models"),
+}
+__all__ = sorted([*_WHERE, "serve"])
 
 
 def serve(models, **kwargs):
@@ -44,3 +31,43 @@ def serve(models, **kwargs):
     from .app.server import serve_models
 
     return serve_models(models, **kwargs)
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sge_viz' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # once imported, an ordinary attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from .capture import (  # noqa: F401
+        Analysis,
+        GateRecorder,
+        LayerCapture,
+        LayerGates,
+        Prediction,
+        analyze,
+        analyze_views,
+        find_sge_layers,
+    )
+    from .errors import SGEVizError  # noqa: F401
+    from .io.images import open_image  # noqa: F401
+    from .models import (  # noqa: F401
+        LoadedModel,
+        ModelConfig,
+        SpatialGroupEnhance,
+        available_models,
+        build_model,
+        create_model,
+        find_checkpoints,
+        load_checkpoint,
+        open_model,
+        wrap_model,
+    )

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import sysconfig
 import venv
 from pathlib import Path
 
@@ -17,10 +18,27 @@ def run(cmd: list[str], cwd: Path, env: dict | None = None, timeout: float = 300
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def see_our_packages(python: Path) -> Path:
+    """Let the virtualenv of ``python`` import what this interpreter has installed, after its own packages.
+
+    ``--system-site-packages`` would give it the *base* interpreter's packages, which inside a virtualenv
+    (the README's commands run in one) are not the ones installed there. A .pth file listing this
+    interpreter's own site-packages folders works in both cases. Plain folder lines: their .pth files
+    (an editable install of the checkout, say) are not run, so nothing points back into the checkout.
+    """
+    ours = sysconfig.get_paths()
+    folders = list(dict.fromkeys([ours["purelib"], ours["platlib"]]))
+    where = run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=ROOT)
+    assert where.returncode == 0, where.stderr
+    pth = Path(where.stdout.strip()) / "_sge_viz_test_deps.pth"
+    pth.write_text("".join(f"{f}\n" for f in folders))
+    return pth
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> tuple[Path, Path]:
     """(bin folder, an empty working folder) of a virtualenv holding only the built wheel (its dependencies
-    come from this interpreter's site-packages)."""
+    come from this interpreter's site-packages, whether or not it runs in a virtualenv itself)."""
     base = tmp_path_factory.mktemp("wheel")
     wheels = base / "dist"
     built = run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
@@ -28,8 +46,9 @@ def installed(tmp_path_factory) -> tuple[Path, Path]:
     assert built.returncode == 0, built.stderr
     (wheel,) = wheels.glob("sge_viz-*.whl")
     env_dir = base / "venv"
-    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
+    venv.EnvBuilder(with_pip=False).create(env_dir)
     bin_dir = env_dir / "bin"
+    see_our_packages(bin_dir / "python")
     installed = run([sys.executable, "-m", "pip", "--python", str(bin_dir / "python"), "install", "--no-deps",
                      "-q", str(wheel)], cwd=base)
     assert installed.returncode == 0, installed.stderr

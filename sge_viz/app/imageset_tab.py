@@ -8,6 +8,7 @@ Limits: at most ``SGE_VIZ_MAX_SET_IMAGES`` images per request; zips obey ``SGE_V
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -18,6 +19,7 @@ import gradio as gr
 from ..errors import SGEVizError
 from ..io.limits import current_limits
 from ..io.tempfiles import download_folder
+from ..models.factory import LoadedModel
 from .catalogue import ModelService
 from .examples import example_paths
 from .handlers import user_errors
@@ -34,33 +36,85 @@ def _upload_paths(files: Any) -> list[Path]:
     return out
 
 
+def _stage(uploads: list[Path], folder: Path) -> list[str]:
+    """The inputs ``collect`` reads for these uploads: one folder of the images and masks (uploads land in
+    separate temporary folders; side by side again, masks find their images) and each .zip on its own
+    (an archive inside a folder input is refused, so a zip is never put into the folder)."""
+    from ..dissect.inputs import is_zip
+
+    staging, archives = folder / "inputs", folder / "archives"
+    staging.mkdir()
+    archives.mkdir()
+    inputs, taken = [], set()
+    for path in uploads:
+        if path.name in taken:
+            raise SGEVizError(f"Two uploads are named {path.name!r}: rename one.")
+        taken.add(path.name)
+        if is_zip(path):
+            target = archives / path.name
+            inputs.append(str(target))
+        else:
+            target = staging / path.name
+        shutil.copyfile(path, target)
+    if any(staging.iterdir()):
+        inputs.insert(0, str(staging))
+    return inputs
+
+
+def _for_visitors(text: str, folder: Path) -> str:
+    """``text`` without the server's temporary folders: names relative to what the visitor uploaded."""
+    for root in (folder / "inputs", folder / "archives", folder):
+        text = text.replace(f"{root}{os.sep}", "").replace(str(root), "the upload")
+    return text
+
+
+def _public_model(loaded: LoadedModel) -> LoadedModel:
+    """``loaded`` with ``source`` reduced to the file's name: summary.json never shows a server path."""
+    source = loaded.source
+    if os.sep in source or "/" in source:
+        source = Path(source).name
+    return dataclasses.replace(loaded, source=source)
+
+
+def _api_summary(summary: dict) -> dict:
+    """summary.json as the endpoint returns it: each skipped entry's ``path`` is called ``input``.
+
+    gradio_client takes any dict of an output with a string ``path`` for a file of the server and tries to
+    download it (a 403 that fails the whole call), so a skipped input would break every API call.
+    """
+    skipped = [{"input": s["path"], "reason": s["reason"]} for s in summary["skipped"]]
+    return {**summary, "skipped": skipped}
+
+
 def dissect_set(service: ModelService, files: Any, use_examples: bool, model: str, top_k: float,
                 progress: gr.Progress | None = None) -> tuple[dict, str, str, str, str]:
     """Dissect uploads (images, masks ``<stem>_mask.png``, zips) or the example set with ``model``.
 
-    Returns (summary.json as a dict, Fig. 2 path, Fig. 3 path, Fig. 4 path of the deepest layer, report zip).
+    Returns (summary.json as a dict, Fig. 2 path, Fig. 3 path, Fig. 4 path of the deepest layer, report zip);
+    in the dict a skipped entry is ``{"input", "reason"}`` (summary.json's ``path``: see ``_api_summary``).
+    Every message and the summary name uploads as the visitor named them (an image's file name, a zip member
+    as ``archive.zip:member``) and the model's file by its name: no server path reaches a visitor.
     """
+    folder = download_folder()
+    try:
+        return _dissect_set(service, files, use_examples, model, top_k, progress, folder)
+    except SGEVizError as exc:
+        raise SGEVizError(_for_visitors(str(exc), folder)) from exc
+
+
+def _dissect_set(service, files, use_examples, model, top_k, progress, folder: Path):
     from ..dissect.engine import run_local
     from ..dissect.inputs import collect
     from ..dissect.report import write_report
 
     limits = current_limits()
-    folder = download_folder()
     if use_examples:
         inputs = [str(p) for p in example_paths()]
     else:
         uploads = _upload_paths(files)
         if not uploads:
             raise SGEVizError("No images given: upload several images (or a .zip), or tick the example set.")
-        # Uploads land in separate temporary folders; side by side again, masks find their images.
-        staging = folder / "inputs"
-        staging.mkdir()
-        for path in uploads:
-            target = staging / path.name
-            if target.exists():
-                raise SGEVizError(f"Two uploads are named {path.name!r}: rename one.")
-            shutil.copyfile(path, target)
-        inputs = [str(staging)]
+        inputs = _stage(uploads, folder)
     found = collect(inputs, limits)
     if len(found.items) > limits.max_set_images:
         raise SGEVizError(f"{len(found.items)} images, over the limit of {limits.max_set_images} per request "
@@ -77,16 +131,17 @@ def dissect_set(service: ModelService, files: Any, use_examples: bool, model: st
             progress(done[0] / total, desc=f"{done[0]}/{total} images")
 
     partial = run_local(loaded, found.items, k, batch_size=8, progress=tick)
-    partial.skipped = sorted(found.skipped + partial.skipped, key=lambda s: (s["path"], s["reason"]))
+    partial.skipped = sorted(({"path": _for_visitors(s["path"], folder), "reason": _for_visitors(s["reason"], folder)}
+                              for s in found.skipped + partial.skipped), key=lambda s: (s["path"], s["reason"]))
     out = folder / "report"
-    summary = write_report(out, partial, loaded, found.items)
+    summary = write_report(out, partial, _public_model(loaded), found.items)
     if not summary["images"]:
         raise SGEVizError("None of the images could be read: " +
                           "; ".join(f"{s['path']}: {s['reason']}" for s in summary["skipped"][:3]))
     deepest = list(summary["layers"])[-1]
     archive = shutil.make_archive(str(folder / "sge-dissection"), "zip", root_dir=out)
     fig = out / "figures"
-    return (summary, str(fig / f"fig2_{deepest}.png"), str(fig / f"fig3_{deepest}.png"),
+    return (_api_summary(summary), str(fig / f"fig2_{deepest}.png"), str(fig / f"fig3_{deepest}.png"),
             str(fig / f"fig4_{deepest}.png"), os.fspath(archive))
 
 

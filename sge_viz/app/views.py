@@ -1,7 +1,8 @@
 """The page's pictures and tables: pure functions of an ``Analysis`` that never touch the model.
 
 Everything a user changes after an analysis (layer, group, colour map, opacity,
-colour scale, ordering) redraws through these functions alone.
+colour scale, ordering) redraws through these functions alone. Every gate picture carries the image's
+out-of-domain verdict as a strip on top (``sge_viz.viz.verdict.mark``), not only the note by the predictions.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from ..errors import SGEVizError
 from ..metrics import gates as stats
 from ..metrics.localisation import gate_mask_auc
 from ..metrics.ood import describe
+from ..viz.verdict import mark, unmark_y
 
 
 class Order(str, Enum):
@@ -146,8 +148,9 @@ def render_mosaic(analysis: Analysis, layer: str, order: Order | str, cmap: str,
     """Every group's gate of one layer over the image, in the chosen order, the focused group framed."""
     lg = analysis.layer(layer)
     vmin, vmax = colour_range(lg, scale)
-    return viz.mosaic(view_image(analysis), lg.gate, order=group_order(lg, order), cmap=cmap, alpha=alpha,
-                         tile=mosaic_tile(lg.groups), highlight=focus, vmin=vmin, vmax=vmax, smooth=smooth(cells))
+    return mark(viz.mosaic(view_image(analysis), lg.gate, order=group_order(lg, order), cmap=cmap, alpha=alpha,
+                           tile=mosaic_tile(lg.groups), highlight=focus, vmin=vmin, vmax=vmax, smooth=smooth(cells)),
+                analysis.ood)
 
 
 def render_layer_mean(analysis: Analysis, layer: str, cmap: str, alpha: float, scale: Scale | str = Scale.LAYER,
@@ -156,8 +159,8 @@ def render_layer_mean(analysis: Analysis, layer: str, cmap: str, alpha: float, s
     lg = analysis.layer(layer)
     vmin, vmax = colour_range(lg, scale)
     mean = lg.gate.mean(axis=0, dtype=np.float64).astype(np.float32)
-    return _outlined(analysis, viz.overlay(view_image(analysis), mean, cmap=cmap, alpha=alpha, vmin=vmin, vmax=vmax,
-                                           smooth=smooth(cells)))
+    return mark(_outlined(analysis, viz.overlay(view_image(analysis), mean, cmap=cmap, alpha=alpha, vmin=vmin,
+                                                vmax=vmax, smooth=smooth(cells))), analysis.ood)
 
 
 def mosaic_legend(analysis: Analysis, layer: str, cmap: str, scale: Scale | str = Scale.LAYER) -> np.ndarray:
@@ -169,8 +172,12 @@ def mosaic_legend(analysis: Analysis, layer: str, cmap: str, scale: Scale | str 
 
 
 def clicked_group(analysis: Analysis, layer: str, order: Order | str, x: int, y: int) -> int | None:
-    """The group drawn at pixel (x, y) of the layer's mosaic in this order, or None (a gap or an empty cell)."""
+    """The group drawn at pixel (x, y) of the layer's mosaic in this order, or None (a gap, an empty cell or
+    the verdict strip on top)."""
     lg = analysis.layer(layer)
+    y = unmark_y(y)
+    if y < 0:
+        return None
     return viz.group_at(x, y, lg.groups, tile=mosaic_tile(lg.groups), order=group_order(lg, order),
                         image_shape=view_image(analysis).shape)
 
@@ -205,10 +212,10 @@ def render_focus(analysis: Analysis, layer: str, group: int, cmap: str, alpha: f
     limit = viz.diverging_limit(gate, DIVERGING_RANGE if Contrast(contrast) is Contrast.ABSOLUTE else None)
     which = "absolute scale" if Contrast(contrast) is Contrast.ABSOLUTE else "relative: this group's own range"
     return FocusViews(
-        overlay=_outlined(analysis, viz.overlay(image, gate, cmap=cmap, alpha=alpha, vmin=vmin, vmax=vmax,
-                                                smooth=smooth_)),
-        diverging=_outlined(analysis, viz.diverging(image, gate, limit=limit, smooth=smooth_)),
-        activations=activation_picture(analysis, lg, group, cells),
+        overlay=mark(_outlined(analysis, viz.overlay(image, gate, cmap=cmap, alpha=alpha, vmin=vmin, vmax=vmax,
+                                                     smooth=smooth_)), analysis.ood),
+        diverging=mark(_outlined(analysis, viz.diverging(image, gate, limit=limit, smooth=smooth_)), analysis.ood),
+        activations=mark(activation_picture(analysis, lg, group, cells), analysis.ood),
         gate_legend=legend(cmap, "gate: suppressed", "passed", vmin=vmin, vmax=vmax),
         diverging_legend=legend("bwr", f"gate - group mean ({which})", "", vmin=-limit, vmax=limit),
         caption=caption,
@@ -267,7 +274,7 @@ def compare_panel(analysis: Analysis, layer: str, group: int, cmap: str, alpha: 
     which = "layer range" if (vmin, vmax) != (0.0, 1.0) else "full range"
     bar = legend(cmap, f"gate, {which}", "", width=picture.shape[1], vmin=vmin, vmax=vmax)
     caption = f"{analysis.image_name} · {layer} · group {group} · {which} {fmt(vmin)}-{fmt(vmax)}"
-    return viz.stack([picture, bar]), caption
+    return mark(viz.stack([picture, bar]), analysis.ood), caption
 
 
 # --- words ---------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """``sge-viz``: inspect checkpoints, classify images, write gate analyses, serve the app.
 
-    sge-viz info CHECKPOINT [--json]
-    sge-viz predict IMAGE [--checkpoint PATH | --model NAME] [--json]
+    sge-viz info [MODEL_OR_CHECKPOINT] [--json]
+    sge-viz predict IMAGE_OR_FOLDER... [--checkpoint PATH | --model NAME] [--json]
     sge-viz analyze IMAGE_OR_FOLDER... [--checkpoint PATH | --model NAME] [--out DIR] ...
     sge-viz explain IMAGE_OR_FOLDER... [--checkpoint PATH | --model NAME] --out DIR [--target CLASS]
     sge-viz dissect INPUT... [--checkpoint PATH | --model NAME] --out DIR [--top-k K] [--engine local|ray] ...

@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import SGEVizError
-from ..io.images import IMAGE_SUFFIXES
-from ..io.masks import is_mask_file
 from .common import (
     UsageError,
     add_model_args,
@@ -61,6 +59,9 @@ class _Job:
 def expand_inputs(inputs: Sequence[str]) -> list[_Job]:
     """Files as given, folders as their images (sorted, not recursive, ``<stem>_mask.png`` masks left out);
     unique output names."""
+    from ..io.images import IMAGE_SUFFIXES  # here, not at the top: `sge-viz --help` imports no numpy
+    from ..io.masks import is_mask_file
+
     paths: list[Path] = []
     for raw in inputs:
         path = Path(raw)

@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from ..explain import explain, resolve_target
     from ..explain.files import write_evidence
     from ..io.images import open_image
+    from ..viz.verdict import verdict_text
 
     jobs = expand_inputs(args.inputs)
     out = Path(args.out)
@@ -50,7 +51,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: {job.path}: {' '.join(str(exc).split())}", file=sys.stderr)
             continue
         t = evidence.target
-        results.append({"image": str(job.path), "folder": str(folder), "target": evidence.to_json()["target"]})
+        results.append({"image": str(job.path), "folder": str(folder), "target": evidence.to_json()["target"],
+                        "out_of_domain": evidence.ood})
         if not args.json:
-            print(f"{job.path} -> {folder}  ({t.label} {t.probability:.1%}, {evidence.seconds * 1000:.0f} ms)")
+            print(f"{job.path} -> {folder}  ({t.label} {t.probability:.1%}, {evidence.seconds * 1000:.0f} ms)\n"
+                  f"  {verdict_text(evidence.ood)}")
     return finish_batch(args, loaded.name, out, jobs, results, failures)

@@ -70,11 +70,14 @@ def collect(inputs: Sequence[str | Path], limits: Limits | None = None) -> Input
     for raw in inputs:
         path = Path(raw)
         if path.is_dir():
+            before = len(found.skipped)
             items = _walk(path, found.skipped)
             if not items:
-                raise SGEVizError(f"Folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)}, or .zip archives "
-                                  "of them): give a folder with images.")
-        elif path.is_file() and _is_zip(path):
+                zips = " (an archive inside a folder is not opened: give it as an input of its own)" if any(
+                    s["reason"].startswith("archive inside a folder") for s in found.skipped[before:]) else ""
+                raise SGEVizError(f"Folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)}){zips}: give a "
+                                  "folder with images.")
+        elif path.is_file() and is_zip(path):
             items = _zip_items(path, found.skipped, limits)
         elif path.is_file():
             items = [Item(path.name, str(path), None, _mask_file(path))]
@@ -93,7 +96,8 @@ def collect(inputs: Sequence[str | Path], limits: Limits | None = None) -> Input
     return found
 
 
-def _is_zip(path: Path) -> bool:
+def is_zip(path: Path) -> bool:
+    """True for a .zip file, by its name or its first bytes."""
     if path.suffix.lower() == ".zip":
         return True
     try:

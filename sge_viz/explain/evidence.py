@@ -12,6 +12,7 @@ Definitions are in ``contributions`` (contribution), ``ablation`` (ablation) and
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -22,9 +23,11 @@ from torch import nn
 
 from ..capture.analysis import Prediction, top_k
 from ..capture.hooks import evaluating
+from ..capture.pooling import pooled_outputs
 from ..capture.preprocess import center_crop_view, normalise
 from ..capture.recorder import GateRecorder
 from ..errors import SGEVizError
+from ..metrics.ood import verdict
 from ..models.config import ModelConfig
 from ..models.loaded import LoadedModel
 from ..viz.resize import resize_maps
@@ -55,6 +58,9 @@ class Evidence:
     top: list[Prediction] = field(default_factory=list)
     model_name: str = ""
     seconds: float = 0.0  # the whole explain call
+    # The out-of-domain verdict (sge_viz.metrics.ood.verdict: score, value, threshold, out_of_domain), or None
+    # when the model carries no measured signal.
+    ood: dict | None = None
 
     def ranked(self, layer: str) -> list[int]:
         """The layer's groups by contribution, largest (most for the class) first."""
@@ -66,12 +72,14 @@ class Evidence:
         return pearson(resize_maps(self.gates[layer], *self.cam.shape), self.cam)
 
     def to_json(self) -> dict:
-        """evidence.json: target, CAM layer and per layer the groups (ranked by contribution, largest
-        first) and the ablated probability (null when not computed)."""
+        """evidence.json: target, CAM layer, the out-of-domain verdict (null: the model has no signal) and per
+        layer the groups (ranked by contribution, largest first) and the ablated probability (null when not
+        computed)."""
         return {
             "target": {"index": self.target.index, "label": self.target.label,
                        "probability": self.target.probability},
             "cam": {"layer": self.cam_layer, "method": METHOD},
+            "out_of_domain": self.ood,
             "layers": {
                 layer: {
                     "groups": [{"group": g, "contribution": float(self.contributions[layer][g])}
@@ -81,6 +89,14 @@ class Evidence:
                 for layer in self.layers
             },
         }
+
+
+def _verdict(detector, pooled: dict[str, list[np.ndarray]]) -> dict | None:
+    """The out-of-domain verdict from the outputs read during the one forward, or None without a detector."""
+    if detector is None:
+        return None
+    value = detector.scores({name: np.concatenate(parts) for name, parts in pooled.items()})[0]
+    return verdict(value, detector.threshold, detector.name)
 
 
 def pearson(maps: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -161,9 +177,14 @@ def explain(loaded: LoadedModel, image: Image.Image | np.ndarray, target: int | 
     x = normalise(view, config).unsqueeze(0).to(loaded.device, loaded.dtype)
     cam_layer, block = cam_target(model, config.cam_layer)
     patterns = config.sge_layers
+    detector = getattr(loaded, "ood", None)
+    pooled: dict[str, list[np.ndarray]] = {}
+    me = threading.get_ident()  # the model may serve other threads: read this call's forward only
     with _restored(model), evaluating(model), torch.inference_mode(False), torch.enable_grad():
         with SGETaps(model, keep=ablation, patterns=patterns) as taps, \
-                GateRecorder(model, activations=False, keep_on_device=True, patterns=patterns) as recorder:
+                GateRecorder(model, activations=False, keep_on_device=True, patterns=patterns) as recorder, \
+                pooled_outputs(model, list(detector.modules) if detector is not None else [], pooled,
+                               active=lambda: threading.get_ident() == me):
             cam, logits = gradcam(model, x, index, block)
         for kept in taps.layers:  # the checked gate of every form (the official one's matches its sig hook)
             if kept.name in recorder.captures:
@@ -190,6 +211,7 @@ def explain(loaded: LoadedModel, image: Image.Image | np.ndarray, target: int | 
         probabilities=probabilities.numpy(),
         top=top_k(probabilities, config),
         model_name=loaded.name,
+        ood=_verdict(detector, pooled),
     )
     result.seconds = time.perf_counter() - start
     return result

@@ -1,11 +1,13 @@
 """Pictures of the class evidence, each with its colour bar and units: the CAM, a group's gate, and the
-layer's mosaic ordered by contribution with every tile framed by the sign of its contribution."""
+layer's mosaic ordered by contribution with every tile framed by the sign of its contribution. Each carries
+the image's out-of-domain verdict as a strip on top (``sge_viz.viz.verdict.mark``)."""
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image
 
 from .. import viz
+from ..viz.verdict import mark
 from .evidence import Evidence
 
 CAM_CMAP = "turbo"  # the CAM's own colours, so it is never mistaken for a gate (inferno)
@@ -35,7 +37,7 @@ def cam_picture(evidence: Evidence, alpha: float = 0.5) -> np.ndarray:
     t = evidence.target
     title = f"Grad-CAM at {evidence.cam_layer} for '{t.label}' (#{t.index}, p={t.probability:.3f})"
     legend = _legend(CAM_CMAP, picture.shape[1], 0.0, 1.0, "Grad-CAM, relative: 0 = no evidence, 1 = the most")
-    return viz.stack([viz.caption(picture, title, size=11), legend])
+    return mark(viz.stack([viz.caption(picture, title, size=11), legend]), evidence.ood)
 
 
 def gate_picture(evidence: Evidence, layer: str, group: int, alpha: float = 0.5) -> np.ndarray:
@@ -48,7 +50,7 @@ def gate_picture(evidence: Evidence, layer: str, group: int, alpha: float = 0.5)
     c = float(evidence.contributions[layer][group])
     title = f"{layer} g{group}: SGE gate, contribution {c:+.3g} logit"
     legend = _legend(GATE_CMAP, picture.shape[1], lo, hi, "SGE gate (unitless, 0..1), this layer's range")
-    return viz.stack([viz.caption(picture, title, size=11), legend])
+    return mark(viz.stack([viz.caption(picture, title, size=11), legend]), evidence.ood)
 
 
 def signed_mosaic(evidence: Evidence, layer: str, tile: int | None = None, highlight: int | None = None) -> np.ndarray:
@@ -74,4 +76,4 @@ def signed_mosaic(evidence: Evidence, layer: str, tile: int | None = None, highl
     titled = viz.caption(viz.caption(picture, "frame: red = for the class, blue = against", size=11),
                          f"{layer}: groups by contribution, largest first", size=11)
     legend = _legend(GATE_CMAP, min(320, picture.shape[1]), lo, hi, "SGE gate (unitless), this layer's range")
-    return viz.stack([titled, legend])
+    return mark(viz.stack([titled, legend]), evidence.ood)

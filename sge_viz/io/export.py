@@ -9,6 +9,8 @@ Folder layout written by ``write_analysis``:
                          told ``--all-mosaics``)
     overlay.png          the most selective group of the deepest layer over the image
 
+Both pictures are drawn at least at the page's sizes and carry the image's out-of-domain verdict on top.
+
 With ``pictures=False`` only the two data files are written: drawing and PNG
 encoding cost several forward passes per image, which matters for big folders.
 """
@@ -28,13 +30,16 @@ import numpy as np
 
 from .. import viz
 from ..metrics.gates import analysis_stats, selectivity_order
+from ..viz.verdict import mark
 from .tempfiles import download_folder
 
 if TYPE_CHECKING:
     from ..capture.analysis import Analysis
 
-EXPORT_TILE = 64  # px per mosaic tile in files: an 8x8 mosaic of 64 groups is ~525 px wide
-MIN_OVERLAY_SIDE = 256  # overlay.png is at least this many px per side: small inputs are enlarged first
+# The files are drawn at least at the page's sizes (sge_viz.app.views: mosaic_tile, MIN_VIEW_SIDE).
+MOSAIC_WIDTH = 576  # a mosaic is about this wide: tiles of up to MAX_TILE px, smaller when many groups share it
+MAX_TILE = 96  # px per mosaic tile at most: 8 groups -> 96 px tiles (292 px wide), 64 groups -> 70 px (574 px)
+MIN_OVERLAY_SIDE = 320  # overlay.png is at least this many px per side: small inputs are enlarged first
 CMAP = "inferno"
 
 
@@ -87,31 +92,41 @@ def _caption_lines(picture: np.ndarray, lines: list[str], size: int = 13) -> np.
     return picture
 
 
-def mosaic_picture(analysis: Analysis, layer_name: str, tile: int = EXPORT_TILE) -> np.ndarray:
-    """A layer's mosaic with a caption that says what it shows, and the colour scale under it."""
+def export_tile(groups: int) -> int:
+    """Tile side in px of a mosaic of ``groups`` groups in the files: the page's (48..MAX_TILE px)."""
+    _, columns = viz.mosaic_grid(groups)
+    return max(48, min(MAX_TILE, MOSAIC_WIDTH // columns - viz.GAP))
+
+
+def mosaic_picture(analysis: Analysis, layer_name: str, tile: int | None = None) -> np.ndarray:
+    """A layer's mosaic (``tile`` px per group, default ``export_tile``) with a caption that says what it
+    shows, the colour scale under it and the image's out-of-domain verdict on top."""
     layer = analysis.layer(layer_name)
     groups, height, width = layer.gate.shape
-    picture = viz.mosaic(analysis.image, layer.gate, cmap=CMAP, tile=tile)
+    picture = viz.mosaic(enlarged(analysis.image, MIN_OVERLAY_SIDE), layer.gate, cmap=CMAP,
+                         tile=tile or export_tile(groups))
     lines = [f"{layer.name}: the SGE gate of each of its {groups} groups",
              f"gate map {height}x{width} per group; tile label = group"]
     legend = viz.colorbar(CMAP, width=picture.shape[1], vmin=0.0, vmax=1.0)
-    return viz.stack([_caption_lines(picture, lines), legend, viz.caption(legend[:0], "gate value (0 to 1)")])
+    return mark(viz.stack([_caption_lines(picture, lines), legend, viz.caption(legend[:0], "gate value (0 to 1)")]),
+                analysis.ood)
 
 
 def overlay_picture(analysis: Analysis) -> tuple[np.ndarray, str, int]:
     """The deepest layer's most selective group over the image (enlarged to at least MIN_OVERLAY_SIDE px),
-    captioned with the full layer name, with its colour bar; also (layer, group)."""
+    captioned with the full layer name, with its colour bar and the out-of-domain verdict on top; also
+    (layer, group)."""
     layer = analysis.layers[-1]
     group = selectivity_order(layer.gate)[0]
     picture = viz.overlay(enlarged(analysis.image, MIN_OVERLAY_SIDE), layer.gate[group], cmap=CMAP)
     lines = [f"{layer.name}, group {group} of {layer.groups}", "its most selective group (deepest layer)"]
     legend = viz.colorbar(CMAP, width=picture.shape[1], vmin=0.0, vmax=1.0)
-    return (viz.stack([_caption_lines(picture, lines), legend, viz.caption(legend[:0], "gate value (0 to 1)")]),
-            layer.name, group)
+    return (mark(viz.stack([_caption_lines(picture, lines), legend,
+                            viz.caption(legend[:0], "gate value (0 to 1)")]), analysis.ood), layer.name, group)
 
 
 def write_analysis(analysis: Analysis, out_dir: str | Path, mask: np.ndarray | None = None,
-                   tile: int = EXPORT_TILE, pictures: bool = True, mosaic_layers: list[str] | None = None) -> Path:
+                   tile: int | None = None, pictures: bool = True, mosaic_layers: list[str] | None = None) -> Path:
     """Write the folder described in the module docstring, atomically.
 
     ``mosaic_layers``: the layers that get a mosaic PNG (default: every layer). Drawing and encoding a

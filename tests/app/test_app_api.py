@@ -21,6 +21,7 @@ from sge_viz.io.images import open_image
 from sge_viz.io.masks import mask_for
 from sge_viz.metrics import gates as stats
 from sge_viz.models.factory import create_model
+from sge_viz.viz.verdict import HEIGHT, mark
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -78,16 +79,17 @@ def test_analyze_endpoint_returns_the_library_result(served, library, image):
         side = want.shape[0]
         big = np.asarray(Image.fromarray(mask).resize((side, side), Image.NEAREST))
         want, want_diverging = render.draw_outline(want, big), render.draw_outline(want_diverging, big)
-    np.testing.assert_array_equal(np.asarray(Image.open(overlay).convert("RGB")), want)
-    np.testing.assert_array_equal(np.asarray(Image.open(diverging).convert("RGB")), want_diverging)
+    # Each picture carries the image's out-of-domain verdict as a strip on top.
+    np.testing.assert_array_equal(np.asarray(Image.open(overlay).convert("RGB")), mark(want, analysis.ood))
+    np.testing.assert_array_equal(np.asarray(Image.open(diverging).convert("RGB")), mark(want_diverging, analysis.ood))
     want_mosaic = render.mosaic(view_image(analysis), deepest.gate, order=stats.selectivity_order(deepest.gate),
                                 cmap="inferno", alpha=0.5, highlight=group, **stretch)
-    np.testing.assert_array_equal(np.asarray(Image.open(mosaic).convert("RGB")), want_mosaic)
+    np.testing.assert_array_equal(np.asarray(Image.open(mosaic).convert("RGB")), mark(want_mosaic, analysis.ood))
     # Before/after: the group's vector lengths on one scale, the colour bar under the pair.
     before, after = deepest.before_length[group], deepest.after_length[group]
     lo, hi = render.activation_range(before, after)
     want_pair = render.activation_pair(view_image(analysis), before, after, vmin=lo, vmax=hi)
-    got_pair = np.asarray(Image.open(activations).convert("RGB"))
+    got_pair = np.asarray(Image.open(activations).convert("RGB"))[HEIGHT:]
     np.testing.assert_array_equal(got_pair[:want_pair.shape[0], :want_pair.shape[1]], want_pair)
 
 
@@ -100,7 +102,7 @@ def test_analyze_endpoint_layer_and_group(served, library):
     gate = analysis.layer(layer).gate
     stretch = dict(vmin=float(gate.min()), vmax=float(gate.max()))
     want = render.overlay(view_image(analysis), gate[5], "viridis", 0.7, **stretch)
-    np.testing.assert_array_equal(np.asarray(Image.open(overlay).convert("RGB")), want)
+    np.testing.assert_array_equal(np.asarray(Image.open(overlay).convert("RGB")), mark(want, analysis.ood))
     other = render.overlay(view_image(analysis), gate[6], "viridis", 0.7, **stretch)
     assert not np.array_equal(want, other)  # the group really selects the picture
 

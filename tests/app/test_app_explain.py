@@ -56,7 +56,7 @@ def test_explain_endpoint_returns_the_librarys_evidence(served, library, image, 
     doc, picture = client.predict(handle_file(str(image)), service.default, target, api_name="/explain")
     want = explain(library, open_image(image), target or None)
     close_json(doc, want.to_json())
-    assert set(doc) == {"target", "cam", "layers"} and doc["cam"]["method"] == "gradcam"
+    assert set(doc) == {"target", "cam", "out_of_domain", "layers"} and doc["cam"]["method"] == "gradcam"
     if target:
         assert doc["target"]["label"] == target
     np.testing.assert_array_equal(np.asarray(Image.open(picture).convert("RGB")), cam_picture(want))

@@ -1,7 +1,9 @@
 """The "Image set" tab's /dissect endpoint, called with gradio_client against a live local server."""
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 import zipfile
 
 import numpy as np
@@ -63,3 +65,62 @@ def test_dissect_endpoint_example_set_and_errors(served):
     assert all(g["mask_images"] == len(scenes) for g in deepest)
     with pytest.raises(AppError, match="No images given"):
         client.predict(None, False, service.default, 2, api_name="/dissect")
+
+
+def _scene_set(folder):
+    """Four pictures, two of them with masks."""
+    folder.mkdir()
+    for i in range(4):
+        structured_image(80, 70, seed=10 + i).save(folder / f"p{i}.png")
+    mask = np.pad(np.ones((30, 40), np.uint8) * 255, ((20, 20), (20, 20)))
+    for i in (0, 2):
+        Image.fromarray(mask).save(folder / f"p{i}_mask.png")
+    return sorted(folder.iterdir())
+
+
+def test_dissect_endpoint_reads_a_zip_like_the_folder(served, tmp_path):
+    """A .zip of images and masks gives the summary its unpacked files give; no server path is shown."""
+    client, service = served
+    files = _scene_set(tmp_path / "set")
+    archive = tmp_path / "my set.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in files:
+            zf.write(path, path.name)
+        zf.writestr("../escape.png", files[0].read_bytes())  # refused, and named as the visitor named it
+    from_zip, fig2, *_ = client.predict([handle_file(str(archive))], False, service.default, 3, api_name="/dissect")
+    from_files, *_ = client.predict([handle_file(str(p)) for p in files], False, service.default, 3,
+                                    api_name="/dissect")
+
+    assert from_zip["images"] == from_files["images"] == 4
+    assert from_zip["layers"] == from_files["layers"]
+    assert from_zip["model"] == from_files["model"]
+    deepest = list(from_zip["layers"].values())[-1]["per_group"]
+    assert all(g["mask_images"] == 2 for g in deepest)
+    assert {t["image"] for g in deepest for t in g["top"]} <= {f"p{i}.png" for i in range(4)}
+    assert from_zip["skipped"] == [{"input": "my set.zip:../escape.png",
+                                    "reason": "member name would escape its folder (absolute or '..'): refused"}]
+    assert Image.open(fig2).size[0] > 100
+    # The model's file is named, not where the server keeps it; no temporary folder anywhere.
+    text = json.dumps(from_zip)
+    assert tempfile.gettempdir() not in text and os.sep + "checkpoints" not in text
+    assert from_zip["model"]["source"] == os.path.basename(service.get(service.default).source)
+
+
+def test_dissect_endpoint_errors_name_uploads_not_server_paths(served, tmp_path):
+    client, service = served
+    empty = tmp_path / "notes.zip"
+    with zipfile.ZipFile(empty, "w") as zf:
+        zf.writestr("readme.txt", "no images here")
+    with pytest.raises(AppError) as err:
+        client.predict([handle_file(str(empty))], False, service.default, 3, api_name="/dissect")
+    message = str(err.value)
+    assert "Archive notes.zip holds no images" in message
+    assert tempfile.gettempdir() not in message and "sge_viz_" not in message
+
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really a picture")
+    with pytest.raises(AppError) as err:
+        client.predict([handle_file(str(broken))], False, service.default, 3, api_name="/dissect")
+    message = str(err.value)
+    assert "None of the images could be read: broken.png" in message
+    assert tempfile.gettempdir() not in message and "sge_viz_" not in message

@@ -23,6 +23,7 @@ from sge_viz.models.checkpoint import save_safetensors
 from sge_viz.models.config import ModelConfig
 from sge_viz.models.registry import DEMO_ARCH, DEMO_KWARGS, build_model
 from sge_viz.resources import examples_dir
+from sge_viz.viz.verdict import HEIGHT, mark
 
 SCENE = examples_dir() / "scene_01.png"  # an example scene with its item mask
 PHOTO = examples_dir() / "chelsea.jpg"  # an example without a mask
@@ -85,7 +86,7 @@ def test_view_changes_never_run_the_model(app):
     lg = analysis.layer(other)  # the default colour scale: the layer's own min..max
     stretch = dict(vmin=float(lg.gate.min()), vmax=float(lg.gate.max()))
     want = render.draw_outline(render.overlay(view_image(analysis), gate, "inferno", 0.5, **stretch), mask)
-    np.testing.assert_array_equal(after_layer["overlay"], want)
+    np.testing.assert_array_equal(after_layer["overlay"], mark(want, analysis.ood))  # the verdict on top
 
     # Another group, colour map, opacity, ordering, colour scale: the views change, still no forward.
     views = [h.change_view(analysis, other, 7, Order.MODEL, "inferno", 0.5),
@@ -101,7 +102,7 @@ def test_view_changes_never_run_the_model(app):
     assert not np.array_equal(pictures[3]["mosaic"], pictures[2]["mosaic"])  # ordering
     np.testing.assert_array_equal(pictures[3]["overlay"], pictures[2]["overlay"])  # ordering moves tiles only
     full = render.overlay(view_image(analysis), lg.gate[7], "viridis", 0.9)  # the gate's whole range 0..1
-    np.testing.assert_array_equal(pictures[4]["overlay"], render.draw_outline(full, mask))
+    np.testing.assert_array_equal(pictures[4]["overlay"], mark(render.draw_outline(full, mask), analysis.ood))
     assert not np.array_equal(pictures[4]["mosaic"], pictures[3]["mosaic"])
     assert len(forwards) == start + 1
 
@@ -115,13 +116,15 @@ def test_clicking_a_tile_focuses_that_group(app):
     tile = mosaic_tile(len(order))
     for position in (0, 5, len(order) - 1):
         r, c = divmod(position, cols)
-        x, y = c * (tile + render.GAP) + tile // 2, r * (tile + render.GAP) + tile // 2
+        x, y = c * (tile + render.GAP) + tile // 2, HEIGHT + r * (tile + render.GAP) + tile // 2  # under the verdict
         evt = gr.SelectData(None, {"index": [x, y], "value": None})
         assert h.click_mosaic(analysis, layer, Order.SELECTIVE, evt) == {h.c.group: order[position]}
         evt = gr.SelectData(None, {"index": [x, y], "value": None})
         assert h.click_mosaic(analysis, layer, Order.MODEL, evt) == {h.c.group: position}
-    gap = gr.SelectData(None, {"index": [tile, 5], "value": None})  # the white line between tiles
+    gap = gr.SelectData(None, {"index": [tile, HEIGHT + 5], "value": None})  # the white line between tiles
     assert h.click_mosaic(analysis, layer, Order.MODEL, gap) == h._unchanged("group")
+    strip = gr.SelectData(None, {"index": [tile // 2, HEIGHT - 2], "value": None})  # the verdict strip
+    assert h.click_mosaic(analysis, layer, Order.MODEL, strip) == h._unchanged("group")
 
 
 def test_compare_holds_four_panels_then_says_so(app):
@@ -137,9 +140,10 @@ def test_compare_holds_four_panels_then_says_so(app):
         assert pins[-1][1] == f"{image.name} · {layer} · group {i} · layer range {lo:.3f}-{hi:.3f}"
         overlay = render.overlay(view_image(analysis), gate[i], "inferno", 0.5, vmin=lo, vmax=hi)
         side = overlay.shape[0]
-        assert np.mean(np.any(pins[-1][0][:side] != overlay, axis=2)) < 0.05  # the overlay, with a thin outline
+        panel = pins[-1][0][HEIGHT:]  # under the verdict strip
+        assert np.mean(np.any(panel[:side] != overlay, axis=2)) < 0.05  # the overlay, with a thin outline
         # ... and under it the colour bar of that range: dark at the left end, bright at the right end.
-        bar = pins[-1][0][side + 6].astype(int)
+        bar = panel[side + 6].astype(int)
         assert bar[1].sum() < 100 and bar[overlay.shape[1] - 2].sum() > 500
     with pytest.warns(UserWarning, match="four compare panels"):
         assert h.pin(analysis, analysis.layer_names[0], 0, "inferno", 0.5, pins) == h._unchanged("pins")

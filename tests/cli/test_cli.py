@@ -13,6 +13,7 @@ from conftest import structured_image
 from PIL import Image
 
 from sge_viz import viz as render
+from sge_viz.app.views import MIN_VIEW_SIDE, mosaic_tile
 from sge_viz.capture.analysis import analyze
 from sge_viz.capture.recorder import find_sge_layers
 from sge_viz.cli import main
@@ -70,11 +71,13 @@ def test_analyze_writes_consistent_files(capsys, tmp_path, tiny_checkpoint, imag
     for name, arr in gates.items():
         picture = np.asarray(Image.open(folder / f"mosaic_{name}.png"))
         rows, cols = render.mosaic_grid(arr.shape[0])
-        assert picture.shape[1] == cols * (export.EXPORT_TILE + render.GAP) - render.GAP
-        assert picture.shape[0] > rows * (export.EXPORT_TILE + render.GAP)  # plus caption and colour bar
+        tile = export.export_tile(arr.shape[0])
+        assert tile >= mosaic_tile(arr.shape[0])  # at least the page's tiles
+        assert picture.shape[1] == cols * (tile + render.GAP) - render.GAP
+        assert picture.shape[0] > rows * (tile + render.GAP)  # plus caption and colour bar
     overlay = np.asarray(Image.open(folder / "overlay.png"))
-    # A 48 px input is enlarged by a whole factor to at least MIN_OVERLAY_SIDE: 6 x 48 = 288 px wide.
-    assert overlay.shape[1] == 48 * -(-export.MIN_OVERLAY_SIDE // 48) >= 224 and overlay.shape[2] == 3
+    # A 48 px input is enlarged by a whole factor to at least the page's size: 7 x 48 = 336 px wide.
+    assert overlay.shape[1] == 48 * -(-export.MIN_OVERLAY_SIDE // 48) >= MIN_VIEW_SIDE and overlay.shape[2] == 3
     # Under the picture: the inferno colour bar, dark on the left, bright on the right.
     tail = overlay[-80:].astype(int)
     assert ((tail[:, 2].sum(axis=1) < 100) & (tail[:, -3].sum(axis=1) > 400)).any(), "no colour bar under overlay"
@@ -214,7 +217,7 @@ def test_info_text_for_an_official_checkpoint(capsys, tmp_path):
     code, stdout, _ = run(capsys, "info", path)
     assert code == 0
     assert "sge_resnet18" in stdout and "11,690,536" in stdout and "layer4.1.sge" in stdout and "7x7" in stdout
-    assert "ImageNet" in stdout and "no signal measured" in stdout  # its domain, and no OOD threshold
+    assert "ImageNet" in stdout and "no out-of-domain signal for this model" in stdout  # its domain, no threshold
 
 
 def test_predict_json(capsys, tiny_checkpoint, image_file):
@@ -282,3 +285,138 @@ def test_module_entry_point_exit_code(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.startswith("error: ") and "does not exist" in result.stderr
+
+
+def test_help_and_version_import_no_torch():
+    """`sge-viz --help` / `--version` answer without importing torch (or gradio): nothing heavy at parse time."""
+    for flag in ("--help", "--version"):
+        result = subprocess.run([sys.executable, "-X", "importtime", "-m", "sge_viz", flag], cwd=REPO,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0 and ("sge-viz" in result.stdout), result.stderr[-2000:]
+        imported = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if line.startswith(
+            "import time:") and "|" in line}
+        assert "sge_viz.cli" in imported  # the measurement itself works
+        for heavy in ("torch", "gradio", "matplotlib", "pandas"):
+            assert heavy not in imported, f"{flag} imports {heavy}"
+
+
+def test_the_package_still_exports_its_names_lazily():
+    import sge_viz
+    from sge_viz.capture.analysis import analyze as direct
+    from sge_viz.models.factory import create_model
+
+    assert sge_viz.analyze is direct and sge_viz.create_model is create_model
+    assert set(sge_viz.__all__) <= set(dir(sge_viz))
+    with pytest.raises(AttributeError):
+        sge_viz.no_such_name  # noqa: B018
+
+
+@pytest.mark.parametrize("name", [None, "sge_resnet_demo", "sge_resnet_demo_scenes"])
+def test_info_names_a_model_and_reads_as_a_summary(capsys, name):
+    """`info`, `info sge_resnet_demo` and `info sge_resnet_demo_scenes`: labelled lines, numbers from the file."""
+    from sge_viz.capture.analysis import sge_layer_shapes
+    from sge_viz.models.factory import create_model
+
+    loaded = create_model(name, device="cpu")
+    code, stdout, stderr = run(capsys, "info", *([name] if name else []))
+    assert code == 0, stderr
+    lines = stdout.splitlines()
+    assert lines[0] == loaded.name and max(len(line) for line in lines) <= 100  # no 3,000-character line
+    labels = {line.split("  ")[0] for line in lines if line and not line.startswith(" ")}
+    assert {"architecture", "input", "domain", "trained on", "classes", "accuracy", "out-of-domain",
+            "SGE layers"} <= labels
+    text = " ".join(stdout.split())
+    top1 = json.loads(loaded.metadata["metrics"])["top1"]
+    assert f"accuracy {top1:.1%} top-1" in text
+    size = loaded.config.input_size
+    assert f"input {size}x{size} RGB" in text and f"classes {loaded.config.num_classes}:" in text
+    ood = loaded.config.domain()["ood"]
+    assert f"above {ood['threshold']:.4g} is flagged" in text
+    for layer in sge_layer_shapes(loaded):
+        assert f"{layer['name']} {layer['groups']} {layer['height']}x{layer['width']}" in text
+    code, stdout, _ = run(capsys, "info", *([name] if name else []), "--json")
+    info = json.loads(stdout)
+    assert info["name"] == loaded.name and info["metadata"] == loaded.metadata and info["domain"] == \
+        loaded.config.domain()
+
+
+def test_info_of_a_registered_architecture_without_weights(capsys):
+    code, stdout, stderr = run(capsys, "info", "sge_resnet18", "--random-weights")
+    assert code == 0, stderr
+    assert "sge_resnet18 (random weights)" in stdout and "11,690,536 parameters" in stdout
+    assert "layer4.1.sge" in stdout and "no out-of-domain signal for this model" in stdout
+
+
+def test_predict_several_images_with_the_out_of_domain_verdict(capsys, tmp_path):
+    """Several images in one call; each with the verdict the library computes for it."""
+    from sge_viz.capture.analysis import analyze as library
+    from sge_viz.models.factory import create_model
+    from sge_viz.resources import examples_dir
+
+    photo, scene = examples_dir() / "chelsea.jpg", examples_dir() / "scene_01.png"
+    code, stdout, stderr = run(capsys, "predict", photo, scene, "--model", "sge_resnet_demo", "--json",
+                               "--device", "cpu")
+    assert code == 0, stderr
+    result = json.loads(stdout)
+    loaded = create_model("sge_resnet_demo", device="cpu")
+    assert result["model"] == loaded.name and result["failed"] == []
+    assert [r["image"] for r in result["results"]] == [str(photo), str(scene)]
+    for entry, path in zip(result["results"], (photo, scene)):
+        direct = library(loaded, open_image(path))
+        assert [p["index"] for p in entry["predictions"]] == [p.index for p in direct.predictions]
+        assert entry["out_of_domain"]["out_of_domain"] == direct.ood["out_of_domain"]
+        assert entry["out_of_domain"]["value"] == pytest.approx(direct.ood["value"], rel=1e-4, abs=1e-4)
+    assert result["results"][0]["out_of_domain"]["out_of_domain"] is True  # the cat photo ("Bag 54%")
+    assert result["results"][1]["out_of_domain"]["out_of_domain"] is False  # a scene of its generator
+
+    code, stdout, _ = run(capsys, "predict", photo, scene, "--model", "sge_resnet_demo", "--device", "cpu")
+    blocks = stdout.split(str(scene))
+    assert "OUT OF DOMAIN" in blocks[0] and "Bag" in blocks[0] and "in domain" in blocks[1]
+
+
+def test_predict_on_a_gates_only_model_says_it_has_no_signal(capsys, tiny_checkpoint, image_file, tmp_path):
+    code, stdout, _ = run(capsys, "predict", image_file, "--checkpoint", tiny_checkpoint, "--json")
+    assert code == 0 and json.loads(stdout)["out_of_domain"] is None
+    code, stdout, _ = run(capsys, "predict", image_file, "--checkpoint", tiny_checkpoint)
+    assert "no out-of-domain signal for this model" in stdout
+    junk = tmp_path / "junk.png"
+    junk.write_text("not a picture")
+    code, stdout, stderr = run(capsys, "predict", image_file, junk, "--checkpoint", tiny_checkpoint, "--json")
+    result = json.loads(stdout)
+    assert code == 1 and len(result["results"]) == 1 and result["failed"][0]["image"] == str(junk)
+    assert "junk.png" in stderr
+
+
+def _strip_colour(path: Path) -> tuple[int, int, int]:
+    """The colour of the verdict strip: the top-right pixel of the picture (right of the strip's text)."""
+    return tuple(int(v) for v in np.asarray(Image.open(path).convert("RGB"))[2, -3])
+
+
+def test_pictures_carry_the_out_of_domain_verdict(capsys, tmp_path, tiny_checkpoint, image_file):
+    """overlay.png, the mosaic PNG and explain's cam.png are marked: red out of domain, green in, grey when the
+    model has no signal; the same verdict as the library's, and the console and evidence.json say it too."""
+    from sge_viz.resources import examples_dir
+    from sge_viz.viz import verdict
+
+    photo, scene = examples_dir() / "chelsea.jpg", examples_dir() / "scene_01.png"
+    out = tmp_path / "analyze"
+    code, _, stderr = run(capsys, "analyze", photo, scene, "--model", "sge_resnet_demo", "--out", out,
+                          "--device", "cpu")
+    assert code == 0, stderr
+    colours = {"chelsea": verdict.OUT_BG, "scene_01": verdict.IN_BG}
+    for stem, colour in colours.items():
+        pictures = [out / stem / "overlay.png", *(out / stem).glob("mosaic_*.png")]
+        assert len(pictures) == 2
+        for path in pictures:
+            assert _strip_colour(path) == colour, path
+    code, stdout, _ = run(capsys, "explain", photo, "--model", "sge_resnet_demo", "--out", tmp_path / "ev",
+                          "--device", "cpu")
+    assert code == 0 and "OUT OF DOMAIN" in stdout
+    assert _strip_colour(tmp_path / "ev" / "chelsea" / "cam.png") == verdict.OUT_BG
+    evidence = json.loads((tmp_path / "ev" / "chelsea" / "evidence.json").read_text())
+    assert evidence["out_of_domain"]["out_of_domain"] is True
+
+    code, stdout, _ = run(capsys, "explain", image_file, "--checkpoint", tiny_checkpoint, "--out", tmp_path / "t")
+    assert code == 0 and "no out-of-domain signal for this model" in stdout
+    assert json.loads((tmp_path / "t" / image_file.stem / "evidence.json").read_text())["out_of_domain"] is None
+    assert _strip_colour(tmp_path / "t" / image_file.stem / "cam.png") == verdict.NONE_BG

@@ -51,7 +51,8 @@ def test_explain_writes_the_three_files_with_the_librarys_numbers(capsys, tmp_pa
         np.testing.assert_allclose(cam, direct.cam, atol=1e-6)
 
         doc = json.loads((folder / "evidence.json").read_text())
-        assert set(doc) == {"target", "cam", "layers"}
+        assert set(doc) == {"target", "cam", "out_of_domain", "layers"}
+        assert doc["out_of_domain"] == direct.ood  # None: a checkpoint without a measured signal
         assert set(doc["target"]) == {"index", "label", "probability"}
         assert doc["target"]["index"] == direct.target.index and doc["target"]["label"] == direct.target.label
         assert doc["target"]["probability"] == pytest.approx(direct.target.probability, rel=1e-6)

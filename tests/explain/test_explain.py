@@ -194,7 +194,7 @@ def test_concurrent_calls_on_one_model_keep_their_own_results(tiny):
 def test_json_shape_and_ranking(tiny, image):
     ev = explain(tiny, image, 5)
     doc = ev.to_json()
-    assert set(doc) == {"target", "cam", "layers"}
+    assert set(doc) == {"target", "cam", "out_of_domain", "layers"} and doc["out_of_domain"] is None  # no signal
     assert set(doc["target"]) == {"index", "label", "probability"} and doc["target"]["index"] == 5
     assert doc["cam"] == {"layer": ev.cam_layer, "method": "gradcam"}
     assert list(doc["layers"]) == ev.layers
@@ -228,3 +228,18 @@ def test_targets_by_index_or_name_and_clear_errors(tiny):
                        (2.5, "neither")):
         with pytest.raises(SGEVizError, match=words):
             resolve_target(config, bad)
+
+
+def test_the_verdict_is_the_one_analyze_gives():
+    """explain reads the out-of-domain score during its own forward: the same verdict as analyze's."""
+    from sge_viz.capture.analysis import analyze
+    from sge_viz.io.images import open_image
+    from sge_viz.models.factory import create_model
+    from sge_viz.resources import examples_dir
+
+    loaded = create_model("sge_resnet_demo", device="cpu")
+    for name in ("chelsea.jpg", "scene_01.png"):
+        image = open_image(examples_dir() / name)
+        got, want = explain(loaded, image).ood, analyze(loaded, image).ood
+        assert got["out_of_domain"] == want["out_of_domain"] and got["threshold"] == want["threshold"]
+        assert got["value"] == pytest.approx(want["value"], rel=1e-4, abs=1e-4)
