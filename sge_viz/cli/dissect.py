@@ -13,11 +13,21 @@ could be (summary.json is still written), 2 for a usage error.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
 
-from .common import UsageError, add_model_args, emit_json, load_model, non_negative_int, positive_int, say_error
+from .common import (
+    UsageError,
+    add_model_args,
+    emit_json,
+    load_model,
+    model_source,
+    non_negative_int,
+    positive_int,
+    say_error,
+)
 
 
 def register(sub) -> None:
@@ -84,7 +94,9 @@ def run(args: argparse.Namespace) -> int:
                                 progress=progress.update, pictures=not args.no_pictures,
                                 skip_out_of_domain=args.skip_out_of_domain)
         else:
-            spec = ModelSpec(args.model, args.checkpoint, args.device, args.random_weights, args.half)
+            source = model_source(args)
+            spec = ModelSpec(args.model, args.checkpoint, args.device, args.random_weights, args.half,
+                             source=dataclasses.asdict(source) if source.from_user_code else None)
             partial = run_ray(spec, items, args.top_k, args.batch_size, args.workers, args.layers,
                               progress=progress.update, pictures=not args.no_pictures,
                               skip_out_of_domain=args.skip_out_of_domain)

@@ -30,6 +30,7 @@ from PIL import Image
 from ..capture.preprocess import center_crop_view
 from ..errors import SGEVizError
 from ..models.factory import LoadedModel, create_model
+from ..models.loaded import weights_digest
 from .inputs import Item, open_item
 from .lifeline import worker_init_fn
 from .reduce import dissect_batch, queue_batch
@@ -47,8 +48,13 @@ class ModelSpec:
     device: str | None = None
     random_weights: bool = False
     half: bool = False
+    source: dict | None = None  # dataclasses.asdict(ModelSource) of a model from the user's code
 
     def load(self) -> LoadedModel:
+        if self.source is not None:
+            from ..models.sources import open_model, source_from_dict
+
+            return open_model(source_from_dict(self.source), device=self.device, half=self.half)
         return create_model(self.name, self.checkpoint, device=self.device, random_weights=self.random_weights,
                             half=self.half)
 
@@ -127,8 +133,8 @@ def load_state(path: Path, fp: str) -> tuple[Partial, int] | None:
     except (OSError, ValueError, KeyError, TypeError, EOFError) as exc:
         raise SGEVizError(f"The saved state {path} is unreadable ({exc}): run again without --resume.") from exc
     if meta.get("fingerprint") != fp:
-        raise SGEVizError(f"The saved state in {path.parent} belongs to another run (other inputs, model, --top-k "
-                          "or --layers): run without --resume, or give another --out.")
+        raise SGEVizError(f"The saved state in {path.parent} belongs to another run (other inputs, another model "
+                          "or other weights, --top-k or --layers): run without --resume, or give another --out.")
     return partial, done
 
 
@@ -146,7 +152,8 @@ def run_local(loaded: LoadedModel, items: Sequence[Item], k: int, batch_size: in
     """
     from torch.utils.data import DataLoader
 
-    fp = fingerprint(items, loaded.name, k, layers, skip_out_of_domain)
+    # The weights' digest, not the model's name: a resume must continue with the very same network.
+    fp = fingerprint(items, f"{loaded.name} {weights_digest(loaded.model)}", k, layers, skip_out_of_domain)
     total, start = Partial(k), 0
     if resume and state_path is not None:
         saved = load_state(state_path, fp)

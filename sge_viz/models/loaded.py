@@ -1,6 +1,7 @@
 """``LoadedModel``: a model ready for analysis, with its config and where it came from."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import torch
@@ -34,3 +35,14 @@ class LoadedModel:
     @property
     def device_label(self) -> str:
         return describe_device(self.device)
+
+
+def weights_digest(model: nn.Module) -> str:
+    """SHA-256 of every parameter and buffer (names, shapes, dtypes, values): which network this is, whatever
+    it is called (e.g. so that a resumed run refuses other weights under the same name)."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        digest.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()

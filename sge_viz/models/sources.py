@@ -105,3 +105,12 @@ def open_model(source: ModelSource, device: str | torch.device | None = None, ha
     if source.trust_pickle:
         loaded.notes.insert(0, "Loaded with --trust-pickle: the file's own code ran when it was read.")
     return loaded
+
+
+def source_from_dict(d: dict) -> ModelSource:
+    """The ``ModelSource`` of ``dataclasses.asdict(source)`` (what crosses to worker processes and Ray actors)."""
+    inputs = dict(d.get("inputs") or {})
+    for key in ("mean", "std", "sge_layers"):
+        if inputs.get(key) is not None:
+            inputs[key] = tuple(inputs[key])
+    return ModelSource(**{**d, "model_kwargs": dict(d.get("model_kwargs") or {}), "inputs": InputOptions(**inputs)})

@@ -150,3 +150,18 @@ def test_dissect_and_info_take_your_model(capsys, tmp_path, image_file):
     assert code == 0, err
     summary = json.loads((tmp_path / "d/summary.json").read_text())
     assert summary["images"] == 3 and set(summary["layers"]) == {"enc1.3", "enc2.3", "dec.3"}
+
+
+def test_resume_refuses_another_network_under_the_same_name(capsys, tmp_path, image_file):
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(2):
+        Image.open(image_file).rotate(40 * i).save(folder / f"im{i}.png")
+    base = ["dissect", folder, "--model", "sge_resnet18", "--random-weights", "--out", tmp_path / "d",
+            "--no-pictures", "--device", "cpu"]
+    code, out, err = run(capsys, *base)
+    assert code == 0, err
+    code, out, err = run(capsys, *base, "--resume")  # a fresh random network: other weights, same name
+    assert code != 0 and "another run" in err and "weights" in err
