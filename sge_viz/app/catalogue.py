@@ -20,12 +20,12 @@ from ..models.factory import (
     DEMO_LABEL,
     SCENES_LABEL,
     LoadedModel,
-    create_model,
     find_checkpoints,
     load_checkpoint,
     read_ood,
 )
 from ..models.registry import ARCHS, DEMO_ARCH, available_models, build_model, untrained
+from ..models.sources import ModelSource, open_model
 from ..resources import demo_checkpoint, scenes_checkpoint
 from .examples import example_mask
 
@@ -145,10 +145,10 @@ class ModelService:
             lock = self._locks.setdefault(label, threading.Lock())
         with lock:
             if label not in self._cache:
-                if choice.checkpoint is not None:
-                    loaded = load_checkpoint(choice.checkpoint, self.device)
-                else:
-                    loaded = create_model(choice.name, device=self.device, random_weights=choice.random_weights)
+                # The one path every model takes (CLI, app, Python): a source -> open_model -> a LoadedModel.
+                source = ModelSource(name=choice.name, random_weights=choice.random_weights,
+                                     checkpoint=str(choice.checkpoint) if choice.checkpoint is not None else None)
+                loaded = open_model(source, device=self.device)
                 with self._guard:
                     self._cache[label] = loaded
         return self._cache[label]
