@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -38,22 +39,12 @@ def import_callable(spec: str):
         raise SGEVizError(f"--model-def {spec!r} is not FILE.py:CALLABLE or package.module:CALLABLE "
                           "(e.g. my_models.py:build or torchvision.models:resnet18).")
     if where.endswith(".py") or "/" in where or "\\" in where:
-        path = Path(where).expanduser().resolve()
-        if not path.is_file():
-            raise SGEVizError(f"--model-def: the file {where} does not exist.")
-        module_name = f"sge_viz_user_{path.stem}_{abs(hash(str(path))) % 10**8}"
-        loader_spec = importlib.util.spec_from_file_location(module_name, path)
-        module = importlib.util.module_from_spec(loader_spec)
-        sys.modules[module_name] = module  # dataclasses and pickling look modules up here
-        sys.path.insert(0, str(path.parent))
-        try:
-            loader_spec.loader.exec_module(module)
-        except Exception as exc:
-            sys.modules.pop(module_name, None)
-            raise SGEVizError(f"--model-def: importing {where} failed ({type(exc).__name__}: {exc}).") from exc
-        finally:
-            sys.path.remove(str(path.parent))
+        module = _import_file(where)
     else:
+        # Like ``python -m``: the working folder first, so a package beside the user's shell is found (an
+        # installed console script does not put it on sys.path by itself).
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
         try:
             module = importlib.import_module(where)
         except Exception as exc:
@@ -67,6 +58,40 @@ def import_callable(spec: str):
     if not callable(target):
         raise SGEVizError(f"--model-def: {spec} is not callable.")
     return target
+
+
+def _import_file(where: str):
+    """Import a .py file. Inside a package (its folder has ``__init__.py``) it is imported as part of that
+    package, so its relative imports (``from .common import *``) work; otherwise as a lone module with its
+    folder first on ``sys.path``."""
+    path = Path(where).expanduser().resolve()
+    if not path.is_file():
+        raise SGEVizError(f"--model-def: the file {where} does not exist.")
+    root, parts = path.parent, [path.stem]
+    while (root / "__init__.py").is_file():
+        parts.insert(0, root.name)
+        root = root.parent
+    if len(parts) > 1:
+        if str(root) not in sys.path:
+            sys.path.insert(0, str(root))
+        try:
+            return importlib.import_module(".".join(parts))
+        except Exception as exc:
+            raise SGEVizError(f"--model-def: importing {where} as {'.'.join(parts)} failed "
+                              f"({type(exc).__name__}: {exc}).") from exc
+    module_name = f"sge_viz_user_{path.stem}_{abs(hash(str(path))) % 10**8}"
+    loader_spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(loader_spec)
+    sys.modules[module_name] = module  # dataclasses and pickling look modules up here
+    sys.path.insert(0, str(path.parent))
+    try:
+        loader_spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(module_name, None)
+        raise SGEVizError(f"--model-def: importing {where} failed ({type(exc).__name__}: {exc}).") from exc
+    finally:
+        sys.path.remove(str(path.parent))
+    return module
 
 
 def build_user_model(spec: str, kwargs: dict | None = None) -> nn.Module:

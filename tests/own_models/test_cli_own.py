@@ -165,3 +165,35 @@ def test_resume_refuses_another_network_under_the_same_name(capsys, tmp_path, im
     assert code == 0, err
     code, out, err = run(capsys, *base, "--resume")  # a fresh random network: other weights, same name
     assert code != 0 and "another run" in err and "weights" in err
+
+
+def test_model_code_inside_a_package_with_relative_imports(capsys, tmp_path, image_file, monkeypatch):
+    """As in the official repository: ``from .common_head import *`` in the model's file."""
+    pkg = tmp_path / "mynets"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "common_head.py").write_text("import torch\nfrom torch import nn\n")
+    (pkg / "sge_net.py").write_text(
+        "from .common_head import *\n\n\n"
+        "class SpatialGroupEnhance(nn.Module):\n"
+        "    def __init__(self, groups=4):\n"
+        "        super().__init__()\n"
+        "        self.groups = groups\n"
+        "        self.weight = nn.Parameter(torch.randn(1, groups, 1, 1))\n"
+        "        self.bias = nn.Parameter(torch.ones(1, groups, 1, 1))\n"
+        "        self.sig = nn.Sigmoid()\n\n"
+        "    def forward(self, x):\n"
+        "        b, c, h, w = x.size()\n"
+        "        x = x.view(b * self.groups, -1, h, w)\n"
+        "        t = (x * x.mean((2, 3), keepdim=True)).sum(1, keepdim=True).view(b * self.groups, -1)\n"
+        "        t = ((t - t.mean(1, keepdim=True)) / (t.std(1, keepdim=True) + 1e-5)).view(b, self.groups, h, w)\n"
+        "        x = x * self.sig((t * self.weight + self.bias).view(b * self.groups, 1, h, w))\n"
+        "        return x.view(b, c, h, w)\n\n\n"
+        "def build():\n"
+        "    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), SpatialGroupEnhance(4), nn.AdaptiveAvgPool2d(1),\n"
+        "                         nn.Flatten(), nn.Linear(8, 3))\n")
+    monkeypatch.chdir(tmp_path)
+    for spec in ("mynets/sge_net.py:build", "mynets.sge_net:build"):
+        code, out, err = run(capsys, "predict", image_file, "--model-def", spec, "--input-size", "32")
+        assert code == 0, (spec, err)
+        assert len([line for line in out.splitlines() if "%" in line]) == 3
