@@ -1,0 +1,90 @@
+"""Your own model in the app: first in the menu, controls that follow its layers' own group counts, the
+card it has (given domain or none known), gates-only models without predictions; serve --model-def."""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from sge_viz import wrap_model
+from sge_viz.app.catalogue import ModelService
+from sge_viz.app.layout import build_ui
+from sge_viz.app.server import add_serve_args, user_models
+from sge_viz.app.views import Order
+
+from . import variants as v
+
+
+class TwoScales(nn.Module):
+    """A dense-output net whose SGE layers have 4 and 8 groups, on a non-square input."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), v.FunctionalSGE(4))
+        self.b = nn.Sequential(nn.Conv2d(16, 32, 3, stride=2, padding=1), v.BlogSGE(8))
+
+    def forward(self, x):
+        return self.b(self.a(x))
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    torch.manual_seed(0)
+    classifier = wrap_model(v.ConvNet(v.BlogSGE), input_size=48, labels=list("abcde"), name="my classifier",
+                            domain="Recognises five letters drawn on paper.")
+    dense = wrap_model(TwoScales(), input_size="32x48", resize="full", name="my segmenter")
+    service = ModelService(device="cpu", models=[classifier, dense])
+    path = tmp_path_factory.mktemp("img") / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (60, 90, 3), dtype=np.uint8)).save(path)
+    return build_ui(service).handlers, service, path
+
+
+def test_your_models_come_first_and_carry_their_card(page):
+    h, service, path = page
+    assert service.choices[:2] == ["my classifier", "my segmenter"] and service.default == "my classifier"
+    out = h.show_image({"path": str(path), "orig_name": "photo.png"}, "my classifier", None, None, Order.SELECTIVE,
+                       "inferno", 0.5)
+    assert "five letters" in out[h.c.domain] and "Built by your code" in out[h.c.domain]
+    assert out[h.c.predictions].visible is not False and "not available" in out[h.c.ood]
+
+
+def test_gates_only_model_hides_predictions_and_controls_follow_each_layer(page):
+    h, service, path = page
+    out = h.show_image({"path": str(path), "orig_name": "photo.png"}, "my segmenter", None, None, Order.SELECTIVE,
+                       "inferno", 0.5)
+    assert out[h.c.predictions].visible is False and "Gates only" in out[h.c.ood]
+    assert "No domain is known" in out[h.c.domain] and "32x48" in out[h.c.domain]
+    analysis = out[h.c.state]
+    assert analysis.layer_names == ["a.1", "b.1"] and analysis.image.shape == (32, 48, 3)
+    for layer, groups in (("a.1", 4), ("b.1", 8)):
+        changed = h.change_layer(analysis, layer, 0, Order.SELECTIVE, "inferno", 0.5)
+        assert changed[h.c.group].maximum == groups - 1
+    assert service.groups("my segmenter") == 8  # the deepest layer's, before any image
+
+
+def test_serve_model_def_builds_the_users_model(tmp_path):
+    (tmp_path / "defs.py").write_text(
+        "import torch\nfrom torch import nn\n"
+        "class SGE(nn.Module):\n"
+        "    def __init__(self, G=2):\n"
+        "        super().__init__(); self.G = G; self.gamma = nn.Parameter(torch.ones(G)); "
+        "self.beta = nn.Parameter(torch.zeros(G))\n"
+        "    def forward(self, x):\n"
+        "        b, c, h, w = x.shape; xg = x.reshape(b, self.G, -1, h, w)\n"
+        "        s = (xg * xg.mean((3, 4), keepdim=True)).sum(2)\n"
+        "        t = (s - s.mean((2, 3), keepdim=True)) / (s.std((2, 3), keepdim=True) + 1e-5)\n"
+        "        a = torch.sigmoid(t * self.gamma.view(1, -1, 1, 1) + self.beta.view(1, -1, 1, 1))\n"
+        "        return (xg * a.unsqueeze(2)).reshape(b, c, h, w)\n"
+        "def build():\n"
+        "    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), SGE(2))\n")
+    args = add_serve_args(argparse.ArgumentParser()).parse_args(
+        ["--model-def", f"{tmp_path / 'defs.py'}:build", "--input-size", "24", "--domain", "toy pictures",
+         "--device", "cpu"])
+    models = user_models(args)
+    assert len(models) == 1 and models[0].config.task == "gates" and models[0].config.description == "toy pictures"
+    service = ModelService(device="cpu", models=models)
+    assert service.choices[0] == models[0].name
