@@ -33,22 +33,37 @@ FIG_FIELDS = ("crop", "gate", "view", "before", "after")
 Pool = dict[str, np.ndarray]  # field -> (rows, ...) array
 
 
-def patch_window(size: int, height: int, width: int, row: int, col: int) -> tuple[int, int, int]:
+def patch_window(size: int | tuple[int, int], height: int, width: int, row: int, col: int
+                 ) -> tuple[tuple[int, int], int, int]:
     """Where the patch of cell (row, col) of an (height, width) map lies: (scaled, top, left), the TILE x TILE
-    window at (top, left) of the ``size`` px crop resized to ``scaled`` px. The window covers about three
-    cells (at least a third of the crop) centred on the cell, kept inside the crop."""
+    window at (top, left) of the crop (``size`` px, or (H, W)) resized to ``scaled`` = (H', W') px, both
+    sides by one factor. The window covers about three cells (at least a third of the crop's shorter side)
+    centred on the cell, kept inside the crop."""
     scaled, top, left = patch_windows(size, height, width, np.array([row]), np.array([col]))
     return scaled, int(top[0]), int(left[0])
 
 
-def patch_windows(size: int, height: int, width: int, rows: np.ndarray, cols: np.ndarray
-                  ) -> tuple[int, np.ndarray, np.ndarray]:
-    """``patch_window`` of many cells of one map at once: (scaled, tops (m,), lefts (m,))."""
-    side = min(size, max(size // 3, round(3 * size / height)))
-    scaled = max(TILE, round(size * TILE / side))
-    top = np.clip(np.round((np.asarray(rows) + 0.5) * scaled / height - TILE / 2), 0, scaled - TILE)
-    left = np.clip(np.round((np.asarray(cols) + 0.5) * scaled / width - TILE / 2), 0, scaled - TILE)
+def patch_windows(size: int | tuple[int, int], height: int, width: int, rows: np.ndarray, cols: np.ndarray
+                  ) -> tuple[tuple[int, int], np.ndarray, np.ndarray]:
+    """``patch_window`` of many cells of one map at once: (scaled (H', W'), tops (m,), lefts (m,))."""
+    size_h, size_w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    short = min(size_h, size_w)
+    side = min(short, max(short // 3, round(3 * size_h / height)))
+    scaled = (max(TILE, round(size_h * TILE / side)), max(TILE, round(size_w * TILE / side)))
+    top = np.clip(np.round((np.asarray(rows) + 0.5) * scaled[0] / height - TILE / 2), 0, scaled[0] - TILE)
+    left = np.clip(np.round((np.asarray(cols) + 0.5) * scaled[1] / width - TILE / 2), 0, scaled[1] - TILE)
     return scaled, top.astype(np.int64), left.astype(np.int64)
+
+
+def fig2_view(view: np.ndarray) -> np.ndarray:
+    """The whole crop for Fig. 2: (FIG2_PANEL, FIG2_PANEL, 3) uint8, resized with its aspect ratio kept
+    (white margins right or below a non-square crop)."""
+    height, width = view.shape[:2]
+    scale = FIG2_PANEL / max(height, width)
+    h, w = max(1, round(height * scale)), max(1, round(width * scale))
+    out = np.full((FIG2_PANEL, FIG2_PANEL, 3), 255, np.uint8)
+    out[:h, :w] = resize_image(view, h, w)
+    return out
 
 
 def entry_pictures(views: Sequence[np.ndarray], index: np.ndarray, rows: np.ndarray, cols: np.ndarray,
@@ -63,14 +78,14 @@ def entry_pictures(views: Sequence[np.ndarray], index: np.ndarray, rows: np.ndar
     resized = {} if resized is None else resized
     m = len(index)
     h, w = gates.shape[1:] if gates.ndim == 3 else (1, 1)
-    size = views[0].shape[0] if len(views) else TILE
+    size = tuple(views[0].shape[:2]) if len(views) else TILE
     crops = np.empty((m, TILE, TILE, 3), np.uint8)
     if m:
         scaled, tops, lefts = patch_windows(size, h, w, rows, cols)
         used = np.unique(index)
         for b in used.tolist():
             if (b, scaled) not in resized:
-                resized[(b, scaled)] = resize_image(views[b], scaled, scaled)
+                resized[(b, scaled)] = resize_image(views[b], *scaled)
         stack = np.stack([resized[(b, scaled)] for b in used.tolist()])
         # Every TILE x TILE window of the resized images as a view (B, N', N', 3, TILE, TILE): picking
         # the m windows copies whole blocks.
@@ -80,7 +95,7 @@ def entry_pictures(views: Sequence[np.ndarray], index: np.ndarray, rows: np.ndar
     if lengths is not None:
         for b in set(index.tolist()):
             if (b, FIG2_PANEL) not in resized:
-                resized[(b, FIG2_PANEL)] = resize_image(views[b], FIG2_PANEL, FIG2_PANEL)
+                resized[(b, FIG2_PANEL)] = fig2_view(views[b])
         pool["view"] = (np.stack([resized[(b, FIG2_PANEL)] for b in index.tolist()]) if m else
                         np.zeros((0, FIG2_PANEL, FIG2_PANEL, 3), np.uint8))
         pool["before"], pool["after"] = (np.asarray(x, np.float16).reshape(m, h, w) for x in lengths)
@@ -134,18 +149,18 @@ def compact(pool: Pool | None, slot: np.ndarray) -> tuple[Pool | None, np.ndarra
     return {f: a[slot[live]] for f, a in pool.items()}, out
 
 
-def draw_patch(crop: np.ndarray, gate: np.ndarray, row: int, col: int, size: int) -> np.ndarray:
+def draw_patch(crop: np.ndarray, gate: np.ndarray, row: int, col: int, size: int | tuple[int, int]) -> np.ndarray:
     """The patch of one top entry, (TILE, TILE, 3) uint8: its ``crop`` lit by the gate, full brightness
     where the gate is highest in its map and ``PATCH_FLOOR`` of it where lowest (the gate stretched to
     its own map's range, so a gate between 0.45 and 0.6 still shows; the image keeps its own colours).
 
-    ``gate`` (H, W) is the whole map, ``size`` the crop the network saw (px); the gate is resized to the
+    ``gate`` (H, W) is the whole map, ``size`` the crop the network saw (px or (H, W)); the gate is resized to the
     crop's scale and cut to the patch's window exactly as the image was (``patch_window``)."""
     gate = np.asarray(gate, np.float32)
     h, w = gate.shape
     scaled, top, left = patch_window(size, h, w, row, col)
-    rows = resize_matrix(h, scaled)[top:top + TILE]
-    cols = resize_matrix(w, scaled)[left:left + TILE]
+    rows = resize_matrix(h, scaled[0])[top:top + TILE]
+    cols = resize_matrix(w, scaled[1])[left:left + TILE]
     lo, hi = float(gate.min()), float(gate.max())
     light = np.clip((rows @ gate @ cols.T - lo) / (hi - lo if hi > lo else 1.0), 0.0, 1.0)
     light = PATCH_FLOOR + (1.0 - PATCH_FLOOR) * light

@@ -208,6 +208,17 @@ def _label(tile: np.ndarray, text: str, prefix: str = "", size: int = 10) -> np.
     return viz.caption(tile, prefix + text, size=size)
 
 
+def _overlay_fitted(view: np.ndarray, values: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
+    """``values`` (h, w) over the part of a Fig. 2 panel that holds the image (``pictures.fig2_view`` keeps a
+    non-square crop's aspect ratio and leaves white margins)."""
+    h, w = values.shape
+    scale = view.shape[0] / max(h, w)
+    ch, cw = max(1, round(h * scale)), max(1, round(w * scale))
+    out = view.copy()
+    out[:ch, :cw] = viz.overlay(view[:ch, :cw], values, cmap="viridis", alpha=0.6, vmin=vmin, vmax=vmax)
+    return out
+
+
 def fig2_picture(layer: str, groups: dict[int, dict[int, tuple]], k: int,
                  rejected: set[str] | frozenset[str] = frozenset()) -> np.ndarray:
     """Fig. 2: per group two rows (before / after SGE) of its top images' vector-length maps, one colour
@@ -226,8 +237,7 @@ def fig2_picture(layer: str, groups: dict[int, dict[int, tuple]], k: int,
         for label, index in (("before", 2), ("after", 3)):
             tiles = []
             for p in panels:
-                view = viz.overlay(p[1], np.asarray(p[index], np.float32), cmap="viridis", alpha=0.6, vmin=lo,
-                                   vmax=hi)
+                view = _overlay_fitted(p[1], np.asarray(p[index], np.float32), vmin=lo, vmax=hi)
                 if p[0] in rejected:
                     view, marked = mark_out_of_domain(view), True
                 tiles.append(_label(view, p[0], "OOD " if p[0] in rejected else "") if index == 2 else view)
