@@ -197,3 +197,20 @@ def test_model_code_inside_a_package_with_relative_imports(capsys, tmp_path, ima
         code, out, err = run(capsys, "predict", image_file, "--model-def", spec, "--input-size", "32")
         assert code == 0, (spec, err)
         assert len([line for line in out.splitlines() if "%" in line]) == 3
+
+
+def test_dissect_pictures_of_a_non_square_model(capsys, tmp_path, image_file):
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(3):
+        Image.open(image_file).rotate(25 * i).save(folder / f"im{i}.png")
+    spec = str(Path(__file__).resolve().parents[2] / "docs/own_models/resnet18_sge.py") + ":resnet18_sge"
+    code, out, err = run(capsys, "dissect", folder, "--model-def", spec, "--model-kwargs", '{"num_classes": 10}',
+                         "--input-size", "96x128", "--out", tmp_path / "d", "--device", "cpu", "--top-k", "2")
+    assert code == 0, err
+    fig2 = np.asarray(Image.open(next((tmp_path / "d/figures").glob("fig2_*.png"))).convert("RGB"))
+    assert fig2.shape[1] > 200 and (tmp_path / "d/groups").is_dir()
+    patch = np.asarray(Image.open(next((tmp_path / "d/groups").rglob("g00.png"))).convert("RGB"))
+    assert patch.std() > 5  # real pixels, not an empty tile
