@@ -167,19 +167,22 @@ def mosaic(image: np.ndarray, gates: np.ndarray, order: list[int] | None = None,
         canvas[r, :, c, :] = background
     canvas = canvas.reshape(rows * step, cols * step)
 
-    if labels:
+    framed, width = None, max(2, tile // 32)
+    if highlight is not None and highlight in order:
+        framed = order.index(highlight)
+        r, c = divmod(framed, cols)
+        cell = canvas[r * step:r * step + tile, c * step:c * step + tile]
+        colour = pack(np.array(HIGHLIGHT, np.uint8))
+        cell[:width], cell[-width:], cell[:, :width], cell[:, -width:] = colour, colour, colour, colour
+    if labels:  # after the frame: the focused tile's label sits inside its frame, whole
         size = max(8, min(14, tile // 7))
         for position, g in enumerate(order):
             sprite = label_sprite(f"g{g}" if tile >= 40 else str(g), size)
             r, c = divmod(position, cols)
-            sh, sw = min(sprite.shape[0], tile), min(sprite.shape[1], tile)
-            canvas[r * step:r * step + sh, c * step:c * step + sw] = sprite[:sh, :sw]
-    if highlight is not None and highlight in order:
-        r, c = divmod(order.index(highlight), cols)
-        width = max(2, tile // 32)
-        cell = canvas[r * step:r * step + tile, c * step:c * step + tile]
-        colour = pack(np.array(HIGHLIGHT, np.uint8))
-        cell[:width], cell[-width:], cell[:, :width], cell[:, -width:] = colour, colour, colour, colour
+            inset = width if position == framed else 0
+            sh, sw = min(sprite.shape[0], tile - inset), min(sprite.shape[1], tile - inset)
+            y, x = r * step + inset, c * step + inset
+            canvas[y:y + sh, x:x + sw] = sprite[:sh, :sw]
     # Drop the trailing gap so the picture ends at the last tile.
     return unpack(canvas[:rows * step - GAP, :cols * step - GAP])
 
