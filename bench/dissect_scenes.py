@@ -5,7 +5,7 @@
 Writes ``count`` held-out scenes of the shipped model's recipe (t10k, the evaluation seed) with their item masks into a temporary
 folder, dissects them with the shipped demo model, prints which groups track the item (mask AUC) and
 whether SGE raises the groups' variance and shifts the vector lengths, appends the findings to
-bench/DISSECT.md and copies the deepest layer's figures to assets/screenshots/dissect_*.png.
+bench/DISSECT.md and copies the deepest layer's figures to docs/screenshots/dissect_*.png.
 """
 from __future__ import annotations
 
@@ -83,9 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         chosen = figure_groups(summary, deepest)
         lines += ["", f"AUCs are means over the {groups[0]['mask_images']} scenes with a mask (all of them). "
                   f"Fig. 2 shows {deepest} groups {', '.join(map(str, chosen))}.", "",
-                  "![Fig. 2](../assets/screenshots/dissect_fig2.png)",
-                  "![Fig. 3](../assets/screenshots/dissect_fig3.png) ![Fig. 4](../assets/screenshots/dissect_fig4.png)"]
-        shots = ROOT / "assets" / "screenshots"
+                  "![Fig. 2](../docs/screenshots/dissect_fig2.png)",
+                  "![Fig. 3](../docs/screenshots/dissect_fig3.png) ![Fig. 4](../docs/screenshots/dissect_fig4.png)"]
+        shots = ROOT / "docs" / "screenshots"
         for key in ("fig2", "fig3", "fig4"):  # small files for the repository: 256-colour PNGs
             with Image.open(tmp / "out" / "figures" / f"{key}_{deepest}.png") as picture:
                 picture.convert("RGB").quantize(256).save(shots / f"dissect_{key}.png", optimize=True)

@@ -24,6 +24,8 @@ from .catalogue import ModelService
 from .handlers import upload_path, user_errors
 
 TOP1 = "top-1 class (predicted)"
+NO_IMAGE = ("**No image yet.** Give one on the left (upload, paste or pick an example) and its class evidence "
+            "appears here.")
 TABLE_HEADERS = ["rank", "group", "contribution (logit)", "share of layer's |sum|", "gate vs CAM r", "sign"]
 INTRO = """For the target class: **Grad-CAM** (pytorch-grad-cam's `GradCAM` on the last residual block, relative
 0..1) beside the focused group's gate; every group's **contribution** = sum over its channels and positions of
@@ -120,7 +122,10 @@ class EvidenceTab:
 
     @user_errors
     def run(self, payload: Any, choice: str, target: Any, layer: str, group: Any, previous: _Kept | None) -> dict:
-        """Open the tab, press Explain or pick a target: explain (unless the same request is kept) and draw."""
+        """Open the tab, press Explain or pick a target: explain (unless the same request is kept) and draw.
+        Before any image: one sentence saying what to do, and nothing else changes (no error badges)."""
+        if payload is None:
+            return {self.summary: NO_IMAGE, self.opened: True}
         return self._full(self._explain(payload, choice, target, previous), layer, group, target)
 
     @user_errors

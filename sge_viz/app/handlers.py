@@ -194,7 +194,7 @@ class Handlers:
 
         out = self._focus(analysis, layer, group, order, cmap, alpha, scale, contrast, cells)
         out.update({
-            c.layer: gr.Dropdown(choices=analysis.layer_names, value=layer),
+            c.layer: gr.Dropdown(choices=analysis.layer_names, value=layer, info=views.layer_note(analysis)),
             c.group: group_slider(lg.groups, group),
             c.histogram: figures.histogram_figure(analysis, layer),
             c.table: pd.DataFrame(rows, columns=headers),

@@ -20,9 +20,12 @@ from ..errors import SGEVizError
 from ..io.limits import current_limits
 from ..io.tempfiles import download_folder
 from ..models.factory import LoadedModel
+from ..models.registry import DEMO_ARCH
 from .catalogue import ModelService
-from .examples import example_paths
+from .examples import example_paths, is_scene
 from .handlers import user_errors
+
+MAX_TOP_K = 32  # top images per group: the slider's end and the API's limit
 
 
 def _upload_paths(files: Any) -> list[Path]:
@@ -34,6 +37,13 @@ def _upload_paths(files: Any) -> list[Path]:
         if path:
             out.append(Path(str(path)))
     return out
+
+
+def example_set(loaded: LoadedModel) -> list[Path]:
+    """The shipped examples this model knows: the scenes (with their masks) for the demo models, which have
+    never seen a photograph (photos would fill every group's top images), else the photos."""
+    scenes = loaded.config.arch == DEMO_ARCH
+    return [p for p in example_paths() if is_scene(p) == scenes]
 
 
 def _stage(uploads: list[Path], folder: Path) -> list[str]:
@@ -108,8 +118,9 @@ def _dissect_set(service, files, use_examples, model, top_k, progress, folder: P
     from ..dissect.report import write_report
 
     limits = current_limits()
+    loaded = service.get(service.resolve(model or service.default))
     if use_examples:
-        inputs = [str(p) for p in example_paths()]
+        inputs = [str(p) for p in example_set(loaded)]
     else:
         uploads = _upload_paths(files)
         if not uploads:
@@ -120,9 +131,8 @@ def _dissect_set(service, files, use_examples, model, top_k, progress, folder: P
         raise SGEVizError(f"{len(found.items)} images, over the limit of {limits.max_set_images} per request "
                           "(SGE_VIZ_MAX_SET_IMAGES): use the command line (sge-viz dissect) for large sets.")
     k = int(top_k or 6)
-    if not 1 <= k <= 32:
-        raise SGEVizError(f"Top-k {k} is outside 1..32.")
-    loaded = service.get(service.resolve(model or service.default))
+    if not 1 <= k <= MAX_TOP_K:
+        raise SGEVizError(f"Top-k {k} is outside 1..{MAX_TOP_K}.")
     total, done = len(found.items), [0]
 
     def tick(n: int) -> None:
@@ -157,18 +167,22 @@ def build_imageset_tab(service: ModelService) -> None:
             files = gr.File(file_count="multiple", file_types=["image", ".zip"], type="filepath",
                             label="Images or a .zip", elem_id="set-files")
             with gr.Column():
-                use_examples = gr.Checkbox(False, label="Use the example set instead", elem_id="set-examples")
+                use_examples = gr.Checkbox(False, label="Use the example set instead", elem_id="set-examples",
+                                           info="The examples the model knows: for the demo models the 12 scenes "
+                                                "with their masks, for ImageNet models the photos.")
                 model = gr.Dropdown(service.choices, value=service.default, label="Model", elem_id="set-model")
-                top_k = gr.Slider(1, 16, value=6, step=1, label="Top images per group", elem_id="set-topk")
+                top_k = gr.Slider(1, MAX_TOP_K, value=6, step=1, label="Top images per group", elem_id="set-topk")
                 run = gr.Button("Dissect the set", variant="primary", elem_id="set-run")
         gr.Markdown("**Fig. 2 view:** the groups of the deepest layer that best track the object (highest "
                     "mask AUC, else most selective), each with its top images: vector length before vs after SGE.")
         fig2 = gr.Image(format="png", interactive=False, show_label=False, elem_id="set-fig2")
-        with gr.Row():
-            fig3 = gr.Image(format="png", interactive=False, label="Fig. 3: vector lengths before / after SGE",
-                            elem_id="set-fig3")
-            fig4 = gr.Image(format="png", interactive=False, label="Fig. 4: per-group variance before / after SGE",
-                            elem_id="set-fig4")
+        with gr.Row():  # the titles above the pictures, not as panel labels over the figures' own titles
+            with gr.Column():
+                gr.Markdown("**Fig. 3 view:** vector lengths before / after SGE (deepest layer)")
+                fig3 = gr.Image(format="png", interactive=False, show_label=False, elem_id="set-fig3", buttons=[])
+            with gr.Column():
+                gr.Markdown("**Fig. 4 view:** per-group variance before / after SGE (deepest layer)")
+                fig4 = gr.Image(format="png", interactive=False, show_label=False, elem_id="set-fig4", buttons=[])
         report = gr.File(label="Report (index.html, summary.json, figures, groups) as a zip", interactive=False,
                          elem_id="set-report")
         summary = gr.JSON(label="summary.json", elem_id="set-summary")

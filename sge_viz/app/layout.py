@@ -23,6 +23,9 @@ STATE_SESSIONS = 256
 CSS = """
 #mosaic img { cursor: crosshair; }
 .caption-line { font-size: 0.9em; }
+/* Compare panels: the caption (image, layer, group, scale) on its own lines above the picture, whole */
+[id^="compare-"] label[data-testid="block-label"] { position: static; white-space: normal; overflow: visible;
+  max-width: 100%; height: auto; }
 """
 
 
@@ -133,14 +136,15 @@ def build_ui(service: ModelService, concurrency: int | None = None, queue_size: 
                 pin_btn = gr.Button("Add current view to compare", elem_id="pin")
                 clear_btn = gr.Button("Clear compare", elem_id="clear-pins")
             with gr.Row():
-                c.slots = [gr.Image(label=f"Panel {i + 1}: empty", format="png", interactive=False,
-                                       elem_id=f"compare-{i + 1}") for i in range(4)]
+                # No corner buttons over the pictures (they would hide the verdict strip; Download has them).
+                c.slots = [gr.Image(label=f"Panel {i + 1}: empty", format="png", interactive=False, buttons=[],
+                                    elem_id=f"compare-{i + 1}") for i in range(4)]
         with gr.Tab("Statistics"):
             c.depth = gr.Plot(label="Gate statistics across depth", elem_id="depth", format="png")
-            with gr.Row():
-                c.histogram = gr.Plot(label="This layer's gate values", elem_id="histogram", format="png")
-                c.table = gr.Dataframe(label="Groups ranked by selectivity (click a row to focus it)",
-                                          interactive=False, elem_id="group-table", max_height=420)
+            c.histogram = gr.Plot(label="This layer's gate values", elem_id="histogram", format="png")
+            # The whole width: every column and its header readable without scrolling.
+            c.table = gr.Dataframe(label="Groups ranked by selectivity (click a row to focus it)",
+                                   interactive=False, elem_id="group-table", max_height=420, wrap=True)
             gr.Markdown(views.definitions_markdown(), elem_id="stat-definitions")
         with gr.Tab("Download"):
             gr.Markdown("The pictures on screen as PNGs, plus `gates.npz` (one float32 (groups, h, w) array per "

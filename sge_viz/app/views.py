@@ -79,11 +79,21 @@ def most_selective(layer: LayerGates) -> int:
     return int(stats.selectivity_order(layer.gate)[0])
 
 
-def default_layer(analysis: Analysis, min_side: int = 14) -> str:
-    """The deepest layer whose gate maps are still at least ``min_side`` wide (e.g. layer3.5.sge in
-    SGE-ResNet50, layer2.1.sge in the demo model): semantic, yet detailed enough to read."""
-    wide = [lg.name for lg in analysis.layers if lg.gate.shape[2] >= min_side]
-    return wide[-1] if wide else analysis.layer_names[-1]
+def default_layer(analysis: Analysis) -> str:
+    """The layer the page opens on: the deepest SGE layer, where the gates act on what the network has
+    recognised (in the demo models the only layer whose every group enhances the item; earlier layers often
+    suppress it, see ``LAYER_NOTE``)."""
+    return analysis.layer_names[-1]
+
+
+def layer_note(analysis: Analysis) -> str:
+    """The layer menu's note: which layer the page opens on, and why."""
+    return LAYER_NOTE.format(deepest=analysis.layer_names[-1], count=len(analysis.layer_names))
+
+
+LAYER_NOTE = ("The page opens on {deepest}, the deepest of the {count} SGE layers: there the gates act on what "
+              "the network has recognised, and in the demo models every group enhances the item. Earlier "
+              "layers' gates are less specific and often suppress the item (see How to read this).")
 
 
 def view_image(analysis: Analysis) -> np.ndarray:

@@ -182,19 +182,22 @@ def mosaic(image: np.ndarray, gates: np.ndarray, order: list[int] | None = None,
         canvas[r, :, c, :] = background
     canvas = canvas.reshape(rows * step_h, cols * step_w)
 
-    if labels:
+    framed, width = None, max(2, tile // 32)
+    if highlight is not None and highlight in order:
+        framed = order.index(highlight)
+        r, c = divmod(framed, cols)
+        cell = canvas[r * step_h:r * step_h + tile_h, c * step_w:c * step_w + tile_w]
+        colour = pack(np.array(HIGHLIGHT, np.uint8))
+        cell[:width], cell[-width:], cell[:, :width], cell[:, -width:] = colour, colour, colour, colour
+    if labels:  # after the frame: the focused tile's label sits inside its frame, whole
         size = max(8, min(14, min(tile_h, tile_w) // 7))
         for position, g in enumerate(order):
             sprite = label_sprite(f"g{g}" if tile_w >= 40 else str(g), size)
             r, c = divmod(position, cols)
-            sh, sw = min(sprite.shape[0], tile_h), min(sprite.shape[1], tile_w)
-            canvas[r * step_h:r * step_h + sh, c * step_w:c * step_w + sw] = sprite[:sh, :sw]
-    if highlight is not None and highlight in order:
-        r, c = divmod(order.index(highlight), cols)
-        width = max(2, tile // 32)
-        cell = canvas[r * step_h:r * step_h + tile_h, c * step_w:c * step_w + tile_w]
-        colour = pack(np.array(HIGHLIGHT, np.uint8))
-        cell[:width], cell[-width:], cell[:, :width], cell[:, -width:] = colour, colour, colour, colour
+            inset = width if position == framed else 0
+            sh, sw = min(sprite.shape[0], tile_h - inset), min(sprite.shape[1], tile_w - inset)
+            y, x = r * step_h + inset, c * step_w + inset
+            canvas[y:y + sh, x:x + sw] = sprite[:sh, :sw]
     # Drop the trailing gap so the picture ends at the last tile.
     return unpack(canvas[:rows * step_h - GAP, :cols * step_w - GAP])
 

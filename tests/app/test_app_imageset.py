@@ -58,10 +58,12 @@ def test_dissect_endpoint_matches_the_library_on_uploads(served, tmp_path):
 def test_dissect_endpoint_example_set_and_errors(served):
     client, service = served
     summary, *_ = client.predict(None, True, service.default, 2, api_name="/dissect")
-    assert summary["images"] == len(example_paths())
     deepest = list(summary["layers"].values())[-1]["per_group"]
     scenes = [p for p in example_paths() if is_scene(p)]
     assert len(scenes) == 12  # both demo models' six example scenes, each with its item mask
+    # A demo model's example set is its scenes: the photos it has never seen would top every group.
+    assert summary["images"] == len(scenes) < len(example_paths())
+    assert {t["image"] for g in deepest for t in g["top"]} <= {p.name for p in scenes}
     assert all(g["mask_images"] == len(scenes) for g in deepest)
     with pytest.raises(AppError, match="No images given"):
         client.predict(None, False, service.default, 2, api_name="/dissect")

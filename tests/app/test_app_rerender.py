@@ -230,14 +230,15 @@ def test_example_scenes_bring_their_mask(app, tmp_path):
     assert (seen & want).sum() / (seen | want).sum() > 0.9  # bilinear vs nearest differ only on the edge
 
 
-def test_first_image_starts_on_a_readable_layer_later_images_keep_the_view(app):
+def test_first_image_starts_on_the_deepest_layer_later_images_keep_the_view(app):
     h, service, forwards, image = app
     payload = {"path": str(image), "orig_name": image.name}
     first = h.show_image(payload, service.default, "layer1.0.sge", 0, Order.SELECTIVE, "inferno", 0.5)
     analysis = first[h.c.state]
     layer = default_layer(analysis)
-    assert analysis.layer(layer).gate.shape[2] >= 14 and layer != analysis.layer_names[-1]
+    assert layer == analysis.layer_names[-1]  # the deepest SGE layer, where the gates enhance the item
     assert first[h.c.layer].value == layer
+    assert f"opens on {layer}, the deepest of the {len(analysis.layers)} SGE layers" in first[h.c.layer].info
     assert first[h.c.group].value == stats.selectivity_order(analysis.layer(layer).gate)[0]
     # The next image on the same model keeps the layer (so images compare) and starts on its own most
     # selective group, unless the user pinned the group ("keep").

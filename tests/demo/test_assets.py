@@ -33,3 +33,15 @@ def test_wild_scenes_are_the_first_of_each_picked_class_with_their_masks(tmp_pat
         np.testing.assert_array_equal(pixels(path), sample.image)
         np.testing.assert_array_equal(pixels(mask_path(path)) > 0, sample.item_mask)
         assert sample.item_mask.any() and sample.image.shape[:2] == sample.item_mask.shape
+
+
+def test_the_examples_folder_holds_only_example_images():
+    """`sge-viz dissect assets/` walks the folder recursively: it must find the examples and nothing else
+    (no screenshots of the project's own pages among them)."""
+    from sge_viz.app.examples import example_paths
+    from sge_viz.dissect.inputs import collect
+    from sge_viz.resources import examples_dir
+
+    found = collect([examples_dir()])
+    assert sorted(item.name for item in found.items) == sorted(p.name for p in example_paths())
+    assert all("/" not in item.name for item in found.items)  # no sub-folder of pictures

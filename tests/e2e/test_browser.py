@@ -20,7 +20,8 @@ from sge_viz.io.images import open_image
 from sge_viz.metrics.gates import group_stats
 from sge_viz.models.registry import DEMO_KWARGS
 from sge_viz.resources import examples_dir
-from sge_viz.viz import GAP
+from sge_viz.viz import GAP, verdict
+from sge_viz.viz.verdict import HEIGHT
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -44,6 +45,22 @@ def wait_for_new(page, selector: str, old: str | None, timeout_s: float = 60.0) 
             return now
         page.wait_for_timeout(100)
     raise AssertionError(f"{selector} did not change within {timeout_s} s")
+
+
+def wait_loaded(page, selector: str) -> None:
+    page.locator(f"{selector} img").scroll_into_view_if_needed()  # lazy pictures load when in view
+    page.wait_for_function("(el) => el.complete && el.naturalWidth > 0",
+                           arg=page.locator(f"{selector} img").element_handle())
+
+
+def strip_colour(page, selector: str) -> str:
+    """Which verdict strip tops the picture, read from its pixels: "out" (red), "in" (green) or "none"."""
+    wait_loaded(page, selector)
+    picture = pixels(page, selector).astype(int)
+    scale = picture.shape[1] / page.locator(f"{selector} img").evaluate("(el) => el.naturalWidth")
+    row = picture[int(HEIGHT * scale / 2), 1]  # the strip's left edge, before its text (corner buttons: right)
+    marks = {"out": verdict.OUT_BG, "in": verdict.IN_BG, "none": verdict.NONE_BG}
+    return min(marks, key=lambda k: np.abs(row - np.array(marks[k])).sum())
 
 
 def pixels(page, selector: str) -> np.ndarray:
@@ -106,6 +123,12 @@ def test_upload_explore_layer_and_group(live_app, browser, screenshots, tmp_path
     page.wait_for_timeout(300)
     page.screenshot(path=str(screenshots / "app_overview.png"))
     first = views(page)
+    # It opens on the deepest SGE layer and says which and why; every gate picture carries the verdict.
+    deepest = analyze(service.get(service.default), open_image(image)).layer_names[-1]
+    assert page.locator("#layer input").input_value() == deepest
+    assert f"opens on {deepest}, the deepest" in page.locator("#layer").inner_text()
+    for sel in FOCUS + ("#mosaic", "#layer-mean"):
+        assert strip_colour(page, sel) == "in", sel
     assert page.locator("#predictions").inner_text().strip(), "no predictions shown"
     assert f"group {group_value(page)} of" in page.locator("#caption").inner_text()
     pin(page, 1)
@@ -151,7 +174,7 @@ def test_upload_explore_layer_and_group(live_app, browser, screenshots, tmp_path
     natural_width = mosaic.evaluate("(el) => el.naturalWidth")
     scale = box["width"] / natural_width
     tile = mosaic_tile(DEMO_KWARGS["groups"])  # the demo model's layers all have the same group count
-    mosaic.click(position={"x": (tile + GAP + tile / 2) * scale, "y": (tile / 2) * scale})
+    mosaic.click(position={"x": (tile + GAP + tile / 2) * scale, "y": (HEIGHT + tile / 2) * scale})  # under the verdict
     deadline = time.monotonic() + 30
     while group_value(page) == new_group and time.monotonic() < deadline:
         page.wait_for_timeout(100)
@@ -229,6 +252,9 @@ def test_upload_explore_layer_and_group(live_app, browser, screenshots, tmp_path
     wait_for_new(page, "#mosaic", old_mosaic)
     page.wait_for_function("() => document.querySelector('#ood-note').innerText.includes('Out of domain')",
                            timeout=60000)
+    for sel in FOCUS + ("#mosaic",):  # a mark on each picture, not only the note
+        wait_loaded(page, sel)
+        assert strip_colour(page, sel) == "out", sel
     card = page.locator("#domain-card").inner_text()
     assert "Cluttered Fashion-MNIST" in card and "Ankle boot" in card and "64x64" in card
     # The broken upload's warning may still be up: close it (it may be closing on its own already), so the
@@ -256,4 +282,74 @@ def test_upload_explore_layer_and_group(live_app, browser, screenshots, tmp_path
         f"model: {service.default}\nupload to mosaic: {upload_to_mosaic:.2f} s\n"
         f"layer switch (all views redrawn): {layer_switch:.2f} s\n")
     print(f"\nupload to mosaic {upload_to_mosaic:.2f} s; layer switch {layer_switch:.2f} s ({service.default})")
+    page.close()
+
+
+def test_class_evidence_before_an_image_and_a_zip_in_the_image_set(live_app, browser, screenshots, tmp_path):
+    """Class evidence opened (and Explain pressed) before any image: one sentence, no error badge or toast.
+    The Image set tab reads a .zip of images and masks like the files themselves; top-k goes to 32; the
+    Fig. 3 and Fig. 4 titles are on the page, not hidden under panel labels."""
+    import json
+    import zipfile
+
+    from conftest import structured_image
+
+    from sge_viz.dissect.engine import run_local
+    from sge_viz.dissect.inputs import collect
+    from sge_viz.dissect.summary import summary_dict
+
+    url, service, _ = live_app
+    page = browser.new_page(viewport={"width": 1400, "height": 1150})
+    page.goto(url)
+    page.wait_for_selector(UPLOAD, state="attached")
+
+    page.get_by_role("tab", name="Class evidence").click()
+    page.wait_for_function("() => document.querySelector('#evidence-summary').innerText.includes('No image yet')",
+                           timeout=30000)
+    page.locator("#evidence-run").click()
+    page.wait_for_timeout(1500)
+    assert "No image yet" in page.locator("#evidence-summary").inner_text()
+    assert page.locator(".toast-body").count() == 0
+    assert page.locator(".error").count() == 0 or not page.locator(".error").first.is_visible()
+    page.screenshot(path=str(screenshots / "evidence_before_an_image.png"))
+
+    # A zip of four pictures and two masks, and the same files as a folder for the library.
+    folder = tmp_path / "set"
+    folder.mkdir()
+    for i in range(4):
+        structured_image(80, 70, seed=20 + i).save(folder / f"p{i}.png")
+    mask = np.pad(np.ones((30, 40), np.uint8) * 255, ((20, 20), (20, 20)))
+    for i in (1, 3):
+        Image.fromarray(mask).save(folder / f"p{i}_mask.png")
+    archive = tmp_path / "pictures.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(folder.iterdir()):
+            zf.write(path, path.name)
+    want = summary_dict(run_local(service.get(service.default), collect([folder]).items, 6, batch_size=8), {})
+
+    page.get_by_role("tab", name="Image set").click()
+    assert page.locator("#set-topk input[type=number]").get_attribute("max") == "32"
+    page.locator("#set-files input[type=file]").set_input_files(str(archive))
+    page.wait_for_timeout(1000)
+    page.locator("#set-run").click()
+    page.wait_for_selector("#set-fig3 img", state="attached", timeout=180000)
+    wait_loaded(page, "#set-fig3")
+    assert page.locator(".toast-body").count() == 0, page.locator(".toast-body").all_inner_texts()
+    shown = "".join(page.locator("#set-summary").inner_text().split())
+    assert f'"images":{want["images"]}' in shown and want["images"] == 4
+    assert "/tmp" not in shown and "sge_viz_" not in shown  # no server path in what the visitor sees
+    text = page.locator("#set-fig3").locator("xpath=../../..").inner_text()
+    assert "Fig. 3 view" in text and "Fig. 4 view" in text
+    page.locator("#set-fig3").locator("xpath=../../..").screenshot(path=str(screenshots / "image_set_zip.png"))
+    # Every group's mask count and top images equal the folder's (the report zip holds summary.json).
+    link = page.locator("#set-report a").first
+    with page.expect_download() as download:
+        link.click()
+    with zipfile.ZipFile(download.value.path()) as zf:
+        got = json.loads(zf.read("summary.json"))
+    assert got["images"] == want["images"]
+    for name, layer in want["layers"].items():
+        for g, w in zip(got["layers"][name]["per_group"], layer["per_group"]):
+            assert [t["image"] for t in g["top"]] == [t["image"] for t in w["top"]]
+            assert g["mask_images"] == w["mask_images"] == 2
     page.close()

@@ -186,3 +186,17 @@ def test_caption_and_png_round_trip(image):
     data = render.to_png_bytes(captioned)
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), captioned)
+
+
+def test_the_focused_tiles_label_is_whole_inside_its_frame(rng, image):
+    """The frame of the focused tile is drawn first and its label inside it: "g1" stays "g1", not "1"."""
+    from sge_viz.viz.text import text_sprite
+
+    gates = rng.random((8, 4, 4)).astype(np.float32) * 0.3
+    tile, width = 96, max(2, 96 // 32)
+    picture = render.mosaic(image * 0, gates, tile=tile, labels=True, highlight=1)
+    size = max(8, min(14, tile // 7))
+    sprite = text_sprite("g1", size, (255, 255, 255), (0, 0, 0))
+    x = tile + render.GAP + width  # the second tile, inside its frame
+    np.testing.assert_array_equal(picture[width:width + sprite.shape[0], x:x + sprite.shape[1]], sprite)
+    assert (picture[0, tile + render.GAP:tile + render.GAP + tile] == render.HIGHLIGHT).all()  # the frame's top
