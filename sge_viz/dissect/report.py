@@ -271,6 +271,16 @@ def length_histogram_figure(name: str, layer: dict):
         ax.stairs(share, np.maximum(edges, edges[1] / 10), label=f"{key} SGE", color=colour,
                   fill=key == "before", alpha=0.5 if key == "before" else 1.0)
     ax.set_xscale("log")
+    # The axis spans the bins that hold data (the histogram's fixed bins reach 1e-3..1e4 so that any layer of
+    # any model fits; drawn whole, the data would be a sliver in the middle).
+    filled = np.flatnonzero(np.asarray(hist["before"], np.float64) + np.asarray(hist["after"], np.float64))
+    if filled.size:
+        lo, hi = max(edges[filled[0]], edges[1] / 10), edges[filled[-1] + 1]
+        ax.set_xlim(lo / 1.25, hi * 1.25)
+    from matplotlib.ticker import FormatStrFormatter
+
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(FormatStrFormatter("%g"))
     ax.set_xlabel("vector length ||x_g(p)||₂ of a group at a position")
     ax.set_ylabel("share of positions")
     ax.set_title(f"{name}: activation vector lengths (all groups, positions, images)", fontsize=9)
