@@ -1,4 +1,5 @@
-"""``sge-viz info CHECKPOINT [--json]``: architecture, parameter count, metadata and SGE layers of a checkpoint."""
+"""``sge-viz info [CHECKPOINT] [--json]``: architecture, parameter count, metadata and SGE layers of a checkpoint
+(default: the shipped default model, sge_resnet_demo_scenes)."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +10,8 @@ from .common import emit_json
 
 def register(sub) -> None:
     p = sub.add_parser("info", help="architecture, parameter count and SGE layers of a checkpoint")
-    p.add_argument("checkpoint", metavar="CHECKPOINT")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", nargs="?", default=None,
+                   help="checkpoint file (default: the shipped default model, sge_resnet_demo_scenes)")
     p.add_argument("--device", default="cpu", help="where to load it (default cpu)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
 
@@ -18,7 +20,10 @@ def run(args: argparse.Namespace) -> int:
     """Print what the checkpoint holds; the file is loaded strictly, exactly as the app would load it."""
     from ..capture.analysis import sge_layer_shapes
     from ..models.factory import load_checkpoint
+    from ..resources import default_checkpoint
 
+    if args.checkpoint is None:
+        args.checkpoint = str(default_checkpoint())
     loaded = load_checkpoint(args.checkpoint, device=args.device)
     config = loaded.config
     layers = sge_layer_shapes(loaded)
