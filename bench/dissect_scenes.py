@@ -29,6 +29,7 @@ from sge_viz.dissect.report import figure_groups, write_report  # noqa: E402
 from sge_viz.io.masks import mask_path  # noqa: E402
 from sge_viz.models.checkpoint import read_metadata  # noqa: E402
 from sge_viz.models.factory import create_model  # noqa: E402
+from sge_viz.models.registry import DEMO_ARCH  # noqa: E402
 from sge_viz.resources import demo_checkpoint  # noqa: E402
 
 TRACKS = 0.75  # a group "tracks the item" when its mean gate-vs-mask AUC is at least this
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             path = scenes / f"scene_{i:04d}.png"
             Image.fromarray(sample.image).save(path)
             Image.fromarray(sample.item_mask.astype(np.uint8) * 255).save(mask_path(path))
-        loaded = create_model(device="cpu")
+        loaded = create_model(DEMO_ARCH, device="cpu")  # the model whose recipe drew the scenes
         items = collect([scenes]).items
         partial = run_local(loaded, items, 9, batch_size=32)
         summary = write_report(tmp / "out", partial, loaded, items)

@@ -99,7 +99,7 @@ def vary_sge(model: torch.nn.Module, seed: int = 0) -> None:
 def demo_model(device: str) -> tuple[LoadedModel, str]:
     """The shipped demo checkpoint, or (while it is missing) the demo architecture with random weights."""
     if demo_checkpoint().is_file():
-        return create_model(None, device=device), f"{DEMO_ARCH} (shipped checkpoint)"
+        return create_model(DEMO_ARCH, device=device), f"{DEMO_ARCH} (shipped checkpoint)"
     config = ModelConfig(arch=DEMO_ARCH, num_classes=10, input_size=64, resize_size=64,
                          class_names=tuple(f"class {i}" for i in range(10)), arch_kwargs=dict(DEMO_KWARGS))
     model, config = build_model(DEMO_ARCH, config)

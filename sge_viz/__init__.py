@@ -1,8 +1,8 @@
 """sge_viz: see where Spatial Group-wise Enhance networks look.
 
     from sge_viz import create_model, open_image, analyze
-    model = create_model()                        # the shipped demo model
-    result = analyze(model, open_image("assets/scene_01.png"))
+    model = create_model()                        # the shipped default model, sge_resnet_demo_scenes
+    result = analyze(model, open_image("assets/scene_wild_01.png"))
 
 The names below are imported on first use (PEP 562), so ``import sge_viz`` (and ``sge-viz --help``)
 does not import torch.

@@ -65,7 +65,7 @@ def clean_env() -> dict:
 def test_installed_package_loads_the_demo_model_from_its_own_files(installed):
     bin_dir, work = installed
     code = ("import sge_viz, sys; m = sge_viz.create_model(device='cpu'); "
-            "s = sge_viz.create_model('sge_resnet_demo_scenes', device='cpu'); "
+            "s = sge_viz.create_model('sge_resnet_demo', device='cpu'); "
             "print(sge_viz.__file__); print(m.source); print(m.config.arch); print(s.source)")
     out = run([str(bin_dir / "python"), "-c", code], cwd=work, env=clean_env())
     assert out.returncode == 0, out.stderr
@@ -73,7 +73,9 @@ def test_installed_package_loads_the_demo_model_from_its_own_files(installed):
     assert not Path(package_file).is_relative_to(ROOT)  # the installed copy, not the checkout
     for weights in (source, second):  # both demo models from the wheel's own files
         assert Path(weights).is_file() and not Path(weights).resolve().is_relative_to(ROOT)
-    assert arch == "sge_resnet_demo" and Path(second).name == "sge_resnet_demo_scenes.safetensors"
+    # The default is the randomised-scene model; the original is there under its own name.
+    assert arch == "sge_resnet_demo" and Path(source).name == "sge_resnet_demo_scenes.safetensors"
+    assert Path(second).name == "sge_resnet_demo.safetensors"
 
 
 def test_installed_cli_predicts_a_shipped_example(installed):
@@ -87,7 +89,7 @@ def test_installed_cli_predicts_a_shipped_example(installed):
               env=clean_env())
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
-    assert result["model"] == "sge_resnet_demo (demo)" and len(result["predictions"]) == 5
+    assert result["model"] == "sge_resnet_demo_scenes (demo, randomised scenes)" and len(result["predictions"]) == 5
     # The same answer as the checkout's library gives for the same file.
     from sge_viz import create_model, open_image
     from sge_viz.capture.analysis import predict

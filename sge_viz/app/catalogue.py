@@ -1,4 +1,4 @@
-"""The models the app offers (the demo model, checkpoints found by content, untrained networks on request),
+"""The models the app offers (the two demo models, checkpoints found by content, untrained networks on request),
 loaded on first use and cached, and the one analysis per (image, model) that every picture draws on."""
 from __future__ import annotations
 
@@ -26,10 +26,10 @@ from ..models.factory import (
 )
 from ..models.registry import ARCHS, DEMO_ARCH, available_models, build_model, untrained
 from ..models.sources import ModelSource, open_model
-from ..resources import demo_checkpoint, scenes_checkpoint
+from ..resources import default_checkpoint, demo_checkpoint, scenes_checkpoint
 from .examples import example_mask
 
-FALLBACK_ARCH = "sge_resnet18"  # offered, untrained, while the demo checkpoint is missing
+FALLBACK_ARCH = "sge_resnet18"  # offered, untrained, while both demo checkpoints are missing
 
 
 @dataclass(frozen=True)
@@ -68,15 +68,15 @@ class ModelService:
         self._choices = given + self._choices
         if given and self._cli_label is None:
             self._cli_label = given[0].label
-        # Start on what was asked for: --model, else the --checkpoint file, else the demo (listed first).
+        # Start on what was asked for: --model, else the --checkpoint file, else the default demo model (listed
+        # first).
         self.default = self.resolve(default) if default else (self._cli_label or self._choices[0].label)
-        if not demo_checkpoint().is_file():
-            self.notice = (f"The shipped demo model ({demo_checkpoint().name}) is missing, so the "
+        if not default_checkpoint().is_file():
+            self.notice = (f"The shipped default model ({default_checkpoint().name}) is missing, so the "
                            f"app starts on {self.default} instead"
                            + (" (untrained: its gates are not meaningful)" if "random weights" in self.default
                               else "")
-                           + ". Reinstall sge-viz, restore it with `git checkout checkpoints/` or train it with "
-                           "`python -m sge_viz.demo.train`.")
+                           + ". Reinstall sge-viz or restore it with `git checkout checkpoints/`.")
 
     # --- which models -----------------------------------------------------
 
@@ -92,8 +92,8 @@ class ModelService:
             choices.append(ModelChoice(loaded.name, checkpoint=path))
             self._cli_label = loaded.name
             seen.add(path.resolve())
-        # The shipped demo models first: the default, then the one trained on randomised scenes.
-        shipped = ((DEMO_LABEL, demo_checkpoint()), (SCENES_LABEL, scenes_checkpoint()))
+        # The shipped demo models first: the default (randomised scenes), then the original one.
+        shipped = ((SCENES_LABEL, scenes_checkpoint()), (DEMO_LABEL, demo_checkpoint()))
         for position, (label, path) in enumerate(shipped):
             if path.is_file() and path.resolve() not in seen:
                 choices.insert(position, ModelChoice(label, checkpoint=path))
@@ -117,12 +117,13 @@ class ModelService:
         return [c.label for c in self._choices]
 
     def resolve(self, wanted: str) -> str:
-        """A dropdown label from a label, an architecture name or "demo"; else a clear error."""
+        """A dropdown label from a label, a model or architecture name or "demo" (the default demo model); else
+        a clear error."""
         for choice in self._choices:
             if wanted == choice.label:
                 return choice.label
-        if wanted in ("demo", DEMO_ARCH) and DEMO_LABEL in self.choices:
-            return DEMO_LABEL
+        if wanted == "demo" and SCENES_LABEL in self.choices:
+            return SCENES_LABEL
         for choice in self._choices:
             if choice.label.split(" ")[0] == wanted:
                 return choice.label

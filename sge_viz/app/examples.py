@@ -15,23 +15,25 @@ from ..resources import SCENE_PREFIXES, examples_dir
 
 
 def example_paths(directory: str | Path | None = None) -> list[Path]:
-    """Every example image (masks excluded), scenes first, sorted by name; [] when the folder is missing."""
+    """Every example image (masks excluded): the default model's randomised scenes, then the original
+    generator's scenes, then the photos, each sorted by name; [] when the folder is missing."""
     directory = Path(directory) if directory is not None else examples_dir()
     try:
         files = [p for p in directory.iterdir()
                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not is_mask_file(p)]
     except OSError:
         return []
-    return sorted(files, key=lambda p: (not is_scene(p), p.name))
+    return sorted(files, key=lambda p: (not is_wild_scene(p), not is_scene(p), p.name))
 
 
 def is_scene(path: Path) -> bool:
-    """The demo models' example scenes (``scene_*``); the other examples are photographs for ImageNet models."""
+    """The demo models' example scenes (``scene_*``, the randomised ones included); the other examples are
+    photographs for ImageNet models."""
     return path.name.startswith(SCENE_PREFIXES["cluttered"])
 
 
 def is_wild_scene(path: Path) -> bool:
-    """The randomised scenes (``scene_wild_*``), examples for the second demo model."""
+    """The randomised scenes (``scene_wild_*``), examples for the default demo model."""
     return path.name.startswith(SCENE_PREFIXES["wild"])
 
 

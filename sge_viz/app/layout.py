@@ -68,17 +68,18 @@ def build_ui(service: ModelService, concurrency: int | None = None, queue_size: 
                 c.domain = gr.Markdown(_initial_domain(service), elem_id="domain-card")
                 c.info = gr.Markdown(f"Device: **{describe_device(pick_device(service.device))}**",
                                         elem_id="info")
-                if scenes:
-                    gr.Examples(scenes, inputs=[c.image], examples_per_page=12,
-                                label="Scenes for the demo model (Cluttered Fashion-MNIST, with the item's mask)")
                 if wild:
                     gr.Examples(wild, inputs=[c.image], examples_per_page=12,
-                                label="Randomised scenes for sge_resnet_demo_scenes (shop-style, photo backgrounds, "
-                                      "clutter; with the item's mask); the default model flags them as out of domain")
+                                label="Scenes for the default model (randomised: shop-style, photo backgrounds, "
+                                      "clutter; with the item's mask)")
+                if scenes:
+                    gr.Examples(scenes, inputs=[c.image], examples_per_page=12,
+                                label="Scenes of the original generator (Cluttered Fashion-MNIST, with the item's "
+                                      "mask): the one kind of picture sge_resnet_demo knows")
                 if photos:
                     gr.Examples(photos, inputs=[c.image], examples_per_page=12,
-                                label="Photos: need an ImageNet model (sge_resnet50/101); the demo model has never "
-                                      "seen a photo and flags them as out of domain")
+                                label="Photos: need an ImageNet model (sge_resnet50/101); the demo models have never "
+                                      "seen a whole photograph and flag them as out of domain")
             with gr.Column(scale=2):
                 with gr.Row():
                     c.layer = gr.Dropdown([], label="SGE layer", elem_id="layer", scale=2)

@@ -16,7 +16,8 @@ def add_serve_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="port (default 7860)")
     parser.add_argument("--share", action="store_true", help="also serve through a public Gradio share link")
     parser.add_argument("--model", default=None,
-                        help="model selected at start: 'demo', an architecture name or a dropdown label")
+                        help="model selected at start: 'demo' (the default, sge_resnet_demo_scenes), a model or "
+                             "architecture name or a dropdown label")
     parser.add_argument("--checkpoint", default=None, help="a checkpoint file to offer (and select)")
     parser.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps")
     parser.add_argument("--random-weights", action="append", default=[], metavar="NAME",

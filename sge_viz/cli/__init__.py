@@ -7,8 +7,8 @@
     sge-viz dissect INPUT... [--checkpoint PATH | --model NAME] --out DIR [--top-k K] [--engine local|ray] ...
     sge-viz serve [--host H] [--port N] [--share] [--model NAME] [--checkpoint PATH] ...
 
-Without --checkpoint/--model the shipped demo model is used. This interface is
-a stable contract:
+Without --checkpoint/--model the shipped default model (sge_resnet_demo_scenes) is
+used. This interface is a stable contract:
 
 - Exit status: 0 success; 1 a runtime problem (unreadable checkpoint or image,
   missing weights, ...); 2 a usage problem (bad arguments, input paths that do

@@ -26,7 +26,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     which.add_argument("--model", metavar="NAME",
                        help="registered model name (e.g. sge_resnet50; its weights are found by content in "
                             "$SGE_VIZ_CHECKPOINTS, then ./checkpoints); the shipped demo models are "
-                            "sge_resnet_demo (the default) and sge_resnet_demo_scenes (randomised scenes)")
+                            "sge_resnet_demo_scenes (randomised scenes, the default) and sge_resnet_demo (knows "
+                            "only its own generator)")
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--random-weights", action="store_true",
                    help="with --model: use an untrained network instead of weights found on disk")
@@ -133,7 +134,8 @@ def predictions_json(predictions) -> list[dict]:
 
 
 def load_model(args: argparse.Namespace, half: bool = False):
-    """The model the flags name (the demo model by default), via ``open_model``; its notes go to stderr."""
+    """The model the flags name (the default model, sge_resnet_demo_scenes, when none), via ``open_model``; its
+    notes go to stderr."""
     from ..models.sources import open_model
 
     if args.random_weights and args.checkpoint:

@@ -3,8 +3,8 @@
 A scene ``assets/scene_01.png`` has its mask in ``assets/scene_01_mask.png``
 (white = the item's pixels). ``python -m sge_viz.demo.assets`` regenerates the
 scenes of both shipped demo models' recipes: ``scene_NN.png``, held-out scenes of
-Cluttered Fashion-MNIST (the default model's), and ``scene_wild_NN.png``, held-out
-scenes of the randomised recipe and its shifts (the second model's); and copies the
+Cluttered Fashion-MNIST (the original model's), and ``scene_wild_NN.png``, held-out
+scenes of the randomised recipe and its shifts (the default model's); and copies the
 photographs from scikit-image. ``--scenes`` writes one recipe's scenes only.
 """
 from __future__ import annotations

@@ -1,13 +1,17 @@
 """Measure the demo model's out-of-domain signal, choose its threshold and store both with the weights.
 
-    python -m sge_viz.demo.ood                 # measure, print, write the parameters + the model card section
+    python -m sge_viz.demo.ood                 # the default model: measure, print, write the parameters + card
     python -m sge_viz.demo.ood --no-write      # print only
+    python -m sge_viz.demo.ood --checkpoint checkpoints/sge_resnet_demo.safetensors --score staged   # the original
+    python -m sge_viz.demo.ood --no-write --scene-seed 20250906 --ood-seed 8   # confirm on other scenes/images
 
-The signal (``sge_viz.metrics.ood``), by default "stages + energy": the squared Mahalanobis distance to
-the nearest class mean (one shared within-class covariance) of every stage's output averaged over
-positions, plus the logits' energy, each on a scale set by the fit scenes. ``--score mahalanobis``
-stores the distance of the pooled features entering the classifier alone. Both are measured and
-reported, with each earlier stage's distance alone. Three disjoint sets
+The signal (``sge_viz.metrics.ood``), by default "blocks + gates + energy": the squared Mahalanobis
+distance to the nearest class mean (one shared within-class covariance) of every residual block's output
+averaged over positions and of the last SGE layer's mean gate per group, plus the logits' energy, each on
+a scale set by the fit scenes. ``--score staged`` ("stages + energy") reads every stage's output instead
+of every block's and no gates; ``--score mahalanobis`` stores the distance of the pooled features
+entering the classifier alone. All three are measured and reported, with each earlier stage's distance
+alone. Three disjoint sets
 of held-out in-domain scenes of the checkpoint's own recipe (``recipe.scenes`` in its metadata: Cluttered
 Fashion-MNIST or the randomised scenes; test split, seed EVAL_SEED, all after the model card's evaluation indices
 0..4999): class means and covariance are fitted on FIT (5000-7999), the threshold is the 95th percentile
@@ -41,7 +45,8 @@ from ..metrics.localisation import roc_auc
 from ..metrics.ood import OODDetector, StagedDetector
 from ..models.checkpoint import read_metadata
 from ..models.factory import LoadedModel, load_checkpoint
-from . import ASSET_DIR, DEMO_CHECKPOINT, MODEL_CARD
+from ..resources import default_checkpoint
+from . import ASSET_DIR, MODEL_CARD
 from .data import ClutteredFashionMNIST, WildFashionMNIST, load_split, view
 from .evaluate import EVAL_SAMPLES, EVAL_SEED, set_metadata, update_model_card
 from .train import held_out_scenes, scenes_of
@@ -53,7 +58,10 @@ PER_KIND = 200
 FALSE_ALARM = 0.05
 OOD_SEED = 7
 SHOP_KIND = "items on plain backgrounds"
-START, END = "<!-- ood:start -->", "<!-- ood:end -->"
+START, END = "<!-- ood:start -->", "<!-- ood:end -->"  # the original model's block in the model card
+# The default (randomised-scene) model's block, in the card's first section.
+SCENES_START, SCENES_END = "<!-- ood-scenes:start -->", "<!-- ood-scenes:end -->"
+SCORES = {"blocks": ood.BLOCKS_NAME, "staged": ood.STAGED_NAME, ood.SCORE_NAME: ood.SCORE_NAME}
 PHOTOS = ("astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg")
 SKIMAGE = ("astronaut", "brick", "camera", "cat", "coffee", "coins", "grass", "gravel", "horse", "moon", "page",
            "rocket", "text", "clock", "logo", "hubble_deep_field", "immunohistochemistry", "retina")
@@ -172,26 +180,43 @@ def stages(loaded: LoadedModel) -> list[str]:
     return [f"layer{i + 1}" for i in range(getattr(loaded.model, "num_stages", 0))]
 
 
+def blocks(loaded: LoadedModel) -> list[str]:
+    """Every residual block of every stage (layer1.0, layer1.1, ..., layerN.M), in forward order."""
+    return [f"{stage}.{name}" for stage in stages(loaded)
+            for name, _ in getattr(loaded.model, stage).named_children()]
+
+
+def last_gates(loaded: LoadedModel) -> list[str]:
+    """The last SGE layer's sigmoid (``<block>.sge.sig``), whose output is the gate; [] when there is none."""
+    found = [name for name, _ in loaded.model.named_modules() if name.endswith(".sge.sig")]
+    return found[-1:]
+
+
 def measure(loaded: LoadedModel, per_kind: int = PER_KIND, root: str | None = None, scenes: str = "cluttered",
-            score: str = ood.SCORE_NAME) -> tuple[dict, OODDetector | StagedDetector]:
+            score: str = ood.SCORE_NAME, scene_seed: int = EVAL_SEED,
+            ood_seed: int = OOD_SEED) -> tuple[dict, OODDetector | StagedDetector]:
     """Fit, calibrate and test every score on held-out scenes of the recipe ``scenes`` (see
-    ``train.SCENES``); returns the figures and the detector of ``score`` (ood.SCORE_NAME or
-    ood.STAGED_NAME), its threshold calibrated."""
+    ``train.SCENES``, drawn with ``scene_seed``) against out-of-domain images drawn with ``ood_seed``;
+    returns the figures and the detector of ``score`` (ood.SCORE_NAME, ood.STAGED_NAME or
+    ood.BLOCKS_NAME), its threshold calibrated."""
     cfg = loaded.config
-    dataset = held_out_scenes(scenes, EVAL_SEED, TEST[1], root)
+    dataset = held_out_scenes(scenes, scene_seed, TEST[1], root)
     (fit_views, fit_labels), (cal_views, _), (test_views, _) = (_scenes(dataset, s, cfg.input_size)
                                                                 for s in (FIT, CALIBRATE, TEST))
-    modules = [ood.POOLED, ood.LOGITS, *stages(loaded)]
+    block_modules = blocks(loaded) + last_gates(loaded)
+    modules = list(dict.fromkeys([ood.POOLED, ood.LOGITS, *stages(loaded), *block_modules]))
     fitted = forward(loaded, fit_views, modules)
     mahalanobis = OODDetector(*ood.fit(fitted[ood.POOLED], fit_labels), 0.0)
     staged = ood.fit_staged(fitted, fit_labels, stages(loaded))
-    kinds = ood_views(cfg.input_size, cfg.resize_size, np.random.default_rng(OOD_SEED), per_kind, root)
+    by_block = ood.fit_staged(fitted, fit_labels, block_modules, name=ood.BLOCKS_NAME)
+    kinds = ood_views(cfg.input_size, cfg.resize_size, np.random.default_rng(ood_seed), per_kind, root)
     if scenes == "wild":  # one item on a plain background is a scene of this recipe (the shop_style shift)
         kinds.pop(SHOP_KIND)
 
     def all_scores(views):
         pooled = forward(loaded, views, modules)
-        out = {ood.SCORE_NAME: mahalanobis.scores(pooled), ood.STAGED_NAME: staged.scores(pooled)}
+        out = {ood.SCORE_NAME: mahalanobis.scores(pooled), ood.STAGED_NAME: staged.scores(pooled),
+               ood.BLOCKS_NAME: by_block.scores(pooled)}
         # Each earlier stage alone (the last stage's averaged output is the pooled features themselves).
         out.update({f"{ood.SCORE_NAME}, {t.module} output": ood.nearest_distance(pooled[t.module], t.means,
                                                                                  t.precision)
@@ -202,8 +227,8 @@ def measure(loaded: LoadedModel, per_kind: int = PER_KIND, root: str | None = No
     cal, test = all_scores(cal_views), all_scores(test_views)
     outside = {kind: all_scores(v) for kind, v in kinds.items()}
     n = TEST[1] - TEST[0]
-    result: dict = {"fit": list(FIT), "calibrate": list(CALIBRATE), "test": list(TEST), "seed": EVAL_SEED,
-                    "split": "t10k", "ood_samples": {k: len(v) for k, v in kinds.items()},
+    result: dict = {"fit": list(FIT), "calibrate": list(CALIBRATE), "test": list(TEST), "seed": scene_seed,
+                    "ood_seed": ood_seed, "split": "t10k", "ood_samples": {k: len(v) for k, v in kinds.items()},
                     "target_false_alarm": FALSE_ALARM, "used": score, "scores": {}}
     for name in test:
         threshold = float(np.quantile(cal[name], 1.0 - FALSE_ALARM))
@@ -222,11 +247,12 @@ def measure(loaded: LoadedModel, per_kind: int = PER_KIND, root: str | None = No
             lab = np.concatenate([np.ones(n, bool), np.zeros(s.size, bool)])
             entry["per_kind"][kind] = {"auroc": float(roc_auc(-np.concatenate([test[name], s]), lab)),
                                        "flagged": float(np.mean(s > threshold))}
+        entry["assets_photos"] = dict(zip(PHOTOS, map(float, outside["assets photos"][name])))
         result["scores"][name] = entry
     chosen = result["scores"][score]
     measured = (chosen["threshold"], round(chosen["false_alarm"], 4), round(chosen["auroc"], 4))
-    if score == ood.STAGED_NAME:
-        return result, staged.with_threshold(*measured)
+    if score in (ood.STAGED_NAME, ood.BLOCKS_NAME):
+        return result, (staged if score == ood.STAGED_NAME else by_block).with_threshold(*measured)
     return result, OODDetector(mahalanobis.means, mahalanobis.precision, *measured)
 
 
@@ -251,6 +277,10 @@ def markdown(result: dict) -> str:
         cells = [f"{e['per_kind'][k]['auroc']:.3f} / {e['per_kind'][k]['flagged']:.0%}" for k in result["ood_samples"]]
         lines.append(f"| {label} | {e['threshold']:.4g} | {e['false_alarm']:.1%} of {n} | {e['auroc']:.3f} | "
                      f"{e['flagged']:.0%} of {total} | " + " | ".join(cells) + " |")
+    used = result["scores"].get(result.get("used", ood.SCORE_NAME), {})
+    if "assets_photos" in used:
+        lines += ["", f"The four photos in assets/ under the used score (threshold {used['threshold']:.3g}): "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in used["assets_photos"].items()) + "."]
     return "\n".join(lines)
 
 
@@ -261,28 +291,36 @@ def write_detector(checkpoint: Path, detector: OODDetector | StagedDetector) -> 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m sge_viz.demo.ood", description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", type=Path, default=DEMO_CHECKPOINT)
+    p.add_argument("--checkpoint", type=Path, default=default_checkpoint(),
+                   help="default: the default model, sge_resnet_demo_scenes")
     p.add_argument("--per-kind", type=int, default=PER_KIND)
     p.add_argument("--device", default="cpu")
     p.add_argument("--data-root", default=None)
     p.add_argument("--card", type=Path, default=MODEL_CARD)
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--no-write", action="store_true")
-    p.add_argument("--score", choices=("staged", ood.SCORE_NAME), default="staged",
-                   help="the score to store: staged (every stage + energy; default) or mahalanobis (the pooled "
-                        "features entering the classifier)")
+    p.add_argument("--score", choices=tuple(SCORES), default="blocks",
+                   help="the score to store: blocks (every residual block + the last SGE layer's gates + energy; "
+                        "default), staged (every stage + energy) or mahalanobis (the pooled features entering the "
+                        "classifier)")
+    p.add_argument("--scene-seed", type=int, default=EVAL_SEED,
+                   help=f"seed of the held-out in-domain scenes (default {EVAL_SEED}, the evaluation seed)")
+    p.add_argument("--ood-seed", type=int, default=OOD_SEED,
+                   help=f"seed of the out-of-domain crops, textures and noise (default {OOD_SEED})")
     args = p.parse_args(argv)
     try:
         loaded = load_checkpoint(args.checkpoint, device=pick_device(args.device))
-        result, detector = measure(loaded, args.per_kind, args.data_root, scenes_of(read_metadata(args.checkpoint)),
-                                   ood.STAGED_NAME if args.score == "staged" else ood.SCORE_NAME)
+        recipe = scenes_of(read_metadata(args.checkpoint))
+        result, detector = measure(loaded, args.per_kind, args.data_root, recipe, SCORES[args.score],
+                                   args.scene_seed, args.ood_seed)
         table = markdown(result)
         print(table)
         if args.json:
             args.json.write_text(json.dumps(result, indent=1))
         if not args.no_write:
             write_detector(args.checkpoint, detector)
-            update_model_card(args.card, table, "# Model card\n", START, END, heading="## Out-of-domain signal")
+            start, end = (SCENES_START, SCENES_END) if recipe == "wild" else (START, END)
+            update_model_card(args.card, table, "# Model card\n", start, end, heading="## Out-of-domain signal")
             print(f"wrote {args.card} and the parameters into {args.checkpoint}", file=sys.stderr)
     except SGEVizError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -7,11 +7,19 @@
         --seed 0 --out-dir runs/wild0 --checkpoint runs/wild0/sge.safetensors
         --plain-checkpoint runs/wild0/plain.safetensors
                                                  # (one line) the randomised-scene candidate of the model card
+    python -m sge_viz.demo.train --scenes wild --which sge --init checkpoints/sge_resnet_demo_scenes.safetensors
+        --item-frac 0.2 0.85 --epochs 2 --samples-per-epoch 28160 --lr 0.02 --warmup-steps 20 --device cpu
+        --threads 2 --out-dir runs/small --checkpoint runs/small/sge.safetensors
+                                                 # (one line) continue training the default model, items down to 20%
 
 Every epoch sees fresh scenes (epoch e uses sample indices e*N .. e*N+N-1 of
 the train split), so the data never repeats. A checkpoint of the whole training
 state is written to ``--out-dir`` after every epoch and picked up again when the
 same command is rerun, so an interrupted run resumes where it stopped.
+
+``--init CHECKPOINT`` (and ``--init-plain`` for the twin) continues training from a checkpoint's weights
+instead of the seeded initialisation; the model keeps that checkpoint's input normalisation.
+``--item-frac LO HI`` changes the item sizes of the randomised scenes (``SceneConfig.item_frac``).
 """
 from __future__ import annotations
 
@@ -31,7 +39,7 @@ from tqdm import tqdm
 
 from ..device import describe_device, pick_device
 from ..errors import SGEVizError
-from ..models.checkpoint import save_safetensors
+from ..models.checkpoint import load_strict, read_checkpoint, read_metadata, save_safetensors
 from ..models.config import ModelConfig
 from ..models.registry import DEMO_ARCH, DEMO_KWARGS, build_model
 from . import DEMO_CHECKPOINT, PLAIN_CHECKPOINT
@@ -49,21 +57,21 @@ TRAIN_SEED_OFFSET = 0  # training scenes use seeds args.seed + this; evaluation 
 SCENES = ("cluttered", "wild")  # cluttered: ClutterConfig (the shipped model); wild: SceneConfig (randomised)
 
 
-def recipe_scenes(scenes: str, split: str, seed: int, length: int, root: str | None = None
-                  ) -> ClutteredFashionMNIST | WildFashionMNIST:
+def recipe_scenes(scenes: str, split: str, seed: int, length: int, root: str | None = None,
+                  scene_config: SceneConfig | None = None) -> ClutteredFashionMNIST | WildFashionMNIST:
     """The scenes of a recipe ("cluttered" or "wild") from one split; "wild" scenes also take their photo
-    backgrounds from that split's own photo set."""
+    backgrounds from that split's own photo set, drawn by ``scene_config`` (default ``SceneConfig()``)."""
     if scenes == "cluttered":
         return ClutteredFashionMNIST(split, seed=seed, length=length, root=root)
     if scenes == "wild":
-        return WildFashionMNIST(split, seed=seed, length=length, root=root, config=SceneConfig())
+        return WildFashionMNIST(split, seed=seed, length=length, root=root, config=scene_config or SceneConfig())
     raise ValueError(f"unknown scenes {scenes!r}: one of {', '.join(SCENES)}")
 
 
-def training_scenes(scenes: str, seed: int, length: int, root: str | None = None
-                    ) -> ClutteredFashionMNIST | WildFashionMNIST:
+def training_scenes(scenes: str, seed: int, length: int, root: str | None = None,
+                    scene_config: SceneConfig | None = None) -> ClutteredFashionMNIST | WildFashionMNIST:
     """The training set of a scene recipe: always the train split (and, for "wild", the train photos)."""
-    return recipe_scenes(scenes, "train", seed, length, root)
+    return recipe_scenes(scenes, "train", seed, length, root, scene_config)
 
 
 def held_out_scenes(scenes: str, seed: int, length: int, root: str | None = None
@@ -115,13 +123,16 @@ WILD_DOMAIN = dict(
 
 
 def demo_config(mean: tuple[float, ...], std: tuple[float, ...], size: int,
-                arch_kwargs: dict | None = None, scenes: str = "cluttered", scene_count: int | None = None
-                ) -> ModelConfig:
+                arch_kwargs: dict | None = None, scenes: str = "cluttered", scene_count: int | None = None,
+                item_frac: tuple[float, float] | None = None) -> ModelConfig:
     """The demo architecture's config; a "wild" model also records what it knows (the domain card)."""
     domain = {}
     if scenes == "wild":
         count = f", {scene_count // 1000}k generated training scenes" if scene_count else ""
-        domain = dict(description=WILD_DOMAIN["description"], training_data=WILD_DOMAIN["training_data"] + count)
+        data = WILD_DOMAIN["training_data"]
+        if item_frac is not None and tuple(item_frac) != SceneConfig().item_frac:
+            data = data.replace("the item 35-85% of it", f"the item {item_frac[0]:.0%}-{item_frac[1]:.0%} of it")
+        domain = dict(description=WILD_DOMAIN["description"], training_data=data + count)
     return ModelConfig(arch=DEMO_ARCH, num_classes=10, input_size=size, resize_size=size, mean=tuple(mean),
                        std=tuple(std), class_names=FASHION_MNIST_CLASSES,
                        arch_kwargs=dict(arch_kwargs if arch_kwargs is not None else DEMO_KWARGS), **domain)
@@ -166,13 +177,14 @@ class TrainResult:
 
 
 def _resume(state_path: Path, recipe: Recipe, use_sge: bool, scenes: str, model: nn.Module,
-            optimizer: torch.optim.Optimizer) -> tuple[int, float, float, float] | None:
-    """Load a matching training state into ``model``/``optimizer``: (epoch, seconds, acc, loss), or None."""
+            optimizer: torch.optim.Optimizer, start: dict | None = None) -> tuple[int, float, float, float] | None:
+    """Load a matching training state into ``model``/``optimizer``: (epoch, seconds, acc, loss), or None.
+    ``start``: what else must match (the scene config and the initial weights), as stored in the state."""
     if not state_path.is_file():
         return None
     state = torch.load(state_path, map_location="cpu", weights_only=True)
     if not (state["recipe"] == asdict(recipe) and state["use_sge"] == use_sge
-            and state.get("scenes", "cluttered") == scenes):
+            and state.get("scenes", "cluttered") == scenes and state.get("start") == (start or None)):
         print(f"ignoring {state_path}: it was written by another recipe", file=sys.stderr)
         return None
     model.load_state_dict(state["model"])
@@ -184,35 +196,44 @@ def _resume(state_path: Path, recipe: Recipe, use_sge: bool, scenes: str, model:
 
 def train_lockstep(recipe: Recipe, variants: list[bool], config: ModelConfig, device: torch.device,
                    state_paths: list[Path], workers: int, root: str | None, resume: bool = True,
-                   max_steps: int | None = None, scenes: str = "cluttered") -> list[TrainResult]:
+                   max_steps: int | None = None, scenes: str = "cluttered",
+                   scene_config: SceneConfig | None = None,
+                   inits: list[Path | None] | None = None) -> list[TrainResult]:
     """Train one model per entry of ``variants`` (use_sge flags) on the very same batches.
 
-    Each model is initialised exactly as if trained alone (the seed is reset before each is built) and
-    has its own optimizer and resumable state file; the scenes are generated once per batch and fed to
-    every model in turn, so an SGE model and its plain twin trained together differ only by SGE. Training
-    resumes from the latest epoch that every state file has reached.
+    Each model is initialised exactly as if trained alone (the seed is reset before each is built), or
+    from the weights of ``inits[k]`` when given, and has its own optimizer and resumable state file; the
+    scenes are generated once per batch and fed to every model in turn, so an SGE model and its plain twin
+    trained together differ only by SGE. Training resumes from the latest epoch that every state file has
+    reached.
     """
     models, optimizers = [], []
-    for use_sge in variants:
+    inits = inits or [None] * len(variants)
+    for use_sge, init in zip(variants, inits):
         seed_everything(recipe.seed)
-        model = build_model(DEMO_ARCH, config, use_sge=use_sge)[0].to(device)
+        model = build_model(DEMO_ARCH, config, use_sge=use_sge)[0]
+        if init is not None:
+            load_strict(model, read_checkpoint(init).state_dict, init, DEMO_ARCH)
+        model = model.to(device)
         models.append(model)
         optimizers.append(torch.optim.SGD(param_groups(model, recipe.weight_decay, recipe.sge_lr_mult),
                                           lr=recipe.lr, momentum=recipe.momentum, nesterov=True))
     names = ["sge" if v else "plain" for v in variants]
     start_epoch, seconds = 0, [0.0] * len(variants)
     acc, mean_loss = [float("nan")] * len(variants), [float("nan")] * len(variants)
+    starts = [({"scene_config": asdict(scene_config)} if scene_config is not None else {})
+              | ({"init": str(init)} if init is not None else {}) for init in inits]
     if resume:
-        states = [_resume(path, recipe, v, scenes, m, o)
-                  for path, v, m, o in zip(state_paths, variants, models, optimizers)]
+        states = [_resume(path, recipe, v, scenes, m, o, start)
+                  for path, v, m, o, start in zip(state_paths, variants, models, optimizers, starts)]
         if all(states) and len({s[0] for s in states}) == 1:
             start_epoch = states[0][0]
             seconds, acc, mean_loss = ([s[k] for s in states] for k in (1, 2, 3))
         elif any(states):  # the variants stopped at different epochs: start them all afresh, together
             print("the saved states disagree on the epoch: training every variant afresh", file=sys.stderr)
             return train_lockstep(recipe, variants, config, device, state_paths, workers, root, False,
-                                  max_steps, scenes)
-    base = training_scenes(scenes, recipe.seed + TRAIN_SEED_OFFSET, recipe.samples_per_epoch, root)
+                                  max_steps, scenes, scene_config, inits)
+    base = training_scenes(scenes, recipe.seed + TRAIN_SEED_OFFSET, recipe.samples_per_epoch, root, scene_config)
     size = None if scenes == "cluttered" else recipe.input_size  # randomised canvases are resized to the input
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     for epoch in range(start_epoch, recipe.epochs):
@@ -263,7 +284,7 @@ def train_lockstep(recipe: Recipe, variants: list[bool], config: ModelConfig, de
             torch.save({"model": models[k].state_dict(), "optimizer": optimizers[k].state_dict(),
                         "epoch": epoch + 1, "seconds": seconds[k], "recipe": asdict(recipe),
                         "use_sge": variants[k], "scenes": scenes, "acc": acc[k], "loss": mean_loss[k],
-                        "torch_rng": torch.get_rng_state()}, tmp)
+                        "torch_rng": torch.get_rng_state(), "start": starts[k] or None}, tmp)
             tmp.replace(path)
     return [TrainResult(m.cpu().eval(), config, s, a, lo) for m, s, a, lo in zip(models, seconds, acc, mean_loss)]
 
@@ -277,11 +298,14 @@ def train_one(recipe: Recipe, use_sge: bool, config: ModelConfig, device: torch.
 
 
 def recipe_metadata(recipe: Recipe, result: TrainResult, use_sge: bool, device: torch.device,
-                    scenes: str = "cluttered") -> dict:
+                    scenes: str = "cluttered", scene_config: SceneConfig | None = None,
+                    init: Path | None = None) -> dict:
     data = ({"clutter": asdict(ClutterConfig()), "data": "Cluttered Fashion-MNIST (train split)"}
             if scenes == "cluttered" else
-            {"scenes": scenes, "scene_config": asdict(SceneConfig()),
+            {"scenes": scenes, "scene_config": asdict(scene_config or SceneConfig()),
              "data": "randomised Fashion-MNIST scenes (train split, train background photos)"})
+    if init is not None:
+        data["init"] = init.name  # continued from these weights (their own recipe is in their metadata)
     return {
         "recipe": {**asdict(recipe),
                    "optimizer": "SGD nesterov, no weight decay on BN/SGE/bias; SGE weight/bias at lr x sge_lr_mult",
@@ -324,6 +348,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--plain-checkpoint", type=Path, default=PLAIN_CHECKPOINT)
     p.add_argument("--data-root", default=None, help="folder of the Fashion-MNIST IDX .gz files")
     p.add_argument("--no-resume", action="store_true", help="start from scratch even if a state exists")
+    p.add_argument("--init", type=Path, default=None, metavar="CHECKPOINT",
+                   help="continue training the SGE model from these weights (keeping their input normalisation)")
+    p.add_argument("--init-plain", type=Path, default=None, metavar="CHECKPOINT",
+                   help="continue training the plain twin from these weights")
+    p.add_argument("--item-frac", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                   help="item side as a fraction of the canvas in the randomised scenes (default 0.35 0.85)")
     p.add_argument("--max-steps", type=int, default=None,
                    help="stop after this many steps of one epoch and write nothing (throughput check)")
     return p.parse_args(argv)
@@ -343,20 +373,37 @@ def main(argv: list[str] | None = None) -> int:
                         sge_lr_mult=args.sge_lr_mult,
                         label_smoothing=args.label_smoothing, seed=args.seed)
         which = "plain" if args.plain else args.which
-        stats_set = training_scenes(args.scenes, args.seed + TRAIN_SEED_OFFSET, 60000, args.data_root)
-        mean, std = data_stats(stats_set, size=None if args.scenes == "cluttered" else recipe.input_size)
+        if args.item_frac is not None and args.scenes != "wild":
+            raise SGEVizError("--item-frac changes the randomised scenes: use it with --scenes wild")
+        if which == "both" and (args.init is None) != (args.init_plain is None):
+            raise SGEVizError("--which both continues both models: give --init and --init-plain, or train one "
+                              "model with --which sge / --which plain")
+        scene_config = SceneConfig(item_frac=tuple(args.item_frac)) if args.item_frac is not None else None
         arch_kwargs = dict(DEMO_KWARGS)
         if args.widths:
             arch_kwargs["widths"] = [int(v) for v in args.widths.split(",")]
         if args.groups:
             arch_kwargs["groups"] = args.groups
-        config = demo_config(mean, std, recipe.input_size, arch_kwargs, args.scenes,
-                             recipe.epochs * recipe.samples_per_epoch)
+        scene_count = recipe.epochs * recipe.samples_per_epoch
+        init = args.init or args.init_plain
+        if init is not None:  # keep the input normalisation the weights were trained with
+            start = read_checkpoint(init)
+            mean, std = start.config.mean, start.config.std
+            arch_kwargs = dict(start.config.arch_kwargs)
+            earlier = read_metadata(init).get("recipe", {})
+            scene_count += int(earlier.get("epochs", 0)) * int(earlier.get("samples_per_epoch", 0))
+        else:
+            stats_set = training_scenes(args.scenes, args.seed + TRAIN_SEED_OFFSET, 60000, args.data_root)
+            mean, std = data_stats(stats_set, size=None if args.scenes == "cluttered" else recipe.input_size)
+        config = demo_config(mean, std, recipe.input_size, arch_kwargs, args.scenes, scene_count,
+                             scene_config.item_frac if scene_config else None)
         print(f"training on {describe_device(device)}; recipe {json.dumps(asdict(recipe))}", file=sys.stderr)
         variants = [("sge", True), ("plain", False)] if which == "both" else [(which, which == "sge")]
+        inits = [args.init if use_sge else args.init_plain for _, use_sge in variants]
         results = train_lockstep(recipe, [v for _, v in variants], config, device,
                                  [args.out_dir / f"{name}.pt" for name, _ in variants], workers, args.data_root,
-                                 resume=not args.no_resume, max_steps=args.max_steps, scenes=args.scenes)
+                                 resume=not args.no_resume, max_steps=args.max_steps, scenes=args.scenes,
+                                 scene_config=scene_config, inits=inits)
         for (name, use_sge), result in zip(variants, results):
             if args.max_steps is not None:
                 steps = min(args.max_steps, recipe.steps_per_epoch)
@@ -365,7 +412,9 @@ def main(argv: list[str] | None = None) -> int:
                       f"{recipe.total_steps} steps ~ {result.seconds / steps * recipe.total_steps / 60:.1f} min")
                 continue
             path = args.checkpoint if use_sge else args.plain_checkpoint
-            save_safetensors(result.model, config, path, recipe_metadata(recipe, result, use_sge, device, args.scenes))
+            save_safetensors(result.model, config, path,
+                             recipe_metadata(recipe, result, use_sge, device, args.scenes, scene_config,
+                                             args.init if use_sge else args.init_plain))
             print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) after {result.seconds:.0f} s of training")
     except SGEVizError as exc:
         print(f"error: {exc}", file=sys.stderr)

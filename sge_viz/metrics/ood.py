@@ -18,7 +18,14 @@ each put on one scale on held-out in-domain scenes and added:
 
 m_s: the median of d_s on the fit scenes; mu_E, sigma_E: the mean and std of E there. A detector names
 the modules whose outputs it reads (``modules``; "" is the model itself, its output the logits) and
-scores the outputs averaged over positions (``scores``). numpy only.
+scores the outputs averaged over positions (``scores``).
+
+The same form over other modules, ``BLOCKS_NAME`` ("blocks + gates + energy"), is for a model whose
+training scenes put items on photographs: every residual block's output, plus the last SGE layer's gates
+(its ``sig`` module, averaged over positions: one mean gate per group). A photo without an item looks
+like a photo background at every stage; the last gates, which enhance the item, and the energy say that
+no item is there. An output of (B * G, 1) per batch of B images (a gate read per group) is taken as
+(B, G). numpy only.
 """
 from __future__ import annotations
 
@@ -30,6 +37,7 @@ import numpy as np
 OOD_KEY = "sge_viz.ood"  # safetensors metadata key holding an OODDetector as JSON
 SCORE_NAME = "mahalanobis"
 STAGED_NAME = "stages + energy"
+BLOCKS_NAME = "blocks + gates + energy"
 POOLED = "avgpool"  # the module whose output, averaged, is the features entering the classifier
 LOGITS = ""  # the model itself: its output is the logits
 
@@ -149,7 +157,9 @@ class StagedDetector:
 
     def parts(self, pooled: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """{module or "energy": (B,)} each term of the score, already on its common scale."""
-        out = {t.module: np.log(np.maximum(nearest_distance(pooled[t.module], t.means, t.precision), 1e-300) / t.scale)
+        batch = len(pooled[LOGITS])
+        out = {t.module: np.log(np.maximum(nearest_distance(per_image(pooled[t.module], batch), t.means,
+                                                            t.precision), 1e-300) / t.scale)
                for t in self.terms}
         out["energy"] = (energy(pooled[LOGITS]) - self.energy_mean) / self.energy_std
         return out
@@ -160,7 +170,7 @@ class StagedDetector:
 
     def with_threshold(self, threshold: float, false_alarm: float | None = None,
                        auroc: float | None = None) -> StagedDetector:
-        return StagedDetector(self.terms, self.energy_mean, self.energy_std, threshold, false_alarm, auroc)
+        return StagedDetector(self.terms, self.energy_mean, self.energy_std, threshold, false_alarm, auroc, self.name)
 
     def to_json(self) -> str:
         return json.dumps({"name": self.name, "threshold": self.threshold, "false_alarm": self.false_alarm,
@@ -183,19 +193,34 @@ class StagedDetector:
                 raise ValueError(f"out-of-domain stage {t.module!r} has scale {t.scale}; it must be > 0")
         if not terms or not std > 0 or not all(np.isfinite([mean, threshold])):
             raise ValueError("out-of-domain parameters need stages, a positive energy std and a finite threshold")
-        return cls(terms, mean, std, threshold, d.get("false_alarm"), d.get("auroc"))
+        return cls(terms, mean, std, threshold, d.get("false_alarm"), d.get("auroc"), str(d.get("name", STAGED_NAME)))
 
 
-def fit_staged(pooled: dict[str, np.ndarray], labels: np.ndarray, stages: list[str]) -> StagedDetector:
+def per_image(output: np.ndarray, batch: int) -> np.ndarray:
+    """(batch, D) from a module's averaged output: (batch, D) as it is, (batch * G, 1) (gates read per group,
+    like SGE's ``sig``) as (batch, G). ValueError when the rows are not a multiple of ``batch``."""
+    output = np.asarray(output)
+    if output.shape[0] == batch:
+        return output
+    if batch == 0 or output.shape[0] % batch:
+        raise ValueError(f"a module output of {output.shape[0]} rows does not fit {batch} images")
+    return output.reshape(batch, -1)
+
+
+def fit_staged(pooled: dict[str, np.ndarray], labels: np.ndarray, stages: list[str],
+               name: str = STAGED_NAME) -> StagedDetector:
     """A StagedDetector (threshold 0: calibrate it) from the fit scenes' outputs averaged over positions,
-    {module: (N, D)} for every stage and LOGITS, and their labels (N,)."""
+    {module: (N, D) or (N * G, 1)} for every module in ``stages`` and LOGITS, and their labels (N,).
+    ``name``: STAGED_NAME (``stages`` = the stages) or BLOCKS_NAME (the blocks and the last gates)."""
     terms = []
+    batch = len(pooled[LOGITS])
     for module in stages:
-        means, precision = fit(pooled[module], labels)
-        terms.append(StageTerm(module, means, precision, float(np.median(nearest_distance(pooled[module], means,
+        features = per_image(pooled[module], batch)
+        means, precision = fit(features, labels)
+        terms.append(StageTerm(module, means, precision, float(np.median(nearest_distance(features, means,
                                                                                            precision)))))
     e = energy(pooled[LOGITS])
-    return StagedDetector(tuple(terms), float(e.mean()), float(e.std()), 0.0)
+    return StagedDetector(tuple(terms), float(e.mean()), float(e.std()), 0.0, name=name)
 
 
 def detector_from_json(text: str) -> OODDetector | StagedDetector:
@@ -204,14 +229,17 @@ def detector_from_json(text: str) -> OODDetector | StagedDetector:
         name = json.loads(text).get("name", SCORE_NAME)
     except (TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"unreadable out-of-domain parameters ({exc})") from exc
-    return StagedDetector.from_json(text) if name == STAGED_NAME else OODDetector.from_json(text)
+    return StagedDetector.from_json(text) if name in (STAGED_NAME, BLOCKS_NAME) else OODDetector.from_json(text)
 
 
 def describe(score: str) -> str:
     """A reader's name for a stored score (``verdict``'s "score"): what the number is."""
     return {SCORE_NAME: "Mahalanobis distance of the pooled features",
             STAGED_NAME: "out-of-domain score (each stage's Mahalanobis distance plus the logits' energy, "
-                         "0 = a typical in-domain scene)"}.get(score, f"{score} score")
+                         "0 = a typical in-domain scene)",
+            BLOCKS_NAME: "out-of-domain score (the Mahalanobis distance of each residual block's output and of "
+                         "the last SGE layer's mean gates, plus the logits' energy; 0 = a typical in-domain "
+                         "scene)"}.get(score, f"{score} score")
 
 
 def verdict(value: float, threshold: float, score: str = SCORE_NAME) -> dict:

@@ -42,9 +42,10 @@ def checkpoint_dirs() -> list[Path]:
     return dirs + [Path.cwd() / "checkpoints"]
 
 
-DEMO_LABEL = f"{DEMO_ARCH} (demo)"  # how the shipped default model is named to users
-SCENES_MODEL = "sge_resnet_demo_scenes"  # the name of the second demo model (randomised scenes)
-SCENES_LABEL = f"{SCENES_MODEL} (demo, randomised scenes)"
+SCENES_MODEL = "sge_resnet_demo_scenes"  # the default model: the demo network trained on randomised scenes
+SCENES_LABEL = f"{SCENES_MODEL} (demo, randomised scenes)"  # how users see it
+DEFAULT_MODEL = SCENES_MODEL  # what create_model(), every command and the app use when no model is named
+DEMO_LABEL = f"{DEMO_ARCH} (demo, its own generator only)"  # the original demo model, offered second
 
 
 def checkpoint_label(path: Path, arch: str) -> str:
@@ -122,7 +123,9 @@ def create_model(name: str | None = None, checkpoint_path: str | Path | None = N
     """A ready model, like timm's ``create_model``.
 
     - ``checkpoint_path``: that file, whatever ``name`` says;
-    - ``name`` None, "demo" or "sge_resnet_demo": the shipped demo model (64x64 input, 10 classes);
+    - ``name`` None, "demo" or "sge_resnet_demo_scenes" (``DEFAULT_MODEL``): the shipped demo model trained on
+      randomised scenes (64x64 input, 10 Fashion-MNIST classes); "sge_resnet_demo": the original demo model,
+      which knows only its own generator (Cluttered Fashion-MNIST);
     - a registered ImageNet name: its weights, found by content in ``checkpoint_dirs()``; or an untrained
       network when ``random_weights=True``.
 
@@ -131,14 +134,10 @@ def create_model(name: str | None = None, checkpoint_path: str | Path | None = N
     """
     if checkpoint_path is not None:
         return load_checkpoint(checkpoint_path, device, half, channels_last)
-    if name in (None, "", "demo", DEMO_ARCH):
-        demo = demo_checkpoint()
-        if not demo.is_file():
-            raise SGEVizError(f"The shipped demo model {demo} is missing: reinstall sge-viz, restore it with "
-                              "`git checkout checkpoints/` or train it with `python -m sge_viz.demo.train`.")
-        return load_checkpoint(demo, device, half, channels_last)
-    if name == SCENES_MODEL:
-        path = scenes_checkpoint()
+    if name in (None, "", "demo"):
+        name = DEFAULT_MODEL
+    if name in (SCENES_MODEL, DEMO_ARCH):
+        path = scenes_checkpoint() if name == SCENES_MODEL else demo_checkpoint()
         if not path.is_file():
             raise SGEVizError(f"The shipped demo model {path} is missing: reinstall sge-viz or restore it with "
                               "`git checkout checkpoints/`.")

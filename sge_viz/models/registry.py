@@ -32,8 +32,10 @@ DEMO_KWARGS: dict = dict(block="basic", layers=[2, 2, 2], widths=[32, 64, 128], 
 # these fields). Its out-of-domain threshold travels with its weights (metadata ``sge_viz.ood``, measured
 # by ``python -m sge_viz.demo.ood``).
 DEMO_DOMAIN: dict = dict(
-    description=("Recognises one clothing item among clutter on a 64x64 canvas (10 Fashion-MNIST classes). "
-                 "It has never seen photographs: on anything else its classes and gates mean little."),
+    description=("Knows only its own generator: one clothing item among faint clutter on a dark textured 64x64 "
+                 "canvas (10 Fashion-MNIST classes). Shop-style pictures, photo backgrounds and photographs are "
+                 "outside it (the default model, sge_resnet_demo_scenes, holds up on the first two); on anything "
+                 "else its classes and gates mean little."),
     training_data=("Cluttered Fashion-MNIST: one Fashion-MNIST item (32-46 px, tinted) pasted over textured "
                    "noise and 2-5 clutter patches, 240k generated training scenes"),
 )

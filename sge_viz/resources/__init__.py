@@ -9,8 +9,8 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-DEMO_WEIGHTS = "sge_resnet_demo.safetensors"
-SCENES_WEIGHTS = "sge_resnet_demo_scenes.safetensors"  # the second demo model, trained on randomised scenes
+DEMO_WEIGHTS = "sge_resnet_demo.safetensors"  # the original demo model: it knows only its own generator
+SCENES_WEIGHTS = "sge_resnet_demo_scenes.safetensors"  # the default demo model, trained on randomised scenes
 # File names of the example scenes of each demo model's recipe (scene_01.png, scene_wild_01.png, ...).
 SCENE_PREFIXES = {"cluttered": "scene_", "wild": "scene_wild_"}
 
@@ -26,13 +26,19 @@ def resource_path(*parts: str) -> Path:
 
 
 def demo_checkpoint() -> Path:
-    """The shipped demo model's weights file."""
+    """The original demo model's weights (``sge_resnet_demo``: Cluttered Fashion-MNIST only)."""
     return resource_path("weights", DEMO_WEIGHTS)
 
 
 def scenes_checkpoint() -> Path:
-    """The second shipped demo model's weights: the same architecture trained on randomised scenes."""
+    """The default demo model's weights (``sge_resnet_demo_scenes``): the same architecture trained on
+    randomised scenes."""
     return resource_path("weights", SCENES_WEIGHTS)
+
+
+def default_checkpoint() -> Path:
+    """The weights every door uses when no model is named: the randomised-scene demo model."""
+    return scenes_checkpoint()
 
 
 def examples_dir() -> Path:

@@ -114,9 +114,12 @@ def test_models_endpoint(served):
     assert models["default"] == service.default
     assert models["device"] == describe_device(pick_device("cpu"))
     demo = models["models"][service.default]
-    assert "Cluttered Fashion-MNIST" in demo["training_data"] and demo["classes"][0] == "T-shirt/top"
+    assert "randomised Fashion-MNIST scenes" in demo["training_data"] and demo["classes"][0] == "T-shirt/top"
     assert demo["input_size"] == 64 and demo["num_classes"] == 10
-    assert demo["ood"]["score"] == "stages + energy"
+    assert demo["ood"]["score"] == "blocks + gates + energy"
+    original = models["models"]["sge_resnet_demo (demo, its own generator only)"]  # offered second
+    assert models["choices"][1] == "sge_resnet_demo (demo, its own generator only)"
+    assert "Cluttered Fashion-MNIST" in original["training_data"] and original["ood"]["score"] == "stages + energy"
     assert demo["ood"]["threshold"] == service.get(service.default).ood.threshold
 
 

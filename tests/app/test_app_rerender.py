@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from sge_viz import viz as render
-from sge_viz.app.catalogue import DEMO_LABEL, ModelService
+from sge_viz.app.catalogue import SCENES_LABEL, ModelService
 from sge_viz.app.layout import build_ui
 from sge_viz.app.views import Order, Scale, default_layer, group_table, mosaic_tile, view_image
 from sge_viz.capture.preprocess import center_crop_view
@@ -47,7 +47,7 @@ def small_checkpoint(folder: Path, resize_size: int = 64) -> Path:
 def app():
     """The page's handlers over the shipped demo model, with every forward counted."""
     service = ModelService(device="cpu")
-    assert service.default == DEMO_LABEL and not service.notice
+    assert service.default == SCENES_LABEL and not service.notice
     demo = build_ui(service)
     loaded = service.get(service.default)
     forwards = []
@@ -256,13 +256,15 @@ def test_first_image_starts_on_the_deepest_layer_later_images_keep_the_view(app)
 def test_without_the_demo_checkpoint_the_app_says_so_and_still_starts(monkeypatch, tmp_path):
     import sge_viz.app.catalogue as catalogue
 
-    monkeypatch.setattr(catalogue, "demo_checkpoint", lambda: tmp_path / "missing.safetensors")
-    # The second demo model is there: the app starts on it and says the default one is missing.
+    missing = tmp_path / "missing.safetensors"
+    monkeypatch.setattr(catalogue, "scenes_checkpoint", lambda: missing)
+    monkeypatch.setattr(catalogue, "default_checkpoint", lambda: missing)
+    # The original demo model is there: the app starts on it and says the default one is missing.
     service = ModelService(device="cpu", checkpoint_dir=tmp_path)
-    assert service.choices == [catalogue.SCENES_LABEL] == [service.default]
+    assert service.choices == [catalogue.DEMO_LABEL] == [service.default]
     assert "missing.safetensors" in service.notice and "untrained" not in service.notice
     # Neither demo model: an untrained network, and the notice says it is untrained.
-    monkeypatch.setattr(catalogue, "scenes_checkpoint", lambda: tmp_path / "missing_too.safetensors")
+    monkeypatch.setattr(catalogue, "demo_checkpoint", lambda: tmp_path / "missing_too.safetensors")
     service = ModelService(device="cpu", checkpoint_dir=tmp_path)
     assert service.choices == ["sge_resnet18 (random weights)"] == [service.default]
     assert "missing.safetensors" in service.notice and "untrained" in service.notice

@@ -192,6 +192,17 @@ def test_info_prints_the_demo_models_domain(capsys):
     domain = json.loads(stdout)["domain"]
     assert domain["classes"][9] == "Ankle boot" and domain["input_size"] == 64
     assert domain["ood"]["score"] == "stages + energy" and domain["ood"]["threshold"] > 0
+    assert "own generator" in domain["description"]  # the original model says what it is
+
+
+def test_info_without_a_checkpoint_describes_the_default_model(capsys):
+    from sge_viz.resources import scenes_checkpoint
+
+    code, stdout, _ = run(capsys, "info", "--json")
+    assert code == 0
+    info = json.loads(stdout)
+    assert info["path"] == str(scenes_checkpoint()) and "randomised" in info["domain"]["training_data"]
+    assert info["domain"]["ood"]["threshold"] == load_checkpoint(scenes_checkpoint(), device="cpu").ood.threshold
 
 
 def test_info_json(capsys, tiny_checkpoint):

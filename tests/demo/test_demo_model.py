@@ -26,7 +26,7 @@ AUC_MARGIN = 0.04
 
 @pytest.fixture(scope="module")
 def loaded():
-    return create_model(device="cpu")
+    return create_model(DEMO_ARCH, device="cpu")  # the original demo model, by its own name
 
 
 @pytest.fixture(scope="module")

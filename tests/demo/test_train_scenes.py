@@ -72,3 +72,38 @@ def test_wild_config_says_what_the_model_knows():
     config = train.demo_config((0.4,) * 3, (0.25,) * 3, 64, scenes="wild", scene_count=84480)
     assert "plain light backgrounds" in config.description and "84k generated training scenes" in config.training_data
     assert train.demo_config((0.4,) * 3, (0.25,) * 3, 64).description == ""  # the registry's default fills it
+
+
+def test_continued_training_starts_from_the_weights_and_draws_smaller_items(tmp_path):
+    """--init: the first step starts from the checkpoint's weights (zero learning rate leaves them as they
+    are); --item-frac: the training scenes draw their items from that range; a state started otherwise is
+    not resumed; the metadata names the start and the item range."""
+    from sge_viz.models.checkpoint import save_safetensors
+
+    recipe = train.Recipe(epochs=1, samples_per_epoch=16, batch_size=8, warmup_steps=1, lr=0.0)
+    config = train.demo_config((0.4,) * 3, (0.25,) * 3, recipe.input_size, scenes="wild",
+                               item_frac=(0.2, 0.85))
+    assert "the item 20%-85% of it" in config.training_data
+    torch.manual_seed(1)
+    start, _ = train.build_model(train.DEMO_ARCH, config)
+    for p in start.parameters():
+        p.data.normal_(0, 0.1)
+    init = save_safetensors(start, config, tmp_path / "start.safetensors")
+    small = SceneConfig(item_frac=(0.2, 0.85))
+    assert train.training_scenes("wild", 0, 4, scene_config=small).config.item_frac == (0.2, 0.85)
+    result = train.train_lockstep(recipe, [True], config, torch.device("cpu"), [tmp_path / "s.pt"], workers=0,
+                                  root=None, resume=False, scenes="wild", scene_config=small, inits=[init])[0]
+    want = start.state_dict()
+    got = result.model.state_dict()
+    assert all(torch.equal(got[k], want[k]) for k in want if "running" not in k and "num_batches" not in k)
+    state = torch.load(tmp_path / "s.pt", weights_only=True)
+    assert state["start"] == {"scene_config": asdict(small), "init": str(init)}
+    # Rerun from scratch with the same state file: the start differs, so it trains afresh.
+    fresh = train.train_lockstep(recipe, [True], config, torch.device("cpu"), [tmp_path / "s.pt"], workers=0,
+                                 root=None, scenes="wild")
+    assert not torch.equal(fresh[0].model.state_dict()["fc.weight"], want["fc.weight"])
+    meta = train.recipe_metadata(recipe, result, True, torch.device("cpu"), "wild", small, init)
+    assert tuple(meta["recipe"]["scene_config"]["item_frac"]) == (0.2, 0.85)
+    assert meta["recipe"]["init"] == "start.safetensors"
+    with pytest.raises(SystemExit):
+        train.parse_args(["--item-frac", "0.2"])

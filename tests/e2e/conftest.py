@@ -18,13 +18,14 @@ SCREENSHOTS = Path(__file__).resolve().parent / "screenshots"
 
 @pytest.fixture(scope="module")
 def live_app():
-    """(url, service, example scene path): the app on the shipped demo model, on a free localhost port."""
+    """(url, service, example scene path): the app on the shipped default model, on a free localhost port,
+    with one of its randomised example scenes (an ankle boot on a photo background)."""
     from sge_viz.app.catalogue import ModelService
     from sge_viz.resources import examples_dir
 
     service = ModelService(device="cpu")
     with served_app(service) as url:
-        yield url, service, examples_dir() / "scene_03.png"
+        yield url, service, examples_dir() / "scene_wild_05.png"
 
 
 @pytest.fixture(scope="module")

@@ -245,7 +245,7 @@ def test_upload_explore_layer_and_group(live_app, browser, screenshots, tmp_path
     definitions.screenshot(path=str(screenshots / "how_to_read.png"))
     page.locator("#how-to-read").get_by_text("How to read this").first.click()
 
-    # A photo on the demo model: the out-of-domain note and the domain card say what the model knows.
+    # A photo on the default model: the out-of-domain note and the domain card say what the model knows.
     photo = examples_dir() / "chelsea.jpg"
     old_mosaic = src(page, "#mosaic")
     page.locator(UPLOAD).set_input_files(str(photo))
@@ -256,7 +256,7 @@ def test_upload_explore_layer_and_group(live_app, browser, screenshots, tmp_path
         wait_loaded(page, sel)
         assert strip_colour(page, sel) == "out", sel
     card = page.locator("#domain-card").inner_text()
-    assert "Cluttered Fashion-MNIST" in card and "Ankle boot" in card and "64x64" in card
+    assert "randomised Fashion-MNIST scenes" in card and "Ankle boot" in card and "64x64" in card
     # The broken upload's warning may still be up: close it (it may be closing on its own already), so the
     # picture shows this image's page only.
     for close in page.locator(".toast-close").all():
