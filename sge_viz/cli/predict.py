@@ -35,6 +35,9 @@ def run(args: argparse.Namespace) -> int:
     jobs = expand_inputs(args.inputs)
     loaded = load_model(args)
     config = loaded.config
+    if not config.classifies:
+        raise SGEVizError(f"{loaded.name} gives no class scores (gates only): there is nothing to predict; use "
+                          "analyze or dissect to see its gates.")
     results, failures = [], []
     for start in range(0, len(jobs), args.batch_size):
         names, views = [], []
