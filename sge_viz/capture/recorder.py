@@ -198,8 +198,9 @@ class GateRecorder(HookScope):
 
     @property
     def layer_names(self) -> list[str]:
-        """The captured layers, in the order of their calls."""
-        return list(self.captures)
+        """The captured layers in the order of their calls (``name#2`` for a second call, skipped ones left
+        out); before any forward, the SGE modules that will be hooked."""
+        return list(self.captures) if self.captures else [name for name, _ in self.layers]
 
     def _register(self) -> None:
         self.captures, self.skipped, self._calls = {}, {}, {}
