@@ -25,7 +25,8 @@ from sge_viz.resources import examples_dir
 from sge_viz.viz import GAP
 
 # Three of the demo model's own scenes and three photos it was not trained on.
-NAMES = ("scene_01.png", "scene_02.png", "scene_03.png", "astronaut.jpg", "chelsea.jpg", "coffee.jpg")
+# The default model's own kind of scene (its randomised ones) and three photos.
+NAMES = ("scene_wild_01.png", "scene_wild_02.png", "scene_wild_03.png", "astronaut.jpg", "chelsea.jpg", "coffee.jpg")
 
 
 @pytest.fixture(scope="module")
