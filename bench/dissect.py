@@ -127,12 +127,25 @@ def stage_profile(loaded, items, k: int = 9, save_every: int = 10) -> dict[str, 
 
 
 def measure_child(cmd: list[str]) -> None:
-    """Run ``cmd``; print its wall time and peak RSS (MB, the largest of its processes) as JSON."""
+    """Run ``cmd``; print as JSON its wall time, CPU time (all its processes) and peak RSS (MB, the largest
+    of its processes)."""
     start = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     elapsed = time.perf_counter() - start
-    print(json.dumps({"seconds": elapsed, "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-                      / 1024}))
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(json.dumps({"seconds": elapsed, "cpu_seconds": usage.ru_utime + usage.ru_stime,
+                      "peak_rss_mb": usage.ru_maxrss / 1024}))
+
+
+def bare_cost(bare, rounds: int = 2) -> tuple[float, float]:
+    """Median (wall, CPU) seconds of ``bare()`` over ``rounds`` calls (CPU: all this process's threads)."""
+    walls, cpus = [], []
+    for _ in range(rounds):
+        wall, cpu = time.perf_counter(), time.process_time()
+        bare()
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def dissect_cli(folder: Path, out: Path, pictures: bool) -> dict:
@@ -209,26 +222,36 @@ def main(argv: list[str] | None = None) -> int:
 
         # 3. the CLI end to end: marginal per image, and peak RSS
         runs: dict[tuple[bool, int], list[dict]] = defaultdict(list)
-        bares = []
+        bares, bare_cpus = [], []
         for r in range(args.rounds):
             for pictures in (True, False):
-                bares.append(base.interleaved({"bare": bare}, 2, warmup=0).median("bare"))
+                wall, cpu = bare_cost(bare)
+                bares.append(wall)
+                bare_cpus.append(cpu)
                 for size, folder in ((SMALL, tmp / "small"), (BIG, tmp / "big")):
                     res = dissect_cli(folder, tmp / "out", pictures)
                     runs[(pictures, size)].append(res)
                     print(f"round {r} pictures={pictures} {size} images: {res['seconds']:.1f} s, "
-                          f"{res['peak_rss_mb']:.0f} MB", flush=True)
-        bares.append(base.interleaved({"bare": bare}, 2, warmup=0).median("bare"))
+                          f"{res['cpu_seconds']:.1f} s CPU, {res['peak_rss_mb']:.0f} MB", flush=True)
+        wall, cpu = bare_cost(bare)
+        bares.append(wall)
+        bare_cpus.append(cpu)
         bare_image = statistics.median(bares) / BATCH
+        bare_cpu_image = statistics.median(bare_cpus) / BATCH
         for pictures, key in ((True, "pictures"), (False, "no-pictures")):
             margins = [(b["seconds"] - s["seconds"]) / (BIG - SMALL)
                        for s, b in zip(runs[(pictures, SMALL)], runs[(pictures, BIG)])]
             marginal = statistics.median(margins)
             spread = ", ".join(f"{m / bare_image:.2f}x" for m in margins)
+            cpu_margins = [(b["cpu_seconds"] - s["cpu_seconds"]) / (BIG - SMALL)
+                           for s, b in zip(runs[(pictures, SMALL)], runs[(pictures, BIG)])]
+            cpu_marginal = statistics.median(cpu_margins)
             rows.append((f"sge-viz dissect {'(pictures)' if pictures else '--no-pictures'}, default options: "
                          f"marginal time per image ({SMALL} -> {BIG} JPEGs) vs bare batched forward", key,
                          marginal / bare_image, f"{marginal * 1000:.0f} vs {bare_image * 1000:.0f} ms/image; "
-                                                f"rounds {spread}"))
+                                                f"rounds {spread}; CPU time {cpu_marginal * 1000:.0f} vs "
+                                                f"{bare_cpu_image * 1000:.0f} ms/image = "
+                                                f"{cpu_marginal / bare_cpu_image:.2f}x"))
             print("measured", rows[-1], flush=True)
         r_small = statistics.median(x["peak_rss_mb"] for x in runs[(True, SMALL)])
         r_big = statistics.median(x["peak_rss_mb"] for x in runs[(True, BIG)])
@@ -238,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         r_big = statistics.median(x["peak_rss_mb"] for x in runs[(False, BIG)])
         notes.append(f"Peak RSS with --no-pictures: {r_big:.0f} MB for {BIG} images vs {r_small:.0f} MB for {SMALL} "
                      f"({r_big / r_small:.3f}x). Bare forward per image over the run: "
-                     + ", ".join(f"{b / BATCH * 1000:.0f}" for b in bares) + " ms.")
+                     + ", ".join(f"{b / BATCH * 1000:.0f}" for b in bares) + " ms (wall), "
+                     + ", ".join(f"{b / BATCH * 1000:.0f}" for b in bare_cpus) + " ms (CPU).")
 
         if args.with_analyze:
             threads = torch.get_num_threads()
