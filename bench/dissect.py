@@ -78,21 +78,25 @@ def make_jpegs(folder: Path, count: int, pil: Image.Image) -> None:
             folder / f"img_{i:03d}.jpg", quality=90)
 
 
-def stage_profile(loaded, items, k: int = 9, save_every: int = 10) -> dict[str, float]:
-    """Seconds per stage of one pass over ``items`` in this process (``run_local``'s loop, clocked)."""
+def stage_profile(loaded, items, k: int = 9, save_every: int = 10) -> tuple[dict[str, float], dict[str, float]]:
+    """Wall and CPU seconds per stage of one pass over ``items`` in this process (``run_local``'s loop,
+    clocked; CPU: all this process's threads)."""
     times: dict[str, float] = defaultdict(float)
+    cpu: dict[str, float] = defaultdict(float)
     cfg = loaded.config
     kept = reduce_module._keep_pictures
 
     def timed_keep(*args, **kwargs):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         kept(*args, **kwargs)
         times["pictures kept"] += time.perf_counter() - start
+        cpu["pictures kept"] += time.process_time() - start_cpu
 
     def clock(stage, fn, *args, **kwargs):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         out = fn(*args, **kwargs)
         times[stage] += time.perf_counter() - start
+        cpu[stage] += time.process_time() - start_cpu
         return out
 
     tmp = Path(tempfile.mkdtemp(prefix="sge_bench_profile_"))
@@ -105,17 +109,19 @@ def stage_profile(loaded, items, k: int = 9, save_every: int = 10) -> dict[str, 
             images = [clock("decode", open_image, d) for d in data]
             views = [clock("preprocess", center_crop_view, im, cfg.resize_size, cfg.input_size) for im in images]
             x = clock("preprocess", normalise_batch, views, cfg, loaded.device, loaded.dtype)
-            start_fw = time.perf_counter()
+            start_fw, start_cpu = time.perf_counter(), time.process_time()
             with torch.inference_mode(), GateRecorder(loaded.model, keep_on_device=True) as recorder:
                 loaded.model(x)
             times["forward"] += time.perf_counter() - start_fw
+            cpu["forward"] += time.process_time() - start_cpu
             chosen = select_layers(recorder.layer_names, None)
             names = [i.name for i in chunk]
-            before = times["pictures kept"]
+            before, before_cpu = times["pictures kept"], cpu["pictures kept"]
             queued = clock("reductions", QueuedReduction, recorder.captures, chosen, names, [None] * len(chunk), k,
                            views)
             partial = clock("reductions", queued.finish, total.floor())
             times["reductions"] -= times["pictures kept"] - before  # finish() also kept the pictures
+            cpu["reductions"] -= cpu["pictures kept"] - before_cpu
             clock("merge", total.absorb, partial)
             if n % save_every == 0 or start + BATCH >= len(items):
                 clock("save", save_state, tmp / "state.npz", total, start + len(chunk), "bench")
@@ -123,16 +129,29 @@ def stage_profile(loaded, items, k: int = 9, save_every: int = 10) -> dict[str, 
     finally:
         reduce_module._keep_pictures = kept
         shutil.rmtree(tmp, ignore_errors=True)
-    return dict(times)
+    return dict(times), dict(cpu)
 
 
 def measure_child(cmd: list[str]) -> None:
-    """Run ``cmd``; print its wall time and peak RSS (MB, the largest of its processes) as JSON."""
+    """Run ``cmd``; print as JSON its wall time, CPU time (all its processes) and peak RSS (MB, the largest
+    of its processes)."""
     start = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     elapsed = time.perf_counter() - start
-    print(json.dumps({"seconds": elapsed, "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-                      / 1024}))
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(json.dumps({"seconds": elapsed, "cpu_seconds": usage.ru_utime + usage.ru_stime,
+                      "peak_rss_mb": usage.ru_maxrss / 1024}))
+
+
+def bare_cost(bare, rounds: int = 2) -> tuple[float, float]:
+    """Median (wall, CPU) seconds of ``bare()`` over ``rounds`` calls (CPU: all this process's threads)."""
+    walls, cpus = [], []
+    for _ in range(rounds):
+        wall, cpu = time.perf_counter(), time.process_time()
+        bare()
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def dissect_cli(folder: Path, out: Path, pictures: bool) -> dict:
@@ -175,13 +194,15 @@ def main(argv: list[str] | None = None) -> int:
                 loaded.model(x)
 
         # 1. stages
-        times = stage_profile(loaded, items)
-        whole = sum(times.values())
-        lines = ["| stage | s per image | share |", "|---|---|---|"]
+        times, cpus = stage_profile(loaded, items)
+        whole, whole_cpu = sum(times.values()), sum(cpus.values())
+        lines = ["| stage | wall per image | share | CPU per image | share |", "|---|---|---|---|---|"]
         for stage in STAGES:
-            lines.append(f"| {stage} | {times.get(stage, 0.0) / len(items) * 1000:.1f} ms | "
-                         f"{times.get(stage, 0.0) / whole:.1%} |")
-            print(f"stage {stage:15s} {times.get(stage, 0.0) / len(items) * 1000:7.1f} ms/image", flush=True)
+            wall, cpu = times.get(stage, 0.0), cpus.get(stage, 0.0)
+            lines.append(f"| {stage} | {wall / len(items) * 1000:.1f} ms | {wall / whole:.1%} | "
+                         f"{cpu / len(items) * 1000:.1f} ms | {cpu / whole_cpu:.1%} |")
+            print(f"stage {stage:15s} {wall / len(items) * 1000:7.1f} ms/image, CPU {cpu / len(items) * 1000:7.1f}",
+                  flush=True)
         notes.append(f"Where the time goes: one pass over the {SMALL} images in this process, no reading "
                      f"workers, with pictures ({whole:.1f} s in all; reading, decoding and preprocessing run in "
                      "worker processes in the CLI):\n\n" + "\n".join(lines))
@@ -196,39 +217,58 @@ def main(argv: list[str] | None = None) -> int:
         def dissect_pictures():
             dissect_batch(loaded, views, names, [None] * BATCH, 9, pictures=True, floor=floor)
 
-        t = base.interleaved({"bare": bare, "plain": dissect_plain, "pictures": dissect_pictures},
-                             args.batch_rounds, warmup=1)
-        bare_s = t.median("bare")
+        walls: dict[str, list[float]] = defaultdict(list)
+        cpus_b: dict[str, list[float]] = defaultdict(list)
+        cases = {"bare": bare, "plain": dissect_plain, "pictures": dissect_pictures}
+        for r in range(args.batch_rounds + 1):  # interleaved; the first round warms up
+            for case, fn in cases.items():
+                wall, cpu = time.perf_counter(), time.process_time()
+                fn()
+                if r:
+                    walls[case].append(time.perf_counter() - wall)
+                    cpus_b[case].append(time.process_time() - cpu)
+        bare_s, bare_cpu = statistics.median(walls["bare"]), statistics.median(cpus_b["bare"])
         for key, case, text in (("per batch", "plain", "dissect_batch, no pictures"),
                                 ("per batch pictures", "pictures", "dissect_batch with pictures, merged into "
                                                                    f"{SMALL - BATCH} images' summary")):
-            rows.append((f"{text}: time per image vs bare batched forward (batch of 8)", key,
-                         t.median(case) / bare_s, f"{t.median(case) / BATCH * 1000:.1f} vs "
-                                                  f"{bare_s / BATCH * 1000:.1f} ms/image"))
+            wall, cpu = statistics.median(walls[case]), statistics.median(cpus_b[case])
+            rows.append((f"{text}: time per image vs bare batched forward (batch of 8)", key, wall / bare_s,
+                         f"{wall / BATCH * 1000:.1f} vs {bare_s / BATCH * 1000:.1f} ms/image; CPU time "
+                         f"{cpu / BATCH * 1000:.1f} vs {bare_cpu / BATCH * 1000:.1f} ms/image = {cpu / bare_cpu:.3f}x"))
             print("measured", rows[-1], flush=True)
 
         # 3. the CLI end to end: marginal per image, and peak RSS
         runs: dict[tuple[bool, int], list[dict]] = defaultdict(list)
-        bares = []
+        bares, bare_cpus = [], []
         for r in range(args.rounds):
             for pictures in (True, False):
-                bares.append(base.interleaved({"bare": bare}, 2, warmup=0).median("bare"))
+                wall, cpu = bare_cost(bare)
+                bares.append(wall)
+                bare_cpus.append(cpu)
                 for size, folder in ((SMALL, tmp / "small"), (BIG, tmp / "big")):
                     res = dissect_cli(folder, tmp / "out", pictures)
                     runs[(pictures, size)].append(res)
                     print(f"round {r} pictures={pictures} {size} images: {res['seconds']:.1f} s, "
-                          f"{res['peak_rss_mb']:.0f} MB", flush=True)
-        bares.append(base.interleaved({"bare": bare}, 2, warmup=0).median("bare"))
+                          f"{res['cpu_seconds']:.1f} s CPU, {res['peak_rss_mb']:.0f} MB", flush=True)
+        wall, cpu = bare_cost(bare)
+        bares.append(wall)
+        bare_cpus.append(cpu)
         bare_image = statistics.median(bares) / BATCH
+        bare_cpu_image = statistics.median(bare_cpus) / BATCH
         for pictures, key in ((True, "pictures"), (False, "no-pictures")):
             margins = [(b["seconds"] - s["seconds"]) / (BIG - SMALL)
                        for s, b in zip(runs[(pictures, SMALL)], runs[(pictures, BIG)])]
             marginal = statistics.median(margins)
             spread = ", ".join(f"{m / bare_image:.2f}x" for m in margins)
+            cpu_margins = [(b["cpu_seconds"] - s["cpu_seconds"]) / (BIG - SMALL)
+                           for s, b in zip(runs[(pictures, SMALL)], runs[(pictures, BIG)])]
+            cpu_marginal = statistics.median(cpu_margins)
             rows.append((f"sge-viz dissect {'(pictures)' if pictures else '--no-pictures'}, default options: "
                          f"marginal time per image ({SMALL} -> {BIG} JPEGs) vs bare batched forward", key,
                          marginal / bare_image, f"{marginal * 1000:.0f} vs {bare_image * 1000:.0f} ms/image; "
-                                                f"rounds {spread}"))
+                                                f"rounds {spread}; CPU time {cpu_marginal * 1000:.0f} vs "
+                                                f"{bare_cpu_image * 1000:.0f} ms/image = "
+                                                f"{cpu_marginal / bare_cpu_image:.2f}x"))
             print("measured", rows[-1], flush=True)
         r_small = statistics.median(x["peak_rss_mb"] for x in runs[(True, SMALL)])
         r_big = statistics.median(x["peak_rss_mb"] for x in runs[(True, BIG)])
@@ -238,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         r_big = statistics.median(x["peak_rss_mb"] for x in runs[(False, BIG)])
         notes.append(f"Peak RSS with --no-pictures: {r_big:.0f} MB for {BIG} images vs {r_small:.0f} MB for {SMALL} "
                      f"({r_big / r_small:.3f}x). Bare forward per image over the run: "
-                     + ", ".join(f"{b / BATCH * 1000:.0f}" for b in bares) + " ms.")
+                     + ", ".join(f"{b / BATCH * 1000:.0f}" for b in bares) + " ms (wall), "
+                     + ", ".join(f"{b / BATCH * 1000:.0f}" for b in bare_cpus) + " ms (CPU).")
 
         if args.with_analyze:
             threads = torch.get_num_threads()

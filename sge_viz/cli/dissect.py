@@ -29,6 +29,8 @@ from .common import (
     say_error,
 )
 
+SAVE_SECONDS = 30.0  # by default the resumable state (numbers and pictures) is saved at most this often
+
 
 def register(sub) -> None:
     p = sub.add_parser("dissect", help="what each SGE group means across many images (summary, Figs. 2-4, report)")
@@ -49,8 +51,9 @@ def register(sub) -> None:
     p.add_argument("--skip-out-of-domain", action="store_true",
                    help="leave out the images the model's out-of-domain detector rejects (default: keep and mark "
                         "them); needs a model with a detector")
-    p.add_argument("--save-every", type=positive_int, default=10, metavar="N",
-                   help="save the running partials every N batches (default 10)")
+    p.add_argument("--save-every", type=positive_int, default=None, metavar="N",
+                   help="save the running partials every N batches (default: every 10 batches, at most once "
+                        f"every {SAVE_SECONDS:g} s)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,7 +93,9 @@ def run(args: argparse.Namespace) -> int:
             workers = args.workers if args.workers is not None else (min(4, os.cpu_count() or 1)
                                                                      if len(items) > 32 else 0)
             partial = run_local(loaded, items, args.top_k, args.batch_size, workers, args.layers,
-                                state_path=out / STATE_FILE, resume=args.resume, save_every=args.save_every,
+                                state_path=out / STATE_FILE, resume=args.resume,
+                                save_every=args.save_every or 10,
+                                save_interval=SAVE_SECONDS if args.save_every is None else 0.0,
                                 progress=progress.update, pictures=not args.no_pictures,
                                 skip_out_of_domain=args.skip_out_of_domain)
         else:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -141,14 +142,16 @@ def load_state(path: Path, fp: str) -> tuple[Partial, int] | None:
 def run_local(loaded: LoadedModel, items: Sequence[Item], k: int, batch_size: int = 8, workers: int = 0,
               layers: Sequence[str] | None = None, state_path: Path | None = None, resume: bool = False,
               save_every: int = 10, progress: Callable[[int], None] | None = None,
-              pictures: bool = True, skip_out_of_domain: bool = False) -> Partial:
+              pictures: bool = True, skip_out_of_domain: bool = False, save_interval: float = 0.0) -> Partial:
     """Dissect ``items`` in this process; the merged Partial (skipped items included).
 
     ``skip_out_of_domain``: leave out the images the model's out-of-domain detector rejects (they are
     listed as skipped; ``Partial.verdicts`` holds every image's verdict either way).
     ``pictures``: keep what the report draws for the top entries (see ``pictures``), so drawing needs no
-    second forward. ``state_path``: where to save the running state (see the module docstring); ``resume``: continue
-    from it. ``progress(n)`` is called with the number of items each batch consumed.
+    second forward. ``state_path``: where to save the running state (see the module docstring) every
+    ``save_every`` batches, but not sooner than ``save_interval`` seconds after the last save (the state
+    holds the pictures, ~150 MB for sge_resnet50), and at the end; ``resume``: continue from it.
+    ``progress(n)`` is called with the number of items each batch consumed.
     """
     from torch.utils.data import DataLoader
 
@@ -167,19 +170,21 @@ def run_local(loaded: LoadedModel, items: Sequence[Item], k: int, batch_size: in
     loader = DataLoader(ItemViews(items, config.resize_size, config.input_size, start), batch_size=batch_size,
                         num_workers=workers, collate_fn=_as_list,
                         worker_init_fn=worker_init_fn() if workers else None)
-    done, batches = start, 0
+    done, batches, last_save = start, 0, time.monotonic()
     queued = None  # the previous batch, finished after the next one is queued (overlaps host and GPU)
 
     def finish(queued) -> None:
-        nonlocal total, done, batches
+        nonlocal total, done, batches, last_save
         reduction, batch = queued
         partial = reduction.finish(total.floor())
         partial.skipped += [{"path": _where(items[i]), "reason": e} for i, _, _, e in batch if e is not None]
         total.absorb(partial)
         done += len(batch)
         batches += 1
-        if state_path is not None and (batches % save_every == 0 or done == len(items)):
+        due = batches % save_every == 0 and time.monotonic() - last_save >= save_interval
+        if state_path is not None and (due or done == len(items)):
             save_state(state_path, total, done, fp)
+            last_save = time.monotonic()
         if progress:
             progress(len(batch))
 

@@ -137,7 +137,13 @@ def precedes(score: np.ndarray, image: np.ndarray, row: np.ndarray, col: np.ndar
              than: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
     """Where entries (G, n) come strictly before ``than`` (each (G,): one entry per group) in the total order."""
     s, i, r, c = (a[:, None] for a in than)
-    return (score > s) | ((score == s) & ((image < i) | ((image == i) & ((row < r) | ((row == r) & (col < c))))))
+    ahead, tied = score > s, score == s
+    if tied.any():  # names, rows and cols decide between equal scores (rare: compared only there)
+        g, n = np.nonzero(tied)
+        i, r, c = i[g, 0], r[g, 0], c[g, 0]
+        name, y, x = image[g, n], row[g, n], col[g, n]
+        ahead[g, n] = (name < i) | ((name == i) & ((y < r) | ((y == r) & (x < c))))
+    return ahead
 
 
 @dataclass

@@ -97,3 +97,37 @@ def test_pictures_survive_resume_and_any_merge_order(run, tmp_path):
     for other in (merged, tree):
         _every_entry_has_pictures(other)
         assert_same_pictures(entry_data(other, loaded, items), want)
+
+
+def test_precedes_is_the_top_lists_total_order():
+    from sge_viz.dissect.summary import precedes
+
+    rng = np.random.default_rng(0)
+    names = np.array(["a", "b", "c"])
+    for _ in range(100):  # small ranges: many ties on the score, the name and the row
+        score, row, col = (rng.integers(0, 3, (3, 5)) for _ in range(3))
+        image = rng.choice(names, (3, 5))
+        than = (rng.integers(0, 3, 3).astype(float), rng.choice(names, 3), rng.integers(0, 3, 3), rng.integers(0, 3, 3))
+        got = precedes(score.astype(float), image, row, col, than)
+        want = [[(-score[g, j], image[g, j], row[g, j], col[g, j]) < (-than[0][g], than[1][g], than[2][g], than[3][g])
+                 for j in range(5)] for g in range(3)]
+        np.testing.assert_array_equal(got, want)
+
+
+def test_state_is_saved_every_n_batches_but_not_sooner_than_the_interval(run, tmp_path, monkeypatch):
+    from sge_viz.dissect import engine
+
+    loaded, items, _ = run
+    saved = []
+    real = engine.save_state
+
+    def counting(path, partial, done, fp):
+        saved.append(done)
+        real(path, partial, done, fp)
+
+    monkeypatch.setattr(engine, "save_state", counting)
+    run_local(loaded, items, K, batch_size=4, state_path=tmp_path / "a.npz", save_every=1)
+    assert saved == [4, 8, 12, 14]  # every batch
+    saved.clear()
+    run_local(loaded, items, K, batch_size=4, state_path=tmp_path / "b.npz", save_every=1, save_interval=3600)
+    assert saved == [14]  # the interval has not passed: only the final state
