@@ -143,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..capture.analysis import analyze_views
+    from ..dissect.lifeline import worker_init_fn
     from ..io.export import write_analysis
     from ..viz import default_workers
 
@@ -155,8 +156,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: --half only applies on CUDA; running in float32 on {loaded.device_label}", file=sys.stderr)
     workers = args.workers if args.workers is not None else (min(4, os.cpu_count() or 1) if len(jobs) > 8 else 0)
     config = loaded.config
+    # Reading workers end with this process, even after kill -9 (they would otherwise linger for good).
     loader = DataLoader(ImageViews([j.path for j in jobs], config.resize_size, config.input_size),
-                        batch_size=args.batch_size, num_workers=workers, collate_fn=_as_list)
+                        batch_size=args.batch_size, num_workers=workers, collate_fn=_as_list,
+                        worker_init_fn=worker_init_fn() if workers else None)
     results, failures = [], []
     progress = tqdm(total=len(jobs), unit="image", file=sys.stderr, disable=len(jobs) < 2 or None)
     # Result folders are drawn and written on a few threads while the next batch runs through the
