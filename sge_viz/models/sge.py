@@ -77,23 +77,6 @@ def is_sge_module(module: nn.Module) -> bool:
     return sge_groups(module) is not None
 
 
-def gate_parameters(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The recognised module's per-group scale and shift, each flattened to (G,), or None."""
-    for scale, shift in GATE_PARAMS:
-        w, b = getattr(module, scale, None), getattr(module, shift, None)
-        if isinstance(w, torch.Tensor) and isinstance(b, torch.Tensor):
-            return w.detach().reshape(-1), b.detach().reshape(-1)
-    return None
-
-
-def sigmoid_child(module: nn.Module) -> nn.Module | None:
-    """The module's own ``nn.Sigmoid`` child (``sig`` in the official code, any name in copies), or None."""
-    sig = getattr(module, "sig", None)
-    if isinstance(sig, nn.Sigmoid):
-        return sig
-    return next((child for child in module.children() if isinstance(child, nn.Sigmoid)), None)
-
-
 def looks_like_sge(module: nn.Module) -> bool:
     """Whether a module's class name says it is an SGE / spatial group module (used to warn about such
     modules that were not captured)."""
