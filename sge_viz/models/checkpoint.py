@@ -295,9 +295,8 @@ def verify_forward(model: nn.Module, config: ModelConfig, path: Path) -> None:
     except (RuntimeError, ValueError) as exc:
         raise SGEVizError(f"Checkpoint {path} loads but the model cannot run ({type(exc).__name__}: "
                           f"{str(exc)[:200]}); its config does not match its weights.") from exc
-    if not config.classifies:
-        out = out if isinstance(out, torch.Tensor) else torch.zeros(1)
-    elif out.shape != (1, config.num_classes):
+    # A built-in network without its head (gates only) gives its pooled features: any width is right.
+    if config.classifies and out.shape != (1, config.num_classes):
         raise SGEVizError(f"Checkpoint {path} loads but gives outputs of shape {tuple(out.shape)}, not "
                           f"(1, {config.num_classes}): its config does not match its weights.")
     if not torch.isfinite(out).all():
