@@ -86,13 +86,18 @@ def top_k(probs: torch.Tensor, config: ModelConfig, k: int = 5) -> list[Predicti
     return [Prediction(int(i), config.class_name(int(i)), float(v)) for v, i in zip(values, indices)]
 
 
+def require_class_scores(loaded: LoadedModel) -> None:
+    """Raise SGEVizError, saying what to use instead, when the model gives no class scores (gates only)."""
+    if not loaded.config.classifies:
+        raise SGEVizError(f"{loaded.name} gives no class scores (gates only): there is nothing to predict; "
+                          "use analyze or dissect to see its gates.")
+
+
 def predict(loaded: LoadedModel, image: Image.Image, k: int = 5) -> list[Prediction]:
     """The top-``k`` classes of an RGB PIL image: one plain forward, no capture.
 
     Raises SGEVizError for a gates-only model (its output is not class scores)."""
-    if not loaded.config.classifies:
-        raise SGEVizError(f"{loaded.name} gives no class scores (gates only): there is nothing to predict; "
-                          "use analyze or dissect to see its gates.")
+    require_class_scores(loaded)
     x = normalise(center_crop_view(image, loaded.config.resize_size, loaded.config.input_size), loaded.config)
     with torch.inference_mode(), evaluating(loaded.model):
         logits = loaded.model(x.unsqueeze(0).to(loaded.device, loaded.dtype))

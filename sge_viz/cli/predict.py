@@ -26,7 +26,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print each image's top-5 classes with their probabilities and its out-of-domain verdict."""
-    from ..capture.analysis import analyze_views
+    from ..capture.analysis import analyze_views, require_class_scores
     from ..capture.preprocess import center_crop_view
     from ..io.images import open_image
     from ..viz.verdict import verdict_text
@@ -35,9 +35,7 @@ def run(args: argparse.Namespace) -> int:
     jobs = expand_inputs(args.inputs)
     loaded = load_model(args)
     config = loaded.config
-    if not config.classifies:
-        raise SGEVizError(f"{loaded.name} gives no class scores (gates only): there is nothing to predict; use "
-                          "analyze or dissect to see its gates.")
+    require_class_scores(loaded)
     results, failures = [], []
     for start in range(0, len(jobs), args.batch_size):
         names, views = [], []
