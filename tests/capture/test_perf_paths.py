@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from own_models.variants import NotAGate
 from torch import nn
 
 from sge_viz import viz as render
@@ -35,24 +36,6 @@ def test_threaded_mosaics_reject_mismatched_lists(rng):
         render.mosaics(np.zeros((8, 8, 3), np.uint8), [np.zeros((4, 2, 2), np.float32)], orders=[None, None])
 
 
-class BlogSGE(nn.Module):
-    """A look-alike whose output is not x * gate (an extra residual): not a spatial group gate."""
-
-    def __init__(self, groups: int):
-        super().__init__()
-        self.groups = groups
-        self.weight = nn.Parameter(torch.randn(1, groups, 1, 1))
-        self.bias = nn.Parameter(torch.randn(1, groups, 1, 1))
-        self.sig = nn.Sigmoid()
-
-    def forward(self, x):
-        b, c, h, w = x.shape
-        xg = x.view(b * self.groups, -1, h, w)
-        t = (xg * xg.mean((2, 3), keepdim=True)).sum(1, keepdim=True).view(b, self.groups, h, w)
-        a = self.sig((t * self.weight + self.bias).view(b * self.groups, 1, h, w))
-        return (xg * a).view(b, c, h, w) + x
-
-
 def test_after_sums_match_the_module_output():
     torch.manual_seed(0)
     module = SpatialGroupEnhance(4).eval()
@@ -75,7 +58,7 @@ def test_after_sums_match_the_module_output():
 
 def test_a_look_alike_that_is_not_a_gate_is_skipped_by_name():
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), BlogSGE(4)).eval()
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), NotAGate(4)).eval()  # the corpus' look-alike with an extra residual
     with torch.inference_mode(), GateRecorder(net) as rec:
         net(torch.randn(2, 3, 12, 10))
     assert rec.captures == {}

@@ -15,6 +15,18 @@ from sge_viz.models.registry import build_model
 from . import variants as v
 
 VARIANTS = str(Path(v.__file__))
+EXAMPLES = Path(__file__).resolve().parents[2] / "docs/own_models"  # the README's example models
+
+
+def image_set(tmp_path: Path, image_file: Path, count: int, degrees: int) -> Path:
+    """A folder of ``count`` copies of the test image, each rotated ``degrees`` more than the last."""
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(count):
+        Image.open(image_file).rotate(degrees * i).save(folder / f"im{i}.png")
+    return folder
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:
@@ -138,13 +150,8 @@ def test_prefixes_misfits_and_pickles(capsys, tmp_path, image_file):
 
 
 def test_dissect_and_info_take_your_model(capsys, tmp_path, image_file):
-    folder = tmp_path / "images"
-    folder.mkdir()
-    from PIL import Image
-
-    for i in range(3):
-        Image.open(image_file).rotate(30 * i).save(folder / f"im{i}.png")
-    spec = str(Path(__file__).resolve().parents[2] / "docs/own_models/unet_sge.py") + ":UNet"
+    folder = image_set(tmp_path, image_file, 3, 30)
+    spec = f"{EXAMPLES / 'unet_sge.py'}:UNet"
     code, out, err = run(capsys, "dissect", folder, "--model-def", spec, "--channels", "1", "--resize", "full",
                          "--input-size", "64", "--out", tmp_path / "d", "--no-pictures", "--device", "cpu")
     assert code == 0, err
@@ -153,12 +160,7 @@ def test_dissect_and_info_take_your_model(capsys, tmp_path, image_file):
 
 
 def test_resume_refuses_another_network_under_the_same_name(capsys, tmp_path, image_file):
-    from PIL import Image
-
-    folder = tmp_path / "images"
-    folder.mkdir()
-    for i in range(2):
-        Image.open(image_file).rotate(40 * i).save(folder / f"im{i}.png")
+    folder = image_set(tmp_path, image_file, 2, 40)
     base = ["dissect", folder, "--model", "sge_resnet18", "--random-weights", "--out", tmp_path / "d",
             "--no-pictures", "--device", "cpu"]
     code, out, err = run(capsys, *base)
@@ -202,11 +204,8 @@ def test_model_code_inside_a_package_with_relative_imports(capsys, tmp_path, ima
 def test_dissect_pictures_of_a_non_square_model(capsys, tmp_path, image_file):
     from PIL import Image
 
-    folder = tmp_path / "images"
-    folder.mkdir()
-    for i in range(3):
-        Image.open(image_file).rotate(25 * i).save(folder / f"im{i}.png")
-    spec = str(Path(__file__).resolve().parents[2] / "docs/own_models/resnet18_sge.py") + ":resnet18_sge"
+    folder = image_set(tmp_path, image_file, 3, 25)
+    spec = f"{EXAMPLES / 'resnet18_sge.py'}:resnet18_sge"
     code, out, err = run(capsys, "dissect", folder, "--model-def", spec, "--model-kwargs", '{"num_classes": 10}',
                          "--input-size", "96x128", "--out", tmp_path / "d", "--device", "cpu", "--top-k", "2")
     assert code == 0, err

@@ -34,8 +34,11 @@ class BlogSGE(_Recording):
         t = (x * self.avg_pool(x)).sum(dim=1, keepdim=True).view(b * self.groups, -1)
         t = (t - t.mean(dim=1, keepdim=True)) / (t.std(dim=1, keepdim=True) + 1e-5)
         t = t.view(b, self.groups, h, w) * self.weight + self.bias
-        a = self.keep(self.sig(t.view(b * self.groups, 1, h, w)), b, self.groups)
+        a = self.keep(self.squash(t.view(b * self.groups, 1, h, w)), b, self.groups)
         return (x * a).view(b, c, h, w)
+
+    def squash(self, t):
+        return self.sig(t)
 
 
 class RenamedSigmoidSGE(_Recording):
@@ -79,14 +82,8 @@ class FunctionalSGE(_Recording):
 class SigChildButFunctionalSGE(BlogSGE):
     """Owns a ``sig`` child but calls ``x.sigmoid()`` (crashed an earlier capture with an IndexError)."""
 
-    def forward(self, x):
-        b, c, h, w = x.size()
-        x = x.view(b * self.groups, -1, h, w)
-        t = (x * self.avg_pool(x)).sum(dim=1, keepdim=True).view(b * self.groups, -1)
-        t = (t - t.mean(dim=1, keepdim=True)) / (t.std(dim=1, keepdim=True) + 1e-5)
-        t = t.view(b, self.groups, h, w) * self.weight + self.bias
-        a = self.keep(t.view(b * self.groups, 1, h, w).sigmoid(), b, self.groups)
-        return (x * a).view(b, c, h, w)
+    def squash(self, t):
+        return t.sigmoid()
 
 
 class NotAGate(BlogSGE):
