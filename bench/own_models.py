@@ -39,26 +39,28 @@ CASES = {  # name: (factory expression in variants / docs, wrap_model keyword ar
 }
 
 
-def reference(model: torch.nn.Module) -> dict[str, np.ndarray]:
-    """Each SGE layer's own last gate (G, h, w), by name (name#2 for a second call)."""
-    out: dict[str, np.ndarray] = {}
+def own_gates(model: torch.nn.Module, run, *args) -> tuple[object, dict[str, np.ndarray]]:
+    """``run(*args)``'s result and the gates (G, h, w) its forward computed in every SGE layer, by the recorder's
+    names (``name``, ``name#2`` for a second call of one module)."""
+    recording = [m for m in model.modules() if hasattr(m, "gates")]
+    for m in recording:
+        m.gates.clear()
+    result = run(*args)
+    gates = {}
     for name, m in model.named_modules():
-        if hasattr(m, "gates"):
-            for i, g in enumerate(m.gates[-2:] if isinstance(m, v.BlogSGE) and name == "sge" else m.gates[-1:]):
-                out[name if i == 0 else f"{name}#2"] = g[0].numpy()
-        elif hasattr(m, "last_gate"):
-            out[name] = m.last_gate
-    return out
+        for i, gate in enumerate(getattr(m, "gates", [])):
+            gates[name if i == 0 else f"{name}#{i + 1}"] = gate[0].numpy()
+    return result, gates
 
 
 def instrument(model: torch.nn.Module) -> None:
-    """Modules with an nn.Sigmoid child that do not record: keep the child's last output as ``last_gate``."""
-    for _name, m in model.named_modules():
+    """Modules with an nn.Sigmoid child that do not record their gates: record them in ``gates`` (B, G, h, w)."""
+    for m in list(model.modules()):
         sig = getattr(m, "sig", None)
         if isinstance(sig, torch.nn.Sigmoid) and not hasattr(m, "gates") and hasattr(m, "groups"):
-            def keep(_s, _i, out, m=m):
-                m.last_gate = out.detach().reshape(-1, m.groups, *out.shape[-2:])[0].numpy()
-            sig.register_forward_hook(keep)
+            m.gates = []
+            sig.register_forward_hook(
+                lambda _s, _i, out, m=m: m.gates.append(out.detach().reshape(-1, m.groups, *out.shape[-2:])))
 
 
 def worst(gates: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> float:
@@ -80,11 +82,11 @@ def main() -> int:
             model = eval(expr)
             instrument(model)
             loaded = wrap_model(model, **kwargs)
-            result = analyze(loaded, image)
-            lib = worst({lg.name: lg.gate for lg in result.layers}, reference(model))
+            result, ref = own_gates(model, analyze, loaded, image)
+            lib = worst({lg.name: lg.gate for lg in result.layers}, ref)
             app = ModelService(models=[loaded])
-            result = app.run_analysis(app.default, image)
-            app_diff = worst({lg.name: lg.gate for lg in result.layers}, reference(model))
+            result, ref = own_gates(model, app.run_analysis, app.default, image)
+            app_diff = worst({lg.name: lg.gate for lg in result.layers}, ref)
             # The CLI, in another process: the same weights through --model-def + --checkpoint.
             weights = tmp / "weights.pth"
             torch.save(model.state_dict(), weights)
@@ -101,9 +103,8 @@ def main() -> int:
                 cli = f"failed: {done.stderr.strip().splitlines()[-1]}"
             else:
                 npz = np.load(out / "image/gates.npz")
-                # the reference of this very input: the view the CLI saw, through the same model
-                analyze(loaded, image)
-                cli = f"{worst({n: npz[n] for n in npz.files}, reference(model)):.1e}"
+                # the CLI saw the same view through the same weights: the library run's gates are its reference
+                cli = f"{worst({n: npz[n] for n in npz.files}, ref):.1e}"
             rows.append((case, len(result.layers), f"{lib:.1e}", cli, f"{app_diff:.1e}",
                          "classify" if loaded.config.classifies else "gates only"))
             print(f"{case:<45} layers {rows[-1][1]:>2}  library {rows[-1][2]}  CLI {cli}  app {rows[-1][4]}",
@@ -112,19 +113,15 @@ def main() -> int:
         torch.manual_seed(0)
         model = v.post_add_resnet18().eval()
         torch.save(model.state_dict(), tmp / "post_add.pth")
+        from sge_viz.capture.preprocess import normalise
         from sge_viz.models import create_model
 
         by_keys = create_model(checkpoint_path=tmp / "post_add.pth", device="cpu")
         result = analyze(by_keys, image)
+        instrument(model)
+        x = normalise(result.image, by_keys.config).unsqueeze(0)
         with torch.no_grad():
-            from sge_viz.capture.preprocess import normalise
-
-            ref = {}
-            hooks = [m.sig.register_forward_hook(lambda _m, _i, o, n=n: ref.__setitem__(n, o.reshape(-1, 64, *o.shape[-2:])[0].numpy()))
-                     for n, m in model.named_modules() if n.endswith(".sge")]
-            model(normalise(result.image, by_keys.config).unsqueeze(0))
-            for h in hooks:
-                h.remove()
+            _, ref = own_gates(model, model, x)
         keys_diff = worst({lg.name: lg.gate for lg in result.layers}, ref)
         print(f"SGE after the addition, by key names only: {keys_diff:.3f} (with the note: {by_keys.config.layout_note[:60]}...)")
     lines = ["# Your own model: captured gates vs the module's own sigmoid",
