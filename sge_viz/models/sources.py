@@ -18,7 +18,7 @@ from ..errors import SGEVizError
 from .factory import create_model
 from .loaded import LoadedModel
 from .usercode import build_user_model
-from .wrap import load_pickled_model, load_weights, read_labels, wrap_model
+from .wrap import labels_for, load_pickled_model, load_weights, wrap_model
 
 
 @dataclass(frozen=True)
@@ -59,13 +59,7 @@ def with_labels_and_domain(loaded: LoadedModel, inputs: InputOptions) -> LoadedM
     """A built-in model with the user's class names (e.g. a fine-tuned head) and domain sentence, where given."""
     changes = {}
     if inputs.labels:
-        names = read_labels(inputs.labels)
-        if not loaded.config.classifies:
-            raise SGEVizError("--labels was given, but this model gives no class scores (gates only).")
-        if len(names) != loaded.config.num_classes:
-            raise SGEVizError(f"--labels holds {len(names)} class names, but {loaded.name} has "
-                              f"{loaded.config.num_classes} classes.")
-        changes["class_names"] = names
+        changes["class_names"] = labels_for(inputs.labels, loaded.config.classifies, loaded.config.num_classes)
     if inputs.domain:
         changes.update(description=inputs.domain, training_data="")
     if changes:

@@ -59,6 +59,17 @@ def read_labels(labels: str | Path | Sequence[str] | None) -> tuple[str, ...]:
     return tuple(str(name) for name in labels)
 
 
+def labels_for(labels: str | Path | Sequence[str] | None, classifies: bool, num_classes: int) -> tuple[str, ...]:
+    """``read_labels``, checked against the model: none for a gates-only model, one name per class score."""
+    names = read_labels(labels)
+    if names and not classifies:
+        raise SGEVizError("--labels was given, but the model's output is not one row of class scores per image "
+                          "(gates only): leave --labels out.")
+    if names and len(names) != num_classes:
+        raise SGEVizError(f"--labels holds {len(names)} class names, but the model gives {num_classes} scores.")
+    return names
+
+
 def _stats(values: Sequence[float] | None, channels: int, default: tuple, what: str) -> tuple[float, ...]:
     if values is None:
         return default if channels == 3 else GRAY_MEAN if what == "mean" else GRAY_STD
@@ -131,12 +142,7 @@ def wrap_model(module: nn.Module, labels: str | Path | Sequence[str] | None = No
 
     classifies = isinstance(output, torch.Tensor) and output.dim() == 2 and output.shape[0] == 1
     num_classes = int(output.shape[1]) if classifies else 0
-    names = read_labels(labels)
-    if names and not classifies:
-        raise SGEVizError("--labels was given, but the model's output is not one row of class scores per image "
-                          "(gates only): leave --labels out.")
-    if names and len(names) != num_classes:
-        raise SGEVizError(f"--labels holds {len(names)} class names, but the model gives {num_classes} scores.")
+    names = labels_for(labels, classifies, num_classes)
     if not classifies:
         notes.append("Gates only: the model's output is not one row of class scores per image "
                      f"({_describe(output)}), so there are no predictions and no out-of-domain verdict.")
