@@ -32,13 +32,11 @@ def user_models(args: argparse.Namespace) -> list:
     """The model of ``--model-def`` (or ``--trust-pickle``), built from the user's code, or none."""
     if not (getattr(args, "model_def", None) or getattr(args, "trust_pickle", False)):
         return []
-    from ..cli.common import model_source, say_notes
-    from ..models.sources import open_model
+    from ..cli.common import load_model
 
-    source = model_source(argparse.Namespace(**{**vars(args), "model": None, "random_weights": False}))
-    loaded = open_model(source, device=args.device)
-    say_notes(loaded)
-    return [loaded]
+    # The server's --model names the model to start on and --random-weights adds choices: neither is the
+    # user's model.
+    return [load_model(argparse.Namespace(**{**vars(args), "model": None, "random_weights": False}))]
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -98,7 +98,7 @@ def model_source(args: argparse.Namespace):
 
 def say_notes(loaded) -> None:
     """What the user must know about the model (its layout, layers skipped or not captured), on stderr."""
-    for note in ([loaded.config.layout_note] if loaded.config.layout_note else []) + list(loaded.notes):
+    for note in loaded.notes_with_layout:
         print("note: " + note, file=sys.stderr, flush=True)
 
 

@@ -82,7 +82,7 @@ def info_dict(loaded, what: str | None) -> dict:
         "input_size": config.input_size, "resize_size": config.resize_size, "accuracy": accuracy(loaded.metadata),
         "metadata": loaded.metadata, "sge_layers": sge_layer_shapes(loaded), "domain": config.domain(),
         "task": config.task, "channels": config.channels,
-        "notes": ([config.layout_note] if config.layout_note else []) + list(loaded.notes),
+        "notes": loaded.notes_with_layout,
     }
 
 

@@ -36,6 +36,11 @@ class LoadedModel:
     def device_label(self) -> str:
         return describe_device(self.device)
 
+    @property
+    def notes_with_layout(self) -> list[str]:
+        """How the network was built (``config.layout_note``, when there is one), then ``notes``."""
+        return ([self.config.layout_note] if self.config.layout_note else []) + list(self.notes)
+
 
 def weights_digest(model: nn.Module) -> str:
     """SHA-256 of every parameter and buffer (names, shapes, dtypes, values): which network this is, whatever
