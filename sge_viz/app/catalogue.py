@@ -181,14 +181,14 @@ class ModelService:
         return self.config(label).domain()
 
     def groups(self, label: str) -> int:
-        """Groups of the deepest SGE layer of a model on offer (the demo model 8, the official layout 64; a
-        model of the user's own, as its layer has them)."""
+        """Groups of the deepest SGE layer of a model on offer (the demo model 8, the official layout 64): a
+        loaded model's as its layer has them (one blank forward, once), else its config's."""
         with self._guard:
             loaded = self._cache.get(label)
             known = self._groups.get(label)
         if known is not None:
             return known
-        if loaded is None or loaded.config.arch_kwargs or loaded.config.arch in ARCHS:
+        if loaded is None:
             return int(self.config(label).arch_kwargs.get("groups", 64))
         from ..capture.analysis import sge_layer_shapes
 
