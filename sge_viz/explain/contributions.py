@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..capture.hooks import HookScope
-from ..capture.recorder import find_sge_layers
+from ..capture.recorder import GateRecorder, find_sge_layers
 from ..models.sge import sge_groups
 
 
@@ -56,12 +56,14 @@ class SGETaps(HookScope):
     active taps), so other requests on the same shared model are neither seen nor changed. The first
     SGE output that does not require grad is replaced by an equal leaf that does, so the backward
     pass reaches every SGE output without gradients on the input or the parameters. Outputs are
-    otherwise unchanged.
+    otherwise unchanged. Each layer's gate comes from a ``GateRecorder`` open on the same forward (the
+    module's own sigmoid, checked, for every SGE form); layers it skips are left out of ``layers``.
     """
 
     def __init__(self, model: nn.Module, keep: bool = True, patterns: tuple[str, ...] = ()):
         self.model = model
         self.keep = keep
+        self._recorder = GateRecorder(model, activations=False, keep_on_device=True, patterns=patterns)
         self._modules = _sge_layers(model, patterns)
         # Group counts not stored on the module (a --sge-layers module) are read from its gate later.
         self.layers = [KeptLayer(name, sge_groups(m) or 0, name.rpartition(".")[0], _parent(model, name))
@@ -72,18 +74,33 @@ class SGETaps(HookScope):
         for kept in self.layers:
             module = self._modules[kept.name]
             self._keep(module.register_forward_hook(self._output_hook(kept)))
-            if isinstance(getattr(module, "sig", None), nn.Module):
-                self._keep(module.sig.register_forward_hook(self._gate_hook(kept)))
-            # Any other form: the caller fills kept.gate from a GateRecorder run on the same forward.
             if self.keep and kept.block is not None:
                 self._keep(kept.block.register_forward_pre_hook(self._block_hook(kept)))
                 downsample = getattr(kept.block, "downsample", None)
                 if isinstance(downsample, nn.Module):
                     self._keep(downsample.register_forward_hook(self._downsample_hook(kept)))
 
+    def __enter__(self):
+        self._recorder.__enter__()
+        try:
+            return super().__enter__()
+        except BaseException:
+            self._recorder.__exit__(None, None, None)
+            raise
+
+    def __exit__(self, *exc_info) -> None:
+        try:
+            super().__exit__(*exc_info)
+        finally:
+            self._recorder.__exit__(*exc_info)
+
     def _closed(self) -> None:
+        captures = self._recorder.captures
         for kept in self.layers:
             kept._y = None
+            if kept.name in captures:
+                kept.gate = captures[kept.name].gate[0]
+        self.layers = [k for k in self.layers if k.gate is not None]
 
     def _output_hook(self, kept: KeptLayer):
         def hook(_module, inputs, output):
@@ -108,13 +125,6 @@ class SGETaps(HookScope):
             y = kept._y
             kept.contribution = (grad.detach().double() * y.double())[0].sum(dim=(1, 2))  # (C,), grouped later
             kept._y = None  # not needed any more
-        return hook
-
-    def _gate_hook(self, kept: KeptLayer):
-        def hook(_module, _inputs, output):
-            if self._mine():
-                gate = output.detach()
-                kept.gate = gate.reshape(-1, kept.groups, *gate.shape[-2:])[0]
         return hook
 
     def _block_hook(self, kept: KeptLayer):

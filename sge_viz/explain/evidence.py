@@ -25,7 +25,6 @@ from ..capture.analysis import Prediction, top_k
 from ..capture.hooks import evaluating
 from ..capture.pooling import pooled_outputs
 from ..capture.preprocess import center_crop_view, normalise
-from ..capture.recorder import GateRecorder
 from ..errors import SGEVizError
 from ..metrics.ood import verdict
 from ..models.config import ModelConfig
@@ -182,14 +181,9 @@ def explain(loaded: LoadedModel, image: Image.Image | np.ndarray, target: int | 
     me = threading.get_ident()  # the model may serve other threads: read this call's forward only
     with _restored(model), evaluating(model), torch.inference_mode(False), torch.enable_grad():
         with SGETaps(model, keep=ablation, patterns=patterns) as taps, \
-                GateRecorder(model, activations=False, keep_on_device=True, patterns=patterns) as recorder, \
                 pooled_outputs(model, list(detector.modules) if detector is not None else [], pooled,
                                active=lambda: threading.get_ident() == me):
             cam, logits = gradcam(model, x, index, block)
-        for kept in taps.layers:  # the checked gate of every form (the official one's matches its sig hook)
-            if kept.name in recorder.captures:
-                kept.gate = recorder.captures[kept.name].gate[0]
-        taps.layers = [k for k in taps.layers if k.gate is not None]
         probabilities = logits.float().softmax(dim=1)[0].cpu()
         if index is None:
             index = int(probabilities.argmax())
