@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         normalise_batch(views, dev.config, dev.device, dev.dtype)
 
     def recorded():  # the forward with the recorder (gates and group sums of every layer, left on the device)
-        with torch.inference_mode(), GateRecorder(dev.model, keep_on_device=True):
+        with torch.inference_mode(), GateRecorder(dev.model, keep_on_device=True, output_sums=False):
             dev.model(prepared)
 
     # The same float16 model in the default (NCHW) layout, as `sge-viz dissect --half` runs it.

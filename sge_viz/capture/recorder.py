@@ -163,8 +163,9 @@ def read_gate(x: object, y: object, sigmoid_outputs: Sequence[torch.Tensor], gro
     tol = 1e-2 if x.dtype in (torch.float16, torch.bfloat16) else 1e-4
     xs, ys = x[:, ::per], y[:, ::per]  # the first channel of every group: views, no copies
     g = gate.to(x.dtype)
-    scale = float(torch.linalg.vector_norm(xs, ord=float("inf"), dtype=torch.float32)) if xs.numel() else 0.0
-    err = float(torch.linalg.vector_norm(torch.addcmul(ys, xs, g, value=-1), ord=float("inf"), dtype=torch.float32))
+    # abs().amax(), not vector_norm(ord=inf): the same number, ~5-10x faster on a CPU (strided views included).
+    scale = float(xs.abs().amax()) if xs.numel() else 0.0
+    err = float(torch.addcmul(ys, xs, g, value=-1).abs_().amax()) if xs.numel() else 0.0
     if err > tol * scale + 1e-6:
         return None, f"its output is not its input times one factor per group and position: {NOT_A_GATE}"
     return gate, ""
@@ -175,18 +176,22 @@ class GateRecorder(HookScope):
 
     After the ``with`` block, ``captures`` maps each SGE layer's module path (e.g. "layer3.1.sge") to a
     ``LayerCapture`` of (B, G, H, W) float32 CPU tensors: ``gate`` in (0, 1) and, with ``activations=True``,
-    the group sums and sums of squares of SGE's input and output. A module called more than once per
-    forward gives one entry per call: ``name``, ``name#2``, ... Every call's gate is checked against the
-    module's output (``read_gate``); a module that fails is left out of ``captures`` and named in
-    ``skipped`` with the reason. ``patterns`` (fnmatch over module paths) adds modules that structure
-    detection misses. Hooks are removed on exit, also after an exception; the model's outputs are
-    unchanged, and it runs in eval mode inside the block (its own modes are restored afterwards).
+    the group sums and sums of squares of SGE's input and (unless ``output_sums=False``) output. A module
+    called more than once per forward gives one entry per call: ``name``, ``name#2``, ... Every call's gate
+    is checked against the module's output (``read_gate``); a module that fails is left out of
+    ``captures`` and named in ``skipped`` with the reason. ``patterns`` (fnmatch over module paths) adds
+    modules that structure detection misses. Hooks are removed on exit, also after an exception; the
+    model's outputs are unchanged, and it runs in eval mode inside the block (its own modes are restored
+    afterwards).
     """
 
     def __init__(self, model: nn.Module, activations: bool = True, keep_on_device: bool = False,
-                 patterns: Sequence[str] = ()):
+                 patterns: Sequence[str] = (), output_sums: bool = True):
         self.model = model
         self.activations = activations
+        # False: leave ``after`` / ``after_sq`` None. y = x * gate is checked, so a caller that derives only
+        # what it needs from the gate and the input's sums (dissect) saves two full-size products per layer.
+        self.output_sums = output_sums
         # True: at exit the captures stay on the model's device (derived 'after' sums included) for
         # reductions there; only their results need cross to the host.
         self.keep_on_device = keep_on_device
@@ -226,7 +231,7 @@ class GateRecorder(HookScope):
     def _to_cpu(self) -> None:
         """Finish what the hooks left on the device: derived 'after' sums, then float32 on the CPU."""
         for capture in self.captures.values():
-            if capture.after is None and capture.before is not None and capture.gate.numel():
+            if self.output_sums and capture.after is None and capture.before is not None and capture.gate.numel():
                 gate = capture.gate.float()
                 capture.after = gate * capture.before
                 capture.after_sq = gate.square() * capture.before_sq

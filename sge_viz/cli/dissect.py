@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import time
 from pathlib import Path
 
 from .common import (
@@ -88,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     items = found.items
     progress = tqdm(total=len(items), unit="image", file=sys.stderr, disable=None, smoothing=0.1)
+    started = time.perf_counter()
     try:
         if args.engine == "local":
             workers = args.workers if args.workers is not None else (min(4, os.cpu_count() or 1)
@@ -107,17 +109,22 @@ def run(args: argparse.Namespace) -> int:
                               skip_out_of_domain=args.skip_out_of_domain)
     finally:
         progress.close()
+    passed = time.perf_counter() - started  # the pass: reading, the forwards, reductions, pictures kept, saves
     partial.skipped = sorted(found.skipped + partial.skipped, key=lambda s: (s["path"], s["reason"]))
     for s in partial.skipped:
         print(f"skipped: {s['path']}: {s['reason']}", file=sys.stderr)
     summary = write_report(out, partial, loaded, items, pictures=not args.no_pictures, batch_size=args.batch_size,
                            left_out=args.skip_out_of_domain)
+    drawn = time.perf_counter() - started - passed
     ood = summary["out_of_domain"]
     if args.json:
         emit_json({"out": str(out), "images": summary["images"], "skipped": summary["skipped"],
-                   "out_of_domain": ood["count"] if ood["detector"] else None})
+                   "out_of_domain": ood["count"] if ood["detector"] else None,
+                   "seconds": {"pass": round(passed, 3), "report": round(drawn, 3)}})
     else:
         print(f"{summary['images']} images dissected, {len(summary['skipped'])} skipped -> {out / 'index.html'}")
+        print(f"time: {passed:.1f} s for the pass over the images ({len(items) / max(passed, 1e-9):.1f} images/s), "
+              f"{drawn:.1f} s for the report")
         if ood["detector"] is None:
             print("out-of-domain verdict: none (this model carries no out-of-domain detector)")
         else:

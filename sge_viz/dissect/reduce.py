@@ -38,38 +38,82 @@ from .summary import BINS, SQUARED_EDGES, LayerPartial, Partial, TopLists, prece
 # >= 0 (only -0.0 could carry it).
 _BIN_START = (SQUARED_EDGES[:BINS].view(np.uint32) >> 16).astype(np.intp)  # (BINS,) first cell of each bin
 _BIN_END = np.append(_BIN_START[1:], 1 << 15)  # (BINS,) one past each bin's last cell
-_CHUNK = 1 << 18  # values per bincount: its intp key buffer (2 MB) stays in cache
+_CELLS = 1 << 15  # cells of values without their sign bit
+# Values per CPU bincount: one call has a fixed cost (its 2^15 counts), and the int32 keys of a chunk
+# (4 MB) stay near the cache. torch's chunked bincount is ~2x faster than numpy's here.
+_CHUNK = 1 << 20
 
 
-def _bins_numpy(squared: np.ndarray) -> np.ndarray:
-    """Counts (BINS,) int64 of float32 ``squared`` (1-D, contiguous), the same as ``_histograms_torch``."""
-    bits = squared.view(np.uint32)
-    cells = np.zeros(1 << 16, np.intp)
-    # bincount copies any key that is not intp to a new intp array (8 bytes a value): keys are shifted
-    # straight into a small intp buffer instead, a chunk at a time (~1.4x faster than one bincount).
-    key = np.empty(min(bits.size, _CHUNK), np.intp)
-    for start in range(0, bits.size, _CHUNK):
-        part = bits[start:start + _CHUNK]
-        np.right_shift(part, 16, out=key[:part.size])
-        cells += np.bincount(key[:part.size], minlength=1 << 16)
-    return np.add.reduceat(cells[:1 << 15] + cells[1 << 15:], _BIN_START).astype(np.int64)
+def _count_cells(values: torch.Tensor, cells: torch.Tensor, keys: torch.Tensor) -> None:
+    """Add to ``cells`` (2^15,) int64 the counts of float32 ``values`` (1-D, contiguous, at most ``keys``'
+    size) per cell, through the int32 buffer ``keys``; CPU."""
+    key = keys[:values.numel()]
+    torch.bitwise_right_shift(values.view(torch.int32), 16, out=key)
+    key.bitwise_and_(_CELLS - 1)  # drop the sign bit
+    cells += torch.bincount(key, minlength=_CELLS)
+
+
+def _bins(cells: torch.Tensor) -> torch.Tensor:
+    """Counts (..., BINS) int64 from cell counts (..., 2^15) int64 (CPU)."""
+    return torch.from_numpy(np.add.reduceat(cells.numpy(), _BIN_START, axis=-1))
 
 
 def _histogram(squared: torch.Tensor) -> torch.Tensor:
     """Counts (BINS,) int64 of float32 squared lengths (>= 0, any shape) on SQUARED_EDGES: bins [E_i, E_i+1),
     the last also counting larger values, inf and NaN. On the values' device."""
-    if squared.device.type == "cpu":  # numpy's bincount is several times faster than torch's on a CPU
-        return torch.from_numpy(_bins_numpy(squared.float().contiguous().reshape(-1).numpy()))
-    return _histograms_torch([squared])[0]
+    if squared.device.type != "cpu":
+        return _histograms_torch([squared])[0]
+    flat = squared.float().contiguous().reshape(-1)
+    cells = torch.zeros(_CELLS, dtype=torch.int64)
+    keys = torch.empty(min(flat.numel(), _CHUNK), dtype=torch.int32)
+    for start in range(0, flat.numel(), _CHUNK):
+        _count_cells(flat[start:start + _CHUNK], cells, keys)
+    return _bins(cells)
 
 
-def _histograms(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Counts (len(tensors), BINS) int64 of each tensor's squared lengths (as ``_histogram``), on their device."""
-    if not tensors:
-        return torch.zeros(0, BINS, dtype=torch.int64)
-    if tensors[0].device.type == "cpu":
-        return torch.stack([_histogram(t) for t in tensors])
-    return _histograms_torch(tensors)
+def _reduce_cpu(capture: LayerCapture) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One layer's reductions on the CPU, in one pass over chunks of whole maps that stay in the cache:
+    the histograms (2, BINS) int64 before and after SGE, the spatial sums (6, B, G) float32 (see
+    ``_spatial_sums``), and per image and group the largest after-SGE squared length (B, G) float32 with
+    its first flat position (B, G) int64. The output's maps (gate * S1, gate^2 * S2: y = x * gate is
+    checked by the recorder) are formed a chunk at a time unless the capture holds them."""
+    b, g, h, w = capture.gate.shape
+    rows, size = b * g, h * w
+    maps = {"gate": capture.gate, "before": capture.before, "before_sq": capture.before_sq,
+            "after": capture.after, "after_sq": capture.after_sq}
+    maps = {k: None if v is None else v.float().reshape(rows, size) for k, v in maps.items()}
+    step = min(rows, max(1, _CHUNK // max(size, 1)))  # whole maps per chunk
+    buffer = torch.empty(step * size)
+    keys = torch.empty(step * size, dtype=torch.int32)
+    cells = torch.zeros(2, _CELLS, dtype=torch.int64)
+    sums = torch.empty(6, rows)
+    best, where = np.empty(rows, np.float32), np.empty(rows, np.int64)
+    for r in range(0, rows, step):
+        gate, before, before_sq = (maps[k][r:r + step].contiguous() for k in ("gate", "before", "before_sq"))
+        n, part = gate.shape[0], slice(r, r + step)
+        work = buffer[:n * size].view(n, size)
+        torch.sum(gate, 1, out=sums[0, part])
+        torch.sum(before, 1, out=sums[2, part])
+        torch.sum(before_sq, 1, out=sums[3, part])
+        if maps["after"] is None:
+            torch.mul(gate, before, out=work)
+            torch.sum(work, 1, out=sums[4, part])
+        else:
+            torch.sum(maps["after"][part], 1, out=sums[4, part])
+        torch.mul(gate, gate, out=work)
+        torch.sum(work, 1, out=sums[1, part])
+        if maps["after_sq"] is None:
+            after_sq = work.mul_(before_sq)  # gate.square() * before_sq: the recorder's arithmetic
+        else:
+            after_sq = maps["after_sq"][part].contiguous()
+        torch.sum(after_sq, 1, out=sums[5, part])
+        _count_cells(before_sq.reshape(-1), cells[0], keys)
+        _count_cells(after_sq.reshape(-1), cells[1], keys)
+        values = after_sq.numpy()  # numpy's argmax is several times faster than torch's max(dim) on a CPU
+        where[part] = values.argmax(axis=1)
+        best[part] = values[np.arange(n), where[part]]
+    return (_bins(cells), sums.reshape(6, b, g), torch.from_numpy(best.reshape(b, g)),
+            torch.from_numpy(where.reshape(b, g)))
 
 
 def _histograms_torch(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -95,11 +139,13 @@ def _histograms_torch(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     return running[:, end] - running[:, start]
 
 
-def _spatial_sums(capture: LayerCapture) -> torch.Tensor:
+def _spatial_sums(capture: LayerCapture, after_sq: torch.Tensor) -> torch.Tensor:
     """(6, B, G) float32: over each map's positions, the sums of the gate, the gate squared, and the group
-    sums S1 and S2 before and after SGE."""
+    sums S1 and S2 before and after SGE (the output's S1 is gate * S1 of the input, checked by the
+    recorder; its S2 is given: ``after_sq`` (B, G, H, W))."""
     gate = capture.gate.float()
-    maps = (gate, gate * gate, capture.before, capture.before_sq, capture.after, capture.after_sq)
+    after = capture.after if capture.after is not None else gate * capture.before
+    maps = (gate, gate * gate, capture.before, capture.before_sq, after, after_sq)
     return torch.stack([m.sum(dim=(2, 3)) for m in maps])
 
 
@@ -136,15 +182,6 @@ def _layer_partial(shape: tuple[int, int, int, int], channels: int, t: np.ndarra
                         auc_sum, auc_count, _top_lists(np.sqrt(best), where, w, names, k))
 
 
-def _max_positions(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The maxima (B, G) of ``values`` (B, G, P) over P and their first positions (B, G) int64, on its device."""
-    if values.device.type == "cpu":  # numpy's argmax is several times faster than torch's max(dim) on a CPU
-        where = values.numpy().argmax(axis=2)
-        best = np.take_along_axis(values.numpy(), where[..., None], 2)[..., 0]
-        return torch.from_numpy(best), torch.from_numpy(where)
-    return values.max(dim=2)
-
-
 def _top_lists(scores: np.ndarray, where: np.ndarray, width: int, names: Sequence[str], k: int) -> TopLists:
     """Per group its best k (score, image, row, col) of the batch, in TopLists' order.
 
@@ -179,7 +216,7 @@ class QueuedReduction:
         self.verdicts: dict[str, dict] = {}  # set by queue_batch: each image's out-of-domain verdict
         self.left_out: list[dict] = []  # and the images it left out for it ({"path", "reason"})
         self.maps = [(c.gate, c.before_sq, c.after_sq) for c in used] if views is not None else []
-        if any(c.before is None or c.after_sq is None for c in used):
+        if any(c.before is None or c.before_sq is None for c in used):
             raise ValueError("dissection needs the activations: record with activations=True")
         self.layers, self.names, self.masks, self.k = list(layers), list(names), list(masks), k
         self.shapes = [tuple(c.gate.shape) for c in used]
@@ -192,9 +229,16 @@ class QueuedReduction:
         if not used:
             return
         device = used[0].gate.device
-        hists = _histograms([t for c in used for t in (c.before_sq, c.after_sq)]).reshape(-1)
-        sums = [_spatial_sums(c) for c in used]
-        maxima = [_max_positions(c.after_sq.float().reshape(*c.gate.shape[:2], -1)) for c in used]
+        if device.type == "cpu":  # one pass per layer, in the cache (see _reduce_cpu)
+            hists, sums, *maxima = zip(*(_reduce_cpu(c) for c in used))
+            hists = torch.stack(hists).reshape(-1)
+            maxima = list(zip(*maxima))
+        else:  # every layer's histograms in one bincount: the device is waited for once per batch
+            after_sq = [c.after_sq if c.after_sq is not None else c.gate.float().square() * c.before_sq
+                        for c in used]
+            hists = _histograms_torch([t for c, a in zip(used, after_sq) for t in (c.before_sq, a)]).reshape(-1)
+            sums = [_spatial_sums(c, a) for c, a in zip(used, after_sq)]
+            maxima = [a.float().reshape(*a.shape[:2], -1).max(dim=2) for a in after_sq]
         totals = [_totals(torch.stack([sums[i] for i in rows]),
                           torch.tensor([self.channels[i] // g * self.shapes[i][2] * self.shapes[i][3] for i in rows],
                                        dtype=torch.float64, device=device))
@@ -246,7 +290,7 @@ class QueuedReduction:
 
 
 def _keep_pictures(layer: LayerPartial, views: Sequence[np.ndarray], names: Sequence[str], gate: torch.Tensor,
-                   before_sq: torch.Tensor, after_sq: torch.Tensor, floor: TopLists | None, figure: bool,
+                   before_sq: torch.Tensor, after_sq: torch.Tensor | None, floor: TopLists | None, figure: bool,
                    resized: dict | None = None) -> None:
     """Give ``layer``'s top entries that can still enter ``floor`` (all without one) their pictures: the
     maps (B, G, H, W) of the batch are gathered for those entries only, on their device."""
@@ -259,15 +303,19 @@ def _keep_pictures(layer: LayerPartial, views: Sequence[np.ndarray], names: Sequ
     rows, cols = best.row[wanted], best.col[wanted]
     pick = (torch.from_numpy(index).to(gate.device), torch.from_numpy(groups).to(gate.device))
 
-    def gather(maps: torch.Tensor, root: bool = False) -> np.ndarray:
+    def gather(maps: torch.Tensor) -> np.ndarray:
         if maps.device.type == "cpu" and maps.dtype == torch.float32:  # numpy's fancy indexing is faster here
-            picked = maps.numpy()[index, groups]
-            return np.sqrt(picked) if root else picked
-        picked = maps[pick].float()
-        return (picked.sqrt() if root else picked).cpu().numpy()
+            return maps.numpy()[index, groups]
+        return maps[pick].float().cpu().numpy()
 
-    lengths = (gather(before_sq, True), gather(after_sq, True)) if figure else None
-    layer.pictures = entry_pictures(views, index, rows, cols, gather(gate), lengths, resized)
+    gates = gather(gate)
+    lengths = None
+    if figure:
+        before = gather(before_sq)
+        # after_sq = gate^2 * before_sq, the recorder's arithmetic, for the picked maps only (when not captured)
+        after = gather(after_sq) if after_sq is not None else np.square(gates) * before
+        lengths = (np.sqrt(before), np.sqrt(after))
+    layer.pictures = entry_pictures(views, index, rows, cols, gates, lengths, resized)
     slot = np.full(best.score.shape, -1, np.int64)
     slot[wanted] = np.arange(len(index))
     layer.best = dataclasses.replace(best, slot=slot)
@@ -315,7 +363,7 @@ def queue_batch(loaded: LoadedModel, views: Sequence[np.ndarray], names: Sequenc
     detector = getattr(loaded, "ood", None)
     pooled: dict[str, list[np.ndarray]] = {name: [] for name in detector.modules} if detector is not None else {}
     with torch.inference_mode():
-        with GateRecorder(loaded.model, keep_on_device=True) as recorder:
+        with GateRecorder(loaded.model, keep_on_device=True, output_sums=False) as recorder:
             if detector is None:
                 loaded.model(x)
             else:  # the same forward gives each image's out-of-domain score
