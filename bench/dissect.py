@@ -1,6 +1,6 @@
 """Benchmark of image-set dissection against the bare batched forward.
 
-    nice python bench/dissect.py                 # ~15 minutes on 2 CPU cores; writes bench/DISSECT.md
+    nice python bench/dissect.py                 # ~17 minutes on 2 CPU cores; writes bench/DISSECT.md
     nice python bench/dissect.py --with-analyze  # also the `sge-viz analyze` rows (bench/run.py's method)
 
 CPU, sge_resnet50 at 224 with random weights whose SGE parameters are perturbed (an official-form
@@ -12,15 +12,18 @@ one run (the machine may be shared: rounds are interleaved and medians reported)
    of ``run_local`` with a clock around each step;
 2. per batch of 8: ``dissect_batch`` without and with pictures (the latter merged into the summary of
    the other 32 images, as in a running pass) vs the bare forward of the same crops;
-3. ``sge-viz dissect`` end to end with default options, with pictures and with ``--no-pictures``:
-   marginal time per image, (t(120) - t(40)) / 80, against the same marginal of the bare pass over the
-   same JPEGs (``--bare-pass``: the same network, DataLoader, reading workers and batches of 8, forward
-   only). Each case runs in a fresh process, interleaved within each of ``--rounds`` rounds; the ratio is
-   taken per round and the median over rounds reported, with the rounds' half-range (how finely the run
-   resolves). t is the pass's own clock (``--json``'s ``seconds.pass``: reading, forwards, reductions,
-   pictures kept, saves); the report (a fixed cost, printed for both sizes) and process start-up are
-   left out of t, and the whole-process ratio is printed beside it. Also each run's peak RSS (120 vs 40
-   images: 3x the images).
+3. end to end with the CLI's default options (2 reading workers, the resumable state saved under its
+   default rule), with pictures and with ``--no-pictures``: marginal time per image,
+   (t(120) - t(40)) / 80, against the same marginal of the bare pass over the same JPEGs (the same
+   network, DataLoader, reading workers and batches of 8, forward only):
+   a. the target rows: ``run_local`` (the CLI's engine) in this process, ``--engine-rounds`` rounds of
+      the six passes, the order reversed every other round so a drifting machine biases every case
+      alike; the ratio is taken per round, the median reported with 2 standard errors of the mean
+      (how finely the run resolves);
+   b. ``sge-viz dissect --json`` in fresh processes (``--rounds``), where process start-up and the
+      report (a fixed cost, printed for both sizes) add their noise: the same ratio from the pass's own
+      clock (``seconds.pass``) and from the whole process, as notes; and each run's peak RSS (120 vs 40
+      images: 3x the images).
 """
 from __future__ import annotations
 
@@ -50,6 +53,7 @@ from PIL import Image  # noqa: E402
 
 from sge_viz.capture.preprocess import center_crop_view, normalise, normalise_batch  # noqa: E402
 from sge_viz.capture.recorder import GateRecorder  # noqa: E402
+from sge_viz.cli.dissect import SAVE_SECONDS  # noqa: E402
 from sge_viz.dissect import reduce as reduce_module  # noqa: E402
 from sge_viz.dissect.engine import load_item, run_local, save_state  # noqa: E402
 from sge_viz.dissect.inputs import collect  # noqa: E402
@@ -151,36 +155,53 @@ def measure_child(cmd: list[str]) -> None:
                       "report_seconds": own.get("report", 0.0)}))
 
 
-def bare_pass(folder: Path) -> None:
-    """The bare batched forward over ``folder`` as ``sge-viz dissect`` reads it (the same network, DataLoader,
-    reading workers, batches of 8 and threads), nothing else; print its pass time as the CLI's --json does."""
+def bare_pass_seconds(loaded, items) -> float:
+    """Seconds of the bare batched forward over ``items`` as ``run_local`` reads them (the same DataLoader,
+    reading workers and batches of 8), nothing else."""
     from torch.utils.data import DataLoader
 
     from sge_viz.dissect.engine import ItemViews, _as_list
     from sge_viz.dissect.lifeline import worker_init_fn
-    from sge_viz.models.factory import create_model
 
-    loaded = create_model("sge_resnet50", device="cpu", random_weights=True)
-    items = collect([folder]).items
     cfg = loaded.config
     started = time.perf_counter()
     loader = DataLoader(ItemViews(items, cfg.resize_size, cfg.input_size), batch_size=BATCH,
-                        num_workers=min(4, os.cpu_count() or 1), collate_fn=_as_list, worker_init_fn=worker_init_fn())
+                        num_workers=reading_workers(len(items)), collate_fn=_as_list,
+                        worker_init_fn=worker_init_fn())
     with torch.inference_mode():
         for batch in loader:
             loaded.model(normalise_batch([v for _, v, _, _ in batch], cfg, loaded.device, loaded.dtype))
-    print(json.dumps({"seconds": {"pass": time.perf_counter() - started}}))
+    return time.perf_counter() - started
 
 
-def bare_cost(bare, rounds: int = 2) -> tuple[float, float]:
-    """Median (wall, CPU) seconds of ``bare()`` over ``rounds`` calls (CPU: all this process's threads)."""
-    walls, cpus = [], []
-    for _ in range(rounds):
-        wall, cpu = time.perf_counter(), time.process_time()
-        bare()
-        walls.append(time.perf_counter() - wall)
-        cpus.append(time.process_time() - cpu)
-    return statistics.median(walls), statistics.median(cpus)
+def reading_workers(count: int) -> int:
+    """The CLI's default number of reading workers for ``count`` images."""
+    return min(4, os.cpu_count() or 1) if count > 32 else 0
+
+
+def bare_pass(folder: Path) -> None:
+    """``bare_pass_seconds`` over ``folder`` with the CLI's network; printed as the CLI's --json does."""
+    from sge_viz.models.factory import create_model
+
+    loaded = create_model("sge_resnet50", device="cpu", random_weights=True)
+    print(json.dumps({"seconds": {"pass": bare_pass_seconds(loaded, collect([folder]).items)}}))
+
+
+def engine_pass_seconds(loaded, items, pictures: bool, state: Path) -> float:
+    """Seconds of ``run_local`` over ``items`` with the CLI's default options (reading workers, the
+    resumable state saved under its default rule, pictures on or off)."""
+    shutil.rmtree(state.parent, ignore_errors=True)
+    state.parent.mkdir(parents=True)
+    started = time.perf_counter()
+    run_local(loaded, items, 9, BATCH, reading_workers(len(items)), state_path=state, save_every=10,
+              save_interval=SAVE_SECONDS, pictures=pictures)
+    return time.perf_counter() - started
+
+
+def resolution(ratios: list[float]) -> tuple[float, float]:
+    """(median, 2 standard errors of the mean) of per-round ratios."""
+    spread = 2 * statistics.stdev(ratios) / len(ratios) ** 0.5 if len(ratios) > 1 else float("inf")
+    return statistics.median(ratios), spread
 
 
 def dissect_cli(folder: Path, out: Path, pictures: bool | None) -> dict:
@@ -200,7 +221,9 @@ def dissect_cli(folder: Path, out: Path, pictures: bool | None) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("--rounds", type=int, default=3, help="runs of each CLI case (default 3)")
+    p.add_argument("--rounds", type=int, default=2, help="rounds of the CLI cases in fresh processes (default 2)")
+    p.add_argument("--engine-rounds", type=int, default=10,
+                   help="rounds of the end-to-end cases in this process (default 10)")
     p.add_argument("--batch-rounds", type=int, default=5, help="interleaved rounds per batch case (default 5)")
     p.add_argument("--with-analyze", action="store_true", help="also measure `sge-viz analyze` (+3 minutes)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "DISSECT.md")
@@ -276,15 +299,34 @@ def main(argv: list[str] | None = None) -> int:
                          f"{cpu / BATCH * 1000:.1f} vs {bare_cpu / BATCH * 1000:.1f} ms/image = {cpu / bare_cpu:.3f}x"))
             print("measured", rows[-1], flush=True)
 
-        # 3. the CLI end to end: marginal per image against the bare pass over the same JPEGs, and peak RSS.
-        # Every case runs in a fresh process, interleaved within each round; the ratio is taken per round
-        # (so a slower machine in one round slows both sides) and the median over rounds is reported.
+        # 3. end to end, marginal per image (SMALL -> BIG JPEGs) against the bare pass over the same JPEGs.
+        # 3a. The engine in this process (the model loaded once; no start-up or report): rounds alternate
+        # the cases' order, so a drifting machine biases every case alike over the rounds.
+        folders = {SMALL: collect([tmp / "small"]).items, BIG: collect([tmp / "big"]).items}
+        order = [(None, SMALL), (True, SMALL), (False, SMALL), (False, BIG), (True, BIG), (None, BIG)]
+        passes: dict[tuple[bool | None, int], list[float]] = defaultdict(list)
+        for r in range(args.engine_rounds):
+            for case, size in order if r % 2 == 0 else order[::-1]:
+                seconds = (bare_pass_seconds(loaded, folders[size]) if case is None else
+                           engine_pass_seconds(loaded, folders[size], case, tmp / "engine" / "state.npz"))
+                passes[(case, size)].append(seconds)
+                print(f"engine round {r} {CASES[case]} {size} images: {seconds:.2f} s", flush=True)
+        bare_m = [(b - s) / (BIG - SMALL) for s, b in zip(passes[(None, SMALL)], passes[(None, BIG)])]
+        for pictures, key in ((True, "pictures"), (False, "no-pictures")):
+            case_m = [(b - s) / (BIG - SMALL) for s, b in zip(passes[(pictures, SMALL)], passes[(pictures, BIG)])]
+            ratios = [m / b for m, b in zip(case_m, bare_m)]
+            ratio, spread = resolution(ratios)
+            rows.append((f"dissect {'with pictures' if pictures else '--no-pictures'} end to end (run_local, the "
+                         f"CLI's default options): marginal time per image ({SMALL} -> {BIG} JPEGs) vs the bare "
+                         "batched forward over the same JPEGs", key, ratio,
+                         f"{statistics.median(case_m) * 1000:.1f} vs {statistics.median(bare_m) * 1000:.1f} "
+                         f"ms/image; {len(ratios)} rounds, mean {statistics.mean(ratios):.3f}x +- {spread:.3f} (2 SE); "
+                         "rounds " + ", ".join(f"{x:.2f}" for x in ratios)))
+            print("measured", rows[-1], flush=True)
+
+        # 3b. The CLI (fresh processes): the same marginal with start-up and report, and peak RSS.
         runs: dict[tuple[bool | None, int], list[dict]] = defaultdict(list)
-        bares, bare_cpus = [], []
         for r in range(args.rounds):
-            wall, cpu = bare_cost(bare)
-            bares.append(wall)
-            bare_cpus.append(cpu)
             for pictures in (None, True, False):
                 for size, folder in ((SMALL, tmp / "small"), (BIG, tmp / "big")):
                     res = dissect_cli(folder, tmp / "out", pictures)
@@ -292,31 +334,22 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"round {r} {CASES[pictures]} {size} images: {res['seconds']:.1f} s (pass "
                           f"{res['pass_seconds']:.2f} s, report {res['report_seconds']:.1f} s), "
                           f"{res['cpu_seconds']:.1f} s CPU, {res['peak_rss_mb']:.0f} MB", flush=True)
-        wall, cpu = bare_cost(bare)
-        bares.append(wall)
-        bare_cpus.append(cpu)
-        bare_image = statistics.median(bares) / BATCH
 
         def margins(case: bool | None, field: str) -> list[float]:
             return [(b[field] - s[field]) / (BIG - SMALL) for s, b in zip(runs[(case, SMALL)], runs[(case, BIG)])]
 
-        bare_pass_m, bare_whole_m = margins(None, "pass_seconds"), margins(None, "seconds")
-        for pictures, key in ((True, "pictures"), (False, "no-pictures")):
-            ratios = [m / b for m, b in zip(margins(pictures, "pass_seconds"), bare_pass_m)]
-            whole = [m / b for m, b in zip(margins(pictures, "seconds"), bare_whole_m)]
-            ratio = statistics.median(ratios)
-            half_range = (max(ratios) - min(ratios)) / 2
+        for pictures in (True, False):
+            parts = []
+            for field, what in (("pass_seconds", "the pass"), ("seconds", "the whole process")):
+                ratios = [m / b for m, b in zip(margins(pictures, field), margins(None, field))]
+                parts.append(f"{what} {statistics.median(ratios):.2f}x (rounds "
+                             + ", ".join(f"{x:.2f}" for x in ratios) + ")")
             reports = [statistics.median(x["report_seconds"] for x in runs[(pictures, n)]) for n in (SMALL, BIG)]
-            rows.append((f"sge-viz dissect {'(pictures)' if pictures else '--no-pictures'}, default options: marginal "
-                         f"pass time per image ({SMALL} -> {BIG} JPEGs) vs the bare batched forward over the same "
-                         "JPEGs", key, ratio,
-                         f"{statistics.median(margins(pictures, 'pass_seconds')) * 1000:.1f} vs "
-                         f"{statistics.median(bare_pass_m) * 1000:.1f} ms/image; rounds "
-                         + ", ".join(f"{x:.3f}" for x in ratios) + f" (half-range {half_range:.3f}); whole process "
-                         f"{statistics.median(whole):.2f}x (rounds " + ", ".join(f"{x:.2f}" for x in whole)
-                         + f"); report {reports[0]:.1f} s ({SMALL}) vs {reports[1]:.1f} s ({BIG}); in-process "
-                         f"forward {bare_image * 1000:.0f} ms/image"))
-            print("measured", rows[-1], flush=True)
+            notes.append(f"`sge-viz dissect{'' if pictures else ' --no-pictures'}` in fresh processes, marginal per "
+                         f"image vs the bare pass's ({args.rounds} rounds; process-to-process noise, not a target "
+                         f"row): {'; '.join(parts)}; report {reports[0]:.1f} s ({SMALL} images) vs {reports[1]:.1f} s "
+                         f"({BIG}).")
+            print(notes[-1], flush=True)
         r_small = statistics.median(x["peak_rss_mb"] for x in runs[(True, SMALL)])
         r_big = statistics.median(x["peak_rss_mb"] for x in runs[(True, BIG)])
         rows.append((f"peak RSS of sge-viz dissect (pictures), {BIG} vs {SMALL} images", "rss 3x", r_big / r_small,
@@ -324,9 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         r_small = statistics.median(x["peak_rss_mb"] for x in runs[(False, SMALL)])
         r_big = statistics.median(x["peak_rss_mb"] for x in runs[(False, BIG)])
         notes.append(f"Peak RSS with --no-pictures: {r_big:.0f} MB for {BIG} images vs {r_small:.0f} MB for {SMALL} "
-                     f"({r_big / r_small:.3f}x). Bare forward per image over the run: "
-                     + ", ".join(f"{b / BATCH * 1000:.0f}" for b in bares) + " ms (wall), "
-                     + ", ".join(f"{b / BATCH * 1000:.0f}" for b in bare_cpus) + " ms (CPU).")
+                     f"({r_big / r_small:.3f}x).")
 
         if args.with_analyze:
             threads = torch.get_num_threads()

@@ -17,7 +17,9 @@ that have a mask.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -114,6 +116,13 @@ def _reduce_cpu(capture: LayerCapture) -> tuple[torch.Tensor, torch.Tensor, torc
         best[part] = values[np.arange(n), where[part]]
     return (_bins(cells), sums.reshape(6, b, g), torch.from_numpy(best.reshape(b, g)),
             torch.from_numpy(where.reshape(b, g)))
+
+
+@functools.cache
+def _cpu_pool() -> ThreadPoolExecutor:
+    """Threads for the layers' CPU reductions: their bincounts run on one core each, so the layers are
+    reduced side by side (torch and numpy release the GIL), one thread per core torch uses."""
+    return ThreadPoolExecutor(max(1, torch.get_num_threads()), thread_name_prefix="sge-reduce")
 
 
 def _histograms_torch(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -230,7 +239,7 @@ class QueuedReduction:
             return
         device = used[0].gate.device
         if device.type == "cpu":  # one pass per layer, in the cache (see _reduce_cpu)
-            hists, sums, *maxima = zip(*(_reduce_cpu(c) for c in used))
+            hists, sums, *maxima = zip(*_cpu_pool().map(_reduce_cpu, used))
             hists = torch.stack(hists).reshape(-1)
             maxima = list(zip(*maxima))
         else:  # every layer's histograms in one bincount: the device is waited for once per batch
