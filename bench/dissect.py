@@ -16,10 +16,13 @@ one run (the machine may be shared: rounds are interleaved and medians reported)
    default rule), with pictures and with ``--no-pictures``: marginal time per image,
    (t(120) - t(40)) / 80, against the same marginal of the bare pass over the same JPEGs (the same
    network, DataLoader, reading workers and batches of 8, forward only):
-   a. the target rows: ``run_local`` (the CLI's engine) in this process, ``--engine-rounds`` rounds of
-      the six passes, the order reversed every other round so a drifting machine biases every case
-      alike; the ratio is taken per round, the median reported with 2 standard errors of the mean
-      (how finely the run resolves);
+   a. the target rows: the cost of the 41st to the 120th image, from ``--stream-rounds`` passes over the
+      120 JPEGs in this process (``paired_stream``): every batch goes through the bare forward and
+      through ``run_local``'s per-batch steps without and with pictures (each against its own running
+      summary), one right after the other, so the machine's drift cancels batch by batch. The ratio is
+      taken per round, the median reported with 2 standard errors of the mean (how finely the run
+      resolves); the saved state's share in a long run is added as a note (between 40 and 120 images
+      the CLI saves once either way);
    b. ``sge-viz dissect --json`` in fresh processes (``--rounds``), where process start-up and the
       report (a fixed cost, printed for both sizes) add their noise: the same ratio from the pass's own
       clock (``seconds.pass``) and from the whole process, as notes; and each run's peak RSS (120 vs 40
@@ -187,15 +190,45 @@ def bare_pass(folder: Path) -> None:
     print(json.dumps({"seconds": {"pass": bare_pass_seconds(loaded, collect([folder]).items)}}))
 
 
-def engine_pass_seconds(loaded, items, pictures: bool, state: Path) -> float:
-    """Seconds of ``run_local`` over ``items`` with the CLI's default options (reading workers, the
-    resumable state saved under its default rule, pictures on or off)."""
-    shutil.rmtree(state.parent, ignore_errors=True)
-    state.parent.mkdir(parents=True)
-    started = time.perf_counter()
-    run_local(loaded, items, 9, BATCH, reading_workers(len(items)), state_path=state, save_every=10,
-              save_interval=SAVE_SECONDS, pictures=pictures)
-    return time.perf_counter() - started
+def paired_stream(loaded, items, state: Path) -> tuple[dict[bool | None, list[float]], dict[bool, float]]:
+    """One pass over ``items`` as ``run_local`` reads them (the same DataLoader and reading workers, batches of
+    8), where every batch goes, one right after the other, through the bare forward and through
+    ``run_local``'s per-batch steps without and with pictures (``queue_batch``, ``finish`` against the
+    running summary, ``absorb`` into it; each case keeps its own summary). Paired in time, the three see the
+    same machine, so drift cancels batch by batch; the order rotates from batch to batch.
+
+    Returns each case's seconds per batch (None: the bare forward) and the seconds of one save of each
+    summary at the end (``save_state``, as the CLI writes its resumable state)."""
+    from torch.utils.data import DataLoader
+
+    from sge_viz.dissect.engine import ItemViews, _as_list
+    from sge_viz.dissect.lifeline import worker_init_fn
+    from sge_viz.dissect.reduce import queue_batch
+
+    cfg = loaded.config
+    loader = DataLoader(ItemViews(items, cfg.resize_size, cfg.input_size), batch_size=BATCH,
+                        num_workers=reading_workers(len(items)), collate_fn=_as_list,
+                        worker_init_fn=worker_init_fn())
+    totals = {False: Partial(9), True: Partial(9)}
+    seconds: dict[bool | None, list[float]] = defaultdict(list)
+    cases: list[bool | None] = [None, False, True]
+    with torch.inference_mode():
+        for n, batch in enumerate(loader):
+            views, names = [v for _, v, _, _ in batch], [items[i].name for i, _, _, _ in batch]
+            for case in cases[n % 3:] + cases[:n % 3]:
+                started = time.perf_counter()
+                if case is None:
+                    loaded.model(normalise_batch(views, cfg, loaded.device, loaded.dtype))
+                else:
+                    queued = queue_batch(loaded, views, names, [None] * len(views), 9, pictures=case)
+                    totals[case].absorb(queued.finish(totals[case].floor()))
+                seconds[case].append(time.perf_counter() - started)
+    saves = {}
+    for case, total in totals.items():
+        started = time.perf_counter()
+        save_state(state, total, len(items), "bench")
+        saves[case] = time.perf_counter() - started
+    return seconds, saves
 
 
 def resolution(ratios: list[float]) -> tuple[float, float]:
@@ -222,8 +255,8 @@ def dissect_cli(folder: Path, out: Path, pictures: bool | None) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--rounds", type=int, default=2, help="rounds of the CLI cases in fresh processes (default 2)")
-    p.add_argument("--engine-rounds", type=int, default=10,
-                   help="rounds of the end-to-end cases in this process (default 10)")
+    p.add_argument("--stream-rounds", type=int, default=5,
+                   help="paired passes over the 120 JPEGs in this process (default 5)")
     p.add_argument("--batch-rounds", type=int, default=5, help="interleaved rounds per batch case (default 5)")
     p.add_argument("--with-analyze", action="store_true", help="also measure `sge-viz analyze` (+3 minutes)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "DISSECT.md")
@@ -300,33 +333,42 @@ def main(argv: list[str] | None = None) -> int:
             print("measured", rows[-1], flush=True)
 
         # 3. end to end, marginal per image (SMALL -> BIG JPEGs) against the bare pass over the same JPEGs.
-        # 3a. The engine in this process (the model loaded once; no start-up or report): rounds alternate
-        # the cases' order, so a drifting machine biases every case alike over the rounds.
-        folders = {SMALL: collect([tmp / "small"]).items, BIG: collect([tmp / "big"]).items}
-        order = [(None, SMALL), (True, SMALL), (False, SMALL), (False, BIG), (True, BIG), (None, BIG)]
-        passes: dict[tuple[bool | None, int], list[float]] = defaultdict(list)
-        for r in range(args.engine_rounds):
-            for case, size in order if r % 2 == 0 else order[::-1]:
-                seconds = (bare_pass_seconds(loaded, folders[size]) if case is None else
-                           engine_pass_seconds(loaded, folders[size], case, tmp / "engine" / "state.npz"))
-                passes[(case, size)].append(seconds)
-                print(f"engine round {r} {CASES[case]} {size} images: {seconds:.2f} s", flush=True)
-        bare_m = [(b - s) / (BIG - SMALL) for s, b in zip(passes[(None, SMALL)], passes[(None, BIG)])]
+        # 3a. The target rows, in this process (the model loaded once): the cost of images SMALL+1..BIG given
+        # the first SMALL, i.e. (t(BIG) - t(SMALL)) / (BIG - SMALL), from batches paired in time with the
+        # bare forward (see paired_stream).
+        big_items = collect([tmp / "big"]).items
+        first = SMALL // BATCH  # batches of the first SMALL images
+        marginal: dict[bool | None, list[float]] = defaultdict(list)
+        save_seconds: dict[bool, list[float]] = defaultdict(list)
+        for r in range(args.stream_rounds):
+            seconds, saves = paired_stream(loaded, big_items, tmp / "state.npz")
+            for case, values in seconds.items():
+                marginal[case].append(sum(values[first:]) / (BIG - SMALL))
+            for case, value in saves.items():
+                save_seconds[case].append(value)
+            print(f"stream round {r}: " + ", ".join(f"{CASES[c]} {marginal[c][-1] * 1000:.1f} ms/image"
+                                                    for c in (None, True, False)), flush=True)
+        rate = 1 / statistics.median(marginal[None])  # images/s of the bare forward, to amortise the saves
         for pictures, key in ((True, "pictures"), (False, "no-pictures")):
-            case_m = [(b - s) / (BIG - SMALL) for s, b in zip(passes[(pictures, SMALL)], passes[(pictures, BIG)])]
-            ratios = [m / b for m, b in zip(case_m, bare_m)]
+            ratios = [m / b for m, b in zip(marginal[pictures], marginal[None])]
             ratio, spread = resolution(ratios)
-            rows.append((f"dissect {'with pictures' if pictures else '--no-pictures'} end to end (run_local, the "
-                         f"CLI's default options): marginal time per image ({SMALL} -> {BIG} JPEGs) vs the bare "
-                         "batched forward over the same JPEGs", key, ratio,
-                         f"{statistics.median(case_m) * 1000:.1f} vs {statistics.median(bare_m) * 1000:.1f} "
-                         f"ms/image; {len(ratios)} rounds, mean {statistics.mean(ratios):.3f}x +- {spread:.3f} (2 SE); "
-                         "rounds " + ", ".join(f"{x:.2f}" for x in ratios)))
+            save = statistics.median(save_seconds[pictures])
+            # The CLI saves every 10 batches, at most once every SAVE_SECONDS: in a long run one save per
+            # max(80 images, SAVE_SECONDS of images); between 40 and 120 images both runs save once, at the end.
+            amortised = save / max(10 * BATCH, SAVE_SECONDS * rate / ratio) / statistics.median(marginal[None])
+            rows.append((f"dissect {'with pictures' if pictures else '--no-pictures'}, per image from the {SMALL + 1}th "
+                         f"to the {BIG}th JPEG (marginal {SMALL} -> {BIG}), run_local's steps paired batch by batch "
+                         "with the bare batched forward over the same reading pipeline", key, ratio,
+                         f"{statistics.median(marginal[pictures]) * 1000:.1f} vs "
+                         f"{statistics.median(marginal[None]) * 1000:.1f} ms/image; {len(ratios)} rounds "
+                         + ", ".join(f"{x:.3f}" for x in ratios) + f", mean {statistics.mean(ratios):.3f}x +- "
+                         f"{spread:.3f} (2 SE); in a long run the saved state adds {amortised:.3f}x "
+                         f"({save:.2f} s per save)"))
             print("measured", rows[-1], flush=True)
 
         # 3b. The CLI (fresh processes): the same marginal with start-up and report, and peak RSS.
         runs: dict[tuple[bool | None, int], list[dict]] = defaultdict(list)
-        for r in range(args.rounds):
+        for r in range(args.rounds):  # fresh processes, for RSS and the start-up/report picture (notes)
             for pictures in (None, True, False):
                 for size, folder in ((SMALL, tmp / "small"), (BIG, tmp / "big")):
                     res = dissect_cli(folder, tmp / "out", pictures)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -31,9 +32,15 @@ def test_cli_writes_summary_figures_groups_and_a_self_contained_index(tmp_path, 
     _, ckpt = tiny_loaded(tmp_path)
     (tmp_path / "set" / "broken.png").write_bytes(b"\x89PNG broken")
     out = tmp_path / "out"
+    started = time.perf_counter()
     code = main(["dissect", str(tmp_path / "set"), "--checkpoint", str(ckpt), "--out", str(out), "--top-k", "2",
                  "--batch-size", "4"])
+    wall = time.perf_counter() - started
     assert code == 0
+    # It says how long the pass and the report took: both within the call's own wall time.
+    timing = re.search(r"time: ([\d.]+) s for the pass over the images \(([\d.]+) images/s\), ([\d.]+) s for the "
+                       r"report", capsys.readouterr().out)
+    assert timing and 0 < float(timing[1]) and 0 < float(timing[3]) and float(timing[1]) + float(timing[3]) < wall + 0.1
     summary = json.loads((out / "summary.json").read_text())
     assert summary["images"] == 6
     assert [s["path"].endswith("broken.png") for s in summary["skipped"]] == [True]
@@ -46,10 +53,16 @@ def test_cli_writes_summary_figures_groups_and_a_self_contained_index(tmp_path, 
             assert (out / "groups" / name / f"g{g['group']:02d}.png").is_file()
     assert (out / "figures" / f"fig2_{list(layers)[-1]}.png").is_file()
     page = (out / "index.html").read_text()
-    import re
     links = re.findall(r"(?:src|href)='([^']+)'", page)
     assert links and all(not link.startswith(("/", "http")) and (out / link).is_file() for link in links if "#" not in link)
     assert not list(out.glob(".report-*"))  # no temporary folder left
+    # --json gives the same times as numbers.
+    started = time.perf_counter()
+    assert main(["dissect", str(tmp_path / "set"), "--checkpoint", str(ckpt), "--out", str(out), "--no-pictures",
+                 "--json"]) == 0
+    wall = time.perf_counter() - started
+    seconds = json.loads(capsys.readouterr().out)["seconds"]
+    assert 0 < seconds["pass"] and 0 <= seconds["report"] and seconds["pass"] + seconds["report"] < wall
     # Unknown layer: a usage error naming the layers.
     code = main(["dissect", str(tmp_path / "set"), "--checkpoint", str(ckpt), "--out", str(out), "--layers", "nope"])
     assert code == 2 and "unknown SGE layer" in capsys.readouterr().err
