@@ -1,6 +1,6 @@
 """Benchmark of image-set dissection against the bare batched forward.
 
-    nice python bench/dissect.py                 # ~17 minutes on 2 CPU cores; writes bench/DISSECT.md
+    nice python bench/dissect.py                 # ~10 minutes on 2 CPU cores; writes bench/DISSECT.md
     nice python bench/dissect.py --with-analyze  # also the `sge-viz analyze` rows (bench/run.py's method)
 
 CPU, sge_resnet50 at 224 with random weights whose SGE parameters are perturbed (an official-form

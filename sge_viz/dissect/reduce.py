@@ -118,6 +118,12 @@ def _reduce_cpu(capture: LayerCapture) -> tuple[torch.Tensor, torch.Tensor, torc
             torch.from_numpy(where.reshape(b, g)))
 
 
+def _layer_by_layer(device: torch.device) -> bool:
+    """True where the reductions run layer by layer in chunks that stay in the cache (``_reduce_cpu``, a
+    CPU); False where every layer is reduced at once and the device waited for once per batch (a GPU)."""
+    return device.type == "cpu"
+
+
 @functools.cache
 def _cpu_pool() -> ThreadPoolExecutor:
     """Threads for the layers' CPU reductions: their bincounts run on one core each, so the layers are
@@ -238,7 +244,7 @@ class QueuedReduction:
         if not used:
             return
         device = used[0].gate.device
-        if device.type == "cpu":  # one pass per layer, in the cache (see _reduce_cpu)
+        if _layer_by_layer(device):  # one pass per layer, in the cache (see _reduce_cpu)
             hists, sums, *maxima = zip(*_cpu_pool().map(_reduce_cpu, used))
             hists = torch.stack(hists).reshape(-1)
             maxima = list(zip(*maxima))

@@ -300,3 +300,30 @@ def test_top_list_merge_is_the_best_k_of_both_sides_in_the_total_order():
     assert merged.as_lists() == want
     assert TopLists.from_lists(merged.as_lists(), g).as_lists() == want
     assert TopLists.empty(g).merge(merged, k).as_lists() == want
+
+
+def test_the_cpu_and_the_gpu_reductions_give_the_same_partial(setup, monkeypatch):
+    """The CPU reduces each layer in one pass over cached chunks (output maps formed a chunk at a time); a
+    GPU reduces all layers at once from whole tensors. Run here on the CPU, both give the same partial:
+    histograms, top lists and scores exactly, the other sums to float32 rounding."""
+    from sge_viz.capture.recorder import GateRecorder
+    from sge_viz.dissect import reduce as reduce_module
+
+    _, loaded, _ = setup
+    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode(), GateRecorder(loaded.model, keep_on_device=True, output_sums=False) as rec:
+        loaded.model(x)
+    names = ["a", "b", "c"]
+    assert all(c.after is None and c.after_sq is None for c in rec.captures.values())
+    cpu = reduce_module.reduce_captures(rec.captures, list(rec.captures), names, [None] * 3, K)
+    monkeypatch.setattr(reduce_module, "_layer_by_layer", lambda device: False)
+    whole = reduce_module.reduce_captures(rec.captures, list(rec.captures), names, [None] * 3, K)
+    assert list(cpu.layers) == list(whole.layers) == list(rec.captures)
+    for name, got in cpu.layers.items():
+        want = whole.layers[name]
+        np.testing.assert_array_equal(got.hist_before, want.hist_before)
+        np.testing.assert_array_equal(got.hist_after, want.hist_after)
+        assert got.hist_after.sum() == rec.captures[name].gate.numel()
+        assert got.top == want.top
+        for field in ("gate_sum", "gate_sq", "var_before", "var_after"):
+            np.testing.assert_allclose(getattr(got, field), getattr(want, field), rtol=1e-5, atol=1e-12)
