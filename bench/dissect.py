@@ -254,7 +254,7 @@ def dissect_cli(folder: Path, out: Path, pictures: bool | None) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("--rounds", type=int, default=2, help="rounds of the CLI cases in fresh processes (default 2)")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of the CLI cases in fresh processes (default 3)")
     p.add_argument("--stream-rounds", type=int, default=5,
                    help="paired passes over the 120 JPEGs in this process (default 5)")
     p.add_argument("--batch-rounds", type=int, default=5, help="interleaved rounds per batch case (default 5)")

@@ -17,9 +17,7 @@ that have a mask.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -124,15 +122,9 @@ def _layer_by_layer(device: torch.device) -> bool:
     return device.type == "cpu"
 
 
-@functools.cache
-def _cpu_pool() -> ThreadPoolExecutor:
-    """Threads for the layers' CPU reductions: their bincounts run on one core each, so the layers are
-    reduced side by side (torch and numpy release the GIL), one thread per core torch uses."""
-    return ThreadPoolExecutor(max(1, torch.get_num_threads()), thread_name_prefix="sge-reduce")
-
-
 def _histograms_torch(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """``_histograms`` in one torch bincount, on the tensors' device (the GPU path; also runs on a CPU).
+    """Counts (len(tensors), BINS) int64 of each tensor's squared lengths (as ``_histogram``) in one torch
+    bincount, on the tensors' device (the GPU path; also runs on a CPU).
 
     Each value's key is its top 16 bits as a signed number, shifted into [0, 2^16) and then into its
     tensor's row: the cells of every tensor are counted at once (torch's bincount reads the largest key
@@ -245,7 +237,7 @@ class QueuedReduction:
             return
         device = used[0].gate.device
         if _layer_by_layer(device):  # one pass per layer, in the cache (see _reduce_cpu)
-            hists, sums, *maxima = zip(*_cpu_pool().map(_reduce_cpu, used))
+            hists, sums, *maxima = zip(*(_reduce_cpu(c) for c in used))
             hists = torch.stack(hists).reshape(-1)
             maxima = list(zip(*maxima))
         else:  # every layer's histograms in one bincount: the device is waited for once per batch
