@@ -356,8 +356,8 @@ def main(argv: list[str] | None = None) -> int:
             # The CLI saves every 10 batches, at most once every SAVE_SECONDS: in a long run one save per
             # max(80 images, SAVE_SECONDS of images); between 40 and 120 images both runs save once, at the end.
             amortised = save / max(10 * BATCH, SAVE_SECONDS * rate / ratio) / statistics.median(marginal[None])
-            rows.append((f"dissect {'with pictures' if pictures else '--no-pictures'}, per image from the {SMALL + 1}th "
-                         f"to the {BIG}th JPEG (marginal {SMALL} -> {BIG}), run_local's steps paired batch by batch "
+            rows.append((f"dissect {'with pictures' if pictures else '--no-pictures'}, per image over JPEGs "
+                         f"{SMALL + 1}-{BIG} (the marginal {SMALL} -> {BIG}), run_local's steps paired batch by batch "
                          "with the bare batched forward over the same reading pipeline", key, ratio,
                          f"{statistics.median(marginal[pictures]) * 1000:.1f} vs "
                          f"{statistics.median(marginal[None]) * 1000:.1f} ms/image; {len(ratios)} rounds "
