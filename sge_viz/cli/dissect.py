@@ -123,8 +123,8 @@ def run(args: argparse.Namespace) -> int:
                    "seconds": {"pass": round(passed, 3), "report": round(drawn, 3)}})
     else:
         print(f"{summary['images']} images dissected, {len(summary['skipped'])} skipped -> {out / 'index.html'}")
-        print(f"time: {passed:.1f} s for the pass over the images ({len(items) / max(passed, 1e-9):.1f} images/s), "
-              f"{drawn:.1f} s for the report")
+        print(f"time: {_seconds(passed)} s for the pass over the images ({len(items) / max(passed, 1e-9):.1f} "
+              f"images/s), {_seconds(drawn)} s for the report")
         if ood["detector"] is None:
             print("out-of-domain verdict: none (this model carries no out-of-domain detector)")
         else:
@@ -135,3 +135,8 @@ def run(args: argparse.Namespace) -> int:
         say_error(f"none of the {len(items)} images could be read (reasons above and in {out / 'summary.json'})")
         return 1
     return 0
+
+
+def _seconds(value: float) -> str:
+    """Seconds to print: one decimal from 1 s up, two significant digits below (a small set takes ~0.05 s)."""
+    return f"{value:.1f}" if value >= 1 else f"{value:.2g}"

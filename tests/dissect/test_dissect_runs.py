@@ -38,8 +38,8 @@ def test_cli_writes_summary_figures_groups_and_a_self_contained_index(tmp_path, 
     wall = time.perf_counter() - started
     assert code == 0
     # It says how long the pass and the report took: both within the call's own wall time.
-    timing = re.search(r"time: ([\d.]+) s for the pass over the images \(([\d.]+) images/s\), ([\d.]+) s for the "
-                       r"report", capsys.readouterr().out)
+    timing = re.search(r"time: ([\d.e+-]+) s for the pass over the images \(([\d.]+) images/s\), ([\d.e+-]+) s for "
+                       r"the report", capsys.readouterr().out)
     assert timing and 0 < float(timing[1]) and 0 < float(timing[3]) and float(timing[1]) + float(timing[3]) < wall + 0.1
     summary = json.loads((out / "summary.json").read_text())
     assert summary["images"] == 6
