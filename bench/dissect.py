@@ -58,7 +58,7 @@ from sge_viz.capture.preprocess import center_crop_view, normalise, normalise_ba
 from sge_viz.capture.recorder import GateRecorder  # noqa: E402
 from sge_viz.cli.dissect import SAVE_SECONDS  # noqa: E402
 from sge_viz.dissect import reduce as reduce_module  # noqa: E402
-from sge_viz.dissect.engine import load_item, run_local, save_state  # noqa: E402
+from sge_viz.dissect.engine import default_workers, item_loader, load_item, run_local, save_state  # noqa: E402
 from sge_viz.dissect.inputs import collect  # noqa: E402
 from sge_viz.dissect.reduce import QueuedReduction, dissect_batch, select_layers  # noqa: E402
 from sge_viz.dissect.report import write_report  # noqa: E402
@@ -161,25 +161,14 @@ def measure_child(cmd: list[str]) -> None:
 def bare_pass_seconds(loaded, items) -> float:
     """Seconds of the bare batched forward over ``items`` as ``run_local`` reads them (the same DataLoader,
     reading workers and batches of 8), nothing else."""
-    from torch.utils.data import DataLoader
-
-    from sge_viz.dissect.engine import ItemViews, _as_list
-    from sge_viz.dissect.lifeline import worker_init_fn
 
     cfg = loaded.config
     started = time.perf_counter()
-    loader = DataLoader(ItemViews(items, cfg.resize_size, cfg.input_size), batch_size=BATCH,
-                        num_workers=reading_workers(len(items)), collate_fn=_as_list,
-                        worker_init_fn=worker_init_fn())
+    loader = item_loader(items, cfg, BATCH, default_workers(len(items)))
     with torch.inference_mode():
         for batch in loader:
             loaded.model(normalise_batch([v for _, v, _, _ in batch], cfg, loaded.device, loaded.dtype))
     return time.perf_counter() - started
-
-
-def reading_workers(count: int) -> int:
-    """The CLI's default number of reading workers for ``count`` images."""
-    return min(4, os.cpu_count() or 1) if count > 32 else 0
 
 
 def bare_pass(folder: Path) -> None:
@@ -199,16 +188,10 @@ def paired_stream(loaded, items, state: Path) -> tuple[dict[bool | None, list[fl
 
     Returns each case's seconds per batch (None: the bare forward) and the seconds of one save of each
     summary at the end (``save_state``, as the CLI writes its resumable state)."""
-    from torch.utils.data import DataLoader
-
-    from sge_viz.dissect.engine import ItemViews, _as_list
-    from sge_viz.dissect.lifeline import worker_init_fn
     from sge_viz.dissect.reduce import queue_batch
 
     cfg = loaded.config
-    loader = DataLoader(ItemViews(items, cfg.resize_size, cfg.input_size), batch_size=BATCH,
-                        num_workers=reading_workers(len(items)), collate_fn=_as_list,
-                        worker_init_fn=worker_init_fn())
+    loader = item_loader(items, cfg, BATCH, default_workers(len(items)))
     totals = {False: Partial(9), True: Partial(9)}
     seconds: dict[bool | None, list[float]] = defaultdict(list)
     cases: list[bool | None] = [None, False, True]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 import time
 from pathlib import Path
@@ -60,7 +59,7 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..dissect.engine import STATE_FILE, ModelSpec, run_local, run_ray
+    from ..dissect.engine import STATE_FILE, ModelSpec, default_workers, run_local, run_ray
     from ..dissect.inputs import collect
     from ..dissect.reduce import select_layers
     from ..dissect.report import write_report
@@ -92,8 +91,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         if args.engine == "local":
-            workers = args.workers if args.workers is not None else (min(4, os.cpu_count() or 1)
-                                                                     if len(items) > 32 else 0)
+            workers = args.workers if args.workers is not None else default_workers(len(items))
             partial = run_local(loaded, items, args.top_k, args.batch_size, workers, args.layers,
                                 state_path=out / STATE_FILE, resume=args.resume,
                                 save_every=args.save_every or 10,

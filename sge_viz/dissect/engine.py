@@ -95,6 +95,20 @@ def _as_list(batch):
     return batch
 
 
+def default_workers(count: int) -> int:
+    """Reading workers for ``count`` inputs when none are asked for: up to 4, none for small sets."""
+    return min(4, os.cpu_count() or 1) if count > 32 else 0
+
+
+def item_loader(items: Sequence[Item], config, batch_size: int, workers: int, start: int = 0):
+    """The DataLoader of ``ItemViews`` (from input ``start`` on) in batches of ``batch_size``, read by ``workers``
+    processes that end with this one (``lifeline``)."""
+    from torch.utils.data import DataLoader
+
+    return DataLoader(ItemViews(items, config.resize_size, config.input_size, start), batch_size=batch_size,
+                      num_workers=workers, collate_fn=_as_list, worker_init_fn=worker_init_fn() if workers else None)
+
+
 def fingerprint(items: Sequence[Item], model_label: str, k: int, layers: Sequence[str] | None,
                 skip_out_of_domain: bool = False) -> str:
     """A digest of what decides the summary: the inputs in order, the model, K, the layers and whether
@@ -153,8 +167,6 @@ def run_local(loaded: LoadedModel, items: Sequence[Item], k: int, batch_size: in
     holds the pictures, ~150 MB for sge_resnet50), and at the end; ``resume``: continue from it.
     ``progress(n)`` is called with the number of items each batch consumed.
     """
-    from torch.utils.data import DataLoader
-
     # The weights' digest, not the model's name: a resume must continue with the very same network.
     fp = fingerprint(items, f"{loaded.name} {weights_digest(loaded.model)}", k, layers, skip_out_of_domain)
     total, start = Partial(k), 0
@@ -166,10 +178,7 @@ def run_local(loaded: LoadedModel, items: Sequence[Item], k: int, batch_size: in
                 progress(start)
     if start >= len(items):
         return total
-    config = loaded.config
-    loader = DataLoader(ItemViews(items, config.resize_size, config.input_size, start), batch_size=batch_size,
-                        num_workers=workers, collate_fn=_as_list,
-                        worker_init_fn=worker_init_fn() if workers else None)
+    loader = item_loader(items, loaded.config, batch_size, workers, start)
     done, batches, last_save = start, 0, time.monotonic()
     queued = None  # the previous batch, finished after the next one is queued (overlaps host and GPU)
 

@@ -1,14 +1,16 @@
 """The per-batch function: a batch of crops through the model, its captures reduced to a ``Partial``.
 
-Everything is derived from what ``GateRecorder`` captures per layer, each (B, G, H, W): the gate, the
-group sums S1 = sum_c x and S2 = sum_c x^2 over the group's C/G channels, before and after SGE. With
+Everything is derived from what ``GateRecorder`` captures per layer, each (B, G, H, W): the gate and
+the group sums S1 = sum_c x and S2 = sum_c x^2 over the group's C/G channels of SGE's input; the
+output's are gate * S1 and gate^2 * S2 (y = x * gate is checked by the recorder), never captured. With
 n = C/G * H * W values per group and image: mean = sum_p S1 / n, E[x^2] = sum_p S2 / n, and the
 population variance = E[x^2] - mean^2 (in float64); the vector length at p is sqrt(S2(p)). No square
 root is taken per position: the length histograms bin S2 on the squared edges (summary.SQUARED_EDGES)
 and a score is the float32 square root of a maximum of S2.
 
 The recorder keeps its tensors on the model's device (``keep_on_device=True``) and every reduction
-(sums, maxima, histograms) runs there, batched over the layers where shapes allow; only the reduced
+(sums, maxima, histograms) runs there: on a GPU batched over the layers where shapes allow, on a CPU
+one pass per layer over chunks that stay in the cache (``_reduce_cpu``); only the reduced
 numbers cross to the host, in one copy per batch: per layer the totals and histograms, a few KB, and
 each image's maximum and its position per group (B x G), which the host sorts into the top lists.
 The one exception is mask AUC (a rank statistic), computed on the host from the gates of the images
