@@ -37,6 +37,7 @@ from torch.overrides import TorchFunctionMode
 
 from ..errors import SGEVizError
 from ..models.sge import SpatialGroupEnhance, is_sge_module, looks_like_sge, sge_groups
+from . import kernels
 from .hooks import HookScope
 
 
@@ -51,6 +52,9 @@ class LayerCapture:
     before_sq: torch.Tensor | None = None  # sum of squares over each group's channels (vector length^2), input
     after_sq: torch.Tensor | None = None  # the same for SGE's output
     channels: int = 0  # C, SGE's channel count (each group holds C / G of them); 0 when activations are off
+    # GateRecorder(reduce_in_hook=True) on a CPU: the layer's reductions, taken in the hook (before / after
+    # sums are then None; before_sq holds S2 only with keep_squares=True).
+    reduced: kernels.LayerPass | None = None
 
 
 def find_sge_layers(model: nn.Module, patterns: Sequence[str] = ()) -> list[tuple[str, nn.Module]]:
@@ -79,19 +83,11 @@ def group_sums(x: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor
 
     The square root of the second is the group's vector length ||x_g(p)||_2 at every position p.
     """
+    if kernels.applies(x):  # one compiled pass (capture.kernels): S2 bit-identical to dissect's in-hook pass
+        return kernels.group_sums(x, groups)
     b, c, h, w = x.shape
     xg = x.detach().reshape(b, groups, c // groups, h, w)
     if xg.dtype == torch.float32:
-        if xg.device.type == "cpu" and c // groups <= 8:
-            # Few channels per group (the first stages): adding whole channel planes is ~1.7-3x faster on
-            # a CPU than a reduction over the short strided axis, and needs no squared copy of x.
-            total = xg[:, :, 0].clone()
-            squares = total * total
-            for k in range(1, c // groups):
-                plane = xg[:, :, k]
-                total += plane
-                squares.addcmul_(plane, plane)
-            return total, squares
         return xg.sum(dim=2), xg.square().sum(dim=2)
     # Half precision (GPUs): both reduce in float32 straight from the half values, without a float32 copy
     # of the whole activation; the sum of squares is the squared float32 norm (within a few ulp of it).
@@ -141,34 +137,49 @@ def read_gate(x: object, y: object, sigmoid_outputs: Sequence[torch.Tensor], gro
     anything else (an extra residual, another gate) is refused, never drawn. The check reads 1/(C/G) of
     the activation (a few percent of a forward on SGE-ResNet50: bench/run.py measures it).
     """
+    gate, why = find_gate(x, y, sigmoid_outputs, groups)
+    if gate is None:
+        return None, why
+    x, y = x.detach(), y.detach()
+    per = x.shape[1] // gate.shape[1]
+    xs, ys = x[:, ::per], y[:, ::per]  # the first channel of every group: views, no copies
+    # abs().amax(), not vector_norm(ord=inf): the same number, ~5-10x faster on a CPU (strided views included).
+    scale = float(xs.abs().amax()) if xs.numel() else 0.0
+    error = float(torch.addcmul(ys, xs, gate.to(x.dtype), value=-1).abs_().amax()) if xs.numel() else 0.0
+    if not gate_fits(error, scale, x.dtype):
+        return None, GATE_MISFIT
+    return gate.clone(), ""
+
+
+GATE_MISFIT = f"its output is not its input times one factor per group and position: {NOT_A_GATE}"
+
+
+def gate_fits(error: float, scale: float, dtype: torch.dtype) -> bool:
+    """The check of ``read_gate``: the largest |y - x * gate| over the groups' first channels ``error``
+    against the largest |x| there ``scale``."""
+    tol = 1e-2 if dtype in (torch.float16, torch.bfloat16) else 1e-4
+    return error <= tol * scale + 1e-6
+
+
+def find_gate(x: object, y: object, sigmoid_outputs: Sequence[torch.Tensor], groups: int | None
+              ) -> tuple[torch.Tensor | None, str]:
+    """``read_gate``'s gate before its check, a view of the sigmoid output where there is one (not a copy),
+    or (None, why there is none)."""
     if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and x.dim() == 4 and x.shape == y.shape):
         return None, f"its input and output are not one (B, C, H, W) tensor each of the same shape: {NOT_A_GATE}"
     x, y = x.detach(), y.detach()
     b, c, h, w = x.shape
-    gate = None
     for out in reversed(sigmoid_outputs):
         g = out.numel() // max(b * h * w, 1)
         if out.numel() == b * g * h * w and g >= 1 and c % g == 0 and (groups is None or g == groups):
-            gate = out.detach().reshape(b, g, h, w).clone()
-            break
-    if gate is None:
-        if groups is None or c % groups:
-            return None, f"it computes no sigmoid with one value per group and position: {NOT_A_GATE}"
-        x_len, y_len = group_sums(x.float(), groups)[1].sqrt(), group_sums(y.float(), groups)[1].sqrt()
-        if bool((x_len == 0).any()):
-            return None, ("it computes no sigmoid, and its gate (output length / input length) is undefined where "
-                          f"a group's input is zero: {NOT_A_GATE}")
-        gate = (y_len / x_len).to(x.dtype)
-    per = c // gate.shape[1]
-    tol = 1e-2 if x.dtype in (torch.float16, torch.bfloat16) else 1e-4
-    xs, ys = x[:, ::per], y[:, ::per]  # the first channel of every group: views, no copies
-    g = gate.to(x.dtype)
-    # abs().amax(), not vector_norm(ord=inf): the same number, ~5-10x faster on a CPU (strided views included).
-    scale = float(xs.abs().amax()) if xs.numel() else 0.0
-    err = float(torch.addcmul(ys, xs, g, value=-1).abs_().amax()) if xs.numel() else 0.0
-    if err > tol * scale + 1e-6:
-        return None, f"its output is not its input times one factor per group and position: {NOT_A_GATE}"
-    return gate, ""
+            return out.detach().reshape(b, g, h, w), ""
+    if groups is None or c % groups:
+        return None, f"it computes no sigmoid with one value per group and position: {NOT_A_GATE}"
+    x_len, y_len = group_sums(x.float(), groups)[1].sqrt(), group_sums(y.float(), groups)[1].sqrt()
+    if bool((x_len == 0).any()):
+        return None, ("it computes no sigmoid, and its gate (output length / input length) is undefined where "
+                      f"a group's input is zero: {NOT_A_GATE}")
+    return (y_len / x_len).to(x.dtype), ""
 
 
 class GateRecorder(HookScope):
@@ -186,8 +197,13 @@ class GateRecorder(HookScope):
     """
 
     def __init__(self, model: nn.Module, activations: bool = True, keep_on_device: bool = False,
-                 patterns: Sequence[str] = (), output_sums: bool = True):
+                 patterns: Sequence[str] = (), output_sums: bool = True, reduce_in_hook: bool = False,
+                 keep_squares: bool = False):
         self.model = model
+        # True: where a layer's activations are float32 on the CPU, one compiled pass inside the hook
+        # (``kernels.layer_pass``) checks the gate and takes every reduction dissect needs while the input
+        # is in the cache; the capture then holds ``reduced`` and the gate (and S2 with ``keep_squares``).
+        self.reduce_in_hook, self.keep_squares = reduce_in_hook, keep_squares
         self.activations = activations
         # False: leave ``after`` / ``after_sq`` None. y = x * gate is checked, so a caller that derives only
         # what it needs from the gate and the input's sums (dissect) saves two full-size products per layer.
@@ -273,6 +289,10 @@ class GateRecorder(HookScope):
             count = self._calls[name] = self._calls.get(name, 0) + 1
             key = name if count == 1 else f"{name}#{count}"
             x = inputs[0] if inputs else None
+            if (self.reduce_in_hook and self.activations and isinstance(x, torch.Tensor)
+                    and isinstance(output, torch.Tensor) and kernels.applies(x, output)):
+                self._reduce(key, x, output, outputs, groups)
+                return
             gate, why = read_gate(x, output, outputs, groups)
             if gate is None:
                 self.skipped[key] = why
@@ -284,3 +304,20 @@ class GateRecorder(HookScope):
                 capture.before, capture.before_sq = group_sums(x, gate.shape[1])
                 capture.channels = int(x.shape[1])
         return hook
+
+    def _reduce(self, key: str, x: torch.Tensor, y: torch.Tensor, sigmoid_outputs: list[torch.Tensor],
+                groups: int | None) -> None:
+        """``reduce_in_hook``'s path: the gate found as ``read_gate`` finds it, checked by the same rule
+        from the numbers the compiled pass takes."""
+        gate, why = find_gate(x, y, sigmoid_outputs, groups)
+        if gate is None:
+            self.skipped[key] = why
+            self.captures.pop(key, None)
+            return
+        done = kernels.layer_pass(x, y, gate, keep_squares=self.keep_squares)
+        if not gate_fits(done.error, done.scale, x.dtype):
+            self.skipped[key] = GATE_MISFIT
+            self.captures.pop(key, None)
+            return
+        # The gate is the module's own sigmoid output (a view, not copied): nothing writes to it after the call.
+        self.captures[key] = LayerCapture(gate, before_sq=done.squares, channels=int(x.shape[1]), reduced=done)

@@ -8,9 +8,12 @@ population variance = E[x^2] - mean^2 (in float64); the vector length at p is sq
 root is taken per position: the length histograms bin S2 on the squared edges (summary.SQUARED_EDGES)
 and a score is the float32 square root of a maximum of S2.
 
-The recorder keeps its tensors on the model's device (``keep_on_device=True``) and every reduction
-(sums, maxima, histograms) runs there: on a GPU batched over the layers where shapes allow, on a CPU
-one pass per layer over chunks that stay in the cache (``_reduce_cpu``); only the reduced
+On a CPU (float32) the recorder takes every reduction inside its hook, in one compiled pass over each
+layer's input while it is in the cache (``capture.kernels.layer_pass``: group sums, gate check, spatial
+sums, maxima, histogram cells), so no map is kept but the gates (and S2 for pictures). Otherwise the
+recorder keeps its maps on the model's device (``keep_on_device=True``) and every reduction runs there:
+on a GPU batched over the layers where shapes allow, on a CPU (a run that may still leave images out
+after the forward, or half precision) one pass per layer over cached chunks (``_reduce_cpu``); only the reduced
 numbers cross to the host, in one copy per batch: per layer the totals and histograms, a few KB, and
 each image's maximum and its position per group (B x G), which the host sorts into the top lists.
 The one exception is mask AUC (a rank statistic), computed on the host from the gates of the images
@@ -24,6 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ..capture.kernels import LayerPass
 from ..capture.pooling import pooled_outputs
 from ..capture.preprocess import normalise_batch
 from ..capture.recorder import GateRecorder, LayerCapture
@@ -75,7 +79,7 @@ def _histogram(squared: torch.Tensor) -> torch.Tensor:
 
 def _reduce_cpu(capture: LayerCapture) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One layer's reductions on the CPU, in one pass over chunks of whole maps that stay in the cache:
-    the histograms (2, BINS) int64 before and after SGE, the spatial sums (6, B, G) float32 (see
+    the histograms (2, BINS) int64 before and after SGE, the spatial sums (6, B, G) float64 (see
     ``_spatial_sums``), and per image and group the largest after-SGE squared length (B, G) float32 with
     its first flat position (B, G) int64. The output's maps (gate * S1, gate^2 * S2: y = x * gate is
     checked by the recorder) are formed a chunk at a time unless the capture holds them."""
@@ -88,27 +92,27 @@ def _reduce_cpu(capture: LayerCapture) -> tuple[torch.Tensor, torch.Tensor, torc
     buffer = torch.empty(step * size)
     keys = torch.empty(step * size, dtype=torch.int32)
     cells = torch.zeros(2, _CELLS, dtype=torch.int64)
-    sums = torch.empty(6, rows)
+    sums = torch.empty(6, rows, dtype=torch.float64)
     best, where = np.empty(rows, np.float32), np.empty(rows, np.int64)
     for r in range(0, rows, step):
         gate, before, before_sq = (maps[k][r:r + step].contiguous() for k in ("gate", "before", "before_sq"))
         n, part = gate.shape[0], slice(r, r + step)
         work = buffer[:n * size].view(n, size)
-        torch.sum(gate, 1, out=sums[0, part])
-        torch.sum(before, 1, out=sums[2, part])
-        torch.sum(before_sq, 1, out=sums[3, part])
+        torch.sum(gate, 1, dtype=torch.float64, out=sums[0, part])
+        torch.sum(before, 1, dtype=torch.float64, out=sums[2, part])
+        torch.sum(before_sq, 1, dtype=torch.float64, out=sums[3, part])
         if maps["after"] is None:
             torch.mul(gate, before, out=work)
-            torch.sum(work, 1, out=sums[4, part])
+            torch.sum(work, 1, dtype=torch.float64, out=sums[4, part])
         else:
-            torch.sum(maps["after"][part], 1, out=sums[4, part])
+            torch.sum(maps["after"][part], 1, dtype=torch.float64, out=sums[4, part])
         torch.mul(gate, gate, out=work)
-        torch.sum(work, 1, out=sums[1, part])
+        torch.sum(work, 1, dtype=torch.float64, out=sums[1, part])
         if maps["after_sq"] is None:
             after_sq = work.mul_(before_sq)  # gate.square() * before_sq: the recorder's arithmetic
         else:
             after_sq = maps["after_sq"][part].contiguous()
-        torch.sum(after_sq, 1, out=sums[5, part])
+        torch.sum(after_sq, 1, dtype=torch.float64, out=sums[5, part])
         _count_cells(before_sq.reshape(-1), cells[0], keys)
         _count_cells(after_sq.reshape(-1), cells[1], keys)
         values = after_sq.numpy()  # numpy's argmax is several times faster than torch's max(dim) on a CPU
@@ -116,6 +120,13 @@ def _reduce_cpu(capture: LayerCapture) -> tuple[torch.Tensor, torch.Tensor, torc
         best[part] = values[np.arange(n), where[part]]
     return (_bins(cells), sums.reshape(6, b, g), torch.from_numpy(best.reshape(b, g)),
             torch.from_numpy(where.reshape(b, g)))
+
+
+def _taken_in_hook(done: LayerPass) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``_reduce_cpu``'s four results from what the recorder's compiled pass took in the hook (its spatial
+    sums are float64)."""
+    return (_bins(torch.from_numpy(done.cells)), torch.from_numpy(done.sums), torch.from_numpy(done.best),
+            torch.from_numpy(done.where))
 
 
 def _layer_by_layer(device: torch.device) -> bool:
@@ -149,20 +160,20 @@ def _histograms_torch(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def _spatial_sums(capture: LayerCapture, after_sq: torch.Tensor) -> torch.Tensor:
-    """(6, B, G) float32: over each map's positions, the sums of the gate, the gate squared, and the group
+    """(6, B, G) float64: over each map's positions, the sums of the gate, the gate squared, and the group
     sums S1 and S2 before and after SGE (the output's S1 is gate * S1 of the input, checked by the
     recorder; its S2 is given: ``after_sq`` (B, G, H, W))."""
     gate = capture.gate.float()
     after = capture.after if capture.after is not None else gate * capture.before
     maps = (gate, gate * gate, capture.before, capture.before_sq, after, after_sq)
-    return torch.stack([m.sum(dim=(2, 3)) for m in maps])
+    return torch.stack([m.sum(dim=(2, 3), dtype=torch.float64) for m in maps])
 
 
 def _totals(sums: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
     """(L, 6, G) float64 totals over the batch of L layers with the same G, from their spatial sums
     (L, 6, B, G) and values per group and image n (L,): the gate's sum and sum of squares, and the sum
     and sum of squares over images of each image's population variance before and after SGE, each
-    E[x^2] - mean^2 (spatial sums in float32, the rest in float64)."""
+    E[x^2] - mean^2 (in float64 throughout: the spatial sums too, since E[x^2] - mean^2 cancels)."""
     s = sums.double()
     n = n.view(-1, 1, 1)
     var_b = (s[:, 3] / n - (s[:, 2] / n).square()).clamp_(min=0.0)  # (L, B, G)
@@ -225,7 +236,7 @@ class QueuedReduction:
         self.verdicts: dict[str, dict] = {}  # set by queue_batch: each image's out-of-domain verdict
         self.left_out: list[dict] = []  # and the images it left out for it ({"path", "reason"})
         self.maps = [(c.gate, c.before_sq, c.after_sq) for c in used] if views is not None else []
-        if any(c.before is None or c.before_sq is None for c in used):
+        if any(c.reduced is None and (c.before is None or c.before_sq is None) for c in used):
             raise ValueError("dissection needs the activations: record with activations=True")
         self.layers, self.names, self.masks, self.k = list(layers), list(names), list(masks), k
         self.shapes = [tuple(c.gate.shape) for c in used]
@@ -239,8 +250,9 @@ class QueuedReduction:
             return
         device = used[0].gate.device
         if _layer_by_layer(device):  # one pass per layer, in the cache (see _reduce_cpu)
-            hists, sums, *maxima = zip(*(_reduce_cpu(c) for c in used))
-            hists = torch.stack(hists).reshape(-1)
+            hists, sums, *maxima = zip(*(_reduce_cpu(c) if c.reduced is None else _taken_in_hook(c.reduced)
+                                         for c in used))
+            hists, sums = torch.stack(hists).reshape(-1), [t.double() for t in sums]
             maxima = list(zip(*maxima))
         else:  # every layer's histograms in one bincount: the device is waited for once per batch
             after_sq = [c.after_sq if c.after_sq is not None else c.gate.float().square() * c.before_sq
@@ -372,7 +384,11 @@ def queue_batch(loaded: LoadedModel, views: Sequence[np.ndarray], names: Sequenc
     detector = getattr(loaded, "ood", None)
     pooled: dict[str, list[np.ndarray]] = {name: [] for name in detector.modules} if detector is not None else {}
     with torch.inference_mode():
-        with GateRecorder(loaded.model, keep_on_device=True, output_sums=False) as recorder:
+        # On a CPU the reductions run inside the hooks (capture.kernels), except where images may still be
+        # left out after the forward (the detector's verdict): then the maps are kept and reduced after it.
+        in_hook = not (skip_out_of_domain and detector is not None)
+        with GateRecorder(loaded.model, keep_on_device=True, output_sums=False, reduce_in_hook=in_hook,
+                          keep_squares=pictures) as recorder:
             if detector is None:
                 loaded.model(x)
             else:  # the same forward gives each image's out-of-domain score

@@ -1,0 +1,121 @@
+"""The numba loops behind ``kernels`` (imported on first use: importing numba takes a moment).
+
+Every loop works on rows r0..r1 of (image, group) pairs, row r = b * G + g, and writes only its own rows
+and its own counting cells, so threads can run disjoint ranges at once. Arrays: x, y (B, C, HW) float32,
+gate (B, G, HW) float32, per = C / G channels per group.
+"""
+import numpy as np
+from numba import njit
+
+_OPTIONS = dict(nogil=True, cache=True, boundscheck=False)
+_SIGN = np.int32(0x7FFFFFFF)
+
+
+@njit(**_OPTIONS)
+def _sum_row(x, b, c0, per, s1, s2):
+    """S1 and S2 of one group's channels c0..c0+per-1 of image b, in channel order (no fused multiply-add:
+    numba compiles without fast-math here)."""
+    first = x[b, c0]
+    for p in range(s1.size):
+        v = first[p]
+        s1[p] = v
+        s2[p] = v * v
+    for k in range(1, per):
+        plane = x[b, c0 + k]
+        for p in range(s1.size):
+            v = plane[p]
+            s1[p] += v
+            s2[p] += v * v
+
+
+@njit(**_OPTIONS)
+def _max_bits(values):
+    """The largest bit pattern of float32 ``values`` >= 0 as an int32 (the order of the floats)."""
+    keys = values.view(np.int32)
+    top = np.int32(0)
+    for p in range(keys.size):
+        top = max(top, keys[p])
+    return top
+
+
+@njit(**_OPTIONS)
+def _max_abs_bits(values):
+    """The bit pattern of the largest |value| of float32 ``values`` as an int32."""
+    keys = values.view(np.int32)
+    top = np.int32(0)
+    for p in range(keys.size):
+        top = max(top, keys[p] & _SIGN)
+    return top
+
+
+@njit(**_OPTIONS)
+def _count(values, cells):
+    """Add the float32 ``values`` to ``cells`` (2^15,) by their top 16 bits without the sign."""
+    keys = values.view(np.int32)
+    for p in range(keys.size):
+        cells[(keys[p] >> 16) & 32767] += 1
+
+
+@njit(nogil=True, cache=True, boundscheck=False, fastmath={"reassoc", "nsz"})
+def _moments_row(gate, s1, s2, after_sq, sums, r):
+    """after_sq = gate^2 * S2 (float32, as torch's gate.square() * S2), and the row's six spatial sums in
+    float64 (reassociated, so they vectorise)."""
+    t0 = t1 = t2 = t3 = t4 = t5 = 0.0
+    for p in range(gate.size):
+        g = gate[p]
+        gg = g * g
+        a = gg * s2[p]
+        after_sq[p] = a
+        t0 += g
+        t1 += gg
+        t2 += s1[p]
+        t3 += s2[p]
+        t4 += g * s1[p]
+        t5 += a
+    sums[0, r] = t0
+    sums[1, r] = t1
+    sums[2, r] = t2
+    sums[3, r] = t3
+    sums[4, r] = t4
+    sums[5, r] = t5
+
+
+@njit(**_OPTIONS)
+def sums_rows(x, per, s1, s2, r0, r1):
+    """S1 and S2 (rows, HW) of rows r0..r1."""
+    groups = x.shape[1] // per
+    for r in range(r0, r1):
+        b = r // groups
+        _sum_row(x, b, (r - b * groups) * per, per, s1[r], s2[r])
+
+
+@njit(**_OPTIONS)
+def layer_rows(x, y, gate, per, r0, r1, scratch, squares, cells, sums, best, where, checks):
+    """Rows r0..r1 of ``kernels.layer_pass``: ``scratch`` (3, HW) float32; ``squares`` (rows, HW) to keep
+    S2 in, or (0, HW); ``cells`` (2, 2^15) int64; ``sums`` (6, rows) float64; ``best`` (rows,) int32 bit
+    patterns of the largest gate^2 * S2, ``where`` (rows,) int64 its first position; ``checks`` (2,) int32
+    bit patterns of the largest |y - x * gate| and |x| over the first channel of each group (running)."""
+    groups = gate.shape[1]
+    s1, diff, after_sq = scratch[0], scratch[1], scratch[2]
+    keep = squares.shape[0] > 0
+    for r in range(r0, r1):
+        b = r // groups
+        g = r - b * groups
+        c0 = g * per
+        row_gate, first, out = gate[b, g], x[b, c0], y[b, c0]
+        for p in range(diff.size):
+            diff[p] = abs(out[p] - first[p] * row_gate[p])
+        checks[0] = max(checks[0], _max_bits(diff))
+        checks[1] = max(checks[1], _max_abs_bits(first))
+        s2 = squares[r] if keep else scratch[1]  # diff is read: its buffer holds S2 now
+        _sum_row(x, b, c0, per, s1, s2)
+        _moments_row(row_gate, s1, s2, after_sq, sums, r)
+        _count(s2, cells[0])
+        _count(after_sq, cells[1])
+        top = _max_abs_bits(after_sq)  # >= 0, so the sign bit is set only on a NaN: NaN comes first, as in numpy
+        keys = after_sq.view(np.int32)
+        at = 0
+        while keys[at] & _SIGN != top:
+            at += 1
+        best[r] = top
+        where[r] = at
