@@ -8,8 +8,9 @@ network), batch 8, folders of 40 and 120 JPEGs of 320x256. Every ratio compares 
 one run (the machine may be shared: rounds are interleaved and medians reported):
 
 1. where the time goes: one pass over the 40 images in this process, stage by stage (read, decode,
-   preprocess, forward with capture, reductions, pictures kept, merge, save, pictures drawn), the loop
-   of ``run_local`` with a clock around each step;
+   preprocess, forward with capture (on a CPU the reductions are taken in the hooks, so in this stage),
+   reductions (what is left of them), pictures kept, merge, save, pictures drawn), the loop of
+   ``run_local`` with a clock around each step;
 2. per batch of 8: ``dissect_batch`` without and with pictures (the latter merged into the summary of
    the other 32 images, as in a running pass) vs the bare forward of the same crops;
 3. end to end with the CLI's default options (2 reading workers, the resumable state saved under its
@@ -123,7 +124,9 @@ def stage_profile(loaded, items, k: int = 9, save_every: int = 10) -> tuple[dict
             views = [clock("preprocess", center_crop_view, im, cfg.resize_size, cfg.input_size) for im in images]
             x = clock("preprocess", normalise_batch, views, cfg, loaded.device, loaded.dtype)
             start_fw, start_cpu = time.perf_counter(), time.process_time()
-            with torch.inference_mode(), GateRecorder(loaded.model, keep_on_device=True) as recorder:
+            # as queue_batch records: on a CPU the reductions run in the hooks, so they count in "forward"
+            with torch.inference_mode(), GateRecorder(loaded.model, keep_on_device=True, output_sums=False,
+                                                      reduce_in_hook=True, keep_squares=True) as recorder:
                 loaded.model(x)
             times["forward"] += time.perf_counter() - start_fw
             cpu["forward"] += time.process_time() - start_cpu

@@ -1,0 +1,114 @@
+"""The compiled CPU pass (capture.kernels) against torch and numpy recomputations of the same numbers."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from own_models.variants import NotAGate
+from torch import nn
+
+from sge_viz.capture import kernels
+from sge_viz.capture.recorder import GATE_MISFIT, GateRecorder, LayerCapture
+from sge_viz.dissect.reduce import _bins, _reduce_cpu
+from sge_viz.models.sge import SpatialGroupEnhance
+
+
+def _layer(b=3, c=24, g=6, h=7, w=9, seed=0):
+    """An SGE call's input, gate and output y = x * gate (per group and position)."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, c, h, w, generator=gen) * 3
+    gate = torch.sigmoid(torch.randn(b, g, h, w, generator=gen))
+    y = (x.reshape(b, g, c // g, h, w) * gate[:, :, None]).reshape(b, c, h, w)
+    return x, gate, y
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 8, 5, 6), (3, 24, 6, 7, 9), (2, 64, 2, 3, 3), (1, 5, 1, 4, 4)])
+def test_group_sums_are_the_float64_sums_to_float32_rounding(shape):
+    b, c, g, h, w = shape
+    x, _, _ = _layer(b, c, g, h, w)
+    s1, s2 = kernels.group_sums(x, g)
+    xs = x.double().numpy().reshape(b, g, c // g, h, w)
+    assert s1.shape == s2.shape == (b, g, h, w) and s1.dtype == s2.dtype == torch.float32
+    np.testing.assert_allclose(s1.numpy(), xs.sum(2), rtol=1e-5, atol=1e-5 * np.abs(xs).sum(2).max())
+    np.testing.assert_allclose(s2.numpy(), np.square(xs).sum(2), rtol=1e-5)
+
+
+def test_the_pass_equals_the_reduction_of_the_maps():
+    """Histogram cells, maxima and their positions exactly; spatial sums to float64 rounding; the check's
+    numbers recomputed with torch."""
+    x, gate, y = _layer()
+    y[1, 8, 3, 4] += 0.5  # channel 8: the first of group 2 (4 per group), where the check looks
+    done = kernels.layer_pass(x, y, gate, keep_squares=True)
+    s1, s2 = kernels.group_sums(x, 6)
+    assert torch.equal(done.squares, s2)  # the same arithmetic: analyze's lengths are dissect's
+    hist, sums, best, where = _reduce_cpu(LayerCapture(gate, s1, None, s2, None, 24))
+    assert torch.equal(_bins(torch.from_numpy(done.cells)), hist)
+    assert done.cells.sum() == 2 * gate.numel()
+    np.testing.assert_array_equal(done.best, best.numpy())
+    np.testing.assert_array_equal(done.where, where.numpy())
+    np.testing.assert_allclose(done.sums, sums.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(done.sums[0], gate.double().sum((2, 3)).numpy(), rtol=1e-12)
+    after_sq = (gate.square() * s2).reshape(3, 6, -1)
+    np.testing.assert_array_equal(done.where, after_sq.argmax(2).numpy())
+    first = x[:, ::4]
+    assert done.scale == float(first.abs().amax())
+    assert done.error == float((y[:, ::4] - first * gate).abs().amax()) == pytest.approx(0.5, rel=1e-5)
+    assert kernels.layer_pass(x, y, gate).squares is None
+
+
+def test_the_split_over_threads_changes_no_number():
+    x, gate, y = _layer(b=5, g=6, seed=3)
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2, 4):
+            torch.set_num_threads(n)
+            results.append(kernels.layer_pass(x, y, gate, keep_squares=True))
+    finally:
+        torch.set_num_threads(threads)
+    for other in results[1:]:
+        for field in ("cells", "sums", "best", "where"):
+            np.testing.assert_array_equal(getattr(other, field), getattr(results[0], field))
+        assert torch.equal(other.squares, results[0].squares)
+
+
+def test_a_nan_is_the_maximum_as_in_numpy():
+    x, gate, y = _layer(b=1, c=8, g=2, h=4, w=4)
+    x[0, 5, 2, 3] = float("nan")  # group 1, position 2 * 4 + 3
+    done = kernels.layer_pass(x, x * 0 + y, gate)
+    assert done.where[0, 1] == 11 and np.isnan(done.best[0, 1])
+    assert done.where[0, 0] == int((gate[0, 0].square() * kernels.group_sums(x, 2)[1][0, 0]).argmax())
+
+
+def _sge_net():
+    torch.manual_seed(0)
+    module = SpatialGroupEnhance(4).eval()
+    with torch.no_grad():
+        module.weight.copy_(torch.randn(1, 4, 1, 1))
+        module.bias.copy_(torch.randn(1, 4, 1, 1))
+    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), module).eval()
+
+
+def test_the_recorder_takes_the_same_numbers_in_its_hook():
+    net = _sge_net()
+    x = torch.randn(2, 3, 12, 10)
+    with torch.inference_mode():
+        with GateRecorder(net, keep_on_device=True, output_sums=False) as plain:
+            net(x)
+        with GateRecorder(net, keep_on_device=True, reduce_in_hook=True, keep_squares=True) as fused:
+            net(x)
+    got, want = fused.captures["1"], plain.captures["1"]
+    assert got.reduced is not None and got.before is None and want.reduced is None
+    assert torch.equal(got.gate, want.gate) and torch.equal(got.before_sq, want.before_sq)
+    hist, sums, best, where = _reduce_cpu(want)
+    assert torch.equal(_bins(torch.from_numpy(got.reduced.cells)), hist)
+    np.testing.assert_array_equal(got.reduced.where, where.numpy())
+    np.testing.assert_allclose(got.reduced.sums, sums.numpy(), rtol=1e-12)
+
+
+def test_the_hook_pass_refuses_what_is_not_a_gate():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), NotAGate(4)).eval()  # an extra residual
+    with torch.inference_mode(), GateRecorder(net, reduce_in_hook=True) as rec:
+        net(torch.randn(2, 3, 12, 10))
+    assert rec.captures == {} and rec.skipped == {"1": GATE_MISFIT}
