@@ -1,7 +1,7 @@
 """The numba loops behind ``kernels`` (imported on first use: importing numba takes a moment).
 
-Every loop works on rows r0..r1 of (image, group) pairs, row r = b * G + g, and writes only its own rows
-and its own counting cells, so threads can run disjoint ranges at once. Arrays: x, y (B, C, HW) float32,
+Every loop works on rows r0..r1 of (image, group) pairs, row r = b * G + g, and writes only those rows
+(and the counting cells and checks it is given). Arrays: x, y (B, C, HW) float32,
 gate (B, G, HW) float32, per = C / G channels per group.
 """
 import numpy as np

@@ -3,8 +3,9 @@
 On a CPU, torch reduces a (B, C, H, W) activation one operation at a time, each a pass over memory: the
 group sums, the gate check and dissect's reductions took ~65 ms per batch of 8 on SGE-ResNet50 (2 cores),
 a tenth of the forward. Here each group's C/G channel planes are read once and everything is taken from
-them in the cache; the rows (image, group) are split over torch's thread count (the forward is paused
-while a hook runs, so its cores are free).
+them in the cache, in the calling thread. (Split over 2 threads the pass takes half the time on stored
+tensors, but none less inside a forward: torch's OpenMP threads spin for 6-9 ms after each of their
+parallel regions, so the second core is taken while a hook runs.)
 
 Arithmetic: S1 = x_0 + x_1 + ... and S2 = x_0*x_0 + x_1*x_1 + ... in float32, in channel order, with no
 fused multiply-add, so ``group_sums`` and ``layer_pass`` give bit-identical S2 (analyze's lengths and
@@ -15,8 +16,6 @@ The loops compile on first use (a few seconds) and are cached next to this file 
 """
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -56,7 +55,7 @@ def group_sums(x: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor
     b, c, h, w = x.shape
     flat = np.ascontiguousarray(x.detach().numpy()).reshape(b, c, h * w)
     s1, s2 = np.empty((2, b * groups, h * w), np.float32)
-    _split(_loops().sums_rows, b * groups, flat, c // groups, s1, s2)
+    _loops().sums_rows(flat, c // groups, s1, s2, 0, b * groups)
     return torch.from_numpy(s1).reshape(b, groups, h, w), torch.from_numpy(s2).reshape(b, groups, h, w)
 
 
@@ -70,48 +69,13 @@ def layer_pass(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor, keep_square
     gs = np.ascontiguousarray(gate.detach().float().numpy()).reshape(b, g, size)
     squares = np.empty((rows, size), np.float32) if keep_squares else np.empty((0, size), np.float32)
     sums, best, where = np.empty((6, rows)), np.empty(rows, np.int32), np.empty(rows, np.int64)
-    parts = _parts(rows)
-    cells = np.zeros((len(parts), 2, CELLS), np.int64)
-    checks = np.zeros((len(parts), 2), np.int32)
-    loops = _loops()
-
-    def run(i: int, r0: int, r1: int) -> None:
-        loops.layer_rows(xs, ys, gs, c // g, r0, r1, np.empty((3, size), np.float32), squares, cells[i], sums,
-                         best, where, checks[i])
-
-    _run_parts(run, parts)
-    error, scale = checks.max(axis=0).view(np.float32)
-    return LayerPass(cells.sum(axis=0), sums.reshape(6, b, g), best.view(np.float32).reshape(b, g),
+    cells, checks = np.zeros((2, CELLS), np.int64), np.zeros(2, np.int32)
+    _loops().layer_rows(xs, ys, gs, c // g, 0, rows, np.empty((3, size), np.float32), squares, cells, sums, best,
+                        where, checks)
+    error, scale = checks.view(np.float32)
+    return LayerPass(cells, sums.reshape(6, b, g), best.view(np.float32).reshape(b, g),
                      where.reshape(b, g), torch.from_numpy(squares).reshape(b, g, h, w) if keep_squares else None,
                      float(error), float(scale))
-
-
-def _parts(rows: int) -> list[tuple[int, int]]:
-    """Row ranges, one per thread (torch's thread count), none empty."""
-    count = max(1, min(torch.get_num_threads(), rows))
-    bounds = np.linspace(0, rows, count + 1).astype(int)
-    return [(int(a), int(z)) for a, z in zip(bounds[:-1], bounds[1:]) if z > a]
-
-
-def _split(kernel, rows: int, *args) -> None:
-    _run_parts(lambda i, r0, r1: kernel(*args, r0, r1), _parts(rows))
-
-
-def _run_parts(run, parts: list[tuple[int, int]]) -> None:
-    """Run ``run(i, r0, r1)`` for every part, the last in this thread. The loops release the GIL, and
-    every buffer is allocated here beforehand, so the pool's threads allocate nothing of size."""
-    if len(parts) == 1:
-        run(0, *parts[0])
-        return
-    futures = [_pool().submit(run, i, *part) for i, part in enumerate(parts[:-1])]
-    run(len(parts) - 1, *parts[-1])
-    for future in futures:
-        future.result()
-
-
-@lru_cache(maxsize=1)
-def _pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 1) - 1), thread_name_prefix="sge-viz-pass")
 
 
 @lru_cache(maxsize=1)

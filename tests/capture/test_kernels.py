@@ -56,22 +56,6 @@ def test_the_pass_equals_the_reduction_of_the_maps():
     assert kernels.layer_pass(x, y, gate).squares is None
 
 
-def test_the_split_over_threads_changes_no_number():
-    x, gate, y = _layer(b=5, g=6, seed=3)
-    threads = torch.get_num_threads()
-    try:
-        results = []
-        for n in (1, 2, 4):
-            torch.set_num_threads(n)
-            results.append(kernels.layer_pass(x, y, gate, keep_squares=True))
-    finally:
-        torch.set_num_threads(threads)
-    for other in results[1:]:
-        for field in ("cells", "sums", "best", "where"):
-            np.testing.assert_array_equal(getattr(other, field), getattr(results[0], field))
-        assert torch.equal(other.squares, results[0].squares)
-
-
 def test_a_nan_is_the_maximum_as_in_numpy():
     x, gate, y = _layer(b=1, c=8, g=2, h=4, w=4)
     x[0, 5, 2, 3] = float("nan")  # group 1, position 2 * 4 + 3
