@@ -23,7 +23,9 @@ everything moves to the CPU as float32 once, when the ``with`` block closes
 (one device sync instead of one per layer on a GPU). Since y = x * a with a
 constant over each group's channels (checked), the output's group sums are the
 gate times the input's, and its squared vector lengths the gate squared times
-the input's, so only the input is reduced.
+the input's, so only the input is reduced. On a CPU in float32 the group sums come from one compiled pass
+(``kernels``); with ``reduce_in_hook=True`` (dissect) that pass also checks the gate and takes every
+reduction dissect needs inside the hook, while the input is in the cache, so no map but the gate is kept.
 """
 from __future__ import annotations
 

@@ -223,7 +223,7 @@ def fig2_picture(layer: str, groups: dict[int, dict[int, tuple]], k: int,
                  rejected: set[str] | frozenset[str] = frozenset()) -> np.ndarray:
     """Fig. 2: per group two rows (before / after SGE) of its top images' vector-length maps, one colour
     scale per group, each column named by its image; images in ``rejected`` (out of domain) framed in
-    red and named "OOD ..."; (H, W, 3) uint8.
+    red and named "OOD: ..."; (H, W, 3) uint8.
 
     ``groups``: {group: {rank: (image name, view (P, P, 3) uint8, before (h, w), after (h, w))}}."""
     rows, marked = [], False
@@ -240,7 +240,7 @@ def fig2_picture(layer: str, groups: dict[int, dict[int, tuple]], k: int,
                 view = _overlay_fitted(p[1], np.asarray(p[index], np.float32), vmin=lo, vmax=hi)
                 if p[0] in rejected:
                     view, marked = mark_out_of_domain(view), True
-                tiles.append(_label(view, p[0], "OOD " if p[0] in rejected else "") if index == 2 else view)
+                tiles.append(_label(view, p[0], "OOD: " if p[0] in rejected else "") if index == 2 else view)
             rows.append(viz.caption(_tile_row(tiles, FIG2_PANEL), f"group {g}, {label} SGE "
                                     f"(colour scale {lo:.3g} .. {hi:.3g})", size=11))
     if not rows:
