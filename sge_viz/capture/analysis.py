@@ -160,7 +160,9 @@ def analyze_views(loaded: LoadedModel, views: list[np.ndarray], activations: boo
                 for key in ("before", "after", "before_sq", "after_sq"))
             layers.append(LayerGates(name, gate, before, after, np.sqrt(before_sq), np.sqrt(after_sq)))
         predictions = top_k(probs[i], loaded.config) if probs is not None else []
-        notes = list(getattr(loaded, "notes", [])) + [f"{name}: {why}" for name, why in recorder.skipped.items()]
+        built = getattr(loaded, "notes_with_layout", None)  # how the network was built, then the model's notes
+        notes = list(getattr(loaded, "notes", []) if built is None else built)
+        notes += [f"{name}: {why}" for name, why in recorder.skipped.items()]
         results.append(Analysis(view, predictions, layers, loaded.name, ood=verdicts[i], notes=notes))
     return results
 

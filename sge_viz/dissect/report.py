@@ -41,7 +41,8 @@ MARK = (220, 20, 20)  # frame of an out-of-domain image's tiles
 def model_info(loaded: LoadedModel) -> dict:
     """The model block of summary.json."""
     return {"name": loaded.name, "arch": loaded.config.arch, "source": loaded.source, "device": loaded.device_label,
-            "input_size": loaded.config.input_size, "resize_size": loaded.config.resize_size}
+            "input_size": loaded.config.input_size, "resize_size": loaded.config.resize_size,
+            "notes": list(loaded.notes_with_layout)}  # how the network was built: read with every number
 
 
 def figure_groups(summary: dict, layer: str, count: int = FIG2_GROUPS) -> list[int]:
@@ -314,7 +315,7 @@ STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1f2328;
 line-height:1.45}
 header{background:#1f2a44;color:#fff;padding:1.2em 2em}header h1{margin:0 0 .3em;font-size:1.6em}
-header p{margin:.2em 0;color:#d0d7e6}header a{color:#9cc3ff}
+header p{margin:.2em 0;color:#d0d7e6}header a{color:#9cc3ff}header p.note{color:#ffd98a;font-size:.95em}
 main{max-width:1280px;margin:0 auto;padding:1em 2em 3em}
 section,details.layer{background:#fff;border:1px solid #dfe3ea;border-radius:8px;padding:.8em 1.2em;margin:1em 0}
 h2{font-size:1.25em;margin:.3em 0 .6em}
@@ -356,7 +357,8 @@ def index_html(summary: dict, figures: dict, pictures: bool) -> str:
         f"<header><h1>SGE dissection: {summary['images']} images</h1>",
         f"<p>Model: {e(str(summary['model'].get('name')))} · top-{summary['top_k']} images per group · "
         f"{len(summary['skipped'])} inputs skipped · every number in <a href='summary.json'>summary.json</a></p>"
-        "</header><main>",
+        + "".join(f"<p class='note'><b>Note:</b> {e(note)}</p>" for note in summary["model"].get("notes", []))
+        + "</header><main>",
     ]
     if ood["detector"] is None:
         parts.append("<section><h2>Out-of-domain verdict</h2><p>This model carries no out-of-domain detector "

@@ -63,7 +63,15 @@ def test_same_keys_other_forward_is_never_silent(capsys, tmp_path, post_add, ima
                          "--device", "cpu")
     assert code == 0 and "Built-in layout" in err and "--model-def" in err
     stats = json.loads((tmp_path / "by_keys/photo/stats.json").read_text())
-    assert any("Built-in layout" in note for note in stats["notes"]) or "Built-in layout" in err
+    assert any("Built-in layout" in note for note in stats["notes"])  # where the numbers are read, too
+    # And in an image set's summary and report.
+    folder = image_set(tmp_path, image_file, 2, 20)
+    code, out, err = run(capsys, "dissect", folder, "--checkpoint", path, "--out", tmp_path / "set_by_keys",
+                         "--device", "cpu", "--no-pictures")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "set_by_keys/summary.json").read_text())
+    assert any("Built-in layout" in note and "--model-def" in note for note in summary["model"]["notes"])
+    assert "Built-in layout" in (tmp_path / "set_by_keys/index.html").read_text()
     # With its code: the network's own gates, equal to its sigmoid outputs.
     code, out, err = run(capsys, "analyze", image_file, "--model-def", f"{VARIANTS}:post_add_resnet18",
                          "--checkpoint", path, "--out", tmp_path / "own", "--device", "cpu")
