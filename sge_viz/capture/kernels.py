@@ -53,6 +53,8 @@ class LayerPass:
 def group_sums(x: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
     """S1 and S2 over each group's channels of float32 CPU ``x`` (B, C, H, W): each (B, G, H, W) float32."""
     b, c, h, w = x.shape
+    if c % groups:
+        raise ValueError(f"{c} channels do not split into {groups} groups")
     flat = np.ascontiguousarray(x.detach().numpy()).reshape(b, c, h * w)
     s1, s2 = np.empty((2, b * groups, h * w), np.float32)
     _loops().sums_rows(flat, c // groups, s1, s2, 0, b * groups)
