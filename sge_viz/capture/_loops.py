@@ -90,27 +90,24 @@ def sums_rows(x, per, s1, s2, r0, r1):
 
 
 @njit(**_OPTIONS)
-def layer_rows(x, y, gate, per, r0, r1, scratch, squares, cells, sums, best, where, checks):
-    """Rows r0..r1 of ``kernels.layer_pass``: ``scratch`` (3, HW) float32; ``squares`` (rows, HW) to keep
-    S2 in, or (0, HW); ``cells`` (2, 2^15) int64; ``sums`` (6, rows) float64; ``best`` (rows,) int32 bit
-    patterns of the largest gate^2 * S2, ``where`` (rows,) int64 its first position; ``checks`` (2,) int32
-    bit patterns of the largest |y - x * gate| and |x| over the first channel of each group (running)."""
+def gate_rows(first, y, gate, per, r0, r1, scratch, s1, s2, cells, sums, best, where, checks):
+    """Rows r0..r1 of ``kernels.layer_pass`` from S1 and S2 (rows, HW) taken already: ``first`` (B, G, HW)
+    the first channel of every group of x; ``scratch`` (2, HW) float32; ``cells`` (2, 2^15) int64; ``sums``
+    (6, rows) float64; ``best`` (rows,) int32 bit patterns of the largest gate^2 * S2, ``where`` (rows,)
+    int64 its first position; ``checks`` (2,) int32 bit patterns of the largest |y - x * gate| and |x| over
+    the first channel of each group (running)."""
     groups = gate.shape[1]
-    s1, diff, after_sq = scratch[0], scratch[1], scratch[2]
-    keep = squares.shape[0] > 0
+    diff, after_sq = scratch[0], scratch[1]
     for r in range(r0, r1):
         b = r // groups
         g = r - b * groups
-        c0 = g * per
-        row_gate, first, out = gate[b, g], x[b, c0], y[b, c0]
+        row_gate, x0, out = gate[b, g], first[b, g], y[b, g * per]
         for p in range(diff.size):
-            diff[p] = abs(out[p] - first[p] * row_gate[p])
+            diff[p] = abs(out[p] - x0[p] * row_gate[p])
         checks[0] = max(checks[0], _max_bits(diff))
-        checks[1] = max(checks[1], _max_abs_bits(first))
-        s2 = squares[r] if keep else scratch[1]  # diff is read: its buffer holds S2 now
-        _sum_row(x, b, c0, per, s1, s2)
-        _moments_row(row_gate, s1, s2, after_sq, sums, r)
-        _count(s2, cells[0])
+        checks[1] = max(checks[1], _max_abs_bits(x0))
+        _moments_row(row_gate, s1[r], s2[r], after_sq, sums, r)
+        _count(s2[r], cells[0])
         _count(after_sq, cells[1])
         top = _max_abs_bits(after_sq)  # >= 0, so the sign bit is set only on a NaN: NaN comes first, as in numpy
         keys = after_sq.view(np.int32)

@@ -1,9 +1,11 @@
-"""Compiled CPU loops (numba) over an SGE layer's activations, run inside the hook while they are in the cache.
+"""Compiled CPU loops (numba) over an SGE layer's activations, run inside the recorder's hooks.
 
 On a CPU, torch reduces a (B, C, H, W) activation one operation at a time, each a pass over memory: the
 group sums, the gate check and dissect's reductions took ~65 ms per batch of 8 on SGE-ResNet50 (2 cores),
-a tenth of the forward. Here each group's C/G channel planes are read once and everything is taken from
-them in the cache, in the calling thread. (Split over 2 threads the pass takes half the time on stored
+a tenth of the forward. Here each group's C/G channel planes are read once (``group_sums``, which the
+recorder runs as the SGE call begins, while the layer before has just written its input into the cache)
+and the rest is taken from the group sums, the gate and each group's first channel (``layer_pass``), in
+the calling thread. (Split over 2 threads the pass takes half the time on stored
 tensors, but none less inside a forward: torch's OpenMP threads spin for 6-9 ms after each of their
 parallel regions, so the second core is taken while a hook runs.)
 
@@ -61,23 +63,28 @@ def group_sums(x: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor
     return torch.from_numpy(s1).reshape(b, groups, h, w), torch.from_numpy(s2).reshape(b, groups, h, w)
 
 
-def layer_pass(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor, keep_squares: bool = False) -> LayerPass:
+def layer_pass(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor, keep_squares: bool = False,
+               sums: tuple[torch.Tensor, torch.Tensor] | None = None) -> LayerPass:
     """One pass over an SGE call's input ``x`` and output ``y`` (B, C, H, W) float32 CPU and its ``gate``
-    (B, G, H, W): see ``LayerPass``. ``keep_squares`` also returns S2 (the maps a picture draws)."""
+    (B, G, H, W): see ``LayerPass``. ``keep_squares`` also returns S2 (the maps a picture draws).
+    ``sums``: S1 and S2 of ``x`` as ``group_sums`` gives them, when taken already (before the call, while
+    ``x`` was in the cache); else they are taken here."""
     b, c, h, w = x.shape
     g, size = gate.shape[1], h * w
     rows = b * g
-    xs, ys = (np.ascontiguousarray(t.detach().numpy()).reshape(b, c, size) for t in (x, y))
+    if sums is None:
+        sums = group_sums(x, g)
+    s1, s2 = (t.numpy().reshape(rows, size) for t in sums)
+    ys = np.ascontiguousarray(y.detach().numpy()).reshape(b, c, size)
+    first = x.detach()[:, ::c // g].numpy()  # the first channel of every group (B, G, H, W), a view
     gs = np.ascontiguousarray(gate.detach().float().numpy()).reshape(b, g, size)
-    squares = np.empty((rows, size), np.float32) if keep_squares else np.empty((0, size), np.float32)
-    sums, best, where = np.empty((6, rows)), np.empty(rows, np.int32), np.empty(rows, np.int64)
+    totals, best, where = np.empty((6, rows)), np.empty(rows, np.int32), np.empty(rows, np.int64)
     cells, checks = np.zeros((2, CELLS), np.int64), np.zeros(2, np.int32)
-    _loops().layer_rows(xs, ys, gs, c // g, 0, rows, np.empty((3, size), np.float32), squares, cells, sums, best,
-                        where, checks)
+    _loops().gate_rows(np.ascontiguousarray(first).reshape(b, g, size), ys, gs, c // g, 0, rows,
+                       np.empty((2, size), np.float32), s1, s2, cells, totals, best, where, checks)
     error, scale = checks.view(np.float32)
-    return LayerPass(cells, sums.reshape(6, b, g), best.view(np.float32).reshape(b, g),
-                     where.reshape(b, g), torch.from_numpy(squares).reshape(b, g, h, w) if keep_squares else None,
-                     float(error), float(scale))
+    return LayerPass(cells, totals.reshape(6, b, g), best.view(np.float32).reshape(b, g), where.reshape(b, g),
+                     sums[1] if keep_squares else None, float(error), float(scale))
 
 
 @lru_cache(maxsize=1)

@@ -8,9 +8,10 @@ population variance = E[x^2] - mean^2 (in float64); the vector length at p is sq
 root is taken per position: the length histograms bin S2 on the squared edges (summary.SQUARED_EDGES)
 and a score is the float32 square root of a maximum of S2.
 
-On a CPU (float32) the recorder takes every reduction inside its hook, in one compiled pass over each
-layer's input while it is in the cache (``capture.kernels.layer_pass``: group sums, gate check, spatial
-sums, maxima, histogram cells), so no map is kept but the gates (and S2 for pictures). Otherwise the
+On a CPU (float32) the recorder takes every reduction inside its hooks with compiled loops
+(``capture.kernels``): the group sums as each SGE call begins, while its input is in the cache; the gate
+check, spatial sums, maxima and histogram cells at its end, so no map is kept but the gates (and S2 for
+pictures). Otherwise the
 recorder keeps its maps on the model's device (``keep_on_device=True``) and every reduction runs there:
 on a GPU batched over the layers where shapes allow, on a CPU (a run that may still leave images out
 after the forward, or half precision) one pass per layer over cached chunks (``_reduce_cpu``); only the reduced

@@ -4,13 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from own_models.variants import NotAGate
+from own_models import variants as v
 from torch import nn
 
 from sge_viz.capture import kernels
 from sge_viz.capture.recorder import GATE_MISFIT, GateRecorder, LayerCapture
 from sge_viz.dissect.reduce import _bins, _reduce_cpu
-from sge_viz.models.sge import SpatialGroupEnhance
+from sge_viz.models.sge import SpatialGroupEnhance, sge_groups
 
 
 def _layer(b=3, c=24, g=6, h=7, w=9, seed=0):
@@ -64,35 +64,43 @@ def test_a_nan_is_the_maximum_as_in_numpy():
     assert done.where[0, 0] == int((gate[0, 0].square() * kernels.group_sums(x, 2)[1][0, 0]).argmax())
 
 
-def _sge_net():
+@pytest.mark.parametrize("form", [SpatialGroupEnhance, v.BlogSGE, v.RenamedSigmoidSGE, v.FunctionalSGE,
+                                  v.SigChildButFunctionalSGE])
+def test_the_recorder_takes_the_same_numbers_in_its_hooks(form, monkeypatch):
+    """Group sums taken as each call begins (where the group count is known), the rest at its end: the
+    same numbers as the maps captured at the end and reduced afterwards, for every SGE form of the corpus."""
     torch.manual_seed(0)
-    module = SpatialGroupEnhance(4).eval()
-    with torch.no_grad():
-        module.weight.copy_(torch.randn(1, 4, 1, 1))
-        module.bias.copy_(torch.randn(1, 4, 1, 1))
-    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), module).eval()
-
-
-def test_the_recorder_takes_the_same_numbers_in_its_hook():
-    net = _sge_net()
+    net = v.ConvNet(form).eval()
     x = torch.randn(2, 3, 12, 10)
+    early = []
+    real = kernels.layer_pass
+
+    def spy(*args, sums=None, **kwargs):
+        early.append(sums is not None)
+        return real(*args, sums=sums, **kwargs)
+
+    monkeypatch.setattr(kernels, "layer_pass", spy)
     with torch.inference_mode():
         with GateRecorder(net, keep_on_device=True, output_sums=False) as plain:
             net(x)
         with GateRecorder(net, keep_on_device=True, reduce_in_hook=True, keep_squares=True) as fused:
             net(x)
-    got, want = fused.captures["1"], plain.captures["1"]
-    assert got.reduced is not None and got.before is None and want.reduced is None
-    assert torch.equal(got.gate, want.gate) and torch.equal(got.before_sq, want.before_sq)
-    hist, sums, best, where = _reduce_cpu(want)
-    assert torch.equal(_bins(torch.from_numpy(got.reduced.cells)), hist)
-    np.testing.assert_array_equal(got.reduced.where, where.numpy())
-    np.testing.assert_allclose(got.reduced.sums, sums.numpy(), rtol=1e-12)
+    assert list(fused.captures) == list(plain.captures) == ["block1.2", "block2.2"] and not fused.skipped
+    assert early == [sge_groups(net.block1[2]) is not None] * 2
+    for name, want in plain.captures.items():
+        got = fused.captures[name]
+        assert got.reduced is not None and got.before is None and want.reduced is None
+        assert torch.equal(got.gate, want.gate) and torch.equal(got.before_sq, want.before_sq)
+        hist, sums, best, where = _reduce_cpu(want)
+        assert torch.equal(_bins(torch.from_numpy(got.reduced.cells)), hist)
+        np.testing.assert_array_equal(got.reduced.best, best.numpy())
+        np.testing.assert_array_equal(got.reduced.where, where.numpy())
+        np.testing.assert_allclose(got.reduced.sums, sums.numpy(), rtol=1e-12)
 
 
 def test_the_hook_pass_refuses_what_is_not_a_gate():
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), NotAGate(4)).eval()  # an extra residual
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), v.NotAGate(4)).eval()  # an extra residual
     with torch.inference_mode(), GateRecorder(net, reduce_in_hook=True) as rec:
         net(torch.randn(2, 3, 12, 10))
     assert rec.captures == {} and rec.skipped == {"1": GATE_MISFIT}
