@@ -90,18 +90,17 @@ def sums_rows(x, per, s1, s2, r0, r1):
 
 
 @njit(**_OPTIONS)
-def gate_rows(first, y, gate, per, r0, r1, scratch, s1, s2, cells, sums, best, where, checks):
-    """Rows r0..r1 of ``kernels.layer_pass`` from S1 and S2 (rows, HW) taken already: ``first`` (B, G, HW)
-    the first channel of every group of x; ``scratch`` (2, HW) float32; ``cells`` (2, 2^15) int64; ``sums``
-    (6, rows) float64; ``best`` (rows,) int32 bit patterns of the largest gate^2 * S2, ``where`` (rows,)
-    int64 its first position; ``checks`` (2,) int32 bit patterns of the largest |y - x * gate| and |x| over
-    the first channel of each group (running)."""
+def gate_rows(x, y, gate, per, r0, r1, scratch, s1, s2, cells, sums, best, where, checks):
+    """Rows r0..r1 of ``kernels.layer_pass`` from S1 and S2 (rows, HW) taken already: ``scratch`` (2, HW)
+    float32; ``cells`` (2, 2^15) int64; ``sums`` (6, rows) float64; ``best`` (rows,) int32 bit patterns of
+    the largest gate^2 * S2, ``where`` (rows,) int64 its first position; ``checks`` (2,) int32 bit
+    patterns of the largest |y - x * gate| and |x| over the first channel of each group (running)."""
     groups = gate.shape[1]
     diff, after_sq = scratch[0], scratch[1]
     for r in range(r0, r1):
         b = r // groups
         g = r - b * groups
-        row_gate, x0, out = gate[b, g], first[b, g], y[b, g * per]
+        row_gate, x0, out = gate[b, g], x[b, g * per], y[b, g * per]
         for p in range(diff.size):
             diff[p] = abs(out[p] - x0[p] * row_gate[p])
         checks[0] = max(checks[0], _max_bits(diff))

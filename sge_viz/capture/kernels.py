@@ -18,6 +18,7 @@ The loops compile on first use (a few seconds) and are cached next to this file 
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -52,15 +53,41 @@ class LayerPass:
     scale: float
 
 
-def group_sums(x: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """S1 and S2 over each group's channels of float32 CPU ``x`` (B, C, H, W): each (B, G, H, W) float32."""
+def group_sums(x: torch.Tensor, groups: int, out: tuple[np.ndarray, np.ndarray] | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """S1 and S2 over each group's channels of float32 CPU ``x`` (B, C, H, W): each (B, G, H, W) float32,
+    written into ``out`` (two float32 arrays of that size, e.g. from ``scratch``) when given."""
     b, c, h, w = x.shape
     if c % groups:
         raise ValueError(f"{c} channels do not split into {groups} groups")
     flat = np.ascontiguousarray(x.detach().numpy()).reshape(b, c, h * w)
-    s1, s2 = np.empty((2, b * groups, h * w), np.float32)
+    s1, s2 = out if out is not None else np.empty((2, b * groups, h * w), np.float32)
+    s1, s2 = s1.reshape(b * groups, h * w), s2.reshape(b * groups, h * w)
     _loops().sums_rows(flat, c // groups, s1, s2, 0, b * groups)
     return torch.from_numpy(s1).reshape(b, groups, h, w), torch.from_numpy(s2).reshape(b, groups, h, w)
+
+
+def scratch(name: str, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
+    """An array of ``shape`` that this thread reuses for ``name``: valid until its next request. Fresh arrays
+    of tens of MB per layer cost page faults on every call (~30k per batch of 8 on SGE-ResNet50, a few ms per
+    thousand)."""
+    arrays = getattr(_reused, "arrays", None)
+    if arrays is None or len(arrays) > 16:  # a few shapes per model; new sizes start afresh
+        arrays = _reused.arrays = {}
+    key = (name, shape, np.dtype(dtype).str)
+    if key not in arrays:
+        arrays[key] = np.empty(shape, dtype)
+    return arrays[key]
+
+
+_reused = threading.local()
+
+
+def sums_out(rows: int, size: int, keep_squares: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Arrays (rows, size) for S1 and S2 that one SGE call consumes: reused ones (``scratch``), except a fresh
+    S2 where it is kept beyond the call (``keep_squares``)."""
+    s2 = np.empty((rows, size), np.float32) if keep_squares else scratch("s2", (rows, size))
+    return scratch("s1", (rows, size)), s2
 
 
 def layer_pass(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor, keep_squares: bool = False,
@@ -73,18 +100,18 @@ def layer_pass(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor, keep_square
     g, size = gate.shape[1], h * w
     rows = b * g
     if sums is None:
-        sums = group_sums(x, g)
+        sums = group_sums(x, g, out=sums_out(rows, size, keep_squares))
     s1, s2 = (t.numpy().reshape(rows, size) for t in sums)
-    ys = np.ascontiguousarray(y.detach().numpy()).reshape(b, c, size)
-    first = x.detach()[:, ::c // g].numpy()  # the first channel of every group (B, G, H, W), a view
+    xs, ys = (np.ascontiguousarray(t.detach().numpy()).reshape(b, c, size) for t in (x, y))
     gs = np.ascontiguousarray(gate.detach().float().numpy()).reshape(b, g, size)
     totals, best, where = np.empty((6, rows)), np.empty(rows, np.int32), np.empty(rows, np.int64)
-    cells, checks = np.zeros((2, CELLS), np.int64), np.zeros(2, np.int32)
-    _loops().gate_rows(np.ascontiguousarray(first).reshape(b, g, size), ys, gs, c // g, 0, rows,
-                       np.empty((2, size), np.float32), s1, s2, cells, totals, best, where, checks)
+    cells, checks = scratch("cells", (2, CELLS), np.int64), np.zeros(2, np.int32)
+    cells.fill(0)
+    _loops().gate_rows(xs, ys, gs, c // g, 0, rows, scratch("rows", (2, size)), s1, s2, cells, totals, best,
+                       where, checks)
     error, scale = checks.view(np.float32)
-    return LayerPass(cells, totals.reshape(6, b, g), best.view(np.float32).reshape(b, g), where.reshape(b, g),
-                     sums[1] if keep_squares else None, float(error), float(scale))
+    return LayerPass(cells.copy(), totals.reshape(6, b, g), best.view(np.float32).reshape(b, g),
+                     where.reshape(b, g), sums[1] if keep_squares else None, float(error), float(scale))
 
 
 @lru_cache(maxsize=1)
