@@ -220,6 +220,7 @@ class GateRecorder(HookScope):
         self.captures: dict[str, LayerCapture] = {}
         self.skipped: dict[str, str] = {}
         self._calls: dict[str, int] = {}
+        self._open_sums = 0  # SGE calls whose group sums were taken as they began and are not yet done
         super().__init__()
 
     @property
@@ -229,7 +230,7 @@ class GateRecorder(HookScope):
         return list(self.captures) if self.captures else [name for name, _ in self.layers]
 
     def _register(self) -> None:
-        self.captures, self.skipped, self._calls = {}, {}, {}
+        self.captures, self.skipped, self._calls, self._open_sums = {}, {}, {}, 0
         self._keep(self.model.register_forward_pre_hook(self._new_forward))
         for name, module in self.layers:
             call = _Call()
@@ -281,8 +282,11 @@ class GateRecorder(HookScope):
                     # Taken now, while the layer before has just written x and it is still in the cache: read
                     # at the call's end, after SGE has written its output, it comes from memory (1.107x vs
                     # 1.038x the bare forward per batch of 8 on SGE-ResNet50, 2 CPU cores, interleaved rounds).
-                    out = kernels.sums_out(x.shape[0] * groups, x.shape[2] * x.shape[3], self.keep_squares)
+                    # Reused arrays, unless another SGE call is still open around this one (nested modules).
+                    out = (None if self._open_sums else
+                           kernels.sums_out(x.shape[0] * groups, x.shape[2] * x.shape[3], self.keep_squares))
                     call.sums = kernels.group_sums(x, groups, out=out)
+                    self._open_sums += 1
                 if functional:  # no sigmoid child: catch torch.sigmoid calls made inside this call
                     call.tap = _SigmoidTap()
                     call.tap.__enter__()
@@ -298,6 +302,7 @@ class GateRecorder(HookScope):
                 call.tap.__exit__(None, None, None)
                 outputs, call.tap = call.tap.outputs, None
             call.outputs, sums, call.sums = [], call.sums, None
+            self._open_sums -= sums is not None
             if output is None:  # the forward raised: nothing to record
                 return
             count = self._calls[name] = self._calls.get(name, 0) + 1

@@ -104,3 +104,37 @@ def test_the_hook_pass_refuses_what_is_not_a_gate():
     with torch.inference_mode(), GateRecorder(net, reduce_in_hook=True) as rec:
         net(torch.randn(2, 3, 12, 10))
     assert rec.captures == {} and rec.skipped == {"1": GATE_MISFIT}
+
+
+class _Outer(nn.Module):
+    """An SGE-like module around another SGE module of the same shape, fed twice the input: y = x * gate."""
+
+    def __init__(self):
+        super().__init__()
+        self.groups, self.inner = 4, SpatialGroupEnhance(4)
+        self.weight = nn.Parameter(torch.randn(1, 4, 1, 1))
+        self.bias = nn.Parameter(torch.randn(1, 4, 1, 1))
+
+    def forward(self, x):
+        return self.inner(2 * x) / 2
+
+
+def test_nested_sge_calls_keep_their_own_group_sums():
+    """The inner call's sums (of 2x) must not overwrite the outer call's (of x) while it is open."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), _Outer()).eval()
+    with torch.no_grad():
+        net[1].inner.weight.copy_(torch.randn(1, 4, 1, 1))
+    x = torch.randn(2, 3, 12, 10)
+    with torch.inference_mode():
+        with GateRecorder(net, keep_on_device=True, output_sums=False, patterns=["1"]) as plain:
+            net(x)
+        with GateRecorder(net, keep_on_device=True, reduce_in_hook=True, patterns=["1"]) as fused:
+            net(x)
+    assert sorted(fused.captures) == sorted(plain.captures) == ["1", "1.inner"]
+    for name, want in plain.captures.items():
+        hist, sums, _, where = _reduce_cpu(want)
+        got = fused.captures[name].reduced
+        assert torch.equal(_bins(torch.from_numpy(got.cells)), hist), name
+        np.testing.assert_allclose(got.sums, sums.numpy(), rtol=1e-12)
+        np.testing.assert_array_equal(got.where, where.numpy())
