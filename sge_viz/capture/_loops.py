@@ -1,7 +1,6 @@
 """The numba loops behind ``kernels`` (imported on first use: importing numba takes a moment).
 
-Every loop works on rows r0..r1 of (image, group) pairs, row r = b * G + g, and writes only those rows
-(and the counting cells and checks it is given). Arrays: x, y (B, C, HW) float32,
+The loops work on rows of (image, group) pairs, row r = b * G + g. Arrays: x, y (B, C, HW) float32,
 gate (B, G, HW) float32, per = C / G channels per group.
 """
 import numpy as np
@@ -81,23 +80,23 @@ def _moments_row(gate, s1, s2, after_sq, sums, r):
 
 
 @njit(**_OPTIONS)
-def sums_rows(x, per, s1, s2, r0, r1):
-    """S1 and S2 (rows, HW) of rows r0..r1."""
+def sums_rows(x, per, s1, s2):
+    """S1 and S2 (rows, HW) of every row."""
     groups = x.shape[1] // per
-    for r in range(r0, r1):
+    for r in range(s1.shape[0]):
         b = r // groups
         _sum_row(x, b, (r - b * groups) * per, per, s1[r], s2[r])
 
 
 @njit(**_OPTIONS)
-def gate_rows(x, y, gate, per, r0, r1, scratch, s1, s2, cells, sums, best, where, checks):
-    """Rows r0..r1 of ``kernels.layer_pass`` from S1 and S2 (rows, HW) taken already: ``scratch`` (2, HW)
+def gate_rows(x, y, gate, per, scratch, s1, s2, cells, sums, best, where, checks):
+    """``kernels.layer_pass`` from S1 and S2 (rows, HW) taken already: ``scratch`` (2, HW)
     float32; ``cells`` (2, 2^15) int64; ``sums`` (6, rows) float64; ``best`` (rows,) int32 bit patterns of
     the largest gate^2 * S2, ``where`` (rows,) int64 its first position; ``checks`` (2,) int32 bit
-    patterns of the largest |y - x * gate| and |x| over the first channel of each group (running)."""
+    patterns of the largest |y - x * gate| and |x| over the first channel of each group."""
     groups = gate.shape[1]
     diff, after_sq = scratch[0], scratch[1]
-    for r in range(r0, r1):
+    for r in range(s1.shape[0]):
         b = r // groups
         g = r - b * groups
         row_gate, x0, out = gate[b, g], x[b, g * per], y[b, g * per]

@@ -63,7 +63,7 @@ def group_sums(x: torch.Tensor, groups: int, out: tuple[np.ndarray, np.ndarray] 
     flat = np.ascontiguousarray(x.detach().numpy()).reshape(b, c, h * w)
     s1, s2 = out if out is not None else np.empty((2, b * groups, h * w), np.float32)
     s1, s2 = s1.reshape(b * groups, h * w), s2.reshape(b * groups, h * w)
-    _loops().sums_rows(flat, c // groups, s1, s2, 0, b * groups)
+    _loops().sums_rows(flat, c // groups, s1, s2)
     return torch.from_numpy(s1).reshape(b, groups, h, w), torch.from_numpy(s2).reshape(b, groups, h, w)
 
 
@@ -105,12 +105,10 @@ def layer_pass(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor, keep_square
     xs, ys = (np.ascontiguousarray(t.detach().numpy()).reshape(b, c, size) for t in (x, y))
     gs = np.ascontiguousarray(gate.detach().float().numpy()).reshape(b, g, size)
     totals, best, where = np.empty((6, rows)), np.empty(rows, np.int32), np.empty(rows, np.int64)
-    cells, checks = scratch("cells", (2, CELLS), np.int64), np.zeros(2, np.int32)
-    cells.fill(0)
-    _loops().gate_rows(xs, ys, gs, c // g, 0, rows, scratch("rows", (2, size)), s1, s2, cells, totals, best,
-                       where, checks)
+    cells, checks = np.zeros((2, CELLS), np.int64), np.zeros(2, np.int32)
+    _loops().gate_rows(xs, ys, gs, c // g, scratch("rows", (2, size)), s1, s2, cells, totals, best, where, checks)
     error, scale = checks.view(np.float32)
-    return LayerPass(cells.copy(), totals.reshape(6, b, g), best.view(np.float32).reshape(b, g),
+    return LayerPass(cells, totals.reshape(6, b, g), best.view(np.float32).reshape(b, g),
                      where.reshape(b, g), sums[1] if keep_squares else None, float(error), float(scale))
 
 

@@ -239,10 +239,10 @@ class GateRecorder(HookScope):
             sig = module.sig if type(module) is SpatialGroupEnhance else None
             if sig is not None:
                 self._keep(sig.register_forward_hook(self._sigmoid_hook(call)))
+            groups = sge_groups(module)
             self._keep(module.register_forward_pre_hook(self._enter_hook(call, functional=sig is None,
-                                                                         groups=sge_groups(module))))
-            self._keep(module.register_forward_hook(self._exit_hook(name, sge_groups(module), call),
-                                                    always_call=True))
+                                                                         groups=groups)))
+            self._keep(module.register_forward_hook(self._exit_hook(name, groups, call), always_call=True))
 
     def _closed(self) -> None:
         self._to_cpu()
@@ -333,8 +333,6 @@ class GateRecorder(HookScope):
             self.skipped[key] = why
             self.captures.pop(key, None)
             return
-        if sums is not None and sums[0].shape[1] != gate.shape[1]:
-            sums = None
         done = kernels.layer_pass(x, y, gate, keep_squares=self.keep_squares, sums=sums)
         if not gate_fits(done.error, done.scale, x.dtype):
             self.skipped[key] = GATE_MISFIT

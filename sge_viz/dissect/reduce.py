@@ -253,7 +253,7 @@ class QueuedReduction:
         if _layer_by_layer(device):  # one pass per layer, in the cache (see _reduce_cpu)
             hists, sums, *maxima = zip(*(_reduce_cpu(c) if c.reduced is None else _taken_in_hook(c.reduced)
                                          for c in used))
-            hists, sums = torch.stack(hists).reshape(-1), [t.double() for t in sums]
+            hists = torch.stack(hists).reshape(-1)
             maxima = list(zip(*maxima))
         else:  # every layer's histograms in one bincount: the device is waited for once per batch
             after_sq = [c.after_sq if c.after_sq is not None else c.gate.float().square() * c.before_sq
