@@ -4,10 +4,13 @@ On a CPU, torch reduces a (B, C, H, W) activation one operation at a time, each 
 group sums, the gate check and dissect's reductions took ~65 ms per batch of 8 on SGE-ResNet50 (2 cores),
 a tenth of the forward. Here each group's C/G channel planes are read once (``group_sums``, which the
 recorder runs as the SGE call begins, while the layer before has just written its input into the cache)
-and the rest is taken from the group sums, the gate and each group's first channel (``layer_pass``), in
-the calling thread. (Split over 2 threads the pass takes half the time on stored
-tensors, but none less inside a forward: torch's OpenMP threads spin for 6-9 ms after each of their
-parallel regions, so the second core is taken while a hook runs.)
+and the rest is taken from the group sums, the gate and each group's first channel (``layer_pass``).
+
+Threads: both loops split their rows over torch's intra-op thread count. numba's OpenMP layer binds to the
+libgomp torch has loaded, so they run in torch's own thread team, whose threads are still spinning from
+the last convolution when a hook runs (a separate pool would wait 6-9 ms for them to stop). Where numba's
+layer is another one, and in a child forked after the pool started, they run in the calling thread.
+Every row is computed by one thread in one order, so the numbers do not depend on the split.
 
 Arithmetic: S1 = x_0 + x_1 + ... and S2 = x_0*x_0 + x_1*x_1 + ... in float32, in channel order, with no
 fused multiply-add, so ``group_sums`` and ``layer_pass`` give bit-identical S2 (analyze's lengths and
@@ -63,7 +66,12 @@ def group_sums(x: torch.Tensor, groups: int, out: tuple[np.ndarray, np.ndarray] 
     flat = np.ascontiguousarray(x.detach().numpy()).reshape(b, c, h * w)
     s1, s2 = out if out is not None else np.empty((2, b * groups, h * w), np.float32)
     s1, s2 = s1.reshape(b * groups, h * w), s2.reshape(b * groups, h * w)
-    _loops().sums_rows(flat, c // groups, s1, s2)
+    loops = _loops()
+    chunks = loops.threads(torch.get_num_threads())
+    if chunks > 1:
+        loops.sums_spans(flat, c // groups, s1, s2, chunks)
+    else:
+        loops.sums_span(flat, c // groups, s1, s2, 0, 1)
     return torch.from_numpy(s1).reshape(b, groups, h, w), torch.from_numpy(s2).reshape(b, groups, h, w)
 
 
@@ -105,10 +113,16 @@ def layer_pass(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor, keep_square
     xs, ys = (np.ascontiguousarray(t.detach().numpy()).reshape(b, c, size) for t in (x, y))
     gs = np.ascontiguousarray(gate.detach().float().numpy()).reshape(b, g, size)
     totals, best, where = np.empty((6, rows)), np.empty(rows, np.int32), np.empty(rows, np.int64)
-    cells, checks = np.zeros((2, CELLS), np.int64), np.zeros(2, np.int32)
-    _loops().gate_rows(xs, ys, gs, c // g, scratch("rows", (2, size)), s1, s2, cells, totals, best, where, checks)
-    error, scale = checks.view(np.float32)
-    return LayerPass(cells, totals.reshape(6, b, g), best.view(np.float32).reshape(b, g),
+    loops = _loops()
+    chunks = loops.threads(torch.get_num_threads())
+    cells, checks = np.zeros((chunks, 2, CELLS), np.int64), np.zeros((chunks, 2), np.int32)
+    args = (xs, ys, gs, c // g, scratch("rows", (chunks, 2, size)), s1, s2, cells, totals, best, where, checks)
+    if chunks > 1:
+        loops.gate_spans(*args)
+    else:
+        loops.gate_span(*args, 0)
+    error, scale = checks.max(axis=0).view(np.float32)
+    return LayerPass(cells.sum(axis=0), totals.reshape(6, b, g), best.view(np.float32).reshape(b, g),
                      where.reshape(b, g), sums[1] if keep_squares else None, float(error), float(scale))
 
 

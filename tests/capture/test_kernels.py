@@ -138,3 +138,49 @@ def test_nested_sge_calls_keep_their_own_group_sums():
         assert torch.equal(_bins(torch.from_numpy(got.cells)), hist), name
         np.testing.assert_allclose(got.sums, sums.numpy(), rtol=1e-12)
         np.testing.assert_array_equal(got.where, where.numpy())
+
+
+@pytest.mark.parametrize("chunks", [2, 3, 7])
+def test_a_pass_split_into_spans_equals_one_span(chunks):
+    """Every row's numbers do not depend on how the rows are split over threads (7 spans of 6 rows: one
+    empty); the parallel drivers run here whatever the thread count."""
+    loops = kernels._loops()
+    x, gate, y = _layer(b=2, c=12, g=3, h=5, w=7)
+    xs, ys, gs = (t.numpy().reshape(t.shape[0], t.shape[1], -1) for t in (x, y, gate))
+    results = []
+    for n in (1, chunks):
+        s1, s2 = np.empty((2, 6, 35), np.float32)
+        (loops.sums_spans if n > 1 else lambda *a: loops.sums_span(*a[:4], 0, 1))(xs, 4, s1, s2, n)
+        cells, checks = np.zeros((n, 2, kernels.CELLS), np.int64), np.zeros((n, 2), np.int32)
+        sums, best, where = np.empty((6, 6)), np.empty(6, np.int32), np.empty(6, np.int64)
+        args = (xs, ys, gs, 4, np.empty((n, 2, 35), np.float32), s1, s2, cells, sums, best, where, checks)
+        loops.gate_spans(*args) if n > 1 else loops.gate_span(*args, 0)
+        results.append((s1, s2, cells.sum(0), sums, best, where, checks.max(0)))
+    for one, split in zip(*results):
+        np.testing.assert_array_equal(one, split)
+
+
+def _in_child(queue):
+    x, gate, y = _layer(b=2, c=16, g=4, h=9, w=9, seed=3)
+    done = kernels.layer_pass(x, y, gate, keep_squares=True)
+    queue.put((done.squares.numpy(), done.cells, done.sums))
+
+
+def test_a_forked_child_runs_the_loops_in_its_own_thread():
+    """The parent has started the thread pool (GNU OpenMP's threads do not survive a fork, and numba ends a
+    child that uses them): the child's pass finishes and gives the parent's numbers."""
+    import multiprocessing
+
+    x, gate, y = _layer(b=2, c=16, g=4, h=9, w=9, seed=3)
+    with torch.inference_mode():
+        done = kernels.layer_pass(x, y, gate, keep_squares=True)
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_in_child, args=(queue,))
+    child.start()
+    squares, cells, sums = queue.get(timeout=30)
+    child.join(30)
+    assert child.exitcode == 0
+    np.testing.assert_array_equal(squares, done.squares.numpy())
+    np.testing.assert_array_equal(cells, done.cells)
+    np.testing.assert_array_equal(sums, done.sums)
