@@ -184,3 +184,21 @@ def test_a_forked_child_runs_the_loops_in_its_own_thread():
     np.testing.assert_array_equal(squares, done.squares.numpy())
     np.testing.assert_array_equal(cells, done.cells)
     np.testing.assert_array_equal(sums, done.sums)
+
+
+def test_passes_from_several_threads_at_once_give_each_its_own_numbers():
+    """The app serves requests from several threads: each pass runs its own parallel region."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    layers = [_layer(b=2, c=16, g=4, h=11, w=13, seed=s) for s in range(4)]
+    expected = [kernels.layer_pass(x, y, gate, keep_squares=True) for x, gate, y in layers]
+
+    def run(i):
+        x, gate, y = layers[i % 4]
+        return i % 4, kernels.layer_pass(x, y, gate, keep_squares=True)
+
+    with ThreadPoolExecutor(4) as pool:
+        for i, done in pool.map(run, range(48)):
+            np.testing.assert_array_equal(done.cells, expected[i].cells)
+            np.testing.assert_array_equal(done.sums, expected[i].sums)
+            assert torch.equal(done.squares, expected[i].squares)
