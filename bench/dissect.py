@@ -55,6 +55,7 @@ import run as base  # noqa: E402  (bench/run.py: test image, model, timing helpe
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from sge_viz.allocator import keep_freed_memory  # noqa: E402
 from sge_viz.capture.preprocess import center_crop_view, normalise, normalise_batch  # noqa: E402
 from sge_viz.capture.recorder import GateRecorder  # noqa: E402
 from sge_viz.cli.dissect import SAVE_SECONDS  # noqa: E402
@@ -175,9 +176,11 @@ def bare_pass_seconds(loaded, items) -> float:
 
 
 def bare_pass(folder: Path) -> None:
-    """``bare_pass_seconds`` over ``folder`` with the CLI's network; printed as the CLI's --json does."""
+    """``bare_pass_seconds`` over ``folder`` with the CLI's network, in a process set up as the CLI's dissect
+    sets up its own (``keep_freed_memory``); printed as the CLI's --json does."""
     from sge_viz.models.factory import create_model
 
+    keep_freed_memory()
     loaded = create_model("sge_resnet50", device="cpu", random_weights=True)
     print(json.dumps({"seconds": {"pass": bare_pass_seconds(loaded, collect([folder]).items)}}))
 
@@ -217,6 +220,31 @@ def paired_stream(loaded, items, state: Path) -> tuple[dict[bool | None, list[fl
     return seconds, saves
 
 
+def allocator_child(folder: Path, keep: bool, rounds: int) -> None:
+    """In this fresh process, with glibc's defaults or with ``keep_freed_memory``: per batch of 8 the bare
+    forward and ``dissect_batch`` without pictures, interleaved; printed as JSON (median seconds and page
+    faults per batch)."""
+    kept = keep_freed_memory() if keep else False
+    loaded, _ = base.resnet50("cpu")
+    cfg = loaded.config
+    items = collect([folder]).items[:BATCH]
+    views = [load_item(i, cfg.resize_size, cfg.input_size)[0] for i in items]
+    x = normalise_batch(views, cfg, loaded.device, loaded.dtype)
+    cases = {"bare": lambda: loaded.model(x),
+             "dissect": lambda: dissect_batch(loaded, views, [i.name for i in items], [None] * BATCH, 9)}
+    seconds, faults = defaultdict(list), defaultdict(list)
+    with torch.inference_mode():
+        for r in range(rounds + 2):  # two rounds warm up (the heap reaches its size)
+            for case, fn in cases.items():
+                flt, wall = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
+                fn()
+                if r >= 2:
+                    seconds[case].append(time.perf_counter() - wall)
+                    faults[case].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - flt)
+    print(json.dumps({"set": kept, **{case: {"seconds": statistics.median(seconds[case]),
+                                             "faults": statistics.median(faults[case])} for case in cases}}))
+
+
 def resolution(ratios: list[float]) -> tuple[float, float]:
     """(median, 2 standard errors of the mean) of per-round ratios."""
     spread = 2 * statistics.stdev(ratios) / len(ratios) ** 0.5 if len(ratios) > 1 else float("inf")
@@ -248,7 +276,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "DISSECT.md")
     p.add_argument("--measure-child", nargs=argparse.REMAINDER)
     p.add_argument("--bare-pass", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--allocator-child", nargs=2, metavar=("FOLDER", "MODE"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.allocator_child:
+        allocator_child(Path(args.allocator_child[0]), args.allocator_child[1] == "keep", args.batch_rounds)
+        return 0
     if args.measure_child:
         measure_child(args.measure_child)
         return 0
@@ -256,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         bare_pass(args.bare_pass)
         return 0
     started = time.perf_counter()
+    keep_freed_memory()  # as the CLI's dissect does: both sides of every ratio measured in this process have it
     torch.set_num_threads(os.cpu_count() or 1)
     pil = base.test_image()
     tmp = Path(tempfile.mkdtemp(prefix="sge_bench_dissect_"))
@@ -386,6 +419,32 @@ def main(argv: list[str] | None = None) -> int:
         r_big = statistics.median(x["peak_rss_mb"] for x in runs[(False, BIG)])
         notes.append(f"Peak RSS with --no-pictures: {r_big:.0f} MB for {BIG} images vs {r_small:.0f} MB for {SMALL} "
                      f"({r_big / r_small:.3f}x).")
+
+        # 4. What keeping freed memory does on its own (the CLI's dissect sets it, and so does this process):
+        # fresh processes with glibc's defaults and with the setting, alternating.
+        alloc: dict[str, list[dict]] = defaultdict(list)
+        for _ in range(2):
+            for mode in ("default", "keep"):
+                res = subprocess.run([sys.executable, __file__, "--allocator-child", str(tmp / "small"), mode,
+                                      "--batch-rounds", str(args.batch_rounds)], capture_output=True, text=True,
+                                     check=True, cwd=ROOT)
+                alloc[mode].append(json.loads(res.stdout.strip().splitlines()[-1]))
+
+        def per_batch(mode: str, case: str, field: str) -> float:
+            return statistics.median(x[case][field] for x in alloc[mode])
+
+        notes.append(
+            "Keeping freed memory (`sge_viz.allocator.keep_freed_memory`, set by `sge-viz dissect` and by this "
+            "bench's own process, so both sides of the ratios above have it), per batch of 8 in fresh processes "
+            "(2 each, alternating, medians): the bare forward "
+            f"{per_batch('default', 'bare', 'seconds') * 1000:.0f} ms with glibc's defaults -> "
+            f"{per_batch('keep', 'bare', 'seconds') * 1000:.0f} ms kept "
+            f"({per_batch('default', 'bare', 'faults'):.0f} -> {per_batch('keep', 'bare', 'faults'):.0f} page faults); "
+            f"`dissect_batch` without pictures {per_batch('default', 'dissect', 'seconds') * 1000:.0f} -> "
+            f"{per_batch('keep', 'dissect', 'seconds') * 1000:.0f} ms ({per_batch('default', 'dissect', 'faults'):.0f}"
+            f" -> {per_batch('keep', 'dissect', 'faults'):.0f} faults). dissect_batch kept vs the bare forward with "
+            f"glibc's defaults: {per_batch('keep', 'dissect', 'seconds') / per_batch('default', 'bare', 'seconds'):.3f}x.")
+        print(notes[-1], flush=True)
 
         if args.with_analyze:
             threads = torch.get_num_threads()

@@ -59,6 +59,7 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from ..allocator import keep_freed_memory
     from ..dissect.engine import STATE_FILE, ModelSpec, default_workers, run_local, run_ray
     from ..dissect.inputs import collect
     from ..dissect.reduce import select_layers
@@ -91,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         if args.engine == "local":
+            # This process exists to run the pass: freed activations stay in it for the next batch, not given
+            # back to the system and faulted in again (see sge_viz.allocator).
+            keep_freed_memory()
             workers = args.workers if args.workers is not None else default_workers(len(items))
             partial = run_local(loaded, items, args.top_k, args.batch_size, workers, args.layers,
                                 state_path=out / STATE_FILE, resume=args.resume,

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..allocator import keep_freed_memory
 from ..capture.preprocess import center_crop_view
 from ..errors import SGEVizError
 from ..models.factory import LoadedModel, create_model
@@ -223,6 +224,7 @@ class _Actor:
         import torch
 
         torch.set_num_threads(max(1, int(os.environ.get("SGE_VIZ_ACTOR_THREADS", "1"))))
+        keep_freed_memory()  # the actor's process exists to run the pass (see sge_viz.allocator)
         self.loaded = ModelSpec(**spec).load()
         self.k, self.layers, self.pictures, self.skip = k, layers, pictures, skip_out_of_domain
         # The top lists of every batch this actor has seen (numbers only): an entry that cannot enter them
