@@ -222,15 +222,14 @@ def paired_stream(loaded, items, state: Path) -> tuple[dict[bool | None, list[fl
 
 def allocator_child(folder: Path, keep: bool, rounds: int) -> None:
     """In this fresh process, with glibc's defaults or with ``keep_freed_memory``: per batch of 8 the bare
-    forward and ``dissect_batch`` without pictures, interleaved; printed as JSON (median seconds and page
-    faults per batch)."""
+    forward (crops normalised, as ``dissect_batch`` does) and ``dissect_batch`` without pictures, interleaved;
+    printed as JSON (median seconds and page faults per batch, and whether the setting took)."""
     kept = keep_freed_memory() if keep else False
     loaded, _ = base.resnet50("cpu")
     cfg = loaded.config
     items = collect([folder]).items[:BATCH]
     views = [load_item(i, cfg.resize_size, cfg.input_size)[0] for i in items]
-    x = normalise_batch(views, cfg, loaded.device, loaded.dtype)
-    cases = {"bare": lambda: loaded.model(x),
+    cases = {"bare": lambda: loaded.model(normalise_batch(views, cfg, loaded.device, loaded.dtype)),
              "dissect": lambda: dissect_batch(loaded, views, [i.name for i in items], [None] * BATCH, 9)}
     seconds, faults = defaultdict(list), defaultdict(list)
     with torch.inference_mode():
@@ -288,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         bare_pass(args.bare_pass)
         return 0
     started = time.perf_counter()
-    keep_freed_memory()  # as the CLI's dissect does: both sides of every ratio measured in this process have it
+    kept_here = keep_freed_memory()  # as the CLI's dissect does: both sides of every ratio here have it
     torch.set_num_threads(os.cpu_count() or 1)
     pil = base.test_image()
     tmp = Path(tempfile.mkdtemp(prefix="sge_bench_dissect_"))
@@ -423,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         # 4. What keeping freed memory does on its own (the CLI's dissect sets it, and so does this process):
         # fresh processes with glibc's defaults and with the setting, alternating.
         alloc: dict[str, list[dict]] = defaultdict(list)
-        for _ in range(2):
+        for _ in range(2 if kept_here else 0):  # not where the environment chooses malloc's settings
             for mode in ("default", "keep"):
                 res = subprocess.run([sys.executable, __file__, "--allocator-child", str(tmp / "small"), mode,
                                       "--batch-rounds", str(args.batch_rounds)], capture_output=True, text=True,
@@ -433,17 +432,22 @@ def main(argv: list[str] | None = None) -> int:
         def per_batch(mode: str, case: str, field: str) -> float:
             return statistics.median(x[case][field] for x in alloc[mode])
 
-        notes.append(
-            "Keeping freed memory (`sge_viz.allocator.keep_freed_memory`, set by `sge-viz dissect` and by this "
-            "bench's own process, so both sides of the ratios above have it), per batch of 8 in fresh processes "
-            "(2 each, alternating, medians): the bare forward "
-            f"{per_batch('default', 'bare', 'seconds') * 1000:.0f} ms with glibc's defaults -> "
-            f"{per_batch('keep', 'bare', 'seconds') * 1000:.0f} ms kept "
-            f"({per_batch('default', 'bare', 'faults'):.0f} -> {per_batch('keep', 'bare', 'faults'):.0f} page faults); "
-            f"`dissect_batch` without pictures {per_batch('default', 'dissect', 'seconds') * 1000:.0f} -> "
-            f"{per_batch('keep', 'dissect', 'seconds') * 1000:.0f} ms ({per_batch('default', 'dissect', 'faults'):.0f}"
-            f" -> {per_batch('keep', 'dissect', 'faults'):.0f} faults). dissect_batch kept vs the bare forward with "
-            f"glibc's defaults: {per_batch('keep', 'dissect', 'seconds') / per_batch('default', 'bare', 'seconds'):.3f}x.")
+        if not alloc["keep"] or not all(x["set"] for x in alloc["keep"]):
+            notes.append("Keeping freed memory (`sge_viz.allocator.keep_freed_memory`): not set here (not glibc, or "
+                         "MALLOC_*/GLIBC_TUNABLES in the environment), so the ratios above run on those settings.")
+        else:
+            notes.append(
+                "Keeping freed memory (`sge_viz.allocator.keep_freed_memory`, set by `sge-viz dissect` and by this "
+                "bench's own process, so both sides of the ratios above have it), per batch of 8 in fresh processes "
+                "(2 each, alternating, medians): the bare forward "
+                f"{per_batch('default', 'bare', 'seconds') * 1000:.0f} ms with glibc's defaults -> "
+                f"{per_batch('keep', 'bare', 'seconds') * 1000:.0f} ms kept ({per_batch('default', 'bare', 'faults'):.0f}"
+                f" -> {per_batch('keep', 'bare', 'faults'):.0f} page faults); `dissect_batch` without pictures "
+                f"{per_batch('default', 'dissect', 'seconds') * 1000:.0f} -> "
+                f"{per_batch('keep', 'dissect', 'seconds') * 1000:.0f} ms ({per_batch('default', 'dissect', 'faults'):.0f}"
+                f" -> {per_batch('keep', 'dissect', 'faults'):.0f} faults). dissect_batch kept vs the bare forward "
+                f"with glibc's defaults: "
+                f"{per_batch('keep', 'dissect', 'seconds') / per_batch('default', 'bare', 'seconds'):.3f}x.")
         print(notes[-1], flush=True)
 
         if args.with_analyze:

@@ -3,11 +3,11 @@ its Ray actors).
 
 By default glibc gives freed memory at the top of its heap back to the system, and serves large blocks with
 fresh ``mmap`` pages. A forward frees and allocates its activations again on every batch, so every batch
-touches fresh pages, each a page fault and a zeroed page: ~25,000 per batch of 8 for SGE-ResNet50 at 224
-(~100 MB), and ~37,000-41,000 when a capture keeps the gates, whose blocks split the heap. On 2 CPU cores
-that was 5-10% of the forward. With ``keep_freed_memory`` the process keeps freed memory for reuse: no page
-faults after the first batches, the same peak, but the memory is not given back until the process ends.
-That is why the app's server does not call it.
+touches fresh pages, each a page fault and a zeroed page: 12,500-53,000 per batch of 8 for SGE-ResNet50 at
+224 px on 2 CPU cores, depending on the heap's history. With ``keep_freed_memory`` the process keeps freed
+memory for reuse: no page faults after the first batches, and the forward and dissect ran ~9% faster in 4
+pairs of fresh processes (one bench run measured the opposite; bench/DISSECT.md). The peak is the same, but
+the memory is not given back until the process ends. That is why the app's server does not call it.
 """
 from __future__ import annotations
 
