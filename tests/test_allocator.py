@@ -10,9 +10,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Eight forwards of SGE-ResNet50 (random weights) at batch 2, 224 px, keeping every SGE layer's gate until the
-# forward ends as a capture does: the page faults of forwards 3-8 (the heap has reached its size by then), and
-# what keep_freed_memory returned.
+# Twenty forwards of SGE-ResNet50 (random weights) at batch 2, 224 px, keeping every SGE layer's gate until the
+# forward ends as a capture does: the page faults of forwards 5-20 (with the setting, the heap has nearly
+# reached its size by then), and what keep_freed_memory returned.
 FORWARDS = """
 import json, resource, sys, torch
 from sge_viz.allocator import keep_freed_memory
@@ -24,11 +24,11 @@ for module in model.modules():
         module.sig.register_forward_hook(lambda m, i, gate: gates.append(gate))
 x, faults = torch.randn(2, 3, 224, 224), 0
 with torch.inference_mode():
-    for step in range(8):
+    for step in range(20):
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         model(x)
         gates.clear()
-        faults += (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) * (step >= 2)
+        faults += (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) * (step >= 4)
 print(json.dumps({"set": kept, "faults": faults}))
 """
 
@@ -44,9 +44,11 @@ def forwards(mode: str, **env: str) -> dict:
 def test_freed_memory_is_reused_without_page_faults():
     default, kept = forwards("default"), forwards("keep")
     assert kept["set"] is True
-    # measured here: 37,000-57,000 by default (freed activations go back to the system and come back as fresh,
-    # zeroed pages), 0-1,600 kept
-    assert default["faults"] > 15000
+    # Measured here over 8 pairs: 31,000-267,000 by default (freed activations go back to the system and come back
+    # as fresh, zeroed pages; glibc's adaptive threshold makes the count vary from run to run), 0-3,100 kept (the
+    # heap still settles: a few 6.4 MB blocks placed fresh, none after the 13th forward in a 40-forward run).
+    # Over 8 forwards the default went as low as 8,000 against 1,800 kept: too close to tell apart reliably.
+    assert default["faults"] > 5000
     assert kept["faults"] < default["faults"] / 5
 
 
