@@ -305,7 +305,8 @@ def recipe_metadata(recipe: Recipe, result: TrainResult, use_sge: bool, device: 
             {"scenes": scenes, "scene_config": asdict(scene_config or SceneConfig()),
              "data": "randomised Fashion-MNIST scenes (train split, train background photos)"})
     if init is not None:
-        data["init"] = init.name  # continued from these weights (their own recipe is in their metadata)
+        data["init"] = init.name  # continued from these weights
+        data["earlier"] = earlier_training(init)
     return {
         "recipe": {**asdict(recipe),
                    "optimizer": "SGD nesterov, no weight decay on BN/SGE/bias; SGE weight/bias at lr x sge_lr_mult",
@@ -317,6 +318,14 @@ def recipe_metadata(recipe: Recipe, result: TrainResult, use_sge: bool, device: 
                      "last_epoch_train_loss": round(result.last_epoch_loss, 4)},
         "data_origin": "Fashion-MNIST (Zalando Research, MIT licence), Debian package dataset-fashion-mnist",
     }
+
+
+def earlier_training(init: Path) -> dict:
+    """What made the weights a run continues from: their recipe and training record (with any history of
+    their own). Kept in the new checkpoint, so that history survives when it replaces the file it started
+    from."""
+    earlier = read_metadata(init)
+    return {"file": init.name, **{key: earlier[key] for key in ("recipe", "training") if key in earlier}}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

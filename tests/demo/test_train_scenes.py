@@ -88,7 +88,8 @@ def test_continued_training_starts_from_the_weights_and_draws_smaller_items(tmp_
     start, _ = train.build_model(train.DEMO_ARCH, config)
     for p in start.parameters():
         p.data.normal_(0, 0.1)
-    init = save_safetensors(start, config, tmp_path / "start.safetensors")
+    history = {"recipe": {"epochs": 3, "scenes": "wild"}, "training": {"seconds": 1.5}}
+    init = save_safetensors(start, config, tmp_path / "start.safetensors", history)
     small = SceneConfig(item_frac=(0.2, 0.85))
     assert train.training_scenes("wild", 0, 4, scene_config=small).config.item_frac == (0.2, 0.85)
     result = train.train_lockstep(recipe, [True], config, torch.device("cpu"), [tmp_path / "s.pt"], workers=0,
@@ -105,5 +106,7 @@ def test_continued_training_starts_from_the_weights_and_draws_smaller_items(tmp_
     meta = train.recipe_metadata(recipe, result, True, torch.device("cpu"), "wild", small, init)
     assert tuple(meta["recipe"]["scene_config"]["item_frac"]) == (0.2, 0.85)
     assert meta["recipe"]["init"] == "start.safetensors"
+    # The start's own history travels with the new weights (it may be shipped under the start's name).
+    assert meta["recipe"]["earlier"] == {"file": "start.safetensors", **history}
     with pytest.raises(SystemExit):
         train.parse_args(["--item-frac", "0.2"])
