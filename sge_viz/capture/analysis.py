@@ -13,7 +13,7 @@ from ..models.config import ModelConfig
 from ..models.loaded import LoadedModel
 from .hooks import evaluating
 from .pooling import pooled_outputs
-from .preprocess import center_crop_view, normalise, normalise_batch
+from .preprocess import center_crop_view, normalise, normalise_batch, seen_view
 from .recorder import GateRecorder
 
 
@@ -163,7 +163,8 @@ def analyze_views(loaded: LoadedModel, views: list[np.ndarray], activations: boo
         built = getattr(loaded, "notes_with_layout", None)  # how the network was built, then the model's notes
         notes = list(getattr(loaded, "notes", []) if built is None else built)
         notes += [f"{name}: {why}" for name, why in recorder.skipped.items()]
-        results.append(Analysis(view, predictions, layers, loaded.name, ood=verdicts[i], notes=notes))
+        results.append(Analysis(seen_view(view, loaded.config), predictions, layers, loaded.name, ood=verdicts[i],
+                                notes=notes))
     return results
 
 

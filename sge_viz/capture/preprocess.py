@@ -44,6 +44,21 @@ def center_crop_view(image: Image.Image, resize_size: int, crop_size: int | tupl
     return np.asarray(image.crop((left, top, left + crop_w, top + crop_h)), dtype=np.uint8).copy()
 
 
+def seen_view(view: np.ndarray, config: ModelConfig) -> np.ndarray:
+    """The view as the model sees it, for drawing: (H, W, 3) uint8. A 1-channel model sees the grey image
+    (``normalise_batch``'s grey, repeated in the three channels, so that normalising it again gives the
+    same input); a 3-channel model the view itself."""
+    if config.channels != 1:
+        return view
+    return np.repeat(_grey(torch.from_numpy(np.ascontiguousarray(view))).numpy(), 3, axis=-1)
+
+
+def _grey(batch: torch.Tensor) -> torch.Tensor:
+    """(..., 3) uint8 RGB -> (..., 1) uint8 grey, Pillow's "L": (19595 R + 38470 G + 7471 B + 2^15) >> 16."""
+    weights = torch.tensor([19595, 38470, 7471], dtype=torch.int32)
+    return ((batch.to(torch.int32) * weights).sum(-1, keepdim=True) + 32768).bitwise_right_shift(16).to(torch.uint8)
+
+
 def normalise(view: np.ndarray, config: ModelConfig) -> torch.Tensor:
     """(H, W, 3) uint8 -> (channels, H, W) float32 normalised with the model's mean/std."""
     return normalise_batch([view], config)[0]
@@ -62,9 +77,7 @@ def normalise_batch(views: list[np.ndarray], config: ModelConfig, device: torch.
     device = torch.device(device or "cpu")
     batch = torch.from_numpy(np.stack(views))
     if config.channels == 1:
-        weights = torch.tensor([19595, 38470, 7471], dtype=torch.int32)
-        batch = ((batch.to(torch.int32) * weights).sum(-1, keepdim=True) + 32768).bitwise_right_shift(16)
-        batch = batch.to(torch.uint8)
+        batch = _grey(batch)
     channels = batch.shape[-1]
     std = torch.tensor(config.std, dtype=torch.float32).view(1, -1, 1, 1).expand(1, channels, 1, 1)
     mean = torch.tensor(config.mean, dtype=torch.float32).view(1, -1, 1, 1).expand(1, channels, 1, 1)

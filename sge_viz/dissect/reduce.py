@@ -30,7 +30,7 @@ import torch
 
 from ..capture.kernels import LayerPass
 from ..capture.pooling import pooled_outputs
-from ..capture.preprocess import normalise_batch
+from ..capture.preprocess import normalise_batch, seen_view
 from ..capture.recorder import GateRecorder, LayerCapture
 from ..metrics.localisation import gate_mask_auc
 from ..metrics.ood import describe, verdict
@@ -407,7 +407,8 @@ def queue_batch(loaded: LoadedModel, views: Sequence[np.ndarray], names: Sequenc
                                 for i in range(len(names)) if i not in set(keep)]
                     captures = {name: _select(c, keep) for name, c in captures.items()}
                     views, names, masks = ([seq[i] for i in keep] for seq in (views, names, masks))
-        queued = (QueuedReduction(captures, chosen, names, masks, k, views if pictures else None) if names else
+        drawn = [seen_view(v, loaded.config) for v in views] if pictures else None  # a grey model's pictures are grey
+        queued = (QueuedReduction(captures, chosen, names, masks, k, drawn) if names else
                   QueuedReduction({}, [], [], [], k))
         queued.verdicts, queued.left_out = verdicts, left_out
         return queued

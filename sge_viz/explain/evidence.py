@@ -24,7 +24,7 @@ from torch import nn
 from ..capture.analysis import Prediction, top_k
 from ..capture.hooks import evaluating
 from ..capture.pooling import pooled_outputs
-from ..capture.preprocess import center_crop_view, normalise
+from ..capture.preprocess import center_crop_view, normalise, seen_view
 from ..errors import SGEVizError
 from ..metrics.ood import verdict
 from ..models.config import ModelConfig
@@ -194,7 +194,7 @@ def explain(loaded: LoadedModel, image: Image.Image | np.ndarray, target: int | 
         else:
             flat = flat_gate_probabilities_any(model, x, taps.layers, taps._modules, index)
     result = Evidence(
-        image=view,
+        image=seen_view(view, config),
         target=Prediction(index, config.class_name(index), float(probabilities[index])),
         cam=cam,
         cam_layer=cam_layer,

@@ -9,8 +9,11 @@ from PIL import Image
 from torch import nn
 
 from sge_viz import analyze, wrap_model
+from sge_viz.capture.preprocess import center_crop_view
 from sge_viz.capture.recorder import GateRecorder
+from sge_viz.dissect.reduce import dissect_batch
 from sge_viz.errors import SGEVizError
+from sge_viz.explain.evidence import explain
 
 from . import variants as v
 
@@ -146,18 +149,27 @@ def test_the_users_model_is_left_exactly_as_it_was():
 def test_one_channel_and_non_square_inputs():
     torch.manual_seed(0)
     model = v.ConvNet(v.FunctionalSGE, in_channels=1).eval()
-    loaded = wrap_model(model, input_size="24x40", channels=1, resize="full")
+    loaded = wrap_model(model, input_size="24x40", channels=1, resize="full", cam_layer="block2")
     assert loaded.config.mean == (0.449,) and loaded.config.task == "classify"
     image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (30, 90, 3), dtype=np.uint8))
     result = analyze(loaded, image)
-    assert result.image.shape == (24, 40, 3)
-    gray = np.asarray(Image.fromarray(result.image).convert("L"), dtype=np.float32) / 255
+    # The picture is what the network saw: Pillow's grey of the crop in all three channels, not the colours.
+    grey = np.asarray(Image.fromarray(center_crop_view(image, 0, (24, 40))).convert("L"))
+    assert result.image.shape == (24, 40, 3) and all((result.image[..., k] == grey).all() for k in range(3))
+    assert (explain(loaded, image, ablation=False).image == result.image).all()
+    gray = grey.astype(np.float32) / 255
     reset(model)
     with torch.inference_mode():
         model(torch.from_numpy((gray - 0.449) / 0.226)[None, None])
     for layer in result.layers:
         assert np.abs(layer.gate - own_gates(model)[layer.name][-1][0].numpy()).max() <= 1e-5
     assert result.layers[-1].gate.shape == (4, 12, 20)
+    # dissect's pictures of the top entries are grey too (a colour pixel in them is a colour the network never saw)
+    views = [center_crop_view(image, 0, (24, 40)), center_crop_view(image.rotate(90, expand=True), 0, (24, 40))]
+    partial = dissect_batch(loaded, views, ["a", "b"], [None, None], k=2, pictures=True)
+    crops = [layer.pictures["crop"] for layer in partial.layers.values()]
+    assert all(len(c) and (c[..., 0] == c[..., 1]).all() and (c[..., 1] == c[..., 2]).all() for c in crops)
+    assert len(np.unique(views[0].reshape(-1, 3), axis=0)) > 1 and not (views[0][..., 0] == views[0][..., 1]).all()
 
 
 def test_a_dense_output_is_gates_only():
