@@ -115,8 +115,8 @@ class Recipe:
 WILD_DOMAIN = dict(
     description=("Recognises one clothing item (10 Fashion-MNIST classes) in a small scene resized to 64x64: "
                  "light or dark, tinted or grey, on noise, gradients, plain light backgrounds or photo crops, "
-                 "among 0-12 clutter fragments. It has never seen a photograph of clothing or of anything "
-                 "else: on those its classes and gates mean little."),
+                 "among 0-12 clutter fragments. It has never seen a photograph of clothing, nor a photograph "
+                 "without one of its items pasted on it: on photographs its classes and gates mean little."),
     training_data=("randomised Fashion-MNIST scenes: canvas 48-160 px, the item 35-85% of it; noise, gradient, "
                    "plain or photo backgrounds; 0-12 clutter fragments; mild rotation, blur and JPEG"),
 )
