@@ -21,8 +21,6 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sge_viz.demo.evaluate import EVAL_SEED  # noqa: E402
-from sge_viz.demo.train import held_out_scenes, scenes_of  # noqa: E402
 from sge_viz.dissect.engine import run_local  # noqa: E402
 from sge_viz.dissect.inputs import collect  # noqa: E402
 from sge_viz.dissect.report import figure_groups, write_report  # noqa: E402
@@ -31,6 +29,8 @@ from sge_viz.models.checkpoint import read_metadata  # noqa: E402
 from sge_viz.models.factory import create_model  # noqa: E402
 from sge_viz.models.registry import DEMO_ARCH  # noqa: E402
 from sge_viz.resources import demo_checkpoint  # noqa: E402
+from training.evaluate import EVAL_SEED  # noqa: E402
+from training.train import held_out_scenes, scenes_of  # noqa: E402
 
 TRACKS = 0.75  # a group "tracks the item" when its mean gate-vs-mask AUC is at least this
 

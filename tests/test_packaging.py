@@ -7,6 +7,7 @@ import subprocess
 import sys
 import sysconfig
 import venv
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -36,15 +37,21 @@ def see_our_packages(python: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory) -> tuple[Path, Path]:
+def wheel(tmp_path_factory) -> Path:
+    """The wheel built from the checkout."""
+    wheels = tmp_path_factory.mktemp("dist")
+    built = run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+                 "-w", str(wheels), "-q"], cwd=wheels)
+    assert built.returncode == 0, built.stderr
+    (found,) = wheels.glob("sge_viz-*.whl")
+    return found
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory, wheel) -> tuple[Path, Path]:
     """(bin folder, an empty working folder) of a virtualenv holding only the built wheel (its dependencies
     come from this interpreter's site-packages, whether or not it runs in a virtualenv itself)."""
     base = tmp_path_factory.mktemp("wheel")
-    wheels = base / "dist"
-    built = run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
-                 "-w", str(wheels), "-q"], cwd=base)
-    assert built.returncode == 0, built.stderr
-    (wheel,) = wheels.glob("sge_viz-*.whl")
     env_dir = base / "venv"
     venv.EnvBuilder(with_pip=False).create(env_dir)
     bin_dir = env_dir / "bin"
@@ -114,8 +121,25 @@ def test_installed_cli_offers_serve_with_the_apps_flags(installed):
 
 
 def test_the_runtime_never_imports_the_demo_training_code():
+    # From the checkout's root, where `training` is importable: the runtime still leaves it alone.
     code = ("import sys, sge_viz, sge_viz.cli, sge_viz.app.layout, sge_viz.app.server; "
-            "print([m for m in sys.modules if m.startswith('sge_viz.demo')])")
+            "print([m for m in sys.modules if m == 'training' or m.startswith(('training.', 'sge_viz.demo'))])")
     out = run([sys.executable, "-c", code], cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_the_wheel_carries_the_runtime_and_its_data_but_not_the_training_code(wheel):
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+    assert not [n for n in names if n.startswith(("training/", "sge_viz/demo/", "tests/", "bench/"))]
+    assert not [n for n in names if n.endswith(".jpg") and "/examples/" not in n]  # no background crops
+    for path in ("sge_viz/__init__.py", "sge_viz/cli/__init__.py", "sge_viz/app/server.py",
+                 "sge_viz/resources/imagenet_classes.txt",
+                 "sge_viz/resources/weights/sge_resnet_demo.safetensors",
+                 "sge_viz/resources/weights/sge_resnet_demo_scenes.safetensors",
+                 "sge_viz/resources/weights/MODEL_CARD.md", "sge_viz/resources/examples/README.md"):
+        assert path in names, path
+    examples = {Path(n).name for n in names if n.startswith("sge_viz/resources/examples/")}
+    shipped = {p.name for p in (ROOT / "assets").iterdir() if p.suffix in (".png", ".jpg")}
+    assert shipped and shipped <= examples

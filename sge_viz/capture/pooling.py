@@ -27,7 +27,8 @@ def pooled_outputs(model: nn.Module, modules: Sequence[str], into: dict[str, lis
     missing = [m for m in modules if m not in found]
     if missing:
         raise SGEVizError(f"the out-of-domain score reads module(s) {', '.join(map(repr, missing))}, which this "
-                          "model lacks: measure it again for this model with `python -m sge_viz.demo.ood`.")
+                          "model lacks: measure it again for this model with `python -m training.ood` (from a "
+                          "source checkout).")
 
     def keep(name: str):
         def hook(_module, _inputs, output):

@@ -114,7 +114,7 @@ def read_ood(metadata: dict[str, str], path: Path) -> OODDetector | StagedDetect
         return detector_from_json(metadata[OOD_KEY])
     except ValueError as exc:
         raise SGEVizError(f"Checkpoint {path} has unusable '{OOD_KEY}' metadata ({exc}): measure it again with "
-                          "`python -m sge_viz.demo.ood` or remove the key.") from exc
+                          "`python -m training.ood` (from a source checkout) or remove the key.") from exc
 
 
 def create_model(name: str | None = None, checkpoint_path: str | Path | None = None,

@@ -30,7 +30,7 @@ DEMO_KWARGS: dict = dict(block="basic", layers=[2, 2, 2], widths=[32, 64, 128], 
 
 # What the demo model knows, filled into its config when its file does not say (the shipped file predates
 # these fields). Its out-of-domain threshold travels with its weights (metadata ``sge_viz.ood``, measured
-# by ``python -m sge_viz.demo.ood``).
+# by ``python -m training.ood`` from a source checkout).
 DEMO_DOMAIN: dict = dict(
     description=("Knows only its own generator: one clothing item among faint clutter on a dark textured 64x64 "
                  "canvas (10 Fashion-MNIST classes). Shop-style pictures, photo backgrounds and photographs are "

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import SGEVizError
+from sge_viz.errors import SGEVizError
 
 FASHION_MNIST_CLASSES: tuple[str, ...] = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -273,7 +273,7 @@ class SceneConfig:
     to the model's input. The item's side is a fraction of the canvas (``item_frac``, of the item's
     28x28 source padded to 34x34). Backgrounds are drawn with the weights ``background_weights``
     over ``BACKGROUND_KINDS``; photo backgrounds come from the split's own photo set
-    (``sge_viz.demo.photos``: train scenes from the train photos, test scenes from the test photos).
+    (``training.photos``: train scenes from the train photos, test scenes from the test photos).
     """
 
     canvas: tuple[int, int] = (48, 160)
@@ -427,7 +427,7 @@ def _background_pixels(spec: WildSpec, photos: tuple[np.ndarray, ...]) -> np.nda
         grain = rng.uniform(-1, 1, size=(s, s, 1)).astype(np.float32)
         return c0 + 0.01 * grain
     if not photos:
-        raise SGEVizError("A photo background needs the background crops: run `python -m sge_viz.demo.photos`.")
+        raise SGEVizError("A photo background needs the background crops: run `python -m training.photos`.")
     top, left, side = spec.photo_box
     crop = Image.fromarray(photos[spec.photo % len(photos)][top:top + side, left:left + side])
     return np.asarray(crop.resize((s, s), Image.BILINEAR), dtype=np.float32) / 255.0
@@ -548,7 +548,7 @@ def view(image: np.ndarray, size: int) -> np.ndarray:
     (``center_crop_view``: bilinear, antialiased when shrinking); unchanged when S == size."""
     if image.shape[0] == size and image.shape[1] == size:
         return image
-    from ..capture.preprocess import center_crop_view
+    from sge_viz.capture.preprocess import center_crop_view
 
     return center_crop_view(Image.fromarray(image), size, size)
 

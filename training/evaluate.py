@@ -1,8 +1,8 @@
 """Measure the demo model on held-out Cluttered Fashion-MNIST and write the model card.
 
-    python -m sge_viz.demo.evaluate            # 5000 held-out scenes from t10k, seed EVAL_SEED
+    python -m training.evaluate            # 5000 held-out scenes from t10k, seed EVAL_SEED
 
-    python -m sge_viz.demo.evaluate --shifts   # the shift suite (sge_viz.demo.shifts) -> the card's "Shift suite"
+    python -m training.evaluate --shifts   # the shift suite (training.shifts) -> the card's "Shift suite"
 
 Reports top-1 of the SGE model and its plain twin, and for every SGE layer how
 well its gates pick out the item: each group's gate map is upsampled to the
@@ -34,13 +34,21 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..capture.analysis import analyze_views
-from ..device import pick_device
-from ..errors import SGEVizError
-from ..metrics.localisation import gate_mask_auc, roc_auc
-from ..models.checkpoint import CONFIG_KEY, build_for, load_strict, read_checkpoint, read_metadata, save_safetensors
-from ..models.factory import LoadedModel, load_checkpoint
-from ..viz.resize import resize_maps
+from sge_viz.capture.analysis import analyze_views
+from sge_viz.device import pick_device
+from sge_viz.errors import SGEVizError
+from sge_viz.metrics.localisation import gate_mask_auc, roc_auc
+from sge_viz.models.checkpoint import (
+    CONFIG_KEY,
+    build_for,
+    load_strict,
+    read_checkpoint,
+    read_metadata,
+    save_safetensors,
+)
+from sge_viz.models.factory import LoadedModel, load_checkpoint
+from sge_viz.viz.resize import resize_maps
+
 from . import DEMO_CHECKPOINT, MODEL_CARD, PLAIN_CHECKPOINT
 from .data import view
 from .shifts import SHIFTS, Shift
@@ -252,7 +260,7 @@ def shift_tables(results: list[dict], label: str = "the shipped SGE model") -> s
     """The shift suite as markdown: accuracy, gate AUC per layer, vector-length AUC per layer, targets."""
     lines = [
         f"Model: {label}. Every shift is {results[0]['samples']} scenes from Fashion-MNIST **t10k** (test photos "
-        "for photo backgrounds) with its own fixed seed (`sge_viz.demo.shifts.SHIFTS`); SGE - plain is the paired "
+        "for photo backgrounds) with its own fixed seed (`training.shifts.SHIFTS`); SGE - plain is the paired "
         "difference on the same scenes, +- its standard error over scenes.",
         "",
         "| shift | what | seed | SGE top-1 | plain top-1 | SGE - plain | best layer | its median gate AUC |",
@@ -370,7 +378,7 @@ def write_metrics(checkpoint: Path, metrics: dict) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m sge_viz.demo.evaluate", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", type=Path, default=DEMO_CHECKPOINT)
     p.add_argument("--plain-checkpoint", type=Path, default=PLAIN_CHECKPOINT)
     p.add_argument("--samples", type=int, default=EVAL_SAMPLES)
@@ -452,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
                       scenes=scenes)
         size = loaded.config.input_size
         with torch.inference_mode():
-            from ..capture.recorder import GateRecorder
+            from sge_viz.capture.recorder import GateRecorder
             with GateRecorder(loaded.model, activations=False) as rec:
                 loaded.model(torch.zeros(1, 3, size, size, device=device))
             for name, cap in rec.captures.items():
@@ -464,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
                                  scenes=scenes)["top1"]
             sge["plain_top1"] = plain_top1
         else:
-            print(f"no plain twin at {args.plain_checkpoint}: train it with `python -m sge_viz.train --plain`",
+            print(f"no plain twin at {args.plain_checkpoint}: train it with `python -m training.train --plain`",
                   file=sys.stderr)
         table = markdown_table(sge, plain_top1)
         print(table)

@@ -1,7 +1,7 @@
 """The shift suite: named test sets of held-out scenes, each a fixed generator setting and a fixed seed.
 
 Every shift draws its items and clutter only from Fashion-MNIST **t10k** and its photo backgrounds
-only from the test photo set (``sge_viz.demo.photos.TEST_PHOTOS``), so nothing in it can have been
+only from the test photo set (``training.photos.TEST_PHOTOS``), so nothing in it can have been
 seen in training, which draws from the train split and the train photos only. A shift is
 deterministic: scene ``i`` of a shift is the same image, label and mask on every machine and in
 any order (each scene is seeded by (split, seed, i)).

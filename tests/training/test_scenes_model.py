@@ -3,20 +3,20 @@ carries its own domain,
 metrics and out-of-domain signal, and still measures what its metadata says on a held-out fixture.
 
 The fixture is the first FIXTURE scenes of its evaluation set (the randomised recipe, test split, seed as
-`python -m sge_viz.demo.evaluate`), compared with the 5000-scene figure within 6 points (about 2.6
+`python -m training.evaluate`), compared with the 5000-scene figure within 6 points (about 2.6
 standard errors of a 300-scene accuracy near 80%).
 """
 from __future__ import annotations
 
 import pytest
 
-from sge_viz.demo.evaluate import EVAL_SAMPLES, EVAL_SEED, measure
-from sge_viz.demo.train import scenes_of
 from sge_viz.metrics.ood import BLOCKS_NAME
 from sge_viz.models import create_model, read_metadata
 from sge_viz.models.factory import SCENES_LABEL, SCENES_MODEL
 from sge_viz.models.registry import DEMO_ARCH, DEMO_KWARGS
 from sge_viz.resources import scenes_checkpoint
+from training.evaluate import EVAL_SAMPLES, EVAL_SEED, measure
+from training.train import scenes_of
 
 FIXTURE = 300
 TOP1_MARGIN = 0.06

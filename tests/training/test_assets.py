@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from sge_viz.demo import ASSET_DIR
-from sge_viz.demo.assets import WILD_PICKS, write_scenes
-from sge_viz.demo.shifts import shift_by_name
 from sge_viz.io.masks import mask_path
+from training import ASSET_DIR
+from training.assets import WILD_PICKS, write_scenes
+from training.shifts import shift_by_name
 
 
 def pixels(path):

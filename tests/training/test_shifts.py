@@ -13,13 +13,13 @@ import torch
 from conftest import save_tiny
 
 from sge_viz.capture.analysis import analyze_views
-from sge_viz.demo import evaluate
-from sge_viz.demo.data import WildFashionMNIST, load_split, view
-from sge_viz.demo.photos import TRAIN_PHOTOS, load_backgrounds
-from sge_viz.demo.shifts import SHIFT_SAMPLES, SHIFTS, shift_by_name
-from sge_viz.demo.train import training_scenes
 from sge_viz.metrics.localisation import gate_mask_auc
 from sge_viz.models.factory import load_checkpoint
+from training import evaluate
+from training.data import WildFashionMNIST, load_split, view
+from training.photos import TRAIN_PHOTOS, load_backgrounds
+from training.shifts import SHIFT_SAMPLES, SHIFTS, shift_by_name
+from training.train import training_scenes
 
 # The suite is part of the model card's contract: these names, seeds and sizes are fixed.
 EXPECTED = {"held_out": 20261126, "heavy_clutter": 20261127, "small_items": 20261128, "large_canvas": 20261129,
@@ -218,8 +218,8 @@ def test_seed_table_is_the_mean_paired_difference_and_its_standard_error(tmp_pat
 
 
 def test_held_out_scenes_follow_the_checkpoint_recipe():
-    from sge_viz.demo.data import ClutteredFashionMNIST, SceneConfig
-    from sge_viz.demo.train import held_out_scenes, scenes_of
+    from training.data import ClutteredFashionMNIST, SceneConfig
+    from training.train import held_out_scenes, scenes_of
 
     wild = held_out_scenes("wild", 5, 10)
     assert isinstance(wild, WildFashionMNIST) and wild.split == "test" and wild.config == SceneConfig()

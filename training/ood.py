@@ -1,9 +1,9 @@
 """Measure the demo model's out-of-domain signal, choose its threshold and store both with the weights.
 
-    python -m sge_viz.demo.ood                 # the default model: measure, print, write the parameters + card
-    python -m sge_viz.demo.ood --no-write      # print only
-    python -m sge_viz.demo.ood --checkpoint checkpoints/sge_resnet_demo.safetensors --score staged   # the original
-    python -m sge_viz.demo.ood --no-write --scene-seed 20250906 --ood-seed 8   # confirm on other scenes/images
+    python -m training.ood                 # the default model: measure, print, write the parameters + card
+    python -m training.ood --no-write      # print only
+    python -m training.ood --checkpoint checkpoints/sge_resnet_demo.safetensors --score staged   # the original
+    python -m training.ood --no-write --scene-seed 20250906 --ood-seed 8   # confirm on other scenes/images
 
 The signal (``sge_viz.metrics.ood``), by default "blocks + gates + energy": the squared Mahalanobis
 distance to the nearest class mean (one shared within-class covariance) of every residual block's output
@@ -36,16 +36,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..capture.pooling import pooled_outputs
-from ..capture.preprocess import center_crop_view, normalise_batch
-from ..device import pick_device
-from ..errors import SGEVizError
-from ..metrics import ood
-from ..metrics.localisation import roc_auc
-from ..metrics.ood import OODDetector, StagedDetector
-from ..models.checkpoint import read_metadata
-from ..models.factory import LoadedModel, load_checkpoint
-from ..resources import default_checkpoint
+from sge_viz.capture.pooling import pooled_outputs
+from sge_viz.capture.preprocess import center_crop_view, normalise_batch
+from sge_viz.device import pick_device
+from sge_viz.errors import SGEVizError
+from sge_viz.metrics import ood
+from sge_viz.metrics.localisation import roc_auc
+from sge_viz.metrics.ood import OODDetector, StagedDetector
+from sge_viz.models.checkpoint import read_metadata
+from sge_viz.models.factory import LoadedModel, load_checkpoint
+from sge_viz.resources import default_checkpoint
+
 from . import ASSET_DIR, MODEL_CARD
 from .data import ClutteredFashionMNIST, WildFashionMNIST, load_split, view
 from .evaluate import EVAL_SAMPLES, EVAL_SEED, set_metadata, update_model_card
@@ -290,7 +291,7 @@ def write_detector(checkpoint: Path, detector: OODDetector | StagedDetector) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sge_viz.demo.ood", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m training.ood", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", type=Path, default=default_checkpoint(),
                    help="default: the default model, sge_resnet_demo_scenes")
     p.add_argument("--per-kind", type=int, default=PER_KIND)

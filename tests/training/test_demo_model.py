@@ -2,7 +2,7 @@
 measures what its model card says on a held-out fixture regenerated from t10k.
 
 The fixture is the first FIXTURE scenes of the evaluation set (same generator as the model's
-recipe, split and seed as `python -m sge_viz.demo.evaluate`), so the figures are compared with
+recipe, split and seed as `python -m training.evaluate`), so the figures are compared with
 the card's 5000-scene ones within a sampling margin: top-1 within 6 points (about 3 standard
 errors of a 300-scene accuracy near 87%), median gate AUC within 0.04.
 """
@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from sge_viz.capture.recorder import GateRecorder
-from sge_viz.demo.data import FASHION_MNIST_CLASSES
-from sge_viz.demo.evaluate import EVAL_SAMPLES, EVAL_SEED, measure, plain_twin
-from sge_viz.demo.train import PLAIN_CHECKPOINT, scenes_of
 from sge_viz.models import create_model, find_checkpoints, load_checkpoint, read_metadata
 from sge_viz.models.registry import DEMO_ARCH, DEMO_KWARGS
 from sge_viz.resources import demo_checkpoint
+from training.data import FASHION_MNIST_CLASSES
+from training.evaluate import EVAL_SAMPLES, EVAL_SEED, measure, plain_twin
+from training.train import PLAIN_CHECKPOINT, scenes_of
 
 FIXTURE = 300
 TOP1_MARGIN = 0.06
@@ -119,15 +119,15 @@ def test_plain_twin_matches_the_model_card(metadata, scenes):
 def test_default_command_reproduces_the_shipped_recipe(metadata):
     from dataclasses import asdict
 
-    from sge_viz.demo.train import Recipe, parse_args
+    from training.train import Recipe, parse_args
 
     shipped = {k: v for k, v in metadata["recipe"].items() if k in asdict(Recipe())}
-    assert shipped == asdict(Recipe())  # `python -m sge_viz.demo.train` with no flags trains this recipe
+    assert shipped == asdict(Recipe())  # `python -m training.train` with no flags trains this recipe
     assert scenes_of(metadata) == parse_args([]).scenes
 
 
 def test_recipe_spares_sge_parameters_from_weight_decay(loaded):
-    from sge_viz.demo.train import Recipe, lr_at, param_groups
+    from training.train import Recipe, lr_at, param_groups
 
     r = Recipe()
     decay, no_decay, sge = param_groups(loaded.model, 5e-4, r.sge_lr_mult)

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sge_viz.demo.data import (
+from sge_viz.io.masks import mask_path
+from sge_viz.resources import examples_dir
+from training.data import (
     BACKGROUND_KINDS,
     ClutteredFashionMNIST,
     SceneConfig,
@@ -21,9 +23,7 @@ from sge_viz.demo.data import (
     degrade,
     view,
 )
-from sge_viz.demo.photos import BACKGROUND_DIR, TEST_PHOTOS, TRAIN_PHOTOS, crop_paths, load_backgrounds
-from sge_viz.io.masks import mask_path
-from sge_viz.resources import examples_dir
+from training.photos import BACKGROUND_DIR, TEST_PHOTOS, TRAIN_PHOTOS, crop_paths, load_backgrounds
 
 N = 60
 
@@ -171,7 +171,7 @@ def test_photo_sets_are_disjoint_and_listed():
 
 def test_original_generator_is_unchanged():
     """The default ClutteredFashionMNIST still draws the shipped example scenes pixel for pixel."""
-    from sge_viz.demo.evaluate import EVAL_SEED
+    from training.evaluate import EVAL_SEED
 
     ds = ClutteredFashionMNIST("test", seed=EVAL_SEED)
     scene = examples_dir() / "scene_01.png"  # held-out index 0 (assets/README.md)

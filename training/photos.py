@@ -1,13 +1,13 @@
 """Background photographs for the randomised scenes: small crops of permissively licensed photos.
 
-    python -m sge_viz.demo.photos       # rewrite the crops in sge_viz/demo/backgrounds/ from skimage.data
+    python -m training.photos       # rewrite the crops in training/backgrounds/ from skimage.data
 
-The crops are shipped in the repository (``sge_viz/demo/backgrounds/{train,test}/``), so training
+The crops are shipped in the repository (``training/backgrounds/{train,test}/``), so training
 and evaluation need neither scikit-image nor a download; scikit-image is only needed to
 regenerate them. Train scenes draw backgrounds only from the train photos, test scenes (and so
 every shift of the evaluation suite) only from the test photos; the two sets share no photograph.
 Licences, as stated in each function's docstring in scikit-image 0.26, are listed in
-``sge_viz/demo/backgrounds/README.md``.
+``training/backgrounds/README.md``.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import SGEVizError
+from sge_viz.errors import SGEVizError
 
 BACKGROUND_DIR = Path(__file__).resolve().parent / "backgrounds"
 # name in skimage.data -> licence line (checked in each function's docstring)
@@ -59,7 +59,7 @@ def load_backgrounds(split: str) -> tuple[np.ndarray, ...]:
     paths = crop_paths(split)
     if not paths:
         raise SGEVizError(f"No background photos in {BACKGROUND_DIR / split}: regenerate them with "
-                          "`python -m sge_viz.demo.photos` (needs scikit-image).")
+                          "`python -m training.photos` (needs scikit-image).")
     return tuple(np.asarray(Image.open(p).convert("RGB"), dtype=np.uint8) for p in paths)
 
 
@@ -98,7 +98,7 @@ def write_crops(directory: Path = BACKGROUND_DIR) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sge_viz.demo.photos", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m training.photos", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=BACKGROUND_DIR)
     args = p.parse_args(argv)
     for path in write_crops(args.out):

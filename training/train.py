@@ -1,13 +1,13 @@
 """Train the demo model and its plain twin (in lockstep, on the same batches).
 
-    python -m sge_viz.demo.train                 # the shipped recipe: Cluttered Fashion-MNIST, SGE model + plain twin
-    python -m sge_viz.demo.train --which sge     # only the SGE model
-    python -m sge_viz.demo.train --plain         # only the plain twin (use_sge=False)
-    python -m sge_viz.demo.train --scenes wild --epochs 4 --samples-per-epoch 21120 --warmup-steps 100
+    python -m training.train                 # the shipped recipe: Cluttered Fashion-MNIST, SGE model + plain twin
+    python -m training.train --which sge     # only the SGE model
+    python -m training.train --plain         # only the plain twin (use_sge=False)
+    python -m training.train --scenes wild --epochs 4 --samples-per-epoch 21120 --warmup-steps 100
         --seed 0 --out-dir runs/wild0 --checkpoint runs/wild0/sge.safetensors
         --plain-checkpoint runs/wild0/plain.safetensors
-                                                 # (one line) the randomised-scene candidate of the model card
-    python -m sge_viz.demo.train --scenes wild --which sge --init checkpoints/sge_resnet_demo_scenes.safetensors
+                                              # (one line) the randomised-scene candidate of the model card
+    python -m training.train --scenes wild --which sge --init checkpoints/sge_resnet_demo_scenes.safetensors
         --item-frac 0.2 0.85 --epochs 2 --samples-per-epoch 28160 --lr 0.02 --warmup-steps 20 --device cpu
         --threads 2 --out-dir runs/small --checkpoint runs/small/sge.safetensors
                                                  # (one line) continue training the default model, items down to 20%
@@ -37,11 +37,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..device import describe_device, pick_device
-from ..errors import SGEVizError
-from ..models.checkpoint import load_strict, read_checkpoint, read_metadata, save_safetensors
-from ..models.config import ModelConfig
-from ..models.registry import DEMO_ARCH, DEMO_KWARGS, build_model
+from sge_viz.device import describe_device, pick_device
+from sge_viz.errors import SGEVizError
+from sge_viz.models.checkpoint import load_strict, read_checkpoint, read_metadata, save_safetensors
+from sge_viz.models.config import ModelConfig
+from sge_viz.models.registry import DEMO_ARCH, DEMO_KWARGS, build_model
+
 from . import DEMO_CHECKPOINT, PLAIN_CHECKPOINT
 from .data import (
     FASHION_MNIST_CLASSES,
@@ -330,7 +331,7 @@ def earlier_training(init: Path) -> dict:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d = Recipe()
-    p = argparse.ArgumentParser(prog="python -m sge_viz.demo.train", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--samples-per-epoch", type=int, default=d.samples_per_epoch)
     p.add_argument("--batch-size", type=int, default=d.batch_size)

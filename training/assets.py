@@ -1,7 +1,7 @@
 """Regenerate the example images the app offers, and the item masks of the example scenes.
 
 A scene ``assets/scene_01.png`` has its mask in ``assets/scene_01_mask.png``
-(white = the item's pixels). ``python -m sge_viz.demo.assets`` regenerates the
+(white = the item's pixels). ``python -m training.assets`` regenerates the
 scenes of both shipped demo models' recipes: ``scene_NN.png``, held-out scenes of
 Cluttered Fashion-MNIST (the original model's), and ``scene_wild_NN.png``, held-out
 scenes of the randomised recipe and its shifts (the default model's); and copies the
@@ -15,15 +15,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..io.masks import mask_path
-from ..resources import SCENE_PREFIXES
+from sge_viz.io.masks import mask_path
+from sge_viz.resources import SCENE_PREFIXES
+
 from . import ASSET_DIR
 
 # Held-out scenes shown as examples, picked by class only, not by how the model does on them.
 # Original recipe: the first scene of each class in the evaluation set (t10k, EVAL_SEED).
 SCENE_CLASSES = (0, 1, 5, 7, 8, 9)
 # Randomised recipe: (shift, class): the first scene of that class in that shift's test set
-# (``sge_viz.demo.shifts``), so the examples cover the distribution and its harder corners.
+# (``training.shifts``), so the examples cover the distribution and its harder corners.
 WILD_PICKS = (("held_out", 0), ("held_out", 8), ("shop_style", 7), ("shop_style", 3),
               ("photo_backgrounds", 9), ("heavy_clutter", 1))
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
@@ -79,7 +80,7 @@ def write_photos(directory: Path, names: tuple[str, ...] = PHOTOS) -> list[Path]
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sge_viz.demo.assets", description="Regenerate the example images.")
+    p = argparse.ArgumentParser(prog="python -m training.assets", description="Regenerate the example images.")
     p.add_argument("--out", type=Path, default=ASSET_DIR)
     p.add_argument("--scenes", choices=("wild", "cluttered"), default=None,
                    help="write only this recipe's example scenes (default: both, and the photographs)")

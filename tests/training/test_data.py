@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sge_viz.demo.data import (
+from sge_viz.errors import SGEVizError
+from training.data import (
     FASHION_MNIST_CLASSES,
     ClutterConfig,
     ClutteredFashionMNIST,
@@ -19,7 +20,6 @@ from sge_viz.demo.data import (
     load_split,
     render,
 )
-from sge_viz.errors import SGEVizError
 
 INDICES = range(0, 40)
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from sge_viz.demo import train
-from sge_viz.demo.data import ClutterConfig, SceneConfig, WildFashionMNIST
+from training import train
+from training.data import ClutterConfig, SceneConfig, WildFashionMNIST
 
 
 def test_scenes_option_and_training_sets():
