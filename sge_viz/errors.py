@@ -7,3 +7,7 @@ class SGEVizError(Exception):
     The UI shows it, the CLI prints it and exits non-zero. Anything else that
     escapes is a bug in this project.
     """
+
+
+class UsageError(SGEVizError):
+    """A problem with the command line itself (the CLI exits with status 2)."""

@@ -47,7 +47,7 @@ from sge_viz.models.checkpoint import (
     save_safetensors,
 )
 from sge_viz.models.factory import LoadedModel, load_checkpoint
-from sge_viz.viz.resize import resize_maps
+from sge_viz.resize import resize_maps
 
 from . import DEMO_CHECKPOINT, MODEL_CARD, PLAIN_CHECKPOINT
 from .data import view

@@ -6,6 +6,7 @@ import os
 import sys
 
 from ..errors import SGEVizError
+from ..flags import add_user_model_args, source_from_args
 
 
 def add_serve_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -22,8 +23,6 @@ def add_serve_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps")
     parser.add_argument("--random-weights", action="append", default=[], metavar="NAME",
                         help="also offer an untrained network of this architecture (repeatable)")
-    from ..cli.common import add_user_model_args
-
     add_user_model_args(parser)
     return parser
 
@@ -32,11 +31,14 @@ def user_models(args: argparse.Namespace) -> list:
     """The model of ``--model-def`` (or ``--trust-pickle``), built from the user's code, or none."""
     if not (getattr(args, "model_def", None) or getattr(args, "trust_pickle", False)):
         return []
-    from ..cli.common import load_model
+    from ..models.sources import open_model
 
     # The server's --model names the model to start on and --random-weights adds choices: neither is the
     # user's model.
-    return [load_model(argparse.Namespace(**{**vars(args), "model": None, "random_weights": False}))]
+    loaded = open_model(source_from_args(argparse.Namespace(**{**vars(args), "model": None, "random_weights": False})))
+    for note in loaded.notes_with_layout:
+        print("note: " + note, file=sys.stderr, flush=True)
+    return [loaded]
 
 
 def serve(args: argparse.Namespace) -> int:

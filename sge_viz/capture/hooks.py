@@ -32,7 +32,7 @@ def evaluating(model: nn.Module):
         state = _evaluating.get(key)
         if state is None:
             # Only the modules in train mode are switched (and switched back): a model already in eval mode
-            # costs one walk, not two rounds of nn.Module.__setattr__ per module (1.1 -> 0.2 ms on SGE-ResNet50).
+            # costs one walk.
             training = [m for m in model.modules() if m.training]
             state = _evaluating[key] = [0, training]
             for m in training:

@@ -23,10 +23,7 @@ everything moves to the CPU as float32 once, when the ``with`` block closes
 (one device sync instead of one per layer on a GPU). Since y = x * a with a
 constant over each group's channels (checked), the output's group sums are the
 gate times the input's, and its squared vector lengths the gate squared times
-the input's, so only the input is reduced. On a CPU in float32 the group sums come from compiled loops
-(``kernels``); with ``reduce_in_hook=True`` (dissect) they are taken as each SGE call begins, while its
-input is in the cache, and at the call's end the same loops check the gate and take every reduction
-dissect needs, so no map but the gate is kept.
+the input's, so only the input is reduced.
 """
 from __future__ import annotations
 
@@ -40,7 +37,6 @@ from torch.overrides import TorchFunctionMode
 
 from ..errors import SGEVizError
 from ..models.sge import SpatialGroupEnhance, is_sge_module, looks_like_sge, sge_groups
-from . import kernels
 from .hooks import HookScope
 
 
@@ -55,9 +51,6 @@ class LayerCapture:
     before_sq: torch.Tensor | None = None  # sum of squares over each group's channels (vector length^2), input
     after_sq: torch.Tensor | None = None  # the same for SGE's output
     channels: int = 0  # C, SGE's channel count (each group holds C / G of them); 0 when activations are off
-    # GateRecorder(reduce_in_hook=True) on a CPU: the layer's reductions, taken in the hook (before / after
-    # sums are then None; before_sq holds S2 only with keep_squares=True).
-    reduced: kernels.LayerPass | None = None
 
 
 def find_sge_layers(model: nn.Module, patterns: Sequence[str] = ()) -> list[tuple[str, nn.Module]]:
@@ -86,8 +79,6 @@ def group_sums(x: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor
 
     The square root of the second is the group's vector length ||x_g(p)||_2 at every position p.
     """
-    if kernels.applies(x):  # one compiled pass (capture.kernels): S2 bit-identical to dissect's in-hook pass
-        return kernels.group_sums(x, groups)
     b, c, h, w = x.shape
     xg = x.detach().reshape(b, groups, c // groups, h, w)
     if xg.dtype == torch.float32:
@@ -123,7 +114,6 @@ class _Call:
     active: bool = False
     outputs: list[torch.Tensor] = field(default_factory=list)
     tap: _SigmoidTap | None = None
-    sums: tuple[torch.Tensor, torch.Tensor] | None = None  # S1, S2 of the input, taken as the call began
 
 
 NOT_A_GATE = "not a spatial group gate: skipped"
@@ -147,7 +137,7 @@ def read_gate(x: object, y: object, sigmoid_outputs: Sequence[torch.Tensor], gro
     x, y = x.detach(), y.detach()
     per = x.shape[1] // gate.shape[1]
     xs, ys = x[:, ::per], y[:, ::per]  # the first channel of every group: views, no copies
-    # abs().amax(), not vector_norm(ord=inf): the same number, ~5-10x faster on a CPU (strided views included).
+    # abs().amax(), not vector_norm(ord=inf): the same number, faster on a CPU.
     scale = float(xs.abs().amax()) if xs.numel() else 0.0
     error = float(torch.addcmul(ys, xs, gate.to(x.dtype), value=-1).abs_().amax()) if xs.numel() else 0.0
     if not gate_fits(error, scale, x.dtype):
@@ -201,14 +191,8 @@ class GateRecorder(HookScope):
     """
 
     def __init__(self, model: nn.Module, activations: bool = True, keep_on_device: bool = False,
-                 patterns: Sequence[str] = (), output_sums: bool = True, reduce_in_hook: bool = False,
-                 keep_squares: bool = False):
+                 patterns: Sequence[str] = (), output_sums: bool = True):
         self.model = model
-        # True: where a layer's activations are float32 on the CPU, compiled loops in the hooks take the
-        # group sums as the call begins and, at its end, check the gate and take every reduction dissect
-        # needs (``kernels.layer_pass``); the capture then holds ``reduced`` and the gate (and S2 with
-        # ``keep_squares``).
-        self.reduce_in_hook, self.keep_squares = reduce_in_hook, keep_squares
         self.activations = activations
         # False: leave ``after`` / ``after_sq`` None. y = x * gate is checked, so a caller that derives only
         # what it needs from the gate and the input's sums (dissect) saves two full-size products per layer.
@@ -220,7 +204,6 @@ class GateRecorder(HookScope):
         self.captures: dict[str, LayerCapture] = {}
         self.skipped: dict[str, str] = {}
         self._calls: dict[str, int] = {}
-        self._open_sums = 0  # SGE calls whose group sums were taken as they began and are not yet done
         super().__init__()
 
     @property
@@ -230,7 +213,7 @@ class GateRecorder(HookScope):
         return list(self.captures) if self.captures else [name for name, _ in self.layers]
 
     def _register(self) -> None:
-        self.captures, self.skipped, self._calls, self._open_sums = {}, {}, {}, 0
+        self.captures, self.skipped, self._calls = {}, {}, {}
         self._keep(self.model.register_forward_pre_hook(self._new_forward))
         for name, module in self.layers:
             call = _Call()
@@ -240,8 +223,7 @@ class GateRecorder(HookScope):
             if sig is not None:
                 self._keep(sig.register_forward_hook(self._sigmoid_hook(call)))
             groups = sge_groups(module)
-            self._keep(module.register_forward_pre_hook(self._enter_hook(call, functional=sig is None,
-                                                                         groups=groups)))
+            self._keep(module.register_forward_pre_hook(self._enter_hook(call, functional=sig is None)))
             self._keep(module.register_forward_hook(self._exit_hook(name, groups, call), always_call=True))
 
     def _closed(self) -> None:
@@ -272,21 +254,10 @@ class GateRecorder(HookScope):
                 call.outputs.append(output)
         return hook
 
-    def _enter_hook(self, call: _Call, functional: bool, groups: int | None):
-        def hook(_module, inputs):
+    def _enter_hook(self, call: _Call, functional: bool):
+        def hook(_module, _inputs):
             if self._mine():
-                call.active, call.outputs, call.sums = True, [], None
-                x = inputs[0] if inputs else None
-                if (self.reduce_in_hook and self.activations and groups and isinstance(x, torch.Tensor)
-                        and x.dim() == 4 and x.shape[1] % groups == 0 and kernels.applies(x)):
-                    # Taken now, while the layer before has just written x and it is still in the cache: read
-                    # at the call's end, after SGE has written its output, it comes from memory (1.107x vs
-                    # 1.038x the bare forward per batch of 8 on SGE-ResNet50, 2 CPU cores, interleaved rounds).
-                    # Reused arrays, unless another SGE call is still open around this one (nested modules).
-                    out = (None if self._open_sums else
-                           kernels.sums_out(x.shape[0] * groups, x.shape[2] * x.shape[3], self.keep_squares))
-                    call.sums = kernels.group_sums(x, groups, out=out)
-                    self._open_sums += 1
+                call.active, call.outputs = True, []
                 if functional:  # no sigmoid child: catch torch.sigmoid calls made inside this call
                     call.tap = _SigmoidTap()
                     call.tap.__enter__()
@@ -301,17 +272,12 @@ class GateRecorder(HookScope):
             if call.tap is not None:
                 call.tap.__exit__(None, None, None)
                 outputs, call.tap = call.tap.outputs, None
-            call.outputs, sums, call.sums = [], call.sums, None
-            self._open_sums -= sums is not None
+            call.outputs = []
             if output is None:  # the forward raised: nothing to record
                 return
             count = self._calls[name] = self._calls.get(name, 0) + 1
             key = name if count == 1 else f"{name}#{count}"
             x = inputs[0] if inputs else None
-            if (self.reduce_in_hook and self.activations and isinstance(x, torch.Tensor)
-                    and isinstance(output, torch.Tensor) and kernels.applies(x, output)):
-                self._reduce(key, x, output, outputs, groups, sums)
-                return
             gate, why = read_gate(x, output, outputs, groups)
             if gate is None:
                 self.skipped[key] = why
@@ -323,20 +289,3 @@ class GateRecorder(HookScope):
                 capture.before, capture.before_sq = group_sums(x, gate.shape[1])
                 capture.channels = int(x.shape[1])
         return hook
-
-    def _reduce(self, key: str, x: torch.Tensor, y: torch.Tensor, sigmoid_outputs: list[torch.Tensor],
-                groups: int | None, sums: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
-        """``reduce_in_hook``'s path: the gate found as ``read_gate`` finds it, checked by the same rule
-        from the numbers the compiled loops take."""
-        gate, why = find_gate(x, y, sigmoid_outputs, groups)
-        if gate is None:
-            self.skipped[key] = why
-            self.captures.pop(key, None)
-            return
-        done = kernels.layer_pass(x, y, gate, keep_squares=self.keep_squares, sums=sums)
-        if not gate_fits(done.error, done.scale, x.dtype):
-            self.skipped[key] = GATE_MISFIT
-            self.captures.pop(key, None)
-            return
-        # The gate is the module's own sigmoid output (a view, not copied): nothing writes to it after the call.
-        self.captures[key] = LayerCapture(gate, before_sq=done.squares, channels=int(x.shape[1]), reduced=done)

@@ -13,17 +13,16 @@ could be (summary.json is still written), 2 for a usage error.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
 
+from ..flags import source_from_args
 from .common import (
     UsageError,
     add_model_args,
     emit_json,
     load_model,
-    model_source,
     non_negative_int,
     positive_int,
     say_error,
@@ -59,8 +58,7 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..allocator import keep_freed_memory
-    from ..dissect.engine import STATE_FILE, ModelSpec, default_workers, run_local, run_ray
+    from ..dissect.engine import STATE_FILE, default_workers, run_local, run_ray
     from ..dissect.inputs import collect
     from ..dissect.reduce import select_layers
     from ..dissect.report import write_report
@@ -92,9 +90,6 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         if args.engine == "local":
-            # This process exists to run the pass: freed activations stay in it for the next batch, not given
-            # back to the system and faulted in again (see sge_viz.allocator).
-            keep_freed_memory()
             workers = args.workers if args.workers is not None else default_workers(len(items))
             partial = run_local(loaded, items, args.top_k, args.batch_size, workers, args.layers,
                                 state_path=out / STATE_FILE, resume=args.resume,
@@ -103,11 +98,8 @@ def run(args: argparse.Namespace) -> int:
                                 progress=progress.update, pictures=not args.no_pictures,
                                 skip_out_of_domain=args.skip_out_of_domain)
         else:
-            source = model_source(args)
-            spec = ModelSpec(args.model, args.checkpoint, args.device, args.random_weights, args.half,
-                             source=dataclasses.asdict(source) if source.from_user_code else None)
-            partial = run_ray(spec, items, args.top_k, args.batch_size, args.workers, args.layers,
-                              progress=progress.update, pictures=not args.no_pictures,
+            partial = run_ray(source_from_args(args, half=args.half), items, args.top_k, args.batch_size,
+                              args.workers, args.layers, progress=progress.update, pictures=not args.no_pictures,
                               skip_out_of_domain=args.skip_out_of_domain)
     finally:
         progress.close()

@@ -139,12 +139,13 @@ def summary_text(info: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     """Print what the model is and knows; the file is loaded strictly, exactly as the app would load it."""
     if args.model_def or args.trust_pickle:
+        from ..flags import source_from_args
         from ..models.sources import open_model
-        from .common import UsageError, model_source
+        from .common import UsageError
 
         if args.model:
             raise UsageError("with --model-def, give the weights with --checkpoint, not as MODEL_OR_CHECKPOINT")
-        loaded = open_model(model_source(args), device=args.device)
+        loaded = open_model(source_from_args(args))
     else:
         loaded = load(args.model, args.device, args.random_weights)
     info = info_dict(loaded, args.model)

@@ -22,43 +22,23 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from ..allocator import keep_freed_memory
 from ..capture.preprocess import center_crop_view
 from ..errors import SGEVizError
-from ..models.factory import LoadedModel, create_model
+from ..models.factory import LoadedModel
 from ..models.loaded import weights_digest
+from ..models.sources import ModelSource, open_model, source_from_dict
 from .inputs import Item, open_item
 from .lifeline import worker_init_fn
 from .reduce import dissect_batch, queue_batch
 from .summary import Partial
 
 STATE_FILE = ".dissect-state.npz"
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """How to build the model, so that another process (a worker, a Ray actor) can build the same one."""
-
-    name: str | None = None
-    checkpoint: str | None = None
-    device: str | None = None
-    random_weights: bool = False
-    half: bool = False
-    source: dict | None = None  # dataclasses.asdict(ModelSource) of a model from the user's code
-
-    def load(self) -> LoadedModel:
-        if self.source is not None:
-            from ..models.sources import open_model, source_from_dict
-
-            return open_model(source_from_dict(self.source), device=self.device, half=self.half)
-        return create_model(self.name, self.checkpoint, device=self.device, random_weights=self.random_weights,
-                            half=self.half)
 
 
 def load_item(item: Item, resize_size: int, input_size: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -224,8 +204,7 @@ class _Actor:
         import torch
 
         torch.set_num_threads(max(1, int(os.environ.get("SGE_VIZ_ACTOR_THREADS", "1"))))
-        keep_freed_memory()  # the actor's process exists to run the pass (see sge_viz.allocator)
-        self.loaded = ModelSpec(**spec).load()
+        self.loaded = open_model(source_from_dict(spec))
         self.k, self.layers, self.pictures, self.skip = k, layers, pictures, skip_out_of_domain
         # The top lists of every batch this actor has seen (numbers only): an entry that cannot enter them
         # cannot enter the merged summary either, so it needs no pictures.
@@ -251,7 +230,7 @@ class _Actor:
         return {"partial": np.array([partial.to_bytes()], dtype=object)}
 
 
-def run_ray(spec: ModelSpec, items: Sequence[Item], k: int, batch_size: int = 8, workers: int | None = None,
+def run_ray(source: ModelSource, items: Sequence[Item], k: int, batch_size: int = 8, workers: int | None = None,
             layers: Sequence[str] | None = None, progress: Callable[[int], None] | None = None,
             pictures: bool = True, skip_out_of_domain: bool = False) -> Partial:
     """Dissect ``items`` with Ray Data: ``map_batches`` over ``workers`` actors, partials merged here.
@@ -273,7 +252,7 @@ def run_ray(spec: ModelSpec, items: Sequence[Item], k: int, batch_size: int = 8,
     if workers is None:
         workers = max(1, int(gpus) if gpus >= 1 else int(ray.cluster_resources().get("CPU", 1)))
     resources = {"num_gpus": 1} if gpus >= 1 else {"num_cpus": 0.5}
-    spec_dict = asdict(spec)
+    spec_dict = asdict(source)
     if gpus < 1:
         spec_dict["device"] = "cpu"
     rows = [{"name": i.name, "path": i.path, "member": i.member or "", "mask": i.mask or ""} for i in items]

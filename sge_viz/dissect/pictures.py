@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..viz.resize import resize_image, resize_matrix
+from ..resize import resize_image, resize_matrix
 
 TILE = 64  # px of one patch in groups/<layer>/gNN.png
 FIG2_PANEL = 112  # px of one image in Fig. 2

@@ -8,17 +8,12 @@ population variance = E[x^2] - mean^2 (in float64); the vector length at p is sq
 root is taken per position: the length histograms bin S2 on the squared edges (summary.SQUARED_EDGES)
 and a score is the float32 square root of a maximum of S2.
 
-On a CPU (float32) the recorder takes every reduction inside its hooks with compiled loops
-(``capture.kernels``): the group sums as each SGE call begins, while its input is in the cache; the gate
-check, spatial sums, maxima and histogram cells at its end, so no map is kept but the gates (and S2 for
-pictures). Otherwise the
-recorder keeps its maps on the model's device (``keep_on_device=True``) and every reduction runs there:
-on a GPU batched over the layers where shapes allow, on a CPU (a run that may still leave images out
-after the forward, or half precision) one pass per layer over cached chunks (``_reduce_cpu``); only the reduced
-numbers cross to the host, in one copy per batch: per layer the totals and histograms, a few KB, and
-each image's maximum and its position per group (B x G), which the host sorts into the top lists.
-The one exception is mask AUC (a rank statistic), computed on the host from the gates of the images
-that have a mask.
+The recorder keeps its maps on the model's device (``keep_on_device=True``) and every reduction runs
+there, one path for CPU and GPU: the totals of all layers with the same group count at once, all
+histograms in one count. Only the reduced numbers cross to the host, in one copy per batch: per layer
+the totals and histograms, a few KB, and each image's maximum and its position per group (B x G), which
+the host sorts into the top lists. The one exception is mask AUC (a rank statistic), computed on the
+host from the gates of the images that have a mask.
 """
 from __future__ import annotations
 
@@ -28,7 +23,6 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..capture.kernels import LayerPass
 from ..capture.pooling import pooled_outputs
 from ..capture.preprocess import normalise_batch, seen_view
 from ..capture.recorder import GateRecorder, LayerCapture
@@ -41,104 +35,15 @@ from .summary import BINS, SQUARED_EDGES, LayerPartial, Partial, TopLists, prece
 # Histograms without comparisons: every squared edge is a float32 whose low 16 bits are zero, so the
 # cell of float32 values sharing their top 16 bits (sign, exponent, 7 mantissa bits) lies wholly in one
 # bin, and counting the cells counts the bins exactly. Bin i holds the cells from edge i's up to edge
-# i+1's; the last runs to the end, inf and NaN included. The sign bit is ignored: a sum of squares is
-# >= 0 (only -0.0 could carry it).
+# i+1's; the last runs to the end, inf and NaN included.
 _BIN_START = (SQUARED_EDGES[:BINS].view(np.uint32) >> 16).astype(np.intp)  # (BINS,) first cell of each bin
 _BIN_END = np.append(_BIN_START[1:], 1 << 15)  # (BINS,) one past each bin's last cell
-_CELLS = 1 << 15  # cells of values without their sign bit
-# Values per CPU bincount: one call has a fixed cost (its 2^15 counts), and the int32 keys of a chunk
-# (4 MB) stay near the cache. torch's chunked bincount is ~2x faster than numpy's here.
-_CHUNK = 1 << 20
 
 
-def _count_cells(values: torch.Tensor, cells: torch.Tensor, keys: torch.Tensor) -> None:
-    """Add to ``cells`` (2^15,) int64 the counts of float32 ``values`` (1-D, contiguous, at most ``keys``'
-    size) per cell, through the int32 buffer ``keys``; CPU."""
-    key = keys[:values.numel()]
-    torch.bitwise_right_shift(values.view(torch.int32), 16, out=key)
-    key.bitwise_and_(_CELLS - 1)  # drop the sign bit
-    cells += torch.bincount(key, minlength=_CELLS)
-
-
-def _bins(cells: torch.Tensor) -> torch.Tensor:
-    """Counts (..., BINS) int64 from cell counts (..., 2^15) int64 (CPU)."""
-    return torch.from_numpy(np.add.reduceat(cells.numpy(), _BIN_START, axis=-1))
-
-
-def _histogram(squared: torch.Tensor) -> torch.Tensor:
-    """Counts (BINS,) int64 of float32 squared lengths (>= 0, any shape) on SQUARED_EDGES: bins [E_i, E_i+1),
-    the last also counting larger values, inf and NaN. On the values' device."""
-    if squared.device.type != "cpu":
-        return _histograms_torch([squared])[0]
-    flat = squared.float().contiguous().reshape(-1)
-    cells = torch.zeros(_CELLS, dtype=torch.int64)
-    keys = torch.empty(min(flat.numel(), _CHUNK), dtype=torch.int32)
-    for start in range(0, flat.numel(), _CHUNK):
-        _count_cells(flat[start:start + _CHUNK], cells, keys)
-    return _bins(cells)
-
-
-def _reduce_cpu(capture: LayerCapture) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One layer's reductions on the CPU, in one pass over chunks of whole maps that stay in the cache:
-    the histograms (2, BINS) int64 before and after SGE, the spatial sums (6, B, G) float64 (see
-    ``_spatial_sums``), and per image and group the largest after-SGE squared length (B, G) float32 with
-    its first flat position (B, G) int64. The output's maps (gate * S1, gate^2 * S2: y = x * gate is
-    checked by the recorder) are formed a chunk at a time unless the capture holds them."""
-    b, g, h, w = capture.gate.shape
-    rows, size = b * g, h * w
-    maps = {"gate": capture.gate, "before": capture.before, "before_sq": capture.before_sq,
-            "after": capture.after, "after_sq": capture.after_sq}
-    maps = {k: None if v is None else v.float().reshape(rows, size) for k, v in maps.items()}
-    step = min(rows, max(1, _CHUNK // max(size, 1)))  # whole maps per chunk
-    buffer = torch.empty(step * size)
-    keys = torch.empty(step * size, dtype=torch.int32)
-    cells = torch.zeros(2, _CELLS, dtype=torch.int64)
-    sums = torch.empty(6, rows, dtype=torch.float64)
-    best, where = np.empty(rows, np.float32), np.empty(rows, np.int64)
-    for r in range(0, rows, step):
-        gate, before, before_sq = (maps[k][r:r + step].contiguous() for k in ("gate", "before", "before_sq"))
-        n, part = gate.shape[0], slice(r, r + step)
-        work = buffer[:n * size].view(n, size)
-        torch.sum(gate, 1, dtype=torch.float64, out=sums[0, part])
-        torch.sum(before, 1, dtype=torch.float64, out=sums[2, part])
-        torch.sum(before_sq, 1, dtype=torch.float64, out=sums[3, part])
-        if maps["after"] is None:
-            torch.mul(gate, before, out=work)
-            torch.sum(work, 1, dtype=torch.float64, out=sums[4, part])
-        else:
-            torch.sum(maps["after"][part], 1, dtype=torch.float64, out=sums[4, part])
-        torch.mul(gate, gate, out=work)
-        torch.sum(work, 1, dtype=torch.float64, out=sums[1, part])
-        if maps["after_sq"] is None:
-            after_sq = work.mul_(before_sq)  # gate.square() * before_sq: the recorder's arithmetic
-        else:
-            after_sq = maps["after_sq"][part].contiguous()
-        torch.sum(after_sq, 1, dtype=torch.float64, out=sums[5, part])
-        _count_cells(before_sq.reshape(-1), cells[0], keys)
-        _count_cells(after_sq.reshape(-1), cells[1], keys)
-        values = after_sq.numpy()  # numpy's argmax is several times faster than torch's max(dim) on a CPU
-        where[part] = values.argmax(axis=1)
-        best[part] = values[np.arange(n), where[part]]
-    return (_bins(cells), sums.reshape(6, b, g), torch.from_numpy(best.reshape(b, g)),
-            torch.from_numpy(where.reshape(b, g)))
-
-
-def _taken_in_hook(done: LayerPass) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``_reduce_cpu``'s four results from what the recorder's compiled pass took in the hook (its spatial
-    sums are float64)."""
-    return (_bins(torch.from_numpy(done.cells)), torch.from_numpy(done.sums), torch.from_numpy(done.best),
-            torch.from_numpy(done.where))
-
-
-def _layer_by_layer(device: torch.device) -> bool:
-    """True where the reductions run layer by layer in chunks that stay in the cache (``_reduce_cpu``, a
-    CPU); False where every layer is reduced at once and the device waited for once per batch (a GPU)."""
-    return device.type == "cpu"
-
-
-def _histograms_torch(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Counts (len(tensors), BINS) int64 of each tensor's squared lengths (as ``_histogram``) in one torch
-    bincount, on the tensors' device (the GPU path; also runs on a CPU).
+def histograms(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Counts (len(tensors), BINS) int64 of each tensor's float32 squared lengths (>= 0, any shape) on
+    SQUARED_EDGES (bins [E_i, E_i+1), the last also counting larger values, inf and NaN), in one torch
+    bincount on the tensors' device.
 
     Each value's key is its top 16 bits as a signed number, shifted into [0, 2^16) and then into its
     tensor's row: the cells of every tensor are counted at once (torch's bincount reads the largest key
@@ -211,7 +116,7 @@ def _top_lists(scores: np.ndarray, where: np.ndarray, width: int, names: Sequenc
     """
     rank = {name: i for i, name in enumerate(sorted(set(names)))}
     # Ties on the score go by name, then row, then col: one key, the name's rank then the flat position
-    # (rows of ``width``), so lexsort has two keys to sort instead of four (~3x faster).
+    # (rows of ``width``), so lexsort has two keys to sort instead of four.
     tie = np.array([rank[n] for n in names])[:, None] * (int(where.max(initial=0)) + 1) + where
     order = np.lexsort((tie, -scores), axis=0)[:k].T  # (G, k')
     cells = np.take_along_axis(where.T, order, 1)
@@ -237,7 +142,7 @@ class QueuedReduction:
         self.verdicts: dict[str, dict] = {}  # set by queue_batch: each image's out-of-domain verdict
         self.left_out: list[dict] = []  # and the images it left out for it ({"path", "reason"})
         self.maps = [(c.gate, c.before_sq, c.after_sq) for c in used] if views is not None else []
-        if any(c.reduced is None and (c.before is None or c.before_sq is None) for c in used):
+        if any(c.before is None or c.before_sq is None for c in used):
             raise ValueError("dissection needs the activations: record with activations=True")
         self.layers, self.names, self.masks, self.k = list(layers), list(names), list(masks), k
         self.shapes = [tuple(c.gate.shape) for c in used]
@@ -250,17 +155,10 @@ class QueuedReduction:
         if not used:
             return
         device = used[0].gate.device
-        if _layer_by_layer(device):  # one pass per layer, in the cache (see _reduce_cpu)
-            hists, sums, *maxima = zip(*(_reduce_cpu(c) if c.reduced is None else _taken_in_hook(c.reduced)
-                                         for c in used))
-            hists = torch.stack(hists).reshape(-1)
-            maxima = list(zip(*maxima))
-        else:  # every layer's histograms in one bincount: the device is waited for once per batch
-            after_sq = [c.after_sq if c.after_sq is not None else c.gate.float().square() * c.before_sq
-                        for c in used]
-            hists = _histograms_torch([t for c, a in zip(used, after_sq) for t in (c.before_sq, a)]).reshape(-1)
-            sums = [_spatial_sums(c, a) for c, a in zip(used, after_sq)]
-            maxima = [a.float().reshape(*a.shape[:2], -1).max(dim=2) for a in after_sq]
+        after_sq = [c.after_sq if c.after_sq is not None else c.gate.float().square() * c.before_sq for c in used]
+        hists = histograms([t for c, a in zip(used, after_sq) for t in (c.before_sq, a)]).reshape(-1)
+        sums = [_spatial_sums(c, a) for c, a in zip(used, after_sq)]
+        maxima = [a.float().reshape(*a.shape[:2], -1).max(dim=2) for a in after_sq]
         totals = [_totals(torch.stack([sums[i] for i in rows]),
                           torch.tensor([self.channels[i] // g * self.shapes[i][2] * self.shapes[i][3] for i in rows],
                                        dtype=torch.float64, device=device))
@@ -385,11 +283,7 @@ def queue_batch(loaded: LoadedModel, views: Sequence[np.ndarray], names: Sequenc
     detector = getattr(loaded, "ood", None)
     pooled: dict[str, list[np.ndarray]] = {name: [] for name in detector.modules} if detector is not None else {}
     with torch.inference_mode():
-        # On a CPU the reductions run inside the hooks (capture.kernels), except where images may still be
-        # left out after the forward (the detector's verdict): then the maps are kept and reduced after it.
-        in_hook = not (skip_out_of_domain and detector is not None)
-        with GateRecorder(loaded.model, keep_on_device=True, output_sums=False, reduce_in_hook=in_hook,
-                          keep_squares=pictures) as recorder:
+        with GateRecorder(loaded.model, keep_on_device=True, output_sums=False) as recorder:
             if detector is None:
                 loaded.model(x)
             else:  # the same forward gives each image's out-of-domain score

@@ -29,7 +29,7 @@ from ..errors import SGEVizError
 from ..metrics.ood import verdict
 from ..models.config import ModelConfig
 from ..models.loaded import LoadedModel
-from ..viz.resize import resize_maps
+from ..resize import resize_maps
 from .ablation import flat_gate_probabilities, flat_gate_probabilities_any, is_sge_resnet
 from .contributions import SGETaps
 from .gradcam import METHOD, cam_target, gradcam

@@ -15,8 +15,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import SGEVizError
+from ..sniff import describe_bytes
 from .limits import current_limits
-from .sniff import describe_bytes
 
 # Formats Pillow may try on user input (MPO, the multi-picture JPEG of phone cameras, opens as JPEG).
 ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF", "AVIF", "PPM")

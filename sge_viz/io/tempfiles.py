@@ -2,8 +2,8 @@
 
 Gradio encodes a numpy image output as PNG at zlib's default level, which for
 a 782x782 mosaic costs about as much as the network's forward pass. Handing it
-a file written here instead (zlib level 1: about 4x faster to write, ~15%
-larger, same pixels) takes that off every request and every redraw. PNG files
+a file written here instead (zlib level 1: same pixels, slightly larger)
+takes most of that off every request and every redraw. PNG files
 are named by their content, so a picture shown twice is written once.
 """
 from __future__ import annotations

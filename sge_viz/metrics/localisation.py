@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..viz.resize import resize_maps
+from ..resize import resize_maps
 
 
 def roc_auc(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import SGEVizError
-from ..io.sniff import describe_bytes
+from ..sniff import describe_bytes
 from .config import ModelConfig
 from .registry import ARCHS, available_models, build_model, infer_arch
 

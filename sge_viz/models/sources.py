@@ -4,7 +4,9 @@
       -> a module and its config       (registry / checkpoint / usercode + wrap)
       -> a LoadedModel                 (ready: device, notes, out-of-domain signal)
 
-The CLI, the app and Python all describe a model as a ``ModelSource`` and call ``open_model``.
+The CLI, the app, dissect's Ray actors and Python all describe a model as one ``ModelSource`` (where it comes
+from, how to feed it, device and precision) and call ``open_model``; ``flags`` builds one from the
+command line's flags.
 """
 from __future__ import annotations
 
@@ -49,6 +51,8 @@ class ModelSource:
     trust_pickle: bool = False  # command line only: unpickle a whole saved model
     random_weights: bool = False
     inputs: InputOptions = field(default_factory=InputOptions)
+    device: str | None = None  # "auto" (None), "cpu", "cuda", "cuda:N" or "mps"
+    half: bool = False  # float16 weights and inputs, on CUDA only
 
     @property
     def from_user_code(self) -> bool:
@@ -67,8 +71,12 @@ def with_labels_and_domain(loaded: LoadedModel, inputs: InputOptions) -> LoadedM
     return loaded
 
 
-def open_model(source: ModelSource, device: str | torch.device | None = None, half: bool = False) -> LoadedModel:
-    """The model a source describes, ready for analysis. Raises SGEVizError with what to do."""
+def open_model(source: ModelSource, device: str | torch.device | None = None, half: bool | None = None
+               ) -> LoadedModel:
+    """The model a source describes, ready for analysis; ``device`` and ``half``, when given, override the
+    source's own. Raises SGEVizError with what to do."""
+    device = source.device if device is None else device
+    half = source.half if half is None else half
     if not source.from_user_code:
         if source.strip_prefix:
             raise SGEVizError("--strip-prefix applies to --model-def checkpoints (built-in files are recognised "
@@ -102,7 +110,7 @@ def open_model(source: ModelSource, device: str | torch.device | None = None, ha
 
 
 def source_from_dict(d: dict) -> ModelSource:
-    """The ``ModelSource`` of ``dataclasses.asdict(source)`` (what crosses to worker processes and Ray actors)."""
+    """The ``ModelSource`` of ``dataclasses.asdict(source)`` (how it crosses to worker processes and Ray actors)."""
     inputs = dict(d.get("inputs") or {})
     for key in ("mean", "std", "sge_layers"):
         if inputs.get(key) is not None:

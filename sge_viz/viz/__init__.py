@@ -2,6 +2,7 @@
 
 Everything takes and returns numpy arrays; nothing here knows about torch.
 """
+from ..resize import resize_maps
 from .colour import colorize, colour_indices, colour_table
 from .draw import (
     GAP,
@@ -18,7 +19,6 @@ from .draw import (
     mosaics,
     overlay,
 )
-from .resize import resize_maps
 from .text import caption, colorbar, stack, to_png_bytes
 
 __all__ = [

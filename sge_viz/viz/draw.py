@@ -17,8 +17,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from ..resize import as_rgb, gapped_resize_matrix, one_blas_thread, resize_image, resize_maps
 from .colour import base_layer, blend_table, check_alpha, colour_indices, pack, unpack
-from .resize import as_rgb, gapped_resize_matrix, one_blas_thread, resize_image, resize_maps
 from .text import BACKGROUND, label_sprite, stamp_text
 
 GAP = 2  # pixels between mosaic tiles

@@ -7,8 +7,8 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from ..resize import as_rgb
 from .colour import colorize, pack
-from .resize import as_rgb
 
 BACKGROUND = (255, 255, 255)
 
@@ -58,7 +58,7 @@ def stack(images: list[np.ndarray], gap: int = 4) -> np.ndarray:
 
 def to_png_bytes(image: np.ndarray, compress_level: int = 1) -> bytes:
     """PNG encoding of an RGB array; zlib's fastest level by default (these are written often: 17 per
-    analysed image), which is ~30% faster than level 3 for ~2% larger files."""
+    analysed image)."""
     buffer = io.BytesIO()
     Image.fromarray(as_rgb(image)).save(buffer, format="PNG", compress_level=compress_level)
     return buffer.getvalue()

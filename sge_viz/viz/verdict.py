@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .resize import as_rgb
+from ..resize import as_rgb
 from .text import paste, text_sprite
 
 NO_SIGNAL = "no out-of-domain signal for this model"

@@ -15,10 +15,11 @@ from dissect_helpers import make_image_set, summaries_equal, tiny_loaded
 from test_dissect_pictures import assert_same_pictures
 
 from sge_viz.cli import main
-from sge_viz.dissect.engine import STATE_FILE, ModelSpec, run_local, run_ray, state_done
+from sge_viz.dissect.engine import STATE_FILE, run_local, run_ray, state_done
 from sge_viz.dissect.inputs import collect
 from sge_viz.dissect.report import entry_data
 from sge_viz.dissect.summary import summary_dict
+from sge_viz.models.sources import ModelSource
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -113,7 +114,7 @@ def test_ray_engine_equals_the_local_engine(tmp_path):
     local = run_local(loaded, items, 3, batch_size=4)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        remote = run_ray(ModelSpec(checkpoint=str(ckpt), device="cpu"), items, 3, batch_size=4, workers=2)
+        remote = run_ray(ModelSource(checkpoint=str(ckpt), device="cpu"), items, 3, batch_size=4, workers=2)
     finally:
         ray.shutdown()
     assert remote.images == local.images == 12

@@ -193,9 +193,9 @@ def test_length_histogram_edges_are_the_documented_ones():
 
 
 def test_length_histogram_bins_equal_numpy_at_and_around_every_edge():
-    """Both histogram paths count float32 squared lengths as np.histogram does on the squared edges, and
-    so as np.histogram of the lengths (float64 square roots) on the reported edges."""
-    from sge_viz.dissect.reduce import _histogram, _histograms_torch
+    """The histogram counts float32 squared lengths as np.histogram does on the squared edges, and so as
+    np.histogram of the lengths (float64 square roots) on the reported edges."""
+    from sge_viz.dissect.reduce import histograms
 
     e = SQUARED_EDGES
     rng = np.random.default_rng(0)
@@ -207,24 +207,31 @@ def test_length_histogram_bins_equal_numpy_at_and_around_every_edge():
     want = np.histogram(np.minimum(v64, e[-1]), e.astype(np.float64))[0]
     np.testing.assert_array_equal(np.histogram(np.minimum(np.sqrt(v64), LENGTH_EDGES[-1]), LENGTH_EDGES)[0], want)
     assert want.sum() == v.size and (want > 0).all()
-    np.testing.assert_array_equal(_histogram(torch.from_numpy(v)).numpy(), want)
-    np.testing.assert_array_equal(_histograms_torch([torch.from_numpy(v)])[0].numpy(), want)  # the GPU path
-    np.testing.assert_array_equal(_histogram(torch.from_numpy(v[:0])).numpy(), np.zeros(len(want)))
+    np.testing.assert_array_equal(histograms([torch.from_numpy(v)])[0].numpy(), want)
+    np.testing.assert_array_equal(histograms([torch.from_numpy(v[:0]), torch.from_numpy(v)])[0].numpy(),
+                                  np.zeros(len(want)))
+
+
+def _numpy_counts(t: torch.Tensor) -> np.ndarray:
+    """np.histogram of squared lengths on SQUARED_EDGES, the last bin also counting larger values."""
+    v = t.numpy().astype(np.float64).reshape(-1)
+    return np.histogram(np.minimum(np.where(np.isnan(v), np.inf, v), SQUARED_EDGES[-1]),
+                        SQUARED_EDGES.astype(np.float64))[0]
 
 
 def test_all_histograms_of_a_batch_in_one_bincount_equal_each_alone():
-    """The GPU path counts every layer's before/after lengths in one bincount (keys shifted per row):
-    each row equals that tensor counted alone, whatever the shapes and layouts."""
-    from sge_viz.dissect.reduce import _histogram, _histograms_torch
+    """Every layer's before/after lengths are counted in one bincount (keys shifted per row): each row
+    equals that tensor counted alone by numpy, whatever the shapes and layouts."""
+    from sge_viz.dissect.reduce import histograms
 
     rng = np.random.default_rng(2)
     tensors = [torch.from_numpy(rng.lognormal(0, 4, shape).astype(np.float32))
                for shape in ((4, 8, 7, 7), (4, 16, 3, 3), (1, 1, 1, 1))]
     tensors.append(tensors[0].permute(0, 2, 3, 1))  # not contiguous, as channels-last captures are
-    got = _histograms_torch(tensors)
+    got = histograms(tensors)
     assert got.shape == (4, len(SQUARED_EDGES) - 1) and got.dtype == torch.int64
     for row, t in zip(got, tensors):
-        np.testing.assert_array_equal(row.numpy(), _histogram(t).numpy())
+        np.testing.assert_array_equal(row.numpy(), _numpy_counts(t))
         assert int(row.sum()) == t.numel()
 
 
@@ -300,30 +307,3 @@ def test_top_list_merge_is_the_best_k_of_both_sides_in_the_total_order():
     assert merged.as_lists() == want
     assert TopLists.from_lists(merged.as_lists(), g).as_lists() == want
     assert TopLists.empty(g).merge(merged, k).as_lists() == want
-
-
-def test_the_cpu_and_the_gpu_reductions_give_the_same_partial(setup, monkeypatch):
-    """The CPU reduces each layer in one pass over cached chunks (output maps formed a chunk at a time); a
-    GPU reduces all layers at once from whole tensors. Run here on the CPU, both give the same partial:
-    histograms, top lists and scores exactly, the other sums to float32 rounding."""
-    from sge_viz.capture.recorder import GateRecorder
-    from sge_viz.dissect import reduce as reduce_module
-
-    _, loaded, _ = setup
-    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    with torch.inference_mode(), GateRecorder(loaded.model, keep_on_device=True, output_sums=False) as rec:
-        loaded.model(x)
-    names = ["a", "b", "c"]
-    assert all(c.after is None and c.after_sq is None for c in rec.captures.values())
-    cpu = reduce_module.reduce_captures(rec.captures, list(rec.captures), names, [None] * 3, K)
-    monkeypatch.setattr(reduce_module, "_layer_by_layer", lambda device: False)
-    whole = reduce_module.reduce_captures(rec.captures, list(rec.captures), names, [None] * 3, K)
-    assert list(cpu.layers) == list(whole.layers) == list(rec.captures)
-    for name, got in cpu.layers.items():
-        want = whole.layers[name]
-        np.testing.assert_array_equal(got.hist_before, want.hist_before)
-        np.testing.assert_array_equal(got.hist_after, want.hist_after)
-        assert got.hist_after.sum() == rec.captures[name].gate.numel()
-        assert got.top == want.top
-        for field in ("gate_sum", "gate_sq", "var_before", "var_after"):
-            np.testing.assert_allclose(getattr(got, field), getattr(want, field), rtol=1e-5, atol=1e-12)

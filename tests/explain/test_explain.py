@@ -209,7 +209,7 @@ def test_json_shape_and_ranking(tiny, image):
 
 def test_gate_cam_correlation_is_pearsons_r(tiny, image):
     ev = explain(tiny, image, ablation=False)
-    from sge_viz.viz.resize import resize_maps
+    from sge_viz.resize import resize_maps
 
     name = ev.layers[-2]
     up = resize_maps(ev.gates[name], *ev.cam.shape)

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from sge_viz import viz as render
-from sge_viz.viz.resize import resize_image
+from sge_viz.resize import resize_image
 
 
 @pytest.fixture
