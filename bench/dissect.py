@@ -58,12 +58,13 @@ from PIL import Image  # noqa: E402
 from sge_viz.capture.preprocess import center_crop_view, normalise, normalise_batch  # noqa: E402
 from sge_viz.capture.recorder import GateRecorder  # noqa: E402
 from sge_viz.cli.dissect import SAVE_SECONDS  # noqa: E402
-from sge_viz.dissect.engine import default_workers, item_loader, load_item, run_local, save_state  # noqa: E402
-from sge_viz.dissect.inputs import collect  # noqa: E402
+from sge_viz.dissect.engine import run_local, save_state  # noqa: E402
 from sge_viz.dissect.reduce import QueuedReduction, dissect_batch, select_layers  # noqa: E402
 from sge_viz.dissect.report import write_report  # noqa: E402
 from sge_viz.dissect.summary import Partial  # noqa: E402
+from sge_viz.io.feed import default_workers, item_loader, load_item  # noqa: E402
 from sge_viz.io.images import open_image  # noqa: E402
+from sge_viz.io.inputs import collect  # noqa: E402
 
 BATCH = 8
 SMALL, BIG = 40, 120
@@ -156,7 +157,7 @@ def bare_pass_seconds(loaded, items) -> float:
     loader = item_loader(items, cfg, BATCH, default_workers(len(items)))
     with torch.inference_mode():
         for batch in loader:
-            loaded.model(normalise_batch([v for _, v, _, _ in batch], cfg, loaded.device, loaded.dtype))
+            loaded.model(normalise_batch([f.view for f in batch], cfg, loaded.device, loaded.dtype))
     return time.perf_counter() - started
 
 
@@ -187,7 +188,7 @@ def paired_stream(loaded, items, state: Path) -> tuple[dict[bool | None, list[fl
     cases: list[bool | None] = [None, False, True]
     with torch.inference_mode():
         for n, batch in enumerate(loader):
-            views, names = [v for _, v, _, _ in batch], [items[i].name for i, _, _, _ in batch]
+            views, names = [f.view for f in batch], [items[f.index].name for f in batch]
             for case in cases[n % 3:] + cases[:n % 3]:
                 started = time.perf_counter()
                 if case is None:
@@ -253,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         loaded, label = base.resnet50("cpu")
         cfg = loaded.config
         items = collect([tmp / "small"]).items
-        views = [load_item(i, cfg.resize_size, cfg.input_size)[0] for i in items[:BATCH]]
+        views = [load_item(i, cfg.resize_size, cfg.input_size).view for i in items[:BATCH]]
         names = [i.name for i in items[:BATCH]]
 
         def bare():

@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from sge_viz.dissect.engine import run_local  # noqa: E402
-from sge_viz.dissect.inputs import collect  # noqa: E402
 from sge_viz.dissect.report import figure_groups, write_report  # noqa: E402
+from sge_viz.io.inputs import collect  # noqa: E402
 from sge_viz.io.masks import mask_path  # noqa: E402
 from sge_viz.models.checkpoint import read_metadata  # noqa: E402
 from sge_viz.models.factory import create_model  # noqa: E402

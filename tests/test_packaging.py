@@ -56,8 +56,10 @@ def installed(tmp_path_factory, wheel) -> tuple[Path, Path]:
     venv.EnvBuilder(with_pip=False).create(env_dir)
     bin_dir = env_dir / "bin"
     see_our_packages(bin_dir / "python")
+    # --ignore-installed: the virtualenv sees this interpreter's packages, sge_viz among them when it was installed
+    # with `pip install .`; without it pip would call the wheel installed already and put nothing in the venv.
     installed = run([sys.executable, "-m", "pip", "--python", str(bin_dir / "python"), "install", "--no-deps",
-                     "-q", str(wheel)], cwd=base)
+                     "--ignore-installed", "-q", str(wheel)], cwd=base)
     assert installed.returncode == 0, installed.stderr
     work = base / "elsewhere"
     work.mkdir()

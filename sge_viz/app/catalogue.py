@@ -11,8 +11,8 @@ from pathlib import Path
 from PIL import Image
 
 from ..capture.analysis import Analysis, analyze
-from ..capture.preprocess import center_crop_view
 from ..errors import SGEVizError
+from ..io.feed import crop_mask
 from ..io.images import open_image
 from ..models.checkpoint import check_arch, read_checkpoint
 from ..models.config import ModelConfig
@@ -225,5 +225,4 @@ def _cropped_mask(pil: Image.Image, loaded: LoadedModel):
     mask = example_mask(pil)
     if mask is None or (mask.shape[1], mask.shape[0]) != pil.size:
         return None
-    mask_img = Image.fromarray(mask.astype("uint8") * 255, "L")
-    return center_crop_view(mask_img, loaded.config.resize_size, loaded.config.input_size) >= 128
+    return crop_mask(mask, loaded.config.resize_size, loaded.config.input_size)

@@ -50,7 +50,7 @@ def _stage(uploads: list[Path], folder: Path) -> list[str]:
     """The inputs ``collect`` reads for these uploads: one folder of the images and masks (uploads land in
     separate temporary folders; side by side again, masks find their images) and each .zip on its own
     (an archive inside a folder input is refused, so a zip is never put into the folder)."""
-    from ..dissect.inputs import is_zip
+    from ..io.inputs import is_zip
 
     staging, archives = folder / "inputs", folder / "archives"
     staging.mkdir()
@@ -114,8 +114,8 @@ def dissect_set(service: ModelService, files: Any, use_examples: bool, model: st
 
 def _dissect_set(service, files, use_examples, model, top_k, progress, folder: Path):
     from ..dissect.engine import run_local
-    from ..dissect.inputs import collect
     from ..dissect.report import write_report
+    from ..io.inputs import collect
 
     limits = current_limits()
     loaded = service.get(service.resolve(model or service.default))

@@ -12,7 +12,6 @@ same stem get the file suffix appended (photo_jpg, photo_png).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections import deque
 from collections.abc import Sequence
@@ -41,7 +40,7 @@ def register(sub) -> None:
     p.add_argument("--out", metavar="DIR", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     p.add_argument("--batch-size", type=positive_int, default=8, metavar="N", help="images per forward (default 8)")
     p.add_argument("--workers", type=non_negative_int, default=None, metavar="N",
-                   help="image-loading worker processes (default: up to 4 for many images, else 0)")
+                   help="image-loading worker processes (default: up to 4 for more than 32 images, else 0)")
     p.add_argument("--half", action="store_true", help="half precision on CUDA (ignored elsewhere)")
     p.add_argument("--no-pictures", action="store_true",
                    help="write only gates.npz and stats.json (no PNGs): the fast path for large folders")
@@ -69,12 +68,13 @@ def expand_inputs(inputs: Sequence[str]) -> list[_Job]:
             found = sorted(p for p in path.iterdir()
                            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not is_mask_file(p))
             if not found:
-                raise UsageError(f"folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+                raise SGEVizError(f"Folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)}): give a folder with "
+                                  "images.")
             paths.extend(found)
         elif path.is_file():
             paths.append(path)
         else:
-            raise UsageError(f"{path} does not exist: give image files or folders of images")
+            raise SGEVizError(f"{path} does not exist: give image files or folders of images.")
     unique = list(dict.fromkeys(paths))
     stems: dict[str, int] = {}
     for p in unique:
@@ -90,61 +90,26 @@ def expand_inputs(inputs: Sequence[str]) -> list[_Job]:
     return jobs
 
 
-class ImageViews:
-    """Dataset of (index, view or None, error or None, mask or None, mask note or None): opening and cropping
-    happen in workers. An image's ``<stem>_mask.png`` beside it is cropped like the image (for mask_auc); a
-    mask that cannot be used is skipped with a note saying why, and the image is analysed without it."""
+def as_items(jobs: Sequence[_Job]) -> list:
+    """The jobs as the feed's ``Item``s (named by their output folder), each with its ``<stem>_mask.png``."""
+    from ..io.inputs import Item
+    from ..io.masks import mask_path
 
-    def __init__(self, paths: list[Path], resize_size: int, input_size: int):
-        self.paths, self.resize_size, self.input_size = paths, resize_size, input_size
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        from ..capture.preprocess import center_crop_view
-        from ..io.images import open_image
-
-        try:
-            image = open_image(self.paths[i])
-            view = center_crop_view(image, self.resize_size, self.input_size)
-        except SGEVizError as exc:
-            return i, None, str(exc), None, None
-        mask, note = self._mask(i, image.size)
-        return i, view, None, mask, note
-
-    def _mask(self, i: int, size: tuple[int, int]):
-        from PIL import Image
-
-        from ..capture.preprocess import center_crop_view
-        from ..io.masks import mask_path, read_mask
-
-        path = mask_path(self.paths[i])
-        if not path.is_file():
-            return None, None
-        try:
-            mask = read_mask(path, size)
-        except SGEVizError as exc:
-            return None, f"mask skipped, so no mask_auc: {exc}"
-        cropped = center_crop_view(Image.fromarray(mask.astype("uint8") * 255, "L"), self.resize_size,
-                                   self.input_size) >= 128
-        if not cropped.any() or cropped.all():
-            return None, f"mask skipped, so no mask_auc: {path} is empty or covers the whole crop the model sees"
-        return cropped, None
-
-
-def _as_list(batch):
-    return batch  # keep views as numpy arrays: analyze_views normalises them itself
+    items = []
+    for job in jobs:
+        mask = mask_path(job.path)
+        items.append(Item(job.out_name, str(job.path), None, str(mask) if mask.is_file() else None))
+    return items
 
 
 def run(args: argparse.Namespace) -> int:
     """Analyse every input and write one result folder per image; 1 when any image failed."""
-    from torch.utils.data import DataLoader
     from tqdm import tqdm
 
     from ..capture.analysis import analyze_views
-    from ..dissect.lifeline import worker_init_fn
     from ..io.export import write_analysis
+    from ..io.feed import default_workers as reading_workers
+    from ..io.feed import item_loader
     from ..viz import default_workers
 
     jobs = expand_inputs(args.inputs)
@@ -154,12 +119,8 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_model(args, half=args.half)
     if args.half and loaded.device.type != "cuda":
         print(f"note: --half only applies on CUDA; running in float32 on {loaded.device_label}", file=sys.stderr)
-    workers = args.workers if args.workers is not None else (min(4, os.cpu_count() or 1) if len(jobs) > 8 else 0)
-    config = loaded.config
-    # Reading workers end with this process, even after kill -9 (they would otherwise linger for good).
-    loader = DataLoader(ImageViews([j.path for j in jobs], config.resize_size, config.input_size),
-                        batch_size=args.batch_size, num_workers=workers, collate_fn=_as_list,
-                        worker_init_fn=worker_init_fn() if workers else None)
+    workers = args.workers if args.workers is not None else reading_workers(len(jobs))
+    loader = item_loader(as_items(jobs), loaded.config, args.batch_size, workers)
     results, failures = [], []
     progress = tqdm(total=len(jobs), unit="image", file=sys.stderr, disable=len(jobs) < 2 or None)
     # Result folders are drawn and written on a few threads while the next batch runs through the
@@ -189,23 +150,20 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         for batch in loader:
-            good = [(i, view) for i, view, error, _, _ in batch if error is None]
-            masks = {i: mask for i, _, _, mask, _ in batch}
-            for i, _, _, _, note in batch:
-                if note is not None:
-                    progress.write(f"note: {jobs[i].path}: {' '.join(note.split())}", file=sys.stderr)
-            for i, _, error, _, _ in batch:
-                if error is not None:
-                    failures.append({"image": str(jobs[i].path), "error": error})
-                    progress.write(f"error: {jobs[i].path}: {' '.join(error.split())}", file=sys.stderr)
+            for fed in batch:
+                if fed.note is not None:
+                    progress.write(f"note: {jobs[fed.index].path}: {fed.note}", file=sys.stderr)
+                if fed.error is not None:
+                    failures.append({"image": str(jobs[fed.index].path), "error": fed.error})
+                    progress.write(f"error: {jobs[fed.index].path}: {fed.error}", file=sys.stderr)
                     progress.update(1)
+            good = [fed for fed in batch if fed.error is None]
             # Group activation sums are only drawn, never exported: skip them when nothing is drawn.
-            views = [view for _, view in good]
-            analyses = analyze_views(loaded, views, activations=not args.no_pictures) if good else []
-            for (i, _), analysis in zip(good, analyses):
-                job = jobs[i]
+            analyses = analyze_views(loaded, [f.view for f in good], activations=not args.no_pictures) if good else []
+            for fed, analysis in zip(good, analyses):
+                job = jobs[fed.index]
                 mosaics = None if args.all_mosaics else analysis.layer_names[-1:]
-                pending.append((job, writers.submit(write_analysis, analysis, out / job.out_name, mask=masks[i],
+                pending.append((job, writers.submit(write_analysis, analysis, out / job.out_name, mask=fed.mask,
                                                         pictures=not args.no_pictures, mosaic_layers=mosaics),
                                 predictions_json(analysis.predictions), analysis.ood))
             collect(block=False)

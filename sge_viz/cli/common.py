@@ -8,8 +8,8 @@ import sys
 from ..errors import UsageError
 from ..flags import add_user_model_args, floats, patterns, source_from_args
 
-__all__ = ["Parser", "UsageError", "add_model_args", "add_user_model_args", "emit_json", "finish_batch", "floats",
-           "load_model", "non_negative_int", "patterns", "positive_int", "predictions_json", "say_error",
+__all__ = ["Parser", "UsageError", "add_model_args", "add_user_model_args", "count_of", "emit_json", "finish_batch",
+           "floats", "load_model", "non_negative_int", "patterns", "positive_int", "predictions_json", "say_error",
            "say_notes"]
 
 
@@ -59,6 +59,11 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def count_of(n: int, noun: str) -> str:
+    """"1 image", "2 images"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def emit_json(obj: object) -> None:
     """Exactly one JSON document on stdout."""
     sys.stdout.write(json.dumps(obj, indent=1) + "\n")
@@ -89,7 +94,7 @@ def finish_batch(args: argparse.Namespace, model_name: str, out, jobs: list, res
     if args.json:
         emit_json({"model": model_name, "out": str(out), "results": results, "failed": failures})
     if failures:
-        print(f"error: {len(failures)} of {len(jobs)} images failed (see above); the others are in {out}",
-              file=sys.stderr)
+        rest = (f"the others are in {out}" if len(failures) < len(jobs) else "no results were written")
+        print(f"error: {len(failures)} of {count_of(len(jobs), 'image')} failed (see above); {rest}", file=sys.stderr)
         return 1
     return 0

@@ -17,10 +17,12 @@ import sys
 import time
 from pathlib import Path
 
+from ..errors import SGEVizError
 from ..flags import source_from_args
 from .common import (
     UsageError,
     add_model_args,
+    count_of,
     emit_json,
     load_model,
     non_negative_int,
@@ -58,10 +60,11 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..dissect.engine import STATE_FILE, default_workers, run_local, run_ray
-    from ..dissect.inputs import collect
+    from ..dissect.engine import STATE_FILE, run_local, run_ray
     from ..dissect.reduce import select_layers
     from ..dissect.report import write_report
+    from ..io.feed import default_workers
+    from ..io.inputs import collect
     from ..models.factory import LoadedModel
 
     out = Path(args.out)
@@ -71,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--resume works with --engine local (a Ray run re-runs failed tasks itself)")
     for raw in args.inputs:
         if not Path(raw).exists():
-            raise UsageError(f"{raw} does not exist: give image files, folders of images or .zip archives")
+            raise SGEVizError(f"{raw} does not exist: give image files, folders of images or .zip archives.")
     found = collect(args.inputs)
     loaded: LoadedModel = load_model(args, half=args.half)
     if args.layers:
@@ -109,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"skipped: {s['path']}: {s['reason']}", file=sys.stderr)
     summary = write_report(out, partial, loaded, items, pictures=not args.no_pictures, batch_size=args.batch_size,
                            left_out=args.skip_out_of_domain)
+    if args.engine == "local":
+        (out / STATE_FILE).unlink(missing_ok=True)  # the report holds everything now; a killed run keeps it
     drawn = time.perf_counter() - started - passed
     ood = summary["out_of_domain"]
     if args.json:
@@ -116,17 +121,19 @@ def run(args: argparse.Namespace) -> int:
                    "out_of_domain": ood["count"] if ood["detector"] else None,
                    "seconds": {"pass": round(passed, 3), "report": round(drawn, 3)}})
     else:
-        print(f"{summary['images']} images dissected, {len(summary['skipped'])} skipped -> {out / 'index.html'}")
+        print(f"{count_of(summary['images'], 'image')} dissected, {len(summary['skipped'])} skipped -> "
+              f"{out / 'index.html'}")
         print(f"time: {_seconds(passed)} s for the pass over the images ({len(items) / max(passed, 1e-9):.1f} "
               f"images/s), {_seconds(drawn)} s for the report")
         if ood["detector"] is None:
             print("out-of-domain verdict: none (this model carries no out-of-domain detector)")
         else:
-            print(f"out-of-domain verdict: {ood['count']} of {len(ood['images'])} images out of domain"
+            print(f"out-of-domain verdict: {ood['count']} of {count_of(len(ood['images']), 'image')} out of domain"
                   + (" (left out)" if ood["left_out"] else " (marked in the pictures; --skip-out-of-domain leaves "
                                                           "them out)" if ood["count"] else ""))
     if not summary["images"]:
-        say_error(f"none of the {len(items)} images could be read (reasons above and in {out / 'summary.json'})")
+        say_error(f"none of the {count_of(len(items), 'image')} could be read (reasons above and in "
+                  f"{out / 'summary.json'})")
         return 1
     return 0
 

@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from ..errors import SGEVizError
-from .common import add_model_args, emit_json, load_model, positive_int, predictions_json
+from .common import add_model_args, count_of, emit_json, load_model, positive_int, predictions_json
 
 
 def register(sub) -> None:
@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
             emit_json({"model": loaded.name, "results": results, "failed": failures})
     if failures:
         if len(jobs) > 1:
-            print(f"error: {len(failures)} of {len(jobs)} images could not be read (see above)", file=sys.stderr)
+            print(f"error: {len(failures)} of {count_of(len(jobs), 'image')} could not be read (see above)",
+                  file=sys.stderr)
         return 1
     return 0

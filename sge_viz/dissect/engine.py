@@ -26,68 +26,17 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from ..capture.preprocess import center_crop_view
 from ..errors import SGEVizError
+from ..io.feed import Fed, item_loader, load_item
+from ..io.inputs import Item
 from ..models.factory import LoadedModel
 from ..models.loaded import weights_digest
 from ..models.sources import ModelSource, open_model, source_from_dict
-from .inputs import Item, open_item
-from .lifeline import worker_init_fn
 from .reduce import dissect_batch, queue_batch
 from .summary import Partial
 
 STATE_FILE = ".dissect-state.npz"
-
-
-def load_item(item: Item, resize_size: int, input_size: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """The crop the network sees (S, S, 3) uint8 and the mask cropped like it (S, S) bool, or None.
-
-    SGEVizError (unreadable image or mask, mask of the wrong size) says why the item is skipped.
-    """
-    image, mask = open_item(item)
-    view = center_crop_view(image, resize_size, input_size)
-    if mask is None:
-        return view, None
-    crop = center_crop_view(Image.fromarray(mask.astype(np.uint8) * 255, "L"), resize_size, input_size)
-    return view, crop >= 128
-
-
-class ItemViews:
-    """Dataset of (index, view, mask, error): opening and cropping run in DataLoader workers."""
-
-    def __init__(self, items: Sequence[Item], resize_size: int, input_size: int, start: int = 0):
-        self.items, self.resize_size, self.input_size, self.start = items, resize_size, input_size, start
-
-    def __len__(self) -> int:
-        return len(self.items) - self.start
-
-    def __getitem__(self, i: int):
-        index = self.start + i
-        try:
-            view, mask = load_item(self.items[index], self.resize_size, self.input_size)
-            return index, view, mask, None
-        except SGEVizError as exc:
-            return index, None, None, " ".join(str(exc).split())
-
-
-def _as_list(batch):
-    return batch
-
-
-def default_workers(count: int) -> int:
-    """Reading workers for ``count`` inputs when none are asked for: up to 4, none for small sets."""
-    return min(4, os.cpu_count() or 1) if count > 32 else 0
-
-
-def item_loader(items: Sequence[Item], config, batch_size: int, workers: int, start: int = 0):
-    """The DataLoader of ``ItemViews`` (from input ``start`` on) in batches of ``batch_size``, read by ``workers``
-    processes that end with this one (``lifeline``)."""
-    from torch.utils.data import DataLoader
-
-    return DataLoader(ItemViews(items, config.resize_size, config.input_size, start), batch_size=batch_size,
-                      num_workers=workers, collate_fn=_as_list, worker_init_fn=worker_init_fn() if workers else None)
 
 
 def fingerprint(items: Sequence[Item], model_label: str, k: int, layers: Sequence[str] | None,
@@ -167,7 +116,7 @@ def run_local(loaded: LoadedModel, items: Sequence[Item], k: int, batch_size: in
         nonlocal total, done, batches, last_save
         reduction, batch = queued
         partial = reduction.finish(total.floor())
-        partial.skipped += [{"path": _where(items[i]), "reason": e} for i, _, _, e in batch if e is not None]
+        partial.skipped += _skipped(items, batch)
         total.absorb(partial)
         done += len(batch)
         batches += 1
@@ -179,9 +128,9 @@ def run_local(loaded: LoadedModel, items: Sequence[Item], k: int, batch_size: in
             progress(len(batch))
 
     for batch in loader:
-        good = [(i, v, m) for i, v, m, e in batch if e is None]
-        latest = (queue_batch(loaded, [v for _, v, _ in good], [items[i].name for i, _, _ in good],
-                              [m for _, _, m in good], k, layers, pictures, skip_out_of_domain), batch)
+        good = [f for f in batch if f.error is None]
+        latest = (queue_batch(loaded, [f.view for f in good], [items[f.index].name for f in good],
+                              [f.mask for f in good], k, layers, pictures, skip_out_of_domain), batch)
         if queued is not None:
             finish(queued)
         queued = latest
@@ -192,6 +141,18 @@ def run_local(loaded: LoadedModel, items: Sequence[Item], k: int, batch_size: in
 
 def _where(item: Item) -> str:
     return f"{item.path}:{item.member}" if item.member else item.path
+
+
+def _skipped(items: Sequence[Item], batch: Sequence[Fed]) -> list[dict]:
+    """The batch's images that could not be read and masks that could not be used, as summary.json lists
+    them (``{"path", "reason"}``; a mask's image is in the summary, without a mask AUC)."""
+    out = [{"path": _where(items[f.index]), "reason": f.error} for f in batch if f.error is not None]
+    for f in batch:
+        if f.note is not None:
+            item = items[f.index]
+            where = f"{item.path}:{item.mask}" if item.member else item.mask
+            out.append({"path": where, "reason": f.note})
+    return out
 
 
 # --- Ray ------------------------------------------------------------------------------------------------
@@ -214,20 +175,16 @@ class _Actor:
         items = [Item(str(n), str(p), m or None, k or None) for n, p, m, k in
                  zip(batch["name"], batch["path"], batch["member"], batch["mask"])]
         config = self.loaded.config
-        good, skipped = [], []
-        for item in items:
-            try:
-                good.append((item, *load_item(item, config.resize_size, config.input_size)))
-            except SGEVizError as exc:
-                skipped.append({"path": _where(item), "reason": " ".join(str(exc).split())})
-        partial = dissect_batch(self.loaded, [v for _, v, _ in good], [i.name for i, _, _ in good],
-                                [m for _, _, m in good], self.k, self.layers, self.pictures, self.seen.floor(),
+        fed = [load_item(item, config.resize_size, config.input_size, i) for i, item in enumerate(items)]
+        good = [f for f in fed if f.error is None]
+        partial = dissect_batch(self.loaded, [f.view for f in good], [items[f.index].name for f in good],
+                                [f.mask for f in good], self.k, self.layers, self.pictures, self.seen.floor(),
                                 self.skip)
-        partial.skipped += skipped
+        partial.skipped += _skipped(items, fed)
         numbers = Partial.from_json(partial.to_json())  # without the pictures
         numbers.skipped, numbers.verdicts = [], {}
         self.seen.absorb(numbers)
-        return {"partial": np.array([partial.to_bytes()], dtype=object)}
+        return {"partial": np.array([partial.to_bytes()], dtype=object), "count": np.array([len(items)])}
 
 
 def run_ray(source: ModelSource, items: Sequence[Item], k: int, batch_size: int = 8, workers: int | None = None,
@@ -266,8 +223,7 @@ def run_ray(source: ModelSource, items: Sequence[Item], k: int, batch_size: int 
                         **resources)
     total = Partial(k)
     for row in ds.iter_rows():
-        partial = Partial.from_bytes(row["partial"])
-        total.absorb(partial)
+        total.absorb(Partial.from_bytes(row["partial"]))
         if progress:
-            progress(partial.images + len(partial.skipped))
+            progress(int(row["count"]))
     return total

@@ -25,12 +25,11 @@ import numpy as np
 
 from .. import viz
 from ..capture.analysis import analyze_views
-from ..errors import SGEVizError
 from ..io.export import _replace_dir
+from ..io.feed import load_item
+from ..io.inputs import Item
 from ..metrics.ood import describe
 from ..models.factory import LoadedModel
-from .engine import load_item
-from .inputs import Item
 from .pictures import FIG2_PANEL, FIG_FIELDS, TILE, draw_patch, entry_pictures
 from .summary import LENGTH_EDGES, Partial, summary_dict
 
@@ -132,11 +131,11 @@ def _second_pass(missing: dict[str, list[tuple[str, int, int, int, int]]], loade
     for start in range(0, len(names), batch_size):
         chunk, views = [], []
         for n in names[start:start + batch_size]:
-            try:
-                views.append(load_item(by_name[n], config.resize_size, config.input_size)[0])
-                chunk.append(n)
-            except SGEVizError:
+            fed = load_item(by_name[n], config.resize_size, config.input_size)
+            if fed.error is not None:
                 continue  # changed since it was analysed: its slots stay blank
+            views.append(fed.view)
+            chunk.append(n)
         for n, analysis in zip(chunk, analyze_views(loaded, views) if views else []):
             for layer_name, g, rank, row, col in missing[n]:
                 lg = analysis.layer(layer_name)
@@ -278,16 +277,26 @@ def length_histogram_figure(name: str, layer: dict):
     if filled.size:
         lo, hi = max(edges[filled[0]], edges[1] / 10), edges[filled[-1] + 1]
         ax.set_xlim(lo / 1.25, hi * 1.25)
-    from matplotlib.ticker import FormatStrFormatter
-
-    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
-    ax.xaxis.set_minor_formatter(FormatStrFormatter("%g"))
+    _log_ticks(ax)
     ax.set_xlabel("vector length ||x_g(p)||₂ of a group at a position")
     ax.set_ylabel("share of positions")
     ax.set_title(f"{name}: activation vector lengths (all groups, positions, images)", fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return fig
+
+
+def _log_ticks(ax) -> None:
+    """Labelled major ticks only on a log x axis, readable over any span: decades (thinned by matplotlib when
+    there are many), or 1-2-5 steps when the axis spans less than two decades; minor ticks unlabelled."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    lo, hi = ax.get_xlim()
+    subs = (1.0,) if np.log10(hi / lo) >= 2 else (1.0, 2.0, 5.0)
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs, numticks=8))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_locator(LogLocator(base=10, subs=np.arange(2, 10), numticks=12))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def variance_figure(name: str, layer: dict):

@@ -22,7 +22,7 @@ def ablation_figure(evidence: Evidence, focus: str | None = None):
     layers = evidence.layers
     values = [evidence.ablation.get(name, np.nan) for name in layers]
     x = np.arange(len(layers))
-    fig = new_figure(7.0, 3.4)
+    fig = new_figure(7.0, 3.7)
     ax = fig.add_subplot()
     colours = ["#d62728" if v < evidence.target.probability else "#2ca02c" for v in values]
     bars = ax.bar(x, values, color=colours, alpha=0.8, bottom=0)
@@ -42,7 +42,8 @@ def ablation_figure(evidence: Evidence, focus: str | None = None):
     ax.set_ylim(max(0.0, lo - pad), min(1.0, hi + pad) if hi + pad < 1.0 else 1.0 + pad / 4)
     ax.set_ylabel(f"p('{evidence.target.label}')  (probability, 0..1)")
     ax.set_xlabel("SGE layer whose gate is replaced by its spatial mean per group")
-    ax.legend(fontsize=8, loc="lower left")
+    # Outside the axes (below them): inside, it covered the first bars.
+    fig.legend(fontsize=8, loc="outside lower center")
     ax.grid(axis="y", alpha=0.3)
     ax.set_title("Without SGE's spatial pattern at this layer the probability goes from a (line) to b (bar)\n"
                  "(red: lower without it, green: higher; the y axis is zoomed)", fontsize=9)

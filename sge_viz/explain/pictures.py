@@ -15,6 +15,7 @@ GATE_CMAP = "inferno"
 MIN_SIDE = 320  # small crops (the demo's 64x64) are enlarged by a whole factor before drawing over them
 FOR_CLASS = (220, 30, 30)  # frame of a group whose contribution is > 0
 AGAINST = (30, 90, 230)  # < 0
+NO_EVIDENCE = 0.005  # a target probability below this is called no evidence on the CAM picture
 
 
 def enlarged(image: np.ndarray, min_side: int = MIN_SIDE) -> np.ndarray:
@@ -36,6 +37,10 @@ def cam_picture(evidence: Evidence, alpha: float = 0.5) -> np.ndarray:
     picture = viz.overlay(image, evidence.cam, cmap=CAM_CMAP, alpha=alpha)
     t = evidence.target
     title = f"Grad-CAM at {evidence.cam_layer} for '{t.label}' (#{t.index}, p={t.probability:.3f})"
+    if t.probability < NO_EVIDENCE:
+        # Grad-CAM scales every map to 0..1, so a class the model gives no weight to still gets a full-red map.
+        picture = viz.caption(picture, f"p < {NO_EVIDENCE}: the model sees no evidence for this class here; the map "
+                                       "is stretched to 0..1 anyway and shows noise, not evidence", size=11)
     legend = _legend(CAM_CMAP, picture.shape[1], 0.0, 1.0, "Grad-CAM, relative: 0 = no evidence, 1 = the most")
     return mark(viz.stack([viz.caption(picture, title, size=11), legend]), evidence.ood)
 

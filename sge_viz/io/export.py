@@ -69,25 +69,8 @@ def enlarged(image: np.ndarray, min_side: int) -> np.ndarray:
 
 
 def _caption_lines(picture: np.ndarray, lines: list[str], size: int = 13) -> np.ndarray:
-    """The picture under its caption, each line wrapped at spaces to the picture's width (never clipped
-    mid-word unless one word is wider than the picture)."""
-    from ..viz.text import text_sprite
-
-    def fits(text: str) -> bool:
-        return text_sprite(text, size, (0, 0, 0), (255, 255, 255)).shape[1] + 8 <= picture.shape[1]
-
-    wrapped: list[str] = []
-    for line in lines:
-        current = ""
-        for word in line.split(" "):
-            candidate = f"{current} {word}".strip()
-            if current and not fits(candidate):
-                wrapped.append(current)
-                current = word
-            else:
-                current = candidate
-        wrapped.append(current)
-    for line in reversed(wrapped):
+    """The picture under its caption lines, each wrapped to the picture's width (``viz.caption``)."""
+    for line in reversed(lines):
         picture = viz.caption(picture, line, size=size)
     return picture
 

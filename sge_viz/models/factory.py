@@ -143,7 +143,8 @@ def create_model(name: str | None = None, checkpoint_path: str | Path | None = N
                               "`git checkout checkpoints/`.")
         return load_checkpoint(path, device, half, channels_last)
     if name not in available_models():
-        raise SGEVizError(f"Unknown model {name!r}; known: {', '.join(available_models())}.")
+        known = [f"{SCENES_MODEL} (the default, also 'demo')", *available_models()]
+        raise SGEVizError(f"Unknown model {name!r}; known: {', '.join(known)}.")
     if random_weights:
         model, config = build_model(name)
         config = untrained(config)

@@ -35,12 +35,48 @@ def colorbar(cmap: str = "inferno", width: int = 256, height: int = 16, vmin: fl
 
 
 def caption(image: np.ndarray, text: str, size: int = 13) -> np.ndarray:
-    """The image with a white strip above it holding ``text`` (one line, clipped to the width)."""
+    """The image with a white strip above it holding ``text``, wrapped at spaces to the image's width (several
+    lines when needed, never clipped; a single word wider than the image is cut at characters)."""
     image = as_rgb(image)
-    strip = np.empty((size + 8, image.shape[1], 3), np.uint8)
+    lines = wrap(text, size, image.shape[1] - 2 * MARGIN)
+    line_height = size + 4
+    strip = np.empty((len(lines) * line_height + 4, image.shape[1], 3), np.uint8)
     strip[:] = BACKGROUND
-    paste(strip, text_sprite(text, size, (0, 0, 0), BACKGROUND), 4, 4)
+    for i, line in enumerate(lines):
+        paste(strip, text_sprite(line, size, (0, 0, 0), BACKGROUND), MARGIN, MARGIN + i * line_height)
     return np.concatenate([strip, image])
+
+
+MARGIN = 4  # px between a caption's text and the picture's edge
+
+
+def text_width(text: str, size: int) -> int:
+    """Width in px of ``text`` as ``text_sprite`` draws it at ``size``."""
+    return int(text_sprite(text, size, (0, 0, 0), BACKGROUND).shape[1])
+
+
+def wrap(text: str, size: int, width: int) -> list[str]:
+    """``text`` as lines that each fit ``width`` px at ``size``: broken at spaces, a word wider than ``width``
+    broken between characters. At least one line (possibly empty)."""
+    lines: list[str] = []
+    for paragraph in text.split("\n"):
+        current = ""
+        for word in paragraph.split(" "):
+            candidate = f"{current} {word}" if current else word
+            if text_width(candidate, size) <= width:
+                current = candidate
+                continue
+            if current:
+                lines.append(current)
+            while text_width(word, size) > width and len(word) > 1:  # one word wider than the picture
+                cut = 1
+                while cut + 1 < len(word) and text_width(word[:cut + 1], size) <= width:
+                    cut += 1
+                lines.append(word[:cut])
+                word = word[cut:]
+            current = word
+        lines.append(current)
+    return lines
 
 
 def stack(images: list[np.ndarray], gap: int = 4) -> np.ndarray:

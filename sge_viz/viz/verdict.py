@@ -31,21 +31,33 @@ def verdict_text(ood: dict | None, short: bool = False) -> str:
     return f"in domain ({numbers})"
 
 
-def mark(picture: np.ndarray, ood: dict | None) -> np.ndarray:
+def mark(picture: np.ndarray, ood: dict | None, reserve: int = 0) -> np.ndarray:
     """``picture`` (H, W, 3) uint8 with a strip of HEIGHT px above it saying the verdict: red when out of
     domain, pale green when in, grey when the model has no signal. (H + HEIGHT, W, 3) uint8.
 
-    Positions in the picture move down by exactly HEIGHT (``unmark_y`` maps a click back)."""
+    The text fits the strip whole, less ``reserve`` px on the right (the app's corner buttons cover them):
+    the full verdict, else its words alone, else the shortest form. Positions in the picture move down by
+    exactly HEIGHT (``unmark_y`` maps a click back)."""
     picture = as_rgb(picture)
     bg, fg = (NONE_BG, NONE_FG) if ood is None else (OUT_BG, OUT_FG) if ood["out_of_domain"] else (IN_BG, IN_FG)
     strip = np.empty((HEIGHT, picture.shape[1], 3), np.uint8)
     strip[:] = bg
-    text = verdict_text(ood, short=True)
-    sprite = text_sprite(text, SIZE, fg, bg)
-    if sprite.shape[1] > picture.shape[1] - 8 and ood is not None:  # narrow picture: the words alone
-        sprite = text_sprite("OUT OF DOMAIN" if ood["out_of_domain"] else "in domain", SIZE, fg, bg)
+    room = picture.shape[1] - 8 - reserve
+    for text in verdict_forms(ood):
+        sprite = text_sprite(text, SIZE, fg, bg)
+        if sprite.shape[1] <= room:
+            break
     paste(strip, sprite, 4, (HEIGHT - sprite.shape[0]) // 2)
     return np.concatenate([strip, picture])
+
+
+def verdict_forms(ood: dict | None) -> tuple[str, ...]:
+    """The verdict's texts for a picture, longest first (``mark`` takes the first that fits)."""
+    if ood is None:
+        return NO_SIGNAL, "no OOD signal", "no signal"
+    if ood["out_of_domain"]:
+        return verdict_text(ood, short=True), "OUT OF DOMAIN", "OUT"
+    return verdict_text(ood, short=True), "in domain", "in"
 
 
 def unmark_y(y: float) -> float:

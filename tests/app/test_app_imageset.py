@@ -16,8 +16,8 @@ from PIL import Image
 from sge_viz.app.catalogue import ModelService
 from sge_viz.app.examples import example_paths, is_scene
 from sge_viz.dissect.engine import run_local
-from sge_viz.dissect.inputs import collect
 from sge_viz.dissect.summary import summary_dict
+from sge_viz.io.inputs import collect
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 

@@ -245,24 +245,46 @@ def test_predict_json(capsys, tiny_checkpoint, image_file):
 
 
 @pytest.mark.parametrize("argv, code, fragment", [
-    (["analyze", "/nonexistent/img.png", "--model", "sge_resnet18", "--random-weights"], 2, "does not exist"),
+    (["analyze", "/nonexistent/img.png", "--model", "sge_resnet18", "--random-weights"], 1, "does not exist"),
+    (["dissect", "/nonexistent/set", "--checkpoint", "{ckpt}", "--out", "{out}"], 1, "does not exist"),
+    (["predict", "/nonexistent/img.png", "--checkpoint", "{ckpt}"], 1, "does not exist"),
     (["analyze", "{img}", "--checkpoint", "{ckpt}", "--random-weights"], 2, "--random-weights"),
     (["analyze", "{img}", "--batch-size", "0"], 2, "at least 1"),
     (["predict", "{img}", "--frobnicate"], 2, "unrecognized arguments"),
     (["predict", "{img}", "--model", "sge_resnet152"], 1, "--random-weights"),
-    (["predict", "{img}", "--model", "not_a_model"], 1, "Unknown model"),
+    (["predict", "{img}", "--model", "not_a_model"], 1, "sge_resnet_demo_scenes (the default"),
     (["info", "{junk}"], 1, "junk.pth"),
     (["predict", "{junk}", "--checkpoint", "{ckpt}"], 1, "junk.pth"),
 ])
 def test_errors_are_one_line_with_exit_codes(capsys, tmp_path, tiny_checkpoint, image_file, argv, code, fragment):
     junk = tmp_path / "junk.pth"
     junk.write_text("definitely not weights")
-    argv = [a.format(img=image_file, ckpt=tiny_checkpoint, junk=junk) for a in argv]
+    argv = [a.format(img=image_file, ckpt=tiny_checkpoint, junk=junk, out=tmp_path / "out") for a in argv]
     got, stdout, stderr = run(capsys, *argv)
     assert got == code
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0]
     assert stdout == ""
+
+
+def test_exit_status_130_when_interrupted(capsys, monkeypatch):
+    from sge_viz import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.COMMANDS["info"], "run", interrupted)
+    code, _, stderr = run(capsys, "info")
+    assert code == 130 and stderr.strip() == "error: interrupted"
+
+
+def test_a_batch_where_every_image_fails_says_nothing_was_written(capsys, tmp_path, tiny_checkpoint):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    out = tmp_path / "never"
+    code, _, stderr = run(capsys, "analyze", bad, "--checkpoint", tiny_checkpoint, "--out", out)
+    assert code == 1 and "1 of 1 image failed" in stderr and "no results were written" in stderr
+    assert not out.exists() or not any(out.iterdir())
 
 
 def test_failed_write_leaves_nothing_behind(tmp_path, tiny_checkpoint, image_file, monkeypatch):

@@ -14,8 +14,8 @@ from dissect_helpers import tiny_loaded
 from PIL import Image
 
 from sge_viz.dissect.engine import run_local
-from sge_viz.dissect.inputs import collect, open_item
 from sge_viz.errors import SGEVizError
+from sge_viz.io.inputs import collect, open_item
 from sge_viz.io.limits import Limits
 
 
@@ -81,7 +81,7 @@ def test_folder_walk_symlink_loops_empty_folders_and_bad_masks(tmp_path):
     structured_image(50, 40, seed=1).save(root / "a.png")
     structured_image(50, 40, seed=2).save(root / "deep" / "er" / "b.jpg")
     structured_image(50, 40, seed=3).save(root / "c.png")
-    Image.new("L", (10, 10), 255).save(root / "c_mask.png")  # wrong size: c is skipped with the reason
+    Image.new("L", (10, 10), 255).save(root / "c_mask.png")  # wrong size: c is kept, its mask dropped with why
     (root / "d.png").write_bytes(b"not a png at all")
     os.symlink(root, root / "deep" / "loop")  # a folder loop: never followed
     os.symlink(root / "x.png", root / "y.png")
@@ -93,10 +93,11 @@ def test_folder_walk_symlink_loops_empty_folders_and_bad_masks(tmp_path):
     assert "not followed" in reasons and "looping" in reasons and "archive inside a folder" in reasons
     loaded, _ = tiny_loaded(tmp_path)
     partial = run_local(loaded, found.items, 2, batch_size=3)
-    assert partial.images == 2
+    assert partial.images == 3  # a, c (without its mask) and b; d is not an image
     skipped = {os.path.basename(s["path"]): s["reason"] for s in partial.skipped}
-    assert set(skipped) == {"c.png", "d.png"}
-    assert "10x10 but its image is 50x40" in skipped["c.png"]
+    assert set(skipped) == {"c_mask.png", "d.png"}
+    assert "mask skipped, so no mask AUC" in skipped["c_mask.png"]
+    assert "10x10 but its image is 50x40" in skipped["c_mask.png"]
 
     empty = tmp_path / "empty"
     (empty / "sub").mkdir(parents=True)

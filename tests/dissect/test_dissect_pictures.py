@@ -6,10 +6,10 @@ import pytest
 from dissect_helpers import make_image_set, tiny_loaded
 
 from sge_viz.dissect.engine import run_local
-from sge_viz.dissect.inputs import collect
 from sge_viz.dissect.pictures import FIG_FIELDS, TILE, draw_patch
 from sge_viz.dissect.report import entry_data
 from sge_viz.dissect.summary import Partial
+from sge_viz.io.inputs import collect
 
 K = 3
 

@@ -16,9 +16,9 @@ from test_dissect_pictures import assert_same_pictures
 
 from sge_viz.cli import main
 from sge_viz.dissect.engine import STATE_FILE, run_local, run_ray, state_done
-from sge_viz.dissect.inputs import collect
 from sge_viz.dissect.report import entry_data
 from sge_viz.dissect.summary import summary_dict
+from sge_viz.io.inputs import collect
 from sge_viz.models.sources import ModelSource
 
 REPO = Path(__file__).resolve().parents[2]
@@ -92,13 +92,16 @@ def test_resume_after_kill_9_gives_the_uninterrupted_summary(tmp_path):
         killed_at.append(state_done(state))
     assert 0 < killed_at[0] < killed_at[1] < 60, killed_at
     assert not (out / "summary.json").exists()
+    killed_state = state.read_bytes()
     result = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     got = json.loads((out / "summary.json").read_text())
     assert got["images"] == 60
+    assert not state.exists()  # a finished run leaves no state behind; a killed one kept it (above)
     summaries_equal({k: v for k, v in got.items() if k != "model"}, {k: v for k, v in want.items() if k != "model"},
                     rtol=1e-12)
     # A state saved by another run (here: another --top-k) is refused, not mixed in.
+    state.write_bytes(killed_state)
     result = subprocess.run(args[:-1] + ["--resume", "--top-k", "2"], cwd=tmp_path, env=env, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 1 and "belongs to another run" in result.stderr

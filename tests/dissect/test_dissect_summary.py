@@ -13,11 +13,12 @@ from PIL import Image
 
 from sge_viz.capture.analysis import analyze_views, run_batch
 from sge_viz.capture.preprocess import center_crop_view, normalise
-from sge_viz.dissect.engine import load_item, run_local
-from sge_viz.dissect.inputs import collect
+from sge_viz.dissect.engine import run_local
 from sge_viz.dissect.reduce import dissect_batch
 from sge_viz.dissect.summary import LENGTH_EDGES, SQUARED_EDGES, Partial, merge_all, summary_dict
+from sge_viz.io.feed import load_item
 from sge_viz.io.images import open_image
+from sge_viz.io.inputs import collect
 from sge_viz.metrics.gates import analysis_stats
 
 K = 3
@@ -37,9 +38,10 @@ def _batch_partials(loaded, items):
     partials = []
     for start in range(0, len(items), BATCH):
         chunk = items[start:start + BATCH]
-        loaded_items = [load_item(i, cfg.resize_size, cfg.input_size) for i in chunk]
-        partials.append(dissect_batch(loaded, [v for v, _ in loaded_items], [i.name for i in chunk],
-                                      [m for _, m in loaded_items], K))
+        fed = [load_item(i, cfg.resize_size, cfg.input_size) for i in chunk]
+        assert all(f.error is None and f.note is None for f in fed)
+        partials.append(dissect_batch(loaded, [f.view for f in fed], [i.name for i in chunk],
+                                      [f.mask for f in fed], K))
     return partials
 
 

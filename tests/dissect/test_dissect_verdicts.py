@@ -15,11 +15,11 @@ from PIL import Image
 from sge_viz.capture.analysis import analyze
 from sge_viz.cli import main
 from sge_viz.dissect.engine import run_local
-from sge_viz.dissect.inputs import collect
 from sge_viz.dissect.pictures import TILE
 from sge_viz.dissect.report import MARK, write_report
 from sge_viz.dissect.summary import summary_dict
 from sge_viz.io.images import open_image
+from sge_viz.io.inputs import collect
 from sge_viz.models.factory import create_model
 from sge_viz.resources import examples_dir
 from sge_viz.viz import GAP

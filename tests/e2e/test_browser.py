@@ -295,8 +295,8 @@ def test_class_evidence_before_an_image_and_a_zip_in_the_image_set(live_app, bro
     from conftest import structured_image
 
     from sge_viz.dissect.engine import run_local
-    from sge_viz.dissect.inputs import collect
     from sge_viz.dissect.summary import summary_dict
+    from sge_viz.io.inputs import collect
 
     url, service, _ = live_app
     page = browser.new_page(viewport={"width": 1400, "height": 1150})

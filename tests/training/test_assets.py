@@ -39,7 +39,7 @@ def test_the_examples_folder_holds_only_example_images():
     """`sge-viz dissect assets/` walks the folder recursively: it must find the examples and nothing else
     (no screenshots of the project's own pages among them)."""
     from sge_viz.app.examples import example_paths
-    from sge_viz.dissect.inputs import collect
+    from sge_viz.io.inputs import collect
     from sge_viz.resources import examples_dir
 
     found = collect([examples_dir()])

@@ -1,4 +1,4 @@
-"""What a dissection reads: image files, folders (walked recursively) and .zip archives (read in place).
+"""What a batch job reads: image files, folders (walked recursively) and .zip archives (read in place).
 
 Every image becomes an ``Item``: a small, picklable record (its name in the summary, where its bytes
 are, where its mask is), so a list of 10,000 of them costs a few MB and any worker process or Ray
@@ -31,9 +31,9 @@ import numpy as np
 from PIL import Image
 
 from ..errors import SGEVizError
-from ..io.images import IMAGE_SUFFIXES, open_image
-from ..io.limits import Limits, current_limits
-from ..io.masks import MASK_SUFFIX, is_mask_file, mask_path, read_mask
+from .images import IMAGE_SUFFIXES, open_image
+from .limits import Limits, current_limits
+from .masks import MASK_SUFFIX, is_mask_file, mask_path, read_mask
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar", ".zst", ".jar")
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
@@ -223,19 +223,28 @@ def read_member(path: str, member: str, limits: Limits | None = None) -> bytes:
     return data
 
 
-def open_item(item: Item, limits: Limits | None = None) -> tuple[Image.Image, np.ndarray | None]:
-    """The item's RGB image and its mask (H, W) bool (None without one); SGEVizError says why not.
-
-    A mask whose size differs from its image's is an error (the image is skipped with that reason).
-    """
+def open_image_of(item: Item, limits: Limits | None = None) -> Image.Image:
+    """The item's RGB image; SGEVizError says why it cannot be read."""
     if item.member is None:
-        image = open_image(item.path, max_pixels=limits and limits.max_pixels, max_bytes=limits and
-                           limits.max_upload_bytes)
-        mask = read_mask(item.mask, image.size) if item.mask else None
-        return image, mask
-    image = open_image(read_member(item.path, item.member, limits))
-    mask = _mask_bytes(read_member(item.path, item.mask, limits), item.mask, image.size) if item.mask else None
-    return image, mask
+        return open_image(item.path, max_pixels=limits and limits.max_pixels,
+                          max_bytes=limits and limits.max_upload_bytes)
+    return open_image(read_member(item.path, item.member, limits))
+
+
+def open_mask_of(item: Item, size: tuple[int, int], limits: Limits | None = None) -> np.ndarray | None:
+    """The item's mask (H, W) bool for an image of ``size`` (width, height), None without one; SGEVizError
+    says why it cannot be used (unreadable, or another size than its image)."""
+    if not item.mask:
+        return None
+    if item.member is None:
+        return read_mask(item.mask, size)
+    return _mask_bytes(read_member(item.path, item.mask, limits), item.mask, size)
+
+
+def open_item(item: Item, limits: Limits | None = None) -> tuple[Image.Image, np.ndarray | None]:
+    """The item's RGB image and its mask (H, W) bool (None without one); SGEVizError says why not."""
+    image = open_image_of(item, limits)
+    return image, open_mask_of(item, image.size, limits)
 
 
 def _mask_bytes(data: bytes, name: str, size: tuple[int, int]) -> np.ndarray:
