@@ -1,11 +1,11 @@
 """The "Class evidence" tab and the ``/explain`` endpoint: Grad-CAM beside the gates, which groups carry
 the class, and what SGE's spatial pattern changes for the prediction (``sge_viz.explain``).
 
-``evidence_tab(service, image=..., model=..., layer=..., group=...)`` builds the tab inside the open
-``gr.Blocks`` and wires it to the page's image, model, layer and group components; it keeps its own
-per-session state. The network runs when the tab is opened, on "Explain", when the target class changes,
-and (once the tab has been opened) when the image or model changes; layer and group changes redraw from
-the kept evidence.
+``build_evidence_tab(service)`` lays the tab out inside the open ``gr.Tabs``; ``wire_evidence_tab(tab,
+image=..., model=..., layer=..., group=...)`` connects it to the Single image tab's image, model, layer and
+group components and registers ``/explain``. It keeps its own per-session state. The network runs when the
+tab is opened, on "Explain", when the target class changes, and (once the tab has been opened) when the image
+or model changes; layer and group changes redraw from the kept evidence.
 """
 from __future__ import annotations
 
@@ -24,15 +24,15 @@ from .catalogue import ModelService
 from .handlers import upload_path, user_errors
 
 TOP1 = "top-1 class (predicted)"
-NO_IMAGE = ("**No image yet.** Give one on the left (upload, paste or pick an example) and its class evidence "
-            "appears here.")
+NO_IMAGE = ("**No image yet.** Give one in the Single image tab (upload, paste or pick an example) and its class "
+            "evidence appears here.")
 TABLE_HEADERS = ["rank", "group", "contribution (logit)", "share of layer's |sum|", "gate vs CAM r", "sign"]
 INTRO = """For the target class: **Grad-CAM** (pytorch-grad-cam's `GradCAM` on the last residual block, relative
 0..1) beside the focused group's gate; every group's **contribution** = sum over its channels and positions of
 d logit / d y × y at the SGE output y (logit units: > 0 the group's output raises the class's logit); the
 **ablation** per layer = the class probability when that layer's gate is replaced by its spatial mean per group
 (its scale kept, its spatial pattern removed); **gate vs CAM r** = Pearson correlation of the group's gate,
-upsampled, with the CAM. Layer and group follow the page's selection; click a row to focus a group."""
+upsampled, with the CAM. Layer and group follow the Single image tab's selection; click a row to focus a group."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class EvidenceTab:
     def _explain(self, payload: Any, choice: str, target: Any, previous: _Kept | None) -> _Kept:
         source = upload_path(payload)
         if source is None:
-            raise SGEVizError("No image yet: give one on the left first.")
+            raise SGEVizError("No image yet: give one in the Single image tab first.")
         choice = choice or self.service.default
         loaded = self.service.get(choice)
         index = resolve_target(loaded.config, self.parse_target(target))
@@ -131,9 +131,13 @@ class EvidenceTab:
     @user_errors
     def follow(self, payload: Any, choice: str, target: Any, layer: str, group: Any, previous: _Kept | None,
                opened: bool) -> dict:
-        """A new image or model: explain again once the tab has been opened; before that, do nothing."""
-        if not opened or payload is None:
-            return {self.state: None} if payload is None else {self.summary: gr.skip()}
+        """A new image or model: explain again once the tab has been opened; before that, do nothing. The
+        image removed: the kept evidence and its pictures go, the sentence says to give one."""
+        if payload is None:
+            return {self.state: None, self.summary: NO_IMAGE, self.sentence: "", self.cam: None, self.gate: None,
+                    self.ablation: None, self.ranking: None, self.mosaic: None, self.table: None}
+        if not opened:
+            return {self.summary: gr.skip()}
         return self._full(self._explain(payload, choice, target, previous), layer, group, target)
 
     @user_errors
@@ -159,14 +163,12 @@ class EvidenceTab:
         return evidence.to_json(), png_path(cam_picture(evidence))
 
 
-def evidence_tab(service: ModelService, *, image: gr.Image, model: gr.Dropdown, layer: gr.Dropdown,
-                 group: gr.Slider) -> EvidenceTab:
-    """Build the "Class evidence" tab and the ``/explain`` endpoint inside the open Blocks, wired to the page's
-    image, model, layer and group components. Returns the tab (its components and handlers)."""
+def build_evidence_tab(service: ModelService) -> EvidenceTab:
+    """The "Class evidence" tab's components, laid out inside an open ``gr.Tabs``. Returns the tab (its
+    components and handlers); ``wire_evidence_tab`` connects it."""
     c = EvidenceTab(service)
     png = dict(format="png", interactive=False, show_label=False, buttons=["download", "fullscreen"])
-    hidden = dict(api_visibility="undocumented")
-    with gr.Tab("Class evidence", elem_id="evidence-tab") as tab:
+    with gr.Tab("Class evidence", id="evidence", elem_id="evidence-tab") as c.tab:
         gr.Markdown(INTRO)
         with gr.Row():
             c.target = gr.Dropdown([TOP1], value=TOP1, label="Target class", elem_id="evidence-target", scale=3,
@@ -195,9 +197,17 @@ def evidence_tab(service: ModelService, *, image: gr.Image, model: gr.Dropdown, 
                                    interactive=False, elem_id="evidence-table", max_height=420)
         c.state = gr.State(None, time_to_live=3600)
         c.opened = gr.State(False, time_to_live=3600)
+    return c
+
+
+def wire_evidence_tab(c: EvidenceTab, *, image: gr.Image, model: gr.Dropdown, layer: gr.Dropdown,
+                      group: gr.Slider) -> None:
+    """Connect the tab's events to the Single image tab's image, model, layer and group components, and register
+    ``/explain``; call inside the open Blocks."""
+    hidden = dict(api_visibility="undocumented")
     with gr.Column(visible=False):
         api_in = [gr.Image(type="filepath", image_mode=None, label="image"),
-                  gr.Textbox(value=service.default, label="model"),
+                  gr.Textbox(value=c.service.default, label="model"),
                   gr.Textbox(value="", label="target")]
         api_out = [gr.JSON(), gr.Image(format="png")]
         api_btn = gr.Button()
@@ -206,7 +216,7 @@ def evidence_tab(service: ModelService, *, image: gr.Image, model: gr.Dropdown, 
     full = drawn + [c.state, c.opened, c.target]
     inputs = [image, model, c.target, layer, group, c.state]
     run = dict(fn=c.run, inputs=inputs, outputs=full, preprocess=False, trigger_mode="always_last", **hidden)
-    tab.select(**run)
+    c.tab.select(**run)
     c.button.click(**run)
     c.target.input(**run)
     follow = dict(fn=c.follow, inputs=inputs + [c.opened], outputs=full, preprocess=False,
@@ -222,4 +232,3 @@ def evidence_tab(service: ModelService, *, image: gr.Image, model: gr.Dropdown, 
     api_btn.click(c.api_explain, api_in, api_out, api_name="explain", preprocess=False,
                   api_description="evidence.json (target, Grad-CAM layer, per SGE layer the groups ranked by "
                                   "contribution and the ablated probability) and the CAM picture of one image.")
-    return c

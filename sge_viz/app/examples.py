@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -12,6 +13,9 @@ from ..errors import SGEVizError
 from ..io.images import IMAGE_SUFFIXES, open_image
 from ..io.masks import is_mask_file, mask_for
 from ..resources import SCENE_PREFIXES, examples_dir
+
+if TYPE_CHECKING:
+    from ..models.config import ModelConfig
 
 
 def example_paths(directory: str | Path | None = None) -> list[Path]:
@@ -35,6 +39,15 @@ def is_scene(path: Path) -> bool:
 def is_wild_scene(path: Path) -> bool:
     """The randomised scenes (``scene_wild_*``), examples for the default demo model."""
     return path.name.startswith(SCENE_PREFIXES["wild"])
+
+
+def known_examples(config: ModelConfig) -> list[Path]:
+    """The shipped examples a model of this config knows, in ``example_paths`` order: the scenes (with their
+    masks) for the demo models, which have never seen a photograph, else the photos."""
+    from ..models.registry import DEMO_ARCH
+
+    scenes = config.arch == DEMO_ARCH
+    return [p for p in example_paths() if is_scene(p) == scenes]
 
 
 def pixel_key(image: Image.Image) -> str:

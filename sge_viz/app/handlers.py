@@ -20,11 +20,13 @@ from ..viz import figures
 from . import views
 from .catalogue import ModelService
 from .examples import example_paths
-from .views import Order, Scale
+from .settings import ViewSettings
+from .views import Order
 
 
 class Page:
-    """The page's components that handlers read or write; ``build_ui`` sets each one."""
+    """The Single image tab's components that handlers read or write; ``single_tab.build_single_tab`` sets
+    each one. The view controls are named as ``settings.FIELDS``."""
 
     state: gr.State  # this browser session's Analysis
     pins: gr.State  # [(picture, caption), ...] of the compare panels
@@ -32,6 +34,7 @@ class Page:
     model: gr.Dropdown
     run: gr.Button
     info: gr.Markdown
+    card: gr.Accordion  # "What this model knows", under the predictions: holds the domain card
     domain: gr.Markdown  # what the model knows (the domain card)
     ood: gr.Markdown  # the out-of-domain note of the current image
     predictions: gr.Label
@@ -53,10 +56,13 @@ class Page:
     diverging: gr.Image
     diverging_legend: gr.Image
     activations: gr.Image
+    pin_button: gr.Button
+    clear_button: gr.Button
     slots: list[gr.Image]
     depth: gr.Plot
     histogram: gr.Plot
     table: gr.Dataframe
+    download_button: gr.Button
     files: gr.File
 
 
@@ -147,16 +153,24 @@ def _pick_group(analysis: Analysis, layer: str, wanted: Any) -> int:
 def _as_int(value: Any) -> int | None:
     try:
         return int(float(value))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
 
 
+def _resolve(analysis: Analysis, view: ViewSettings) -> ViewSettings:
+    """``view`` on a layer of ``analysis`` (its default when absent) and a group of that layer (its most
+    selective when absent or out of range)."""
+    layer = _pick_layer(analysis, view.layer)
+    return view.at(layer, _pick_group(analysis, layer, view.group))
+
+
 class Handlers:
-    """Event handlers; each returns {component: value}. Only ``analyze`` runs the network."""
+    """The Single image tab's event handlers and the ``/analyze`` and ``/models`` endpoints; each event returns
+    {component: value}. Only ``show_image`` and ``api_analyze`` run the network."""
 
     def __init__(self, service: ModelService):
         self.service = service
-        self.c = Page()  # filled by build_ui
+        self.c = Page()  # filled by single_tab.build_single_tab
         self._failed: dict[tuple[str, str], float] = {}  # (upload path, model) -> when it last failed
         self._failed_lock = threading.Lock()  # handlers run on several worker threads at once
 
@@ -166,17 +180,18 @@ class Handlers:
         """Leave the page as it is (an empty dict would read as one output value)."""
         return {getattr(self.c, key): gr.skip()}
 
-    def _focus(self, analysis: Analysis, layer: str, group: int, order: str, cmap: str, alpha: float,
-               scale: str, contrast: str = views.Contrast.ABSOLUTE, cells: str = views.Cells.SMOOTH) -> dict:
-        c = self.c
-        focus = views.render_focus(analysis, layer, group, cmap, alpha, scale, contrast, cells)
-        mosaic = views.render_mosaic(analysis, layer, order, cmap, alpha, focus=group, scale=scale, cells=cells)
+    def _focus(self, analysis: Analysis, view: ViewSettings) -> dict:
+        """The mosaic, layer mean and focused group's pictures of ``view`` (its layer and group resolved)."""
+        c, v = self.c, view
+        focus = views.render_focus(analysis, v.layer, v.group, v.cmap, v.alpha, v.scale, v.contrast, v.cells)
+        mosaic = views.render_mosaic(analysis, v.layer, v.order, v.cmap, v.alpha, focus=v.group, scale=v.scale,
+                                     cells=v.cells)
         # PNG files written fast (io.tempfiles) rather than arrays: Gradio's own PNG encoding of these
         # pictures would cost more than drawing them.
         return {
             c.mosaic: png_path(mosaic),
-            c.layer_mean: png_path(views.render_layer_mean(analysis, layer, cmap, alpha, scale, cells)),
-            c.mosaic_legend: png_path(views.mosaic_legend(analysis, layer, cmap, scale)),
+            c.layer_mean: png_path(views.render_layer_mean(analysis, v.layer, v.cmap, v.alpha, v.scale, v.cells)),
+            c.mosaic_legend: png_path(views.mosaic_legend(analysis, v.layer, v.cmap, v.scale)),
             c.overlay: png_path(focus.overlay),
             c.diverging: png_path(focus.diverging),
             c.activations: png_path(focus.activations),
@@ -185,18 +200,18 @@ class Handlers:
             c.caption: focus.caption,
         }
 
-    def _layer(self, analysis: Analysis, layer: str, group: int, order: str, cmap: str, alpha: float,
-               scale: str, contrast: str = views.Contrast.ABSOLUTE, cells: str = views.Cells.SMOOTH) -> dict:
+    def _layer(self, analysis: Analysis, view: ViewSettings) -> dict:
+        """``_focus`` plus what belongs to the layer: its menu entry, group range, histogram and group table."""
         c = self.c
-        lg = analysis.layer(layer)
-        headers, rows = views.group_table(analysis, layer)
+        lg = analysis.layer(view.layer)
+        headers, rows = views.group_table(analysis, view.layer)
         import pandas as pd
 
-        out = self._focus(analysis, layer, group, order, cmap, alpha, scale, contrast, cells)
+        out = self._focus(analysis, view)
         out.update({
-            c.layer: gr.Dropdown(choices=analysis.layer_names, value=layer, info=views.layer_note(analysis)),
-            c.group: group_slider(lg.groups, group),
-            c.histogram: figures.histogram_figure(analysis, layer),
+            c.layer: gr.Dropdown(choices=analysis.layer_names, value=view.layer, info=views.layer_note(analysis)),
+            c.group: group_slider(lg.groups, view.group),
+            c.histogram: figures.histogram_figure(analysis, view.layer),
             c.table: pd.DataFrame(rows, columns=headers),
         })
         return out
@@ -212,17 +227,16 @@ class Handlers:
                 c.group: group_slider(self.service.groups(choice), 0)}
 
     @page_errors("caption")
-    def run_clicked(self, payload: Any, choice: str, *args, **kwargs) -> dict:
+    def run_clicked(self, payload: Any, choice: str, view: ViewSettings, previous: Analysis | None = None,
+                    keep_group: bool = False, progress: gr.Progress = gr.Progress()) -> dict:
         """The Analyse button: says so when there is nothing to analyse, else runs like a new image."""
         if payload is None:
             gr.Warning("Nothing to analyse yet: upload an image or pick an example first.")
             return self._unchanged("caption")
-        return self.show_image(payload, choice, *args, **kwargs)
+        return self.show_image(payload, choice, view, previous, keep_group, progress)
 
     @page_errors("caption")
-    def show_image(self, payload: Any, choice: str, layer: str, group: Any, order: str, cmap: str, alpha: float,
-                   scale: str = Scale.LAYER, previous: Analysis | None = None,
-                   contrast: str = views.Contrast.ABSOLUTE, cells: str = views.Cells.SMOOTH,
+    def show_image(self, payload: Any, choice: str, view: ViewSettings, previous: Analysis | None = None,
                    keep_group: bool = False, progress: gr.Progress = gr.Progress()) -> dict:
         """A new image or model: the one forward pass. Same model as before: the layer stays put (so images
         compare) and so does the group when the user pinned it ("keep"); otherwise the layer's most
@@ -251,13 +265,13 @@ class Handlers:
                     self._failed.pop(next(iter(self._failed)))
             raise
         progress(0.7, desc="Drawing")
+        layer, group = view.layer, view.group
         if previous is None or previous.model_name != analysis.model_name:
             layer, group = None, None
         elif not keep_group:
             group = None
         layer = _pick_layer(analysis, layer)
-        group = _pick_group(analysis, layer, group)
-        out = self._layer(analysis, layer, group, order, cmap, alpha, scale, contrast, cells)
+        out = self._layer(analysis, view.at(layer, _pick_group(analysis, layer, group)))
         mask_note = " · green outline = the item's mask (example scene)" if analysis.mask is not None else ""
         out.update({
             c.state: analysis,
@@ -270,34 +284,28 @@ class Handlers:
             c.domain: views.domain_markdown(self.service.domain(choice), choice),
             c.ood: views.ood_markdown(analysis),
         })
+        if views.needs_card(analysis):
+            out[c.card] = gr.Accordion(open=True)  # the note points to the card: show it
         return out
 
     @page_errors("caption")
-    def change_layer(self, analysis: Analysis | None, layer: str, group: Any, order: str, cmap: str,
-                     alpha: float, scale: str = Scale.LAYER, contrast: str = views.Contrast.ABSOLUTE,
-                     cells: str = views.Cells.SMOOTH) -> dict:
+    def change_layer(self, analysis: Analysis | None, view: ViewSettings) -> dict:
+        """Another layer: its pictures, group range, histogram and table (a group it lacks: its most selective)."""
         if analysis is None:
             return self._unchanged("caption")
-        layer = _pick_layer(analysis, layer)
-        return self._layer(analysis, layer, _pick_group(analysis, layer, group), order, cmap, float(alpha), scale,
-                           contrast, cells)
+        return self._layer(analysis, _resolve(analysis, view))
 
     @page_errors("caption")
-    def change_view(self, analysis: Analysis | None, layer: str, group: Any, order: str, cmap: str,
-                    alpha: float, scale: str = Scale.LAYER, contrast: str = views.Contrast.ABSOLUTE,
-                    cells: str = views.Cells.SMOOTH) -> dict:
+    def change_view(self, analysis: Analysis | None, view: ViewSettings) -> dict:
         """Group, colour map, opacity, scales, cells or ordering: redraw from the captured gates.
 
-        A group typed outside the layer's range is refused with a warning naming the range."""
+        A group outside the layer's range is refused with a warning naming the range."""
         if analysis is None:
             return self._unchanged("caption")
-        layer = _pick_layer(analysis, layer)
-        lg = analysis.layer(layer)
-        wanted = _as_int(group)
-        if wanted is not None and not 0 <= wanted < lg.groups:
-            views.check_group(lg, wanted)  # raises the message naming the valid groups
-        return self._focus(analysis, layer, _pick_group(analysis, layer, group), order, cmap, float(alpha), scale,
-                           contrast, cells)
+        lg = analysis.layer(_pick_layer(analysis, view.layer))
+        if view.group is not None and not 0 <= view.group < lg.groups:
+            views.check_group(lg, view.group)  # raises the message naming the valid groups
+        return self._focus(analysis, _resolve(analysis, view))
 
     @page_errors("group")
     def click_mosaic(self, analysis: Analysis | None, layer: str, order: str, evt: gr.SelectData) -> dict:
@@ -310,16 +318,17 @@ class Handlers:
 
     @page_errors("group")
     def click_table(self, analysis: Analysis | None, layer: str, evt: gr.SelectData) -> dict:
+        """A row of the group table becomes the focused group (column 1 is the group)."""
         if analysis is None or not evt.row_value:
             return self._unchanged("group")
-        group = int(evt.row_value[1])  # column 1 is the group index
+        group = int(evt.row_value[1])
         if not 0 <= group < analysis.layer(_pick_layer(analysis, layer)).groups:
             return self._unchanged("group")
         return {self.c.group: group}
 
     @page_errors("pins")
-    def pin(self, analysis: Analysis | None, layer: str, group: Any, cmap: str, alpha: float,
-            pins: list | None, scale: str = Scale.LAYER, cells: str = views.Cells.SMOOTH) -> dict:
+    def pin(self, analysis: Analysis | None, view: ViewSettings, pins: list | None) -> dict:
+        """The focused view into the next free compare panel; a warning when there is none or no image."""
         pins = list(pins or [])
         # A warning, not an error: an error would blank the four panels already pinned.
         if analysis is None:
@@ -328,10 +337,8 @@ class Handlers:
         if len(pins) >= 4:
             gr.Warning("All four compare panels are in use: press 'Clear compare' first.")
             return self._unchanged("pins")
-        layer = _pick_layer(analysis, layer)
-        picture, caption = views.compare_panel(analysis, layer, _pick_group(analysis, layer, group), cmap,
-                                               float(alpha), scale, cells)
-        pins.append((picture, caption))
+        v = _resolve(analysis, view)
+        pins.append(views.compare_panel(analysis, v.layer, v.group, v.cmap, v.alpha, v.scale, v.cells))
         return self._slots(pins)
 
     def clear_pins(self) -> dict:
@@ -347,21 +354,18 @@ class Handlers:
         return out
 
     @page_errors("files")
-    def downloads(self, analysis: Analysis | None, layer: str, group: Any, order: str, cmap: str,
-                  alpha: float, scale: str, pins: list | None, contrast: str = views.Contrast.ABSOLUTE,
-                  cells: str = views.Cells.SMOOTH) -> dict:
+    def downloads(self, analysis: Analysis | None, view: ViewSettings, pins: list | None) -> dict:
+        """The pictures of ``view`` and the pinned panels as PNGs, with gates.npz and stats.json."""
         if analysis is None:
             gr.Warning("Nothing to download yet: give an image first.")
             return self._unchanged("files")
-        layer = _pick_layer(analysis, layer)
-        group = _pick_group(analysis, layer, group)
-        alpha = float(alpha)
-        focus = views.render_focus(analysis, layer, group, cmap, alpha, scale, contrast, cells)
-        tag = f"{layer}_g{group}"
+        v = _resolve(analysis, view)
+        focus = views.render_focus(analysis, v.layer, v.group, v.cmap, v.alpha, v.scale, v.contrast, v.cells)
+        tag = f"{v.layer}_g{v.group}"
         pictures = {
-            f"mosaic_{layer}": views.render_mosaic(analysis, layer, order, cmap, alpha, focus=group, scale=scale,
-                                                   cells=cells),
-            f"layer_mean_{layer}": views.render_layer_mean(analysis, layer, cmap, alpha, scale, cells),
+            f"mosaic_{v.layer}": views.render_mosaic(analysis, v.layer, v.order, v.cmap, v.alpha, focus=v.group,
+                                                     scale=v.scale, cells=v.cells),
+            f"layer_mean_{v.layer}": views.render_layer_mean(analysis, v.layer, v.cmap, v.alpha, v.scale, v.cells),
             f"overlay_{tag}": focus.overlay,
             f"diverging_{tag}": focus.diverging,
             f"activations_{tag}": focus.activations,

@@ -1,8 +1,9 @@
 """The "Image set" tab: dissect several images or a zip at once (``sge_viz.dissect``) and show what each
 group does across them: the group gallery (the paper's Fig. 2), Figs. 3-4, and the report as a zip.
 
-``build_imageset_tab(service)`` is called inside the page's ``gr.Blocks``; it also registers the named
-endpoint ``/dissect`` (files, use_examples, model, top_k) -> (summary, fig2, fig3, fig4, report zip).
+``build_imageset_tab(service)`` lays the tab out inside the page's ``gr.Tabs``; ``wire_imageset_tab(tab,
+service)`` connects it and registers the named endpoint ``/dissect`` (files, use_examples, model, top_k) ->
+(summary, fig2, fig3, fig4, report zip).
 Limits: at most ``SGE_VIZ_MAX_SET_IMAGES`` images per request; zips obey ``SGE_VIZ_MAX_ARCHIVE_MB`` and
 ``SGE_VIZ_MAX_ZIP_RATIO``; each file the upload limit (``sge_viz.io.limits``).
 """
@@ -20,9 +21,8 @@ from ..errors import SGEVizError
 from ..io.limits import current_limits
 from ..io.tempfiles import download_folder
 from ..models.factory import LoadedModel
-from ..models.registry import DEMO_ARCH
 from .catalogue import ModelService
-from .examples import example_paths, is_scene
+from .examples import known_examples
 from .handlers import user_errors
 
 MAX_TOP_K = 32  # top images per group: the slider's end and the API's limit
@@ -37,13 +37,6 @@ def _upload_paths(files: Any) -> list[Path]:
         if path:
             out.append(Path(str(path)))
     return out
-
-
-def example_set(loaded: LoadedModel) -> list[Path]:
-    """The shipped examples this model knows: the scenes (with their masks) for the demo models, which have
-    never seen a photograph (photos would fill every group's top images), else the photos."""
-    scenes = loaded.config.arch == DEMO_ARCH
-    return [p for p in example_paths() if is_scene(p) == scenes]
 
 
 def _stage(uploads: list[Path], folder: Path) -> list[str]:
@@ -120,7 +113,7 @@ def _dissect_set(service, files, use_examples, model, top_k, progress, folder: P
     limits = current_limits()
     loaded = service.get(service.resolve(model or service.default))
     if use_examples:
-        inputs = [str(p) for p in example_set(loaded)]
+        inputs = [str(p) for p in known_examples(loaded.config)]
     else:
         uploads = _upload_paths(files)
         if not uploads:
@@ -155,42 +148,64 @@ def _dissect_set(service, files, use_examples, model, top_k, progress, folder: P
             str(fig / f"fig4_{deepest}.png"), os.fspath(archive))
 
 
-def build_imageset_tab(service: ModelService) -> None:
-    """The tab and its wiring; call inside an open ``gr.Blocks`` (it adds a ``gr.Tab``)."""
+class ImageSetTab:
+    """The tab's components (set by ``build_imageset_tab``)."""
+
+    files: gr.File
+    use_examples: gr.Checkbox
+    model: gr.Dropdown
+    top_k: gr.Slider
+    run: gr.Button
+    fig2: gr.Image
+    fig3: gr.Image
+    fig4: gr.Image
+    report: gr.File
+    summary: gr.JSON
+
+
+def build_imageset_tab(service: ModelService) -> ImageSetTab:
+    """The "Image set" tab's components, laid out inside an open ``gr.Tabs``; ``wire_imageset_tab`` connects
+    them."""
     limits = current_limits()
-    with gr.Tab("Image set"):
+    c = ImageSetTab()
+    with gr.Tab("Image set", id="imageset", elem_id="imageset-tab"):
         gr.Markdown("What does each group do **across many images**? Upload several images (masks as "
                     "`<name>_mask.png` beside them are used for mask AUC) or a .zip, or use the example set. "
                     f"At most {limits.max_set_images} images per request; the command line "
                     "(`sge-viz dissect`) has no such limit.")
         with gr.Row():
-            files = gr.File(file_count="multiple", file_types=["image", ".zip"], type="filepath",
-                            label="Images or a .zip", elem_id="set-files")
+            c.files = gr.File(file_count="multiple", file_types=["image", ".zip"], type="filepath",
+                              label="Images or a .zip", elem_id="set-files")
             with gr.Column():
-                use_examples = gr.Checkbox(False, label="Use the example set instead", elem_id="set-examples",
-                                           info="The examples the model knows: for the demo models the 12 scenes "
-                                                "with their masks, for ImageNet models the photos.")
-                model = gr.Dropdown(service.choices, value=service.default, label="Model", elem_id="set-model")
-                top_k = gr.Slider(1, MAX_TOP_K, value=6, step=1, label="Top images per group", elem_id="set-topk")
-                run = gr.Button("Dissect the set", variant="primary", elem_id="set-run")
+                c.use_examples = gr.Checkbox(False, label="Use the example set instead", elem_id="set-examples",
+                                             info="The examples the model knows: for the demo models the 12 "
+                                                  "scenes with their masks, for ImageNet models the photos.")
+                c.model = gr.Dropdown(service.choices, value=service.default, label="Model", elem_id="set-model")
+                c.top_k = gr.Slider(1, MAX_TOP_K, value=6, step=1, label="Top images per group", elem_id="set-topk")
+                c.run = gr.Button("Dissect the set", variant="primary", elem_id="set-run")
         gr.Markdown("**Fig. 2 view:** the groups of the deepest layer that best track the object (highest "
                     "mask AUC, else most selective), each with its top images: vector length before vs after SGE.")
-        fig2 = gr.Image(format="png", interactive=False, show_label=False, elem_id="set-fig2")
+        c.fig2 = gr.Image(format="png", interactive=False, show_label=False, elem_id="set-fig2")
         with gr.Row():  # the titles above the pictures, not as panel labels over the figures' own titles
             with gr.Column():
                 gr.Markdown("**Fig. 3 view:** vector lengths before / after SGE (deepest layer)")
-                fig3 = gr.Image(format="png", interactive=False, show_label=False, elem_id="set-fig3", buttons=[])
+                c.fig3 = gr.Image(format="png", interactive=False, show_label=False, elem_id="set-fig3", buttons=[])
             with gr.Column():
                 gr.Markdown("**Fig. 4 view:** per-group variance before / after SGE (deepest layer)")
-                fig4 = gr.Image(format="png", interactive=False, show_label=False, elem_id="set-fig4", buttons=[])
-        report = gr.File(label="Report (index.html, summary.json, figures, groups) as a zip", interactive=False,
-                         elem_id="set-report")
-        summary = gr.JSON(label="summary.json", elem_id="set-summary")
+                c.fig4 = gr.Image(format="png", interactive=False, show_label=False, elem_id="set-fig4", buttons=[])
+        c.report = gr.File(label="Report (index.html, summary.json, figures, groups) as a zip", interactive=False,
+                           elem_id="set-report")
+        c.summary = gr.JSON(label="summary.json", elem_id="set-summary")
+    return c
+
+
+def wire_imageset_tab(c: ImageSetTab, service: ModelService) -> None:
+    """Connect the tab's button to ``dissect_set`` and register ``/dissect``; call inside the open Blocks."""
 
     @user_errors
     def handler(files, use_examples, model, top_k, progress=gr.Progress()):
         return dissect_set(service, files, bool(use_examples), model, top_k, progress)
 
-    run.click(handler, [files, use_examples, model, top_k], [summary, fig2, fig3, fig4, report],
-              api_name="dissect", concurrency_limit=1,
-              api_description="Dissect several images or a zip: summary.json, Figs. 2-4 and the report zip.")
+    c.run.click(handler, [c.files, c.use_examples, c.model, c.top_k], [c.summary, c.fig2, c.fig3, c.fig4, c.report],
+                api_name="dissect", concurrency_limit=1,
+                api_description="Dissect several images or a zip: summary.json, Figs. 2-4 and the report zip.")

@@ -2,7 +2,7 @@
 
 Everything a user changes after an analysis (layer, group, colour map, opacity,
 colour scale, ordering) redraws through these functions alone. Every gate picture carries the image's
-out-of-domain verdict as a strip on top (``sge_viz.viz.verdict.mark``), not only the note by the predictions.
+out-of-domain verdict as a strip on top (``sge_viz.viz.verdict.mark``), not only the note above the predictions.
 """
 from __future__ import annotations
 
@@ -51,6 +51,7 @@ class Cells(str, Enum):
     NEAREST = "true cells (nearest)"
 
 
+CARD = "What this model knows"  # the title of the domain card, under the predictions
 DIVERGING_RANGE = 0.25  # the absolute scale: gate - group mean on -0.25..+0.25 (a sigmoid gate lies in 0..1)
 COLORMAPS = ("inferno", "viridis", "magma", "plasma", "cividis", "turbo", "gray")
 TILE = 96  # largest mosaic tile side in pixels
@@ -332,14 +333,14 @@ The layer's output is x_g(p) * a(p). So a gate never amplifies: high means "pass
 **The numbers.**
 {definitions_markdown()}
 
-**Is it a finding or a bug?** A gate map means something only for images of the model's domain (the card above
-the predictions says what that is; the out-of-domain note says when an image is not). Within the domain, the
-default model's own evaluation (5000 held-out randomised scenes, `checkpoints/MODEL_CARD.md`) measured, per layer,
-the median mask AUC over groups: layer1.0 0.70 and layer1.1 0.65, layer2.0 0.58 and layer2.1 0.53 (these gates
-prefer the item only mildly), layer3.0 0.42 (most of its groups *suppress* the item: they enhance what differs
-from the group's average, often background or clutter, so a blue item there is expected), and layer3.1 0.93 with
-every group above 0.5 (the last gates enhance the item; mean gate on the item 2.17x that on clutter). The original
-demo model (`sge_resnet_demo`) has its own figures in the same card.
+**Is it a finding or a bug?** A gate map means something only for images of the model's domain (the card "{CARD}"
+under the predictions says what that is; the out-of-domain note above them says when an image is not). Within the
+domain, the default model's own evaluation (5000 held-out randomised scenes, `checkpoints/MODEL_CARD.md`) measured,
+per layer, the median mask AUC over groups: layer1.0 0.70 and layer1.1 0.65, layer2.0 0.58 and layer2.1 0.53 (these
+gates prefer the item only mildly), layer3.0 0.42 (most of its groups *suppress* the item: they enhance what
+differs from the group's average, often background or clutter, so a blue item there is expected), and layer3.1 0.93
+with every group above 0.5 (the last gates enhance the item; mean gate on the item 2.17x that on clutter). The
+original demo model (`sge_resnet_demo`) has its own figures in the same card.
 """
 
 
@@ -375,9 +376,15 @@ def domain_markdown(domain: dict, label: str) -> str:
 
 
 def ood_markdown(analysis: Analysis) -> str:
-    """The note beside the predictions: is this image one the model was trained for? Followed by the
+    """The note above the predictions: is this image one the model was trained for? Followed by the
     analysis's notes (how the network was built, SGE layers skipped or not captured)."""
     return _verdict(analysis) + "".join(f"\n\n**Note:** {note}" for note in getattr(analysis, "notes", []))
+
+
+def needs_card(analysis: Analysis) -> bool:
+    """Whether the note sends the reader to the domain card: an image out of domain, or a classifier with no
+    out-of-domain check."""
+    return bool(analysis.predictions) and (analysis.ood is None or bool(analysis.ood["out_of_domain"]))
 
 
 def _verdict(analysis: Analysis) -> str:
@@ -387,11 +394,12 @@ def _verdict(analysis: Analysis) -> str:
                 "and no out-of-domain verdict; the pictures show its SGE gates.")
     if ood is None:
         return ("**Out-of-domain check: not available** for this model (no threshold was measured). Judge from "
-                "the card above whether this image is one it knows.")
+                f"the card \"{CARD}\" under the predictions whether this image is one it knows.")
     if ood["out_of_domain"]:
         return (f"⚠️ **Out of domain:** this image lies far from what the model was trained on "
                 f"({describe(ood['score'])} {ood['value']:.3g} > threshold {ood['threshold']:.3g}). Its predictions "
-                "and gate maps are not evidence about the image: the model only knows the domain described above.")
+                f"and gate maps are not evidence about the image: the model only knows the domain described in "
+                f"the card \"{CARD}\" under the predictions.")
     return (f"**Within the domain** as far as the model can tell ({describe(ood['score'])} {ood['value']:.3g} ≤ "
             f"threshold {ood['threshold']:.3g}; about 5% of genuine in-domain images exceed it).")
 

@@ -14,7 +14,7 @@ from PIL import Image
 from test_app_rerender import PHOTO, SCENE
 
 from sge_viz.app.catalogue import ModelService
-from sge_viz.app.evidence_tab import TOP1, evidence_tab
+from sge_viz.app.evidence_tab import TOP1, build_evidence_tab, wire_evidence_tab
 from sge_viz.explain import explain
 from sge_viz.explain.pictures import cam_picture
 from sge_viz.io.images import open_image
@@ -77,7 +77,8 @@ def test_the_tab_draws_what_explain_computes(library):
     with gr.Blocks():
         page = dict(image=gr.Image(type="filepath"), model=gr.Dropdown(service.choices, value=service.default),
                     layer=gr.Dropdown([]), group=gr.Slider(0, 63))
-        tab = evidence_tab(service, **page)
+        tab = build_evidence_tab(service)
+        wire_evidence_tab(tab, **page)
     want = explain(library, open_image(SCENE))
     layer = "layer2.1.sge"
     out = tab.run(str(SCENE), service.default, TOP1, layer, -1, None)
@@ -108,3 +109,7 @@ def test_the_tab_draws_what_explain_computes(library):
     # Before the tab is opened an image change costs nothing.
     assert tab.follow(str(PHOTO), service.default, TOP1, layer, 0, None, False) == {tab.summary: gr.skip()}
     assert tab.follow(str(PHOTO), service.default, TOP1, layer, 0, kept, True)[tab.state].key[0] == str(PHOTO)
+    # The image removed on the page: the kept evidence and its pictures go, the sentence says to give one.
+    gone = tab.follow(None, service.default, TOP1, layer, 0, kept, True)
+    assert gone[tab.state] is None and gone[tab.cam] is None and gone[tab.table] is None
+    assert "No image yet" in gone[tab.summary]

@@ -10,7 +10,8 @@ from sge_viz import viz as render
 from sge_viz.app import views
 from sge_viz.app.catalogue import ModelService
 from sge_viz.app.layout import build_ui
-from sge_viz.app.views import Cells, Contrast, Order, Scale, view_image
+from sge_viz.app.settings import ViewSettings
+from sge_viz.app.views import Cells, Contrast, Scale, view_image
 from sge_viz.metrics import gates as stats
 from sge_viz.viz.verdict import mark
 
@@ -114,14 +115,16 @@ def test_layer_mean_map_is_the_mean_over_groups(page):
 
 def test_page_states_the_domain_and_flags_a_photo(page):
     h, service, _, _ = page
-    out = h.show_image({"path": str(PHOTO), "orig_name": PHOTO.name}, service.default, None, None,
-                       Order.SELECTIVE, "inferno", 0.5)
+    out = h.show_image({"path": str(PHOTO), "orig_name": PHOTO.name}, service.default, ViewSettings())
     # The cat photo on the default model: flagged (the card says it knows randomised scenes).
     assert "Out of domain" in out[h.c.ood] and "randomised Fashion-MNIST scenes" in out[h.c.domain]
     assert "Ankle boot" in out[h.c.domain] and "64x64" in out[h.c.domain]
-    scene = h.show_image({"path": str(SCENE), "orig_name": SCENE.name}, service.default, None, None,
-                         Order.SELECTIVE, "inferno", 0.5)
+    scene = h.show_image({"path": str(SCENE), "orig_name": SCENE.name}, service.default, ViewSettings())
     assert "Within the domain" in scene[h.c.ood]
+    # The note sends the reader to the card where it is, and opens it when it matters (out of domain).
+    assert f'the card "{views.CARD}" under the predictions' in out[h.c.ood]
+    assert out[h.c.card].open is True and h.c.card not in scene
+    assert f'"{views.CARD}" under the predictions' in " ".join(views.HOW_TO_READ.split())
     ood = scene[h.c.state].ood
     assert ood["value"] <= ood["threshold"] < out[h.c.state].ood["value"]
 
@@ -137,5 +140,5 @@ def test_group_control_fits_the_model_before_any_image(page):
     assert service.groups(service.default) == 8
     slider = h.c.group
     assert slider.maximum == 7
-    picked = h.show_image(None, service.default, None, None, Order.SELECTIVE, "inferno", 0.5)
+    picked = h.show_image(None, service.default, ViewSettings())
     assert picked[h.c.group].maximum == 7 and "knows" in picked[h.c.domain]

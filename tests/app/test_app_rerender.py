@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import gradio as gr
@@ -14,6 +15,7 @@ from PIL import Image
 from sge_viz import viz as render
 from sge_viz.app.catalogue import SCENES_LABEL, ModelService
 from sge_viz.app.layout import build_ui
+from sge_viz.app.settings import ViewSettings
 from sge_viz.app.views import Order, Scale, default_layer, group_table, mosaic_tile, view_image
 from sge_viz.capture.preprocess import center_crop_view
 from sge_viz.io.masks import mask_for
@@ -67,7 +69,7 @@ def test_view_changes_never_run_the_model(app):
     h, service, forwards, image = app
     start = len(forwards)
     payload = {"path": str(image), "orig_name": image.name}
-    out = h.show_image(payload, service.default, None, None, Order.MODEL, "inferno", 0.5)
+    out = h.show_image(payload, service.default, ViewSettings(order=Order.MODEL))
     assert len(forwards) == start + 1
     analysis = out[h.c.state]
     before = images_of(out, h)
@@ -75,7 +77,8 @@ def test_view_changes_never_run_the_model(app):
     # Another layer: every picture changes, no forward.
     other = analysis.layer_names[1]
     group = 3
-    out_layer = h.change_layer(analysis, other, group, Order.MODEL, "inferno", 0.5)
+    model_order = ViewSettings(layer=other, group=group, order=Order.MODEL)
+    out_layer = h.change_layer(analysis, model_order)
     after_layer = images_of(out_layer, h)
     for key in before:
         assert before[key].shape != after_layer[key].shape or not np.array_equal(before[key], after_layer[key]), key
@@ -89,11 +92,13 @@ def test_view_changes_never_run_the_model(app):
     np.testing.assert_array_equal(after_layer["overlay"], mark(want, analysis.ood))  # the verdict on top
 
     # Another group, colour map, opacity, ordering, colour scale: the views change, still no forward.
-    views = [h.change_view(analysis, other, 7, Order.MODEL, "inferno", 0.5),
-             h.change_view(analysis, other, 7, Order.MODEL, "viridis", 0.5),
-             h.change_view(analysis, other, 7, Order.MODEL, "viridis", 0.9),
-             h.change_view(analysis, other, 7, Order.SELECTIVE, "viridis", 0.9),
-             h.change_view(analysis, other, 7, Order.SELECTIVE, "viridis", 0.9, Scale.FULL)]
+    seven = replace(model_order, group=7)
+    views = [h.change_view(analysis, seven),
+             h.change_view(analysis, replace(seven, cmap="viridis")),
+             h.change_view(analysis, replace(seven, cmap="viridis", alpha=0.9)),
+             h.change_view(analysis, replace(seven, cmap="viridis", alpha=0.9, order=Order.SELECTIVE)),
+             h.change_view(analysis, replace(seven, cmap="viridis", alpha=0.9, order=Order.SELECTIVE,
+                                             scale=Scale.FULL))]
     pictures = [images_of(v, h) for v in views]
     assert not np.array_equal(pictures[0]["overlay"], after_layer["overlay"])  # group 3 -> 7
     assert not np.array_equal(pictures[0]["activations"], after_layer["activations"])
@@ -132,7 +137,7 @@ def test_compare_holds_four_panels_then_says_so(app):
     analysis = service.run_analysis(service.default, image, image.name)
     pins: list = []
     for i, layer in enumerate(analysis.layer_names[:4]):
-        out = h.pin(analysis, layer, i, "inferno", 0.5, pins)
+        out = h.pin(analysis, ViewSettings(layer=layer, group=i), pins)
         pins = out[h.c.pins]
         assert len(pins) == i + 1
         gate = analysis.layer(layer).gate
@@ -146,7 +151,7 @@ def test_compare_holds_four_panels_then_says_so(app):
         bar = panel[side + 6].astype(int)
         assert bar[1].sum() < 100 and bar[overlay.shape[1] - 2].sum() > 500
     with pytest.warns(UserWarning, match="four compare panels"):
-        assert h.pin(analysis, analysis.layer_names[0], 0, "inferno", 0.5, pins) == h._unchanged("pins")
+        assert h.pin(analysis, ViewSettings(layer=analysis.layer_names[0], group=0), pins) == h._unchanged("pins")
     assert h.clear_pins()[h.c.pins] == []
 
 
@@ -154,7 +159,8 @@ def test_downloads_are_the_cli_formats(app):
     h, service, _, image = app
     analysis = service.run_analysis(service.default, image, image.name)
     layer = analysis.layer_names[-1]
-    out = h.downloads(analysis, layer, 2, Order.SELECTIVE, "magma", 0.4, Scale.LAYER, [])
+    view = ViewSettings(layer=layer, group=2, cmap="magma", alpha=0.4)
+    out = h.downloads(analysis, view, [])
     files = {Path(p).name: Path(p) for p in out[h.c.files]}
     with np.load(files["gates.npz"]) as npz:
         assert sorted(npz.files) == sorted(analysis.layer_names)
@@ -164,9 +170,9 @@ def test_downloads_are_the_cli_formats(app):
     assert "mask_auc" in want["layers"][layer]
     assert json.loads(files["stats.json"].read_text()) == json.loads(json.dumps(want))
     overlay = np.asarray(Image.open(files[f"overlay_{layer}_g2.png"]))
-    shown = images_of(h._focus(analysis, layer, 2, Order.SELECTIVE, "magma", 0.4, Scale.LAYER), h)["overlay"]
+    shown = images_of(h._focus(analysis, view), h)["overlay"]
     np.testing.assert_array_equal(overlay, shown)
-    other = images_of(h._focus(analysis, layer, 3, Order.SELECTIVE, "magma", 0.4, Scale.LAYER), h)["overlay"]
+    other = images_of(h._focus(analysis, replace(view, group=3)), h)["overlay"]
     assert not np.array_equal(overlay, other)
 
 
@@ -176,23 +182,24 @@ def test_user_errors_become_page_messages(app, tmp_path):
     bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     # One warning toast each, and the page stays as it was (no "Error" badge on every output).
     with pytest.warns(UserWarning, match="broken.png"):
-        assert h.show_image({"path": str(bad), "orig_name": bad.name}, service.default, None, None, Order.MODEL,
-                            "inferno", 0.5) == h._unchanged("caption")
+        assert h.show_image({"path": str(bad), "orig_name": bad.name}, service.default,
+                            ViewSettings()) == h._unchanged("caption")
     with pytest.warns(UserWarning, match="not on offer"):
-        assert h.show_image({"path": str(bad), "orig_name": bad.name}, "no such model", None, None, Order.MODEL,
-                            "inferno", 0.5) == h._unchanged("caption")
+        assert h.show_image({"path": str(bad), "orig_name": bad.name}, "no such model",
+                            ViewSettings()) == h._unchanged("caption")
     # The Analyse button with no image says so.
     with pytest.warns(UserWarning, match="Nothing to analyse yet"):
-        assert h.run_clicked(None, service.default, None, None, Order.MODEL, "inferno", 0.5) == h._unchanged("caption")
+        assert h.run_clicked(None, service.default, ViewSettings()) == h._unchanged("caption")
     # A group typed out of range: a warning naming the valid groups, the views stay.
     analysis = service.run_analysis(service.default, SCENE, SCENE.name)
     with pytest.warns(UserWarning, match="groups 0 to 7"):
-        assert h.change_view(analysis, "layer1.0.sge", 99, Order.MODEL, "inferno", 0.5) == h._unchanged("caption")
+        assert h.change_view(analysis, ViewSettings(layer="layer1.0.sge", group=99)) == h._unchanged("caption")
     # Controls moved before any image: nothing to redraw, nothing fails.
-    assert h.change_layer(None, "layer1.0.sge", 0, Order.MODEL, "inferno", 0.5) == {h.c.caption: gr.skip()}
-    assert h.change_view(None, "layer1.0.sge", 0, Order.MODEL, "viridis", 0.5) == {h.c.caption: gr.skip()}
+    first = ViewSettings(layer="layer1.0.sge", group=0)
+    assert h.change_layer(None, first) == {h.c.caption: gr.skip()}
+    assert h.change_view(None, replace(first, cmap="viridis")) == {h.c.caption: gr.skip()}
     with pytest.warns(UserWarning, match="give an image first"):
-        assert h.downloads(None, "layer1.0.sge", 0, Order.MODEL, "inferno", 0.5, Scale.LAYER, []) == h._unchanged("files")
+        assert h.downloads(None, first, []) == h._unchanged("files")
 
 
 def test_models_load_once_across_threads(app):
@@ -233,7 +240,7 @@ def test_example_scenes_bring_their_mask(app, tmp_path):
 def test_first_image_starts_on_the_deepest_layer_later_images_keep_the_view(app):
     h, service, forwards, image = app
     payload = {"path": str(image), "orig_name": image.name}
-    first = h.show_image(payload, service.default, "layer1.0.sge", 0, Order.SELECTIVE, "inferno", 0.5)
+    first = h.show_image(payload, service.default, ViewSettings(layer="layer1.0.sge", group=0))
     analysis = first[h.c.state]
     layer = default_layer(analysis)
     assert layer == analysis.layer_names[-1]  # the deepest SGE layer, where the gates enhance the item
@@ -243,12 +250,12 @@ def test_first_image_starts_on_the_deepest_layer_later_images_keep_the_view(app)
     # The next image on the same model keeps the layer (so images compare) and starts on its own most
     # selective group, unless the user pinned the group ("keep").
     photo = {"path": str(PHOTO), "orig_name": PHOTO.name}
-    second = h.show_image(photo, service.default, "layer1.1.sge", 5, Order.SELECTIVE, "inferno", 0.5, Scale.LAYER, analysis)
+    view = ViewSettings(layer="layer1.1.sge", group=5)
+    second = h.show_image(photo, service.default, view, analysis)
     best = stats.selectivity_order(second[h.c.state].layer("layer1.1.sge").gate)[0]
     assert second[h.c.layer].value == "layer1.1.sge" and second[h.c.group].value == best
     assert best != 5  # so the test tells the two rules apart
-    kept = h.show_image(photo, service.default, "layer1.1.sge", 5, Order.SELECTIVE, "inferno", 0.5, Scale.LAYER,
-                        analysis, keep_group=True)
+    kept = h.show_image(photo, service.default, view, analysis, keep_group=True)
     assert kept[h.c.layer].value == "layer1.1.sge" and kept[h.c.group].value == 5
     assert "group **5** of" in kept[h.c.caption] and PHOTO.name in kept[h.c.caption]
 

@@ -1,6 +1,7 @@
-"""The page in a real browser: upload, wait for the mosaic, change layer and group, see the views change;
-the absolute colour scale keeps a flat gate pale; a photo on the demo model gets the out-of-domain note
-and the domain card; the definitions are on the page.
+"""The page in a real browser: it opens on the Single image tab with the first example analysed (no click) and
+fits two screens; upload, wait for the mosaic, change layer and group, see the views change; the absolute
+colour scale keeps a flat gate pale; a photo on the demo model gets the out-of-domain note and the domain
+card; the definitions are on the page. Components of a tab or sub-tab are used after clicking into it.
 
 Screenshots land in tests/e2e/screenshots/ (not tracked); the README's pictures are copies of them.
 """
@@ -14,6 +15,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Error as PlaywrightError
 
+from sge_viz.app.examples import known_examples
 from sge_viz.app.views import mosaic_tile
 from sge_viz.capture.analysis import analyze
 from sge_viz.io.images import open_image
@@ -27,6 +29,14 @@ pytestmark = pytest.mark.timeout(240)
 
 FOCUS = ("#overlay", "#diverging", "#activations")
 UPLOAD = "#input-image input[type=file]"
+TWO_SCREENS = 1800  # px: the Single image tab at 1400x900, as opened
+
+
+def open_tab(page, name: str) -> None:
+    """Click the (sub-)tab called ``name`` and wait until it is the selected one."""
+    tab = page.get_by_role("tab", name=name, exact=True)
+    tab.click()
+    page.wait_for_function("(el) => el.getAttribute('aria-selected') === 'true'", arg=tab.element_handle())
 
 
 def src(page, selector: str) -> str | None:
@@ -63,7 +73,16 @@ def strip_colour(page, selector: str) -> str:
     return min(marks, key=lambda k: np.abs(row - np.array(marks[k])).sum())
 
 
+def wait_idle(page, selector: str) -> None:
+    """Wait until no event is pending on ``selector``'s block (Gradio's status tracker, which greys the picture
+    while an event runs, is hidden)."""
+    page.wait_for_function("(sel) => [...document.querySelectorAll(sel + ' .wrap.default')]"
+                           ".every((w) => w.classList.contains('hide'))", arg=selector, timeout=60000)
+
+
 def pixels(page, selector: str) -> np.ndarray:
+    """The picture in ``selector`` as shown on screen, once no event is pending on it."""
+    wait_idle(page, selector)
     return np.asarray(Image.open(io.BytesIO(page.locator(f"{selector} img").screenshot())).convert("RGB"))
 
 
@@ -103,23 +122,63 @@ def choose_group(page, group: int) -> None:
 
 
 def pin(page, slot: int) -> None:
-    """Pin the focused view (the Compare tab is the open one) and wait for it in panel ``slot``."""
+    """Pin the focused view (in the Compare sub-tab) and wait for it in panel ``slot``."""
+    open_tab(page, "Compare")
     page.locator("#pin").click()
     wait_for_new(page, f"#compare-{slot}", None)
 
 
+def test_the_page_opens_analysed_and_fits_two_screens(live_app, browser, screenshots):
+    """Three visitors at once: each page opens on the Single image tab with the first example analysed, without
+    a click, in its own session; the tab is at most two screens tall at 1400x900."""
+    url, service, _ = live_app
+    first = known_examples(service.config(service.default))[0]
+    contexts = [browser.new_context(viewport={"width": 1400, "height": 900}) for _ in range(3)]
+    pages = [context.new_page() for context in contexts]
+    for page in pages:
+        page.goto(url)
+    for page in pages:
+        wait_for_new(page, "#mosaic", None)  # the mosaic image element has a src, nobody clicked
+        for sel in FOCUS + ("#layer-mean",):
+            wait_for_new(page, sel, None)
+        assert first.name in page.locator("#caption").inner_text()
+        assert page.locator("#predictions").inner_text().strip(), "no predictions shown"
+    page = pages[0]
+    selected = page.get_by_role("tab", name="Single image", exact=True)
+    assert selected.get_attribute("aria-selected") == "true"
+    # One visitor's view is their own: another page's group change leaves this one's caption alone.
+    caption = page.locator("#caption").inner_text()
+    other = pages[1]
+    group = 1 if group_value(other) != 1 else 2
+    choose_group(other, group)
+    assert f"group {group} of" in other.locator("#caption").inner_text()
+    assert page.locator("#caption").inner_text() == caption
+    for sel in ("#mosaic", "#mosaic-legend") + FOCUS + ("#layer-mean",):
+        wait_loaded(page, sel)
+    page.evaluate("() => window.scrollTo(0, 0)")
+    page.wait_for_timeout(500)
+    height = page.evaluate("() => document.documentElement.scrollHeight")
+    assert height <= TWO_SCREENS, f"the Single image tab is {height} px tall at 1400x900"
+    page.screenshot(path=str(screenshots / "first_screen_after.png"))
+    (screenshots / "heights.txt").write_text(f"Single image tab at 1400x900, as opened: {height} px\n")
+    for context in contexts:
+        context.close()
+
+
 def test_upload_explore_layer_and_group(live_app, browser, screenshots, tmp_path):
     url, service, image = live_app
-    page = browser.new_page(viewport={"width": 1400, "height": 1150})
+    page = browser.new_page(viewport={"width": 1400, "height": 1450})
     page.goto(url)
     page.wait_for_selector(UPLOAD, state="attached")
+    opened = {sel: wait_for_new(page, sel, None) for sel in FOCUS + ("#mosaic",)}  # the first example
 
     started = time.perf_counter()
     page.locator(UPLOAD).set_input_files(str(image))
-    wait_for_new(page, "#mosaic", None)
+    wait_for_new(page, "#mosaic", opened["#mosaic"])
     upload_to_mosaic = time.perf_counter() - started
     for sel in FOCUS:
-        wait_for_new(page, sel, None)
+        wait_for_new(page, sel, opened[sel])
+    assert image.name in page.locator("#caption").inner_text()
     page.wait_for_timeout(300)
     page.screenshot(path=str(screenshots / "app_overview.png"))
     first = views(page)
@@ -192,13 +251,13 @@ def test_upload_explore_layer_and_group(live_app, browser, screenshots, tmp_path
     page.locator("#compare-1").scroll_into_view_if_needed()
     page.locator("#compare-1").locator("xpath=../..").screenshot(path=str(screenshots / "compare.png"))
 
-    page.get_by_role("tab", name="Statistics").click()
+    open_tab(page, "Statistics")
     page.wait_for_selector("#depth img", timeout=30000)
     page.wait_for_timeout(300)
     page.locator("#depth").locator("xpath=..").screenshot(path=str(screenshots / "statistics.png"))
 
     # A broken upload: its message appears in the page, and the app goes on serving.
-    page.get_by_role("tab", name="Compare").click()
+    open_tab(page, "Compare")
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
     page.locator(UPLOAD).set_input_files(str(broken))
@@ -210,7 +269,6 @@ def test_upload_explore_layer_and_group(live_app, browser, screenshots, tmp_path
 
     # The absolute scale of the enhanced/suppressed map: a flat group renders near-white, a selective one
     # does not. Which groups are flat and selective is read from the library on the same image.
-    page.get_by_role("tab", name="Compare").click()
     analysis = analyze(service.get(service.default), open_image(again))
     spreads = {lg.name: group_stats(lg.gate).std for lg in analysis.layers}
     layer = max(spreads, key=lambda n: spreads[n].max() - spreads[n].min())
@@ -231,6 +289,7 @@ def test_upload_explore_layer_and_group(live_app, browser, screenshots, tmp_path
             page.locator("#diverging").locator("xpath=../..").screenshot(
                 path=str(screenshots / "selective_group.png"))
     assert seen[flat] < 15 and seen[selective] > 2 * seen[flat], seen
+    open_tab(page, "Scales and cells")
     assert "0.25" in page.locator("#contrast").inner_text()  # the fixed range is stated
     page.locator("#activations").scroll_into_view_if_needed()
     page.locator("#activations").screenshot(path=str(screenshots / "before_after.png"))
@@ -285,8 +344,9 @@ def test_upload_explore_layer_and_group(live_app, browser, screenshots, tmp_path
     page.close()
 
 
-def test_class_evidence_before_an_image_and_a_zip_in_the_image_set(live_app, browser, screenshots, tmp_path):
-    """Class evidence opened (and Explain pressed) before any image: one sentence, no error badge or toast.
+def test_class_evidence_with_and_without_an_image_and_a_zip_in_the_image_set(live_app, browser, screenshots, tmp_path):
+    """Class evidence opened on the example the page opens with: its Grad-CAM. With the image removed, opened
+    (and Explain pressed) again: one sentence, no error badge or toast.
     The Image set tab reads a .zip of images and masks like the files themselves; top-k goes to 32; the
     Fig. 3 and Fig. 4 titles are on the page, not hidden under panel labels."""
     import json
@@ -303,15 +363,23 @@ def test_class_evidence_before_an_image_and_a_zip_in_the_image_set(live_app, bro
     page.goto(url)
     page.wait_for_selector(UPLOAD, state="attached")
 
-    page.get_by_role("tab", name="Class evidence").click()
+    wait_for_new(page, "#mosaic", None)  # the first example, analysed on load
+    open_tab(page, "Class evidence")
+    wait_for_new(page, "#evidence-cam", None, timeout_s=120)
+    assert "p = " in page.locator("#evidence-summary").inner_text()
+    open_tab(page, "Single image")
+    page.locator("#input-image button[aria-label='Remove Image']").click()
+    page.wait_for_function("() => !document.querySelector('#input-image img')", timeout=30000)
+    open_tab(page, "Class evidence")
     page.wait_for_function("() => document.querySelector('#evidence-summary').innerText.includes('No image yet')",
                            timeout=30000)
+    page.wait_for_function("() => !document.querySelector('#evidence-cam img')", timeout=30000)  # no stale CAM
     page.locator("#evidence-run").click()
     page.wait_for_timeout(1500)
     assert "No image yet" in page.locator("#evidence-summary").inner_text()
     assert page.locator(".toast-body").count() == 0
     assert page.locator(".error").count() == 0 or not page.locator(".error").first.is_visible()
-    page.screenshot(path=str(screenshots / "evidence_before_an_image.png"))
+    page.screenshot(path=str(screenshots / "evidence_without_an_image.png"))
 
     # A zip of four pictures and two masks, and the same files as a folder for the library.
     folder = tmp_path / "set"
@@ -327,7 +395,7 @@ def test_class_evidence_before_an_image_and_a_zip_in_the_image_set(live_app, bro
             zf.write(path, path.name)
     want = summary_dict(run_local(service.get(service.default), collect([folder]).items, 6, batch_size=8), {})
 
-    page.get_by_role("tab", name="Image set").click()
+    open_tab(page, "Image set")
     assert page.locator("#set-topk input[type=number]").get_attribute("max") == "32"
     page.locator("#set-files input[type=file]").set_input_files(str(archive))
     page.wait_for_timeout(1000)
