@@ -21,6 +21,10 @@ from ..metrics.localisation import gate_mask_auc
 from ..metrics.ood import describe
 from ..viz.verdict import mark, unmark_y
 
+# Gradio draws its download and fullscreen buttons over a picture's top-right corner: the verdict strip keeps
+# its text clear of them.
+CORNER_BUTTONS = 64
+
 
 class Order(str, Enum):
     """How the mosaic orders a layer's groups."""
@@ -159,7 +163,7 @@ def render_mosaic(analysis: Analysis, layer: str, order: Order | str, cmap: str,
     """Every group's gate of one layer over the image, in the chosen order, the focused group framed."""
     lg = analysis.layer(layer)
     vmin, vmax = colour_range(lg, scale)
-    return mark(viz.mosaic(view_image(analysis), lg.gate, order=group_order(lg, order), cmap=cmap, alpha=alpha,
+    return _marked(viz.mosaic(view_image(analysis), lg.gate, order=group_order(lg, order), cmap=cmap, alpha=alpha,
                            tile=mosaic_tile(lg.groups), highlight=focus, vmin=vmin, vmax=vmax, smooth=smooth(cells)),
                 analysis.ood)
 
@@ -170,7 +174,7 @@ def render_layer_mean(analysis: Analysis, layer: str, cmap: str, alpha: float, s
     lg = analysis.layer(layer)
     vmin, vmax = colour_range(lg, scale)
     mean = lg.gate.mean(axis=0, dtype=np.float64).astype(np.float32)
-    return mark(_outlined(analysis, viz.overlay(view_image(analysis), mean, cmap=cmap, alpha=alpha, vmin=vmin,
+    return _marked(_outlined(analysis, viz.overlay(view_image(analysis), mean, cmap=cmap, alpha=alpha, vmin=vmin,
                                                 vmax=vmax, smooth=smooth(cells))), analysis.ood)
 
 
@@ -223,10 +227,10 @@ def render_focus(analysis: Analysis, layer: str, group: int, cmap: str, alpha: f
     limit = viz.diverging_limit(gate, DIVERGING_RANGE if Contrast(contrast) is Contrast.ABSOLUTE else None)
     which = "absolute scale" if Contrast(contrast) is Contrast.ABSOLUTE else "relative: this group's own range"
     return FocusViews(
-        overlay=mark(_outlined(analysis, viz.overlay(image, gate, cmap=cmap, alpha=alpha, vmin=vmin, vmax=vmax,
+        overlay=_marked(_outlined(analysis, viz.overlay(image, gate, cmap=cmap, alpha=alpha, vmin=vmin, vmax=vmax,
                                                      smooth=smooth_)), analysis.ood),
-        diverging=mark(_outlined(analysis, viz.diverging(image, gate, limit=limit, smooth=smooth_)), analysis.ood),
-        activations=mark(activation_picture(analysis, lg, group, cells), analysis.ood),
+        diverging=_marked(_outlined(analysis, viz.diverging(image, gate, limit=limit, smooth=smooth_)), analysis.ood),
+        activations=_marked(activation_picture(analysis, lg, group, cells), analysis.ood),
         gate_legend=legend(cmap, "gate: suppressed", "passed", vmin=vmin, vmax=vmax),
         diverging_legend=legend("bwr", f"gate - group mean ({which})", "", vmin=-limit, vmax=limit),
         caption=caption,
@@ -285,7 +289,7 @@ def compare_panel(analysis: Analysis, layer: str, group: int, cmap: str, alpha: 
     which = "layer range" if (vmin, vmax) != (0.0, 1.0) else "full range"
     bar = legend(cmap, f"gate, {which}", "", width=picture.shape[1], vmin=vmin, vmax=vmax)
     caption = f"{analysis.image_name} · {layer} · group {group} · {which} {fmt(vmin)}-{fmt(vmax)}"
-    return mark(viz.stack([picture, bar]), analysis.ood), caption
+    return _marked(viz.stack([picture, bar]), analysis.ood), caption
 
 
 # --- words ---------------------------------------------------------------------------
@@ -428,3 +432,8 @@ def group_table(analysis: Analysis, layer: str) -> tuple[list[str], list[list]]:
 def analysis_stats(analysis: Analysis) -> dict:
     """stats.json for this analysis, with the mask-AUC column for example scenes."""
     return stats.analysis_stats(analysis, analysis.mask)
+
+
+def _marked(picture, ood: dict | None):
+    """``viz.verdict.mark`` for a picture shown on the page: the strip's text stays clear of the corner buttons."""
+    return mark(picture, ood, reserve=CORNER_BUTTONS)

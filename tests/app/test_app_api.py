@@ -14,7 +14,7 @@ from test_app_rerender import PHOTO, SCENE
 from sge_viz import viz as render
 from sge_viz.app import views
 from sge_viz.app.catalogue import ModelService
-from sge_viz.app.views import view_image
+from sge_viz.app.views import CORNER_BUTTONS, view_image
 from sge_viz.capture.analysis import analyze
 from sge_viz.device import describe_device, pick_device
 from sge_viz.io.images import open_image
@@ -80,11 +80,11 @@ def test_analyze_endpoint_returns_the_library_result(served, library, image):
         big = np.asarray(Image.fromarray(mask).resize((side, side), Image.NEAREST))
         want, want_diverging = render.draw_outline(want, big), render.draw_outline(want_diverging, big)
     # Each picture carries the image's out-of-domain verdict as a strip on top.
-    np.testing.assert_array_equal(np.asarray(Image.open(overlay).convert("RGB")), mark(want, analysis.ood))
-    np.testing.assert_array_equal(np.asarray(Image.open(diverging).convert("RGB")), mark(want_diverging, analysis.ood))
+    np.testing.assert_array_equal(np.asarray(Image.open(overlay).convert("RGB")), mark(want, analysis.ood, reserve=CORNER_BUTTONS))
+    np.testing.assert_array_equal(np.asarray(Image.open(diverging).convert("RGB")), mark(want_diverging, analysis.ood, reserve=CORNER_BUTTONS))
     want_mosaic = render.mosaic(view_image(analysis), deepest.gate, order=stats.selectivity_order(deepest.gate),
                                 cmap="inferno", alpha=0.5, highlight=group, **stretch)
-    np.testing.assert_array_equal(np.asarray(Image.open(mosaic).convert("RGB")), mark(want_mosaic, analysis.ood))
+    np.testing.assert_array_equal(np.asarray(Image.open(mosaic).convert("RGB")), mark(want_mosaic, analysis.ood, reserve=CORNER_BUTTONS))
     # Before/after: the group's vector lengths on one scale, the colour bar under the pair.
     before, after = deepest.before_length[group], deepest.after_length[group]
     lo, hi = render.activation_range(before, after)
@@ -102,7 +102,7 @@ def test_analyze_endpoint_layer_and_group(served, library):
     gate = analysis.layer(layer).gate
     stretch = dict(vmin=float(gate.min()), vmax=float(gate.max()))
     want = render.overlay(view_image(analysis), gate[5], "viridis", 0.7, **stretch)
-    np.testing.assert_array_equal(np.asarray(Image.open(overlay).convert("RGB")), mark(want, analysis.ood))
+    np.testing.assert_array_equal(np.asarray(Image.open(overlay).convert("RGB")), mark(want, analysis.ood, reserve=CORNER_BUTTONS))
     other = render.overlay(view_image(analysis), gate[6], "viridis", 0.7, **stretch)
     assert not np.array_equal(want, other)  # the group really selects the picture
 

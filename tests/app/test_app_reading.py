@@ -11,7 +11,7 @@ from sge_viz.app import views
 from sge_viz.app.catalogue import ModelService
 from sge_viz.app.layout import build_ui
 from sge_viz.app.settings import ViewSettings
-from sge_viz.app.views import Cells, Contrast, Scale, view_image
+from sge_viz.app.views import CORNER_BUTTONS, Cells, Contrast, Scale, view_image
 from sge_viz.metrics import gates as stats
 from sge_viz.viz.verdict import mark
 
@@ -61,7 +61,7 @@ def test_absolute_scale_keeps_a_flat_gate_pale_and_says_its_range(page):
     gate = scene.layer(layer).gate[flat]
     want = render.diverging(view_image(scene), gate, limit=views.DIVERGING_RANGE)
     outline = views.view_mask(scene)
-    np.testing.assert_array_equal(absolute[flat].diverging, mark(render.draw_outline(want, outline), scene.ood))
+    np.testing.assert_array_equal(absolute[flat].diverging, mark(render.draw_outline(want, outline), scene.ood, reserve=CORNER_BUTTONS))
     # The legend prints the range: the absolute one is the same for both groups, the relative one is not.
     np.testing.assert_array_equal(absolute[flat].diverging_legend, absolute[selective].diverging_legend)
     assert not np.array_equal(relative[flat].diverging_legend, relative[selective].diverging_legend)
@@ -110,7 +110,7 @@ def test_layer_mean_map_is_the_mean_over_groups(page):
     lg = scene.layer(layer)
     got = views.render_layer_mean(scene, layer, "viridis", 0.6, Scale.FULL)
     want = render.overlay(view_image(scene), lg.gate.mean(axis=0, dtype=np.float64).astype(np.float32), "viridis", 0.6)
-    np.testing.assert_array_equal(got, mark(render.draw_outline(want, views.view_mask(scene)), scene.ood))
+    np.testing.assert_array_equal(got, mark(render.draw_outline(want, views.view_mask(scene)), scene.ood, reserve=CORNER_BUTTONS))
 
 
 def test_page_states_the_domain_and_flags_a_photo(page):

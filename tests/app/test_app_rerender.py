@@ -16,7 +16,7 @@ from sge_viz import viz as render
 from sge_viz.app.catalogue import SCENES_LABEL, ModelService
 from sge_viz.app.layout import build_ui
 from sge_viz.app.settings import ViewSettings
-from sge_viz.app.views import Order, Scale, default_layer, group_table, mosaic_tile, view_image
+from sge_viz.app.views import CORNER_BUTTONS, Order, Scale, default_layer, group_table, mosaic_tile, view_image
 from sge_viz.capture.preprocess import center_crop_view
 from sge_viz.io.masks import mask_for
 from sge_viz.metrics import gates as stats
@@ -89,7 +89,7 @@ def test_view_changes_never_run_the_model(app):
     lg = analysis.layer(other)  # the default colour scale: the layer's own min..max
     stretch = dict(vmin=float(lg.gate.min()), vmax=float(lg.gate.max()))
     want = render.draw_outline(render.overlay(view_image(analysis), gate, "inferno", 0.5, **stretch), mask)
-    np.testing.assert_array_equal(after_layer["overlay"], mark(want, analysis.ood))  # the verdict on top
+    np.testing.assert_array_equal(after_layer["overlay"], mark(want, analysis.ood, reserve=CORNER_BUTTONS))  # the verdict on top
 
     # Another group, colour map, opacity, ordering, colour scale: the views change, still no forward.
     seven = replace(model_order, group=7)
@@ -107,7 +107,7 @@ def test_view_changes_never_run_the_model(app):
     assert not np.array_equal(pictures[3]["mosaic"], pictures[2]["mosaic"])  # ordering
     np.testing.assert_array_equal(pictures[3]["overlay"], pictures[2]["overlay"])  # ordering moves tiles only
     full = render.overlay(view_image(analysis), lg.gate[7], "viridis", 0.9)  # the gate's whole range 0..1
-    np.testing.assert_array_equal(pictures[4]["overlay"], mark(render.draw_outline(full, mask), analysis.ood))
+    np.testing.assert_array_equal(pictures[4]["overlay"], mark(render.draw_outline(full, mask), analysis.ood, reserve=CORNER_BUTTONS))
     assert not np.array_equal(pictures[4]["mosaic"], pictures[3]["mosaic"])
     assert len(forwards) == start + 1
 

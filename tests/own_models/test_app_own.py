@@ -14,7 +14,7 @@ from sge_viz import wrap_model
 from sge_viz.app.catalogue import ModelService
 from sge_viz.app.layout import build_ui
 from sge_viz.app.server import add_serve_args, user_models
-from sge_viz.app.views import Order
+from sge_viz.app.settings import ViewSettings
 
 from . import variants as v
 
@@ -46,22 +46,20 @@ def page(tmp_path_factory):
 def test_your_models_come_first_and_carry_their_card(page):
     h, service, path = page
     assert service.choices[:2] == ["my classifier", "my segmenter"] and service.default == "my classifier"
-    out = h.show_image({"path": str(path), "orig_name": "photo.png"}, "my classifier", None, None, Order.SELECTIVE,
-                       "inferno", 0.5)
+    out = h.show_image({"path": str(path), "orig_name": "photo.png"}, "my classifier", ViewSettings())
     assert "five letters" in out[h.c.domain] and "Built by your code" in out[h.c.domain]
     assert out[h.c.predictions].visible is not False and "not available" in out[h.c.ood]
 
 
 def test_gates_only_model_hides_predictions_and_controls_follow_each_layer(page):
     h, service, path = page
-    out = h.show_image({"path": str(path), "orig_name": "photo.png"}, "my segmenter", None, None, Order.SELECTIVE,
-                       "inferno", 0.5)
+    out = h.show_image({"path": str(path), "orig_name": "photo.png"}, "my segmenter", ViewSettings())
     assert out[h.c.predictions].visible is False and "Gates only" in out[h.c.ood]
     assert "No domain is known" in out[h.c.domain] and "32x48" in out[h.c.domain]
     analysis = out[h.c.state]
     assert analysis.layer_names == ["a.1", "b.1"] and analysis.image.shape == (32, 48, 3)
     for layer, groups in (("a.1", 4), ("b.1", 8)):
-        changed = h.change_layer(analysis, layer, 0, Order.SELECTIVE, "inferno", 0.5)
+        changed = h.change_layer(analysis, ViewSettings(layer=layer, group=0))
         assert changed[h.c.group].maximum == groups - 1
     assert service.groups("my segmenter") == 8  # the deepest layer's, before any image
 

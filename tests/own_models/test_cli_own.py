@@ -168,12 +168,26 @@ def test_dissect_and_info_take_your_model(capsys, tmp_path, image_file):
 
 
 def test_resume_refuses_another_network_under_the_same_name(capsys, tmp_path, image_file):
+    from sge_viz.dissect.engine import STATE_FILE, run_local
+    from sge_viz.io.inputs import collect
+    from sge_viz.models.factory import create_model
+
     folder = image_set(tmp_path, image_file, 2, 40)
-    base = ["dissect", folder, "--model", "sge_resnet18", "--random-weights", "--out", tmp_path / "d",
-            "--no-pictures", "--device", "cpu"]
-    code, out, err = run(capsys, *base)
-    assert code == 0, err
-    code, out, err = run(capsys, *base, "--resume")  # a fresh random network: other weights, same name
+    out = tmp_path / "d"
+    out.mkdir()
+    # A run of one random network, stopped after its first batch: its state stays (a finished run removes it).
+    loaded = create_model("sge_resnet18", device="cpu", random_weights=True)
+
+    def stop(_n):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_local(loaded, collect([folder]).items, 9, batch_size=1, state_path=out / STATE_FILE, save_every=1,
+                  progress=stop)
+    assert (out / STATE_FILE).is_file()
+    base = ["dissect", folder, "--model", "sge_resnet18", "--random-weights", "--out", out, "--no-pictures",
+            "--device", "cpu"]
+    code, _, err = run(capsys, *base, "--resume")  # a fresh random network: other weights, same name
     assert code != 0 and "another run" in err and "weights" in err
 
 
