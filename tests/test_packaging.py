@@ -140,7 +140,8 @@ def test_the_wheel_carries_the_runtime_and_its_data_but_not_the_training_code(wh
                  "sge_viz/resources/imagenet_classes.txt",
                  "sge_viz/resources/weights/sge_resnet_demo.safetensors",
                  "sge_viz/resources/weights/sge_resnet_demo_scenes.safetensors",
-                 "sge_viz/resources/weights/MODEL_CARD.md", "sge_viz/resources/examples/README.md"):
+                 "sge_viz/resources/weights/MODEL_CARD.md", "sge_viz/resources/examples/README.md",
+                 "sge_viz/resources/examples/classes.json"):
         assert path in names, path
     examples = {Path(n).name for n in names if n.startswith("sge_viz/resources/examples/")}
     shipped = {p.name for p in (ROOT / "assets").iterdir() if p.suffix in (".png", ".jpg")}

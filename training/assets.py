@@ -5,18 +5,21 @@ A scene ``assets/scene_01.png`` has its mask in ``assets/scene_01_mask.png``
 scenes of both shipped demo models' recipes: ``scene_NN.png``, held-out scenes of
 Cluttered Fashion-MNIST (the original model's), and ``scene_wild_NN.png``, held-out
 scenes of the randomised recipe and its shifts (the default model's); and copies the
-photographs from scikit-image. ``--scenes`` writes one recipe's scenes only.
+photographs from scikit-image. ``--scenes`` writes one recipe's scenes only. Each scene's true class goes
+into ``assets/classes.json`` (``{file name: class name}``; photos have none), which the app and
+``sge-viz analyze`` read.
 """
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from sge_viz.io.masks import mask_path
-from sge_viz.resources import SCENE_PREFIXES
+from sge_viz.resources import CLASSES_FILE, SCENE_PREFIXES
 
 from . import ASSET_DIR
 
@@ -39,10 +42,20 @@ def _save(directory: Path, prefix: str, number: int, sample, what: str) -> Path:
     return path
 
 
+def write_classes(directory: Path, classes: dict[str, str]) -> Path:
+    """Record the scenes' true classes in ``directory/classes.json``, keeping the entries of the other recipe's
+    scenes already there; sorted by file name."""
+    path = directory / CLASSES_FILE
+    known = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    known.update(classes)
+    path.write_text(json.dumps(dict(sorted(known.items())), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
 def write_scenes(directory: Path, scenes: str = "cluttered") -> list[Path]:
-    """The example scenes and their item masks for a recipe ("wild" or "cluttered"); prints a table row
-    per scene for ``assets/README.md``."""
-    written = []
+    """The example scenes and their item masks for a recipe ("wild" or "cluttered"), their true classes in
+    ``classes.json``; prints a table row per scene for ``assets/README.md``."""
+    written, classes = [], {}
     if scenes == "cluttered":
         from .data import ClutteredFashionMNIST
         from .evaluate import EVAL_SEED
@@ -55,7 +68,9 @@ def write_scenes(directory: Path, scenes: str = "cluttered") -> list[Path]:
                 wanted.remove(sample.label)
                 what = f"held-out index {index}"
                 written.append(_save(directory, SCENE_PREFIXES[scenes], len(written) + 1, sample, what))
+                classes[written[-1].name] = sample.class_name
             index += 1
+        write_classes(directory, classes)
         return written
     from .shifts import shift_by_name
 
@@ -63,7 +78,10 @@ def write_scenes(directory: Path, scenes: str = "cluttered") -> list[Path]:
         dataset = shift_by_name(shift_name).dataset()
         index = next(i for i in range(len(dataset)) if int(dataset.labels[dataset.spec(i).item.source]) == label)
         what = f"{shift_name} index {index}"
-        written.append(_save(directory, SCENE_PREFIXES[scenes], len(written) + 1, dataset[index], what))
+        sample = dataset[index]
+        written.append(_save(directory, SCENE_PREFIXES[scenes], len(written) + 1, sample, what))
+        classes[written[-1].name] = sample.class_name
+    write_classes(directory, classes)
     return written
 
 

@@ -27,7 +27,7 @@ from ..models.factory import (
 from ..models.registry import ARCHS, DEMO_ARCH, available_models, build_model, untrained
 from ..models.sources import ModelSource, open_model
 from ..resources import default_checkpoint, demo_checkpoint, scenes_checkpoint
-from .examples import example_mask
+from .examples import example_mask, true_class
 
 FALLBACK_ARCH = "sge_resnet18"  # offered, untrained, while both demo checkpoints are missing
 
@@ -207,7 +207,7 @@ class ModelService:
         """Open the image and run the chosen model once with gate capture.
 
         The analysis carries the image's name, the device, the time the forward took and, for the
-        shipped example scenes, the item mask cropped like the image.
+        shipped example scenes, the item mask cropped like the image and the true class.
         """
         pil = open_image(image)
         loaded = self.get(choice)
@@ -217,6 +217,7 @@ class ModelService:
         analysis.image_name = name
         analysis.device = loaded.device_label
         analysis.mask = _cropped_mask(pil, loaded)
+        analysis.true_class = true_class(pil)
         return analysis
 
 

@@ -19,7 +19,7 @@ from ..io.tempfiles import png_path
 from ..viz import figures
 from . import views
 from .catalogue import ModelService
-from .examples import example_paths
+from .examples import example_paths, truth_mark
 from .settings import ViewSettings
 from .views import Order
 
@@ -38,6 +38,7 @@ class Page:
     domain: gr.Markdown  # what the model knows (the domain card)
     ood: gr.Markdown  # the out-of-domain note of the current image
     predictions: gr.Label
+    truth: gr.Markdown  # an example scene's true class and whether the model is right
     layer: gr.Dropdown
     order: gr.Radio
     mosaic: gr.Image
@@ -223,7 +224,7 @@ class Handlers:
         c = self.c
         loaded = self.service.get(choice)
         return {c.info: f"**{loaded.name}** loaded on **{loaded.device_label}**: give an image.",
-                c.domain: views.domain_markdown(self.service.domain(choice), choice), c.ood: "",
+                c.domain: views.domain_markdown(self.service.domain(choice), choice), c.ood: "", c.truth: "",
                 c.group: group_slider(self.service.groups(choice), 0)}
 
     @page_errors("caption")
@@ -277,6 +278,7 @@ class Handlers:
             c.state: analysis,
             # A gates-only model has no class scores: the panel is hidden and the note beside it says why.
             c.predictions: gr.Label(value=_label_value(analysis), visible=bool(analysis.predictions)),
+            c.truth: truth_mark(analysis.true_class, analysis.predictions),
             c.info: (f"**{analysis.model_name}** on **{analysis.device}** · "
                      f"{len(analysis.layers)} SGE layers · forward + capture "
                      f"{analysis.seconds * 1000:.0f} ms{mask_note}"),

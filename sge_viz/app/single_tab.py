@@ -15,7 +15,7 @@ from ..device import describe_device, pick_device
 from ..errors import SGEVizError
 from . import views
 from .catalogue import ModelService
-from .examples import example_paths, is_scene, is_wild_scene, known_examples
+from .examples import example_paths, is_scene, is_wild_scene, known_examples, misses_caption
 from .handlers import Handlers, Page
 from .settings import FIELDS, takes_view
 from .views import Cells, Contrast, Order, Scale
@@ -42,6 +42,8 @@ def build_single_tab(service: ModelService, c: Page) -> gr.Tab:
                 c.ood = gr.Markdown("", elem_id="ood-note")
                 c.predictions = gr.Label(num_top_classes=5, label="Top-5 predictions", elem_id="predictions",
                                          show_heading=False)
+                # An example scene's true class beside the prediction: "true class: Bag ✓" or "... ✗ (model says ...)"
+                c.truth = gr.Markdown("", elem_id="true-class")
                 with gr.Accordion(views.CARD, open=False, elem_id="domain-accordion") as c.card:
                     c.domain = gr.Markdown(_initial_domain(service), elem_id="domain-card")
                 _examples(c)
@@ -114,7 +116,7 @@ def _examples(c: Page) -> None:
     paths = example_paths()
     kinds = [
         ("Scenes", [p for p in paths if is_wild_scene(p)],
-         "Scenes for the default model (randomised: shop-style, photo backgrounds, clutter; with the item's mask)"),
+         "Scenes for the default model (shop-style, photo backgrounds, clutter; with the item's mask)"),
         ("Original scenes", [p for p in paths if is_scene(p) and not is_wild_scene(p)],
          "Scenes of the original generator (Cluttered Fashion-MNIST, with the item's mask): the one kind of "
          "picture sge_resnet_demo knows"),
@@ -128,7 +130,10 @@ def _examples(c: Page) -> None:
     with gr.Tabs(elem_id="examples"):
         for name, found, label in kinds:
             with gr.Tab(name):
-                gr.Examples([[str(p)] for p in found], inputs=[c.image], examples_per_page=12, label=label)
+                # The scenes the default model gets wrong come last (example_paths) and the label says so.
+                wrong = misses_caption(found)
+                gr.Examples([[str(p)] for p in found], inputs=[c.image], examples_per_page=12,
+                            label=f"{label}; {wrong}" if wrong else label)
 
 
 def _settings(c: Page) -> None:
@@ -154,7 +159,7 @@ def wire_single_tab(h: Handlers, demo: gr.Blocks) -> None:
     focus_outputs = [getattr(c, k) for k in ("mosaic", "layer_mean", "mosaic_legend", "overlay", "diverging",
                                              "activations", "gate_legend", "diverging_legend", "caption")]
     layer_outputs = focus_outputs + [c.layer, c.group, c.histogram, c.table]
-    analyze_outputs = layer_outputs + [c.state, c.predictions, c.info, c.depth, c.domain, c.ood, c.card]
+    analyze_outputs = layer_outputs + [c.state, c.predictions, c.truth, c.info, c.depth, c.domain, c.ood, c.card]
     hidden = dict(api_visibility="undocumented")
     # preprocess=False: values arrive as sent, so a group typed out of range reaches the handler (which
     # says what is valid) instead of failing in Gradio's own range check with a server traceback.

@@ -59,6 +59,7 @@ class Analysis:
     device: str = ""  # where it ran, e.g. "CPU" or "GPU: <name>"
     seconds: float = 0.0  # forward + capture time
     mask: np.ndarray | None = None  # (S, S) bool item mask cropped like ``image``, when one is known
+    true_class: str | None = None  # the image's true class when it is a shipped example scene
     # The out-of-domain verdict (sge_viz.metrics.ood.verdict: score, value, threshold, out_of_domain), or None
     # when the model carries no measured signal.
     ood: dict | None = None

@@ -3,6 +3,7 @@
 
 ``<stem>_mask.png`` files (white = the object) are not analysed as images: they are the masks of
 ``<stem>.*``, and give stats.json a ``mask_auc`` per group (a mask of another size is skipped with a note).
+A shipped example scene (same file name and content) gets its ``true_class`` in stats.json and the console line.
 
 Writes DIR/<image stem>/ per image (see ``sge_viz.io.export``). A folder appears
 only when complete. When an image fails, the others still run; each failure is
@@ -106,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
     """Analyse every input and write one result folder per image; 1 when any image failed."""
     from tqdm import tqdm
 
+    from ..app.examples import file_true_class
     from ..capture.analysis import analyze_views
     from ..io.export import write_analysis
     from ..io.feed import default_workers as reading_workers
@@ -131,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
 
     def collect(block: bool) -> None:
         while pending and (block or pending[0][1].done() or len(pending) > limit):
-            job, future, top, ood = pending.popleft()
+            job, future, top, ood, true = pending.popleft()
             try:
                 folder = future.result()
             except (OSError, SGEVizError) as exc:
@@ -140,9 +142,11 @@ def run(args: argparse.Namespace) -> int:
                 progress.update(1)
                 continue
             results.append({"image": str(job.path), "folder": str(folder), "predictions": top,
-                            "out_of_domain": ood})
+                            "out_of_domain": ood, **({"true_class": true} if true else {})})
             if not args.json:
                 answer = f"{top[0]['label']} {top[0]['probability']:.1%}" if top else "gates only"
+                if true and top:
+                    answer += f"; true class: {true}, {'right' if top[0]['label'] == true else 'wrong'}"
                 flag = "  [out of domain: the model does not know images like this]" if ood and ood[
                     "out_of_domain"] else ""
                 progress.write(f"{job.path} -> {folder}  ({answer}){flag}", file=sys.stdout)
@@ -162,14 +166,15 @@ def run(args: argparse.Namespace) -> int:
             analyses = analyze_views(loaded, [f.view for f in good], activations=not args.no_pictures) if good else []
             for fed, analysis in zip(good, analyses):
                 job = jobs[fed.index]
+                analysis.true_class = file_true_class(job.path)
                 mosaics = None if args.all_mosaics else analysis.layer_names[-1:]
                 pending.append((job, writers.submit(write_analysis, analysis, out / job.out_name, mask=fed.mask,
                                                         pictures=not args.no_pictures, mosaic_layers=mosaics),
-                                predictions_json(analysis.predictions), analysis.ood))
+                                predictions_json(analysis.predictions), analysis.ood, analysis.true_class))
             collect(block=False)
         collect(block=True)
     finally:
-        for _, future, _, _ in pending:
+        for _, future, *_ in pending:
             future.cancel()
         writers.shutdown(wait=True)
         progress.close()

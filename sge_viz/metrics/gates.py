@@ -117,14 +117,20 @@ def analysis_stats(analysis: Analysis, mask: np.ndarray | None = None) -> dict:
             entry["mask_auc"] = _floats(gate_mask_auc(layer.gate, mask))
         layers[layer.name] = entry
     height, width = analysis.image.shape[:2]
-    return {
+    out = {
         "model": analysis.model_name,
         "image_size": [int(height), int(width)],
         "predictions": [{"index": int(p.index), "label": p.label, "probability": float(p.probability)}
                         for p in analysis.predictions],
+    }
+    # the true class of a shipped example scene (sge_viz.app.examples.file_true_class); absent when unknown
+    if getattr(analysis, "true_class", None):
+        out["true_class"] = analysis.true_class
+    out.update({
         # sge_viz.metrics.ood.verdict (score, value, threshold, out_of_domain); null: no signal measured
         "out_of_domain": getattr(analysis, "ood", None),
         # how the network was built, SGE layers skipped (not spatial group gates) or not captured
         "notes": list(getattr(analysis, "notes", [])),
         "layers": layers,
-    }
+    })
+    return out

@@ -13,6 +13,8 @@ DEMO_WEIGHTS = "sge_resnet_demo.safetensors"  # the original demo model: it know
 SCENES_WEIGHTS = "sge_resnet_demo_scenes.safetensors"  # the default demo model, trained on randomised scenes
 # File names of the example scenes of each demo model's recipe (scene_01.png, scene_wild_01.png, ...).
 SCENE_PREFIXES = {"cluttered": "scene_", "wild": "scene_wild_"}
+# Beside the examples: {example scene's file name: its true class name}, written by training.assets.
+CLASSES_FILE = "classes.json"
 
 
 def _root() -> Path:
