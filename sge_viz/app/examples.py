@@ -110,12 +110,15 @@ def true_class(image: Image.Image) -> str | None:
     return example_classes().get(path.name) if path is not None else None
 
 
-@lru_cache(maxsize=64)
 def _file_digest(path: Path) -> str | None:
+    """SHA-256 of the file's bytes, None when it cannot be read."""
     try:
         return hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError:
         return None
+
+
+_shipped_digest = lru_cache(maxsize=64)(_file_digest)  # the shipped examples do not change while running
 
 
 def file_true_class(path: str | Path) -> str | None:
@@ -125,12 +128,8 @@ def file_true_class(path: str | Path) -> str | None:
     known = example_classes().get(path.name)
     if known is None:
         return None
-    shipped = examples_dir() / path.name
-    try:
-        mine = hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return None
-    return known if mine == _file_digest(shipped) else None
+    mine = _file_digest(path)
+    return known if mine is not None and mine == _shipped_digest(examples_dir() / path.name) else None
 
 
 def truth_mark(true: str | None, predictions: list[Prediction]) -> str:

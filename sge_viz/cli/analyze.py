@@ -93,14 +93,9 @@ def expand_inputs(inputs: Sequence[str]) -> list[_Job]:
 
 def as_items(jobs: Sequence[_Job]) -> list:
     """The jobs as the feed's ``Item``s (named by their output folder), each with its ``<stem>_mask.png``."""
-    from ..io.inputs import Item
-    from ..io.masks import mask_path
+    from ..io.inputs import Item, mask_file
 
-    items = []
-    for job in jobs:
-        mask = mask_path(job.path)
-        items.append(Item(job.out_name, str(job.path), None, str(mask) if mask.is_file() else None))
-    return items
+    return [Item(job.out_name, str(job.path), None, mask_file(job.path)) for job in jobs]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -139,20 +139,19 @@ def run_local(loaded: LoadedModel, items: Sequence[Item], k: int, batch_size: in
     return total
 
 
-def _where(item: Item) -> str:
-    return f"{item.path}:{item.member}" if item.member else item.path
+def _where(item: Item, member: str | None = None) -> str:
+    """Where an item (or, with ``member``, its mask) is, as summary.json names it: a file, or zip:member."""
+    if item.member is None:
+        return member or item.path
+    return f"{item.path}:{member or item.member}"
 
 
 def _skipped(items: Sequence[Item], batch: Sequence[Fed]) -> list[dict]:
     """The batch's images that could not be read and masks that could not be used, as summary.json lists
     them (``{"path", "reason"}``; a mask's image is in the summary, without a mask AUC)."""
     out = [{"path": _where(items[f.index]), "reason": f.error} for f in batch if f.error is not None]
-    for f in batch:
-        if f.note is not None:
-            item = items[f.index]
-            where = f"{item.path}:{item.mask}" if item.member else item.mask
-            out.append({"path": where, "reason": f.note})
-    return out
+    return out + [{"path": _where(items[f.index], items[f.index].mask), "reason": f.note}
+                  for f in batch if f.note is not None]
 
 
 # --- Ray ------------------------------------------------------------------------------------------------

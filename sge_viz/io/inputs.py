@@ -80,7 +80,7 @@ def collect(inputs: Sequence[str | Path], limits: Limits | None = None) -> Input
         elif path.is_file() and is_zip(path):
             items = _zip_items(path, found.skipped, limits)
         elif path.is_file():
-            items = [Item(path.name, str(path), None, _mask_file(path))]
+            items = [Item(path.name, str(path), None, mask_file(path))]
         else:
             raise SGEVizError(f"{path} does not exist: give image files, folders of images or .zip archives.")
         for item in items:
@@ -107,7 +107,8 @@ def is_zip(path: Path) -> bool:
         return False
 
 
-def _mask_file(image: Path) -> str | None:
+def mask_file(image: Path) -> str | None:
+    """The path of ``image``'s ``<stem>_mask.png`` when that file exists, else None."""
     mpath = mask_path(image)
     return str(mpath) if mpath.is_file() else None
 
@@ -137,7 +138,7 @@ def _walk(root: Path, skipped: list[dict]) -> list[Item]:
             if not path.is_file():  # a link that does not resolve, or resolves in a loop
                 skipped.append({"path": str(path), "reason": "broken or looping symbolic link"})
                 continue
-            items.append(Item(path.relative_to(root).as_posix(), str(path), None, _mask_file(path)))
+            items.append(Item(path.relative_to(root).as_posix(), str(path), None, mask_file(path)))
     return items
 
 
