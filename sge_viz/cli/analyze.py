@@ -139,23 +139,12 @@ def run(args: argparse.Namespace) -> int:
             results.append({"image": str(job.path), "folder": str(folder), "predictions": top,
                             "out_of_domain": ood, **({"true_class": true} if true else {})})
             if not args.json:
-                answer = f"{top[0]['label']} {top[0]['probability']:.1%}" if top else "gates only"
-                if true and top:
-                    answer += f"; true class: {true}, {'right' if top[0]['label'] == true else 'wrong'}"
-                flag = "  [out of domain: the model does not know images like this]" if ood and ood[
-                    "out_of_domain"] else ""
-                progress.write(f"{job.path} -> {folder}  ({answer}){flag}", file=sys.stdout)
+                progress.write(_console_line(job.path, folder, top, ood, true), file=sys.stdout)
             progress.update(1)
 
     try:
         for batch in loader:
-            for fed in batch:
-                if fed.note is not None:
-                    progress.write(f"note: {jobs[fed.index].path}: {fed.note}", file=sys.stderr)
-                if fed.error is not None:
-                    failures.append({"image": str(jobs[fed.index].path), "error": fed.error})
-                    progress.write(f"error: {jobs[fed.index].path}: {fed.error}", file=sys.stderr)
-                    progress.update(1)
+            failures += _unread(batch, jobs, progress)
             good = [fed for fed in batch if fed.error is None]
             # Group activation sums are only drawn, never exported: skip them when nothing is drawn.
             analyses = analyze_views(loaded, [f.view for f in good], activations=not args.no_pictures) if good else []
@@ -174,3 +163,26 @@ def run(args: argparse.Namespace) -> int:
         writers.shutdown(wait=True)
         progress.close()
     return finish_batch(args, loaded.name, out, jobs, results, failures)
+
+
+def _unread(batch: list, jobs: Sequence[_Job], progress) -> list[dict]:
+    """Say each of the batch's mask notes and read errors as it happens; the failures (``{"image", "error"}``)."""
+    failures = []
+    for fed in batch:
+        if fed.note is not None:
+            progress.write(f"note: {jobs[fed.index].path}: {fed.note}", file=sys.stderr)
+        if fed.error is not None:
+            failures.append({"image": str(jobs[fed.index].path), "error": fed.error})
+            progress.write(f"error: {jobs[fed.index].path}: {fed.error}", file=sys.stderr)
+            progress.update(1)
+    return failures
+
+
+def _console_line(path: Path, folder: Path, top: list[dict], ood: dict | None, true: str | None) -> str:
+    """One written image as the console shows it: where it went, the top-1 answer (right or wrong where the true
+    class is known) and the out-of-domain flag."""
+    answer = f"{top[0]['label']} {top[0]['probability']:.1%}" if top else "gates only"
+    if true and top:
+        answer += f"; true class: {true}, {'right' if top[0]['label'] == true else 'wrong'}"
+    flag = "  [out of domain: the model does not know images like this]" if ood and ood["out_of_domain"] else ""
+    return f"{path} -> {folder}  ({answer}){flag}"
