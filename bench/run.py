@@ -53,7 +53,13 @@ from sge_viz.app import views as svc  # noqa: E402
 from sge_viz.app.catalogue import ModelService  # noqa: E402
 from sge_viz.capture.analysis import analyze  # noqa: E402
 from sge_viz.capture.preprocess import prepare  # noqa: E402
-from sge_viz.capture.recorder import GateRecorder, find_sge_layers, read_gate  # noqa: E402
+from sge_viz.capture.recorder import (  # noqa: E402
+    GateRecorder,
+    every_channel_fits,
+    find_sge_layers,
+    group_sums,
+    read_gate,
+)
 from sge_viz.metrics import gates as stats  # noqa: E402
 from sge_viz.models import LoadedModel, create_model, save_safetensors  # noqa: E402
 from sge_viz.models.config import ModelConfig  # noqa: E402
@@ -289,8 +295,9 @@ def bench_model(loaded: LoadedModel, pil: Image.Image, rounds: int, app: App | N
 
 
 def gate_check_case(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], object]:
-    """The check the recorder runs on every captured call (``read_gate``: y = x * gate on the first and last
-    channel of every group), alone, over every SGE layer of one forward, from tensors kept beforehand."""
+    """The check the recorder runs on every captured call (``read_gate``: y = x * gate on the first channel
+    of every group; ``every_channel_fits``: on every channel through the group sums, given the input's sums
+    the capture takes anyway), alone, over every SGE layer of one forward, from tensors kept beforehand."""
     calls: list[tuple] = []
     handles = []
     for _name, module in find_sge_layers(model):
@@ -302,11 +309,12 @@ def gate_check_case(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], obj
         model(x)
     for handle in handles:
         handle.remove()
+    sums = [group_sums(xin, groups)[0] for xin, _, _, groups in calls]
 
     def run():
-        for xin, out, gates, groups in calls:
+        for (xin, out, gates, groups), x_sum in zip(calls, sums):
             gate, why = read_gate(xin, out, gates, groups)
-            assert gate is not None, why
+            assert gate is not None and every_channel_fits(x_sum, out, gate), why
     return run
 
 

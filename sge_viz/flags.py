@@ -41,9 +41,12 @@ def add_user_model_args(p: argparse.ArgumentParser, checkpoint: bool = False) ->
                    help="module paths (fnmatch) of SGE layers that detection misses")
     g.add_argument("--cam-layer", metavar="NAME", help="module for Grad-CAM (explain) in a model without ResNet stages")
     g.add_argument("--domain", metavar="TEXT", help="one sentence on what the model knows, shown with its results")
+    g.add_argument("--gates-only", action="store_true", default=None,
+                   help="the model's output is not class scores (an embedding, a feature map): show gates only")
 
 
-_USER_ONLY = ("model_kwargs", "input_size", "mean", "std", "channels", "resize", "sge_layers", "cam_layer")
+_USER_ONLY = ("model_kwargs", "input_size", "mean", "std", "channels", "resize", "sge_layers", "cam_layer",
+              "gates_only")
 
 
 def floats(text: str) -> tuple[float, ...]:
@@ -80,7 +83,8 @@ def source_from_args(args: argparse.Namespace, half: bool = False) -> ModelSourc
         labels=getattr(args, "labels", None), input_size=getattr(args, "input_size", None) or 224,
         mean=getattr(args, "mean", None), std=getattr(args, "std", None), channels=getattr(args, "channels", None) or 3,
         resize=getattr(args, "resize", None) or "crop", sge_layers=getattr(args, "sge_layers", None) or (),
-        domain=getattr(args, "domain", None) or "", cam_layer=getattr(args, "cam_layer", None) or "")
+        domain=getattr(args, "domain", None) or "", cam_layer=getattr(args, "cam_layer", None) or "",
+        gates_only=bool(getattr(args, "gates_only", None)))
     return ModelSource(name=getattr(args, "model", None), checkpoint=getattr(args, "checkpoint", None),
                        model_def=getattr(args, "model_def", None),
                        model_kwargs=parse_kwargs(getattr(args, "model_kwargs", None)),

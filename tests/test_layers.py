@@ -1,6 +1,7 @@
 """The package's rooms import only downwards: every import of sge_viz, read with ast.
 
-Order, lowest first: the base modules (errors, then device, sniff, resize, resources), models, capture,
+Order, lowest first: the base modules (errors, then device, sniff, resize, resources), domain (the
+out-of-domain verdict: detectors, the features they read, ``Judge``), models, capture,
 metrics, viz, io, explain and dissect, flags (the model flags the app and the CLI share), app, cli (the CLI's
 ``serve`` starts the app), and the package's own
 ``__init__``/``__main__``. A room may import itself and any room below it; an import of a room at its own
@@ -13,16 +14,11 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "sge_viz"
-RANK = {"errors": 0, "device": 1, "sniff": 1, "resize": 1, "resources": 1, "models": 2, "capture": 3, "metrics": 4,
-        "viz": 5, "io": 6, "explain": 7, "dissect": 7, "flags": 8, "app": 9, "cli": 10, "__init__": 11,
+RANK = {"errors": 0, "device": 1, "sniff": 1, "resize": 1, "resources": 1, "domain": 1.5, "models": 2, "capture": 3,
+        "metrics": 4, "viz": 5, "io": 6, "explain": 7, "dissect": 7, "flags": 8, "app": 9, "cli": 10, "__init__": 11,
         "__main__": 11}
-# Upward imports still in the tree: the out-of-domain detector is read by models and capture from metrics.ood
-# (one room for the domain verdict is the open part of the lean-core work), and wrap_model probes a user's
-# network with capture's recorder.
+# Upward imports still in the tree: wrap_model probes a user's network with capture's recorder.
 KNOWN = {
-    ("models/loaded.py", "sge_viz.metrics.ood"),
-    ("models/factory.py", "sge_viz.metrics.ood"),
-    ("capture/analysis.py", "sge_viz.metrics.ood"),
     ("models/wrap.py", "sge_viz.capture.recorder"),
 }
 

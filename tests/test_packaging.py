@@ -146,3 +146,13 @@ def test_the_wheel_carries_the_runtime_and_its_data_but_not_the_training_code(wh
     examples = {Path(n).name for n in names if n.startswith("sge_viz/resources/examples/")}
     shipped = {p.name for p in (ROOT / "assets").iterdir() if p.suffix in (".png", ".jpg")}
     assert shipped and shipped <= examples
+    # The example models of the README's "Your own model", which `sge-viz examples` copies.
+    models = {Path(n).name for n in names if n.startswith("sge_viz/resources/own_models/")}
+    assert models == {p.name for p in (ROOT / "docs/own_models").glob("*.py")}
+
+
+def test_installed_examples_command_copies_the_files_the_readme_uses(installed):
+    bin_dir, work = installed
+    out = run([str(bin_dir / "sge-viz"), "examples", "mine"], cwd=work, env=clean_env())
+    assert out.returncode == 0, out.stderr
+    assert (work / "mine/own_models/resnet18_sge.py").is_file() and (work / "mine/chelsea.jpg").is_file()

@@ -5,7 +5,7 @@
     python -m training.ood --checkpoint checkpoints/sge_resnet_demo.safetensors --score staged   # the original
     python -m training.ood --no-write --scene-seed 20250906 --ood-seed 8   # confirm on other scenes/images
 
-The signal (``sge_viz.metrics.ood``), by default "blocks + gates + energy": the squared Mahalanobis
+The signal (``sge_viz.domain.detector``), by default "blocks + gates + energy": the squared Mahalanobis
 distance to the nearest class mean (one shared within-class covariance) of every residual block's output
 averaged over positions and of the last SGE layer's mean gate per group, plus the logits' energy, each on
 a scale set by the fit scenes. ``--score staged`` ("stages + energy") reads every stage's output instead
@@ -36,13 +36,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sge_viz.capture.pooling import pooled_outputs
 from sge_viz.capture.preprocess import center_crop_view, normalise_batch
 from sge_viz.device import pick_device
+from sge_viz.domain import detector as ood
+from sge_viz.domain.detector import OODDetector, StagedDetector
+from sge_viz.domain.pooling import pooled_outputs
 from sge_viz.errors import SGEVizError
-from sge_viz.metrics import ood
 from sge_viz.metrics.localisation import roc_auc
-from sge_viz.metrics.ood import OODDetector, StagedDetector
 from sge_viz.models.checkpoint import read_metadata
 from sge_viz.models.factory import LoadedModel, load_checkpoint
 from sge_viz.resources import default_checkpoint

@@ -11,6 +11,7 @@ from pathlib import Path
 from PIL import Image
 
 from ..capture.analysis import Analysis, analyze
+from ..domain import detector_from_metadata
 from ..errors import SGEVizError
 from ..io.feed import crop_mask
 from ..io.images import open_image
@@ -22,7 +23,6 @@ from ..models.factory import (
     LoadedModel,
     find_checkpoints,
     load_checkpoint,
-    read_ood,
 )
 from ..models.registry import ARCHS, DEMO_ARCH, available_models, build_model, untrained
 from ..models.sources import ModelSource, open_model
@@ -169,7 +169,7 @@ class ModelService:
             contents = read_checkpoint(choice.checkpoint)
             arch, config = check_arch(contents, choice.checkpoint)
             _, config = build_model(arch, config) if config is not None else (None, ARCHS[arch].default_config())
-            ood = read_ood(contents.metadata, choice.checkpoint)
+            ood = detector_from_metadata(contents.metadata, choice.checkpoint)
             if ood is not None:
                 config = dataclasses.replace(config, ood_score=ood.name, ood_threshold=ood.threshold)
         with self._guard:

@@ -9,6 +9,7 @@ or model changes; layer and group changes redraw from the kept evidence.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,8 @@ from ..io.images import open_image
 from ..io.tempfiles import png_path
 from .catalogue import ModelService
 from .handlers import upload_path, user_errors
+
+log = logging.getLogger(__name__)
 
 TOP1 = "top-1 class (predicted)"
 NO_IMAGE = ("**No image yet.** Give one in the Single image tab (upload, paste or pick an example) and its class "
@@ -120,13 +123,26 @@ class EvidenceTab:
 
     # --- events ----------------------------------------------------------------------
 
+    def _explained(self, payload: Any, choice: str, target: Any, layer: str, group: Any,
+                   previous: _Kept | None) -> dict:
+        """Explain and draw; when this model or image has no class evidence (a gates-only model, no layer for
+        Grad-CAM, ...), the reason as the tab's one sentence, the pictures cleared: never an error badge on
+        every panel. The reason goes to the log too."""
+        try:
+            return self._full(self._explain(payload, choice, target, previous), layer, group, target)
+        except SGEVizError as exc:
+            log.info("class evidence unavailable: %s", exc)
+            return {self.state: None, self.opened: True, self.summary: f"**No class evidence here.** {exc}",
+                    self.sentence: "", self.cam: None, self.gate: None, self.ablation: None, self.ranking: None,
+                    self.mosaic: None, self.table: None}
+
     @user_errors
     def run(self, payload: Any, choice: str, target: Any, layer: str, group: Any, previous: _Kept | None) -> dict:
         """Open the tab, press Explain or pick a target: explain (unless the same request is kept) and draw.
         Before any image: one sentence saying what to do, and nothing else changes (no error badges)."""
         if payload is None:
             return {self.summary: NO_IMAGE, self.opened: True}
-        return self._full(self._explain(payload, choice, target, previous), layer, group, target)
+        return self._explained(payload, choice, target, layer, group, previous)
 
     @user_errors
     def follow(self, payload: Any, choice: str, target: Any, layer: str, group: Any, previous: _Kept | None,
@@ -138,7 +154,7 @@ class EvidenceTab:
                     self.ablation: None, self.ranking: None, self.mosaic: None, self.table: None}
         if not opened:
             return {self.summary: gr.skip()}
-        return self._full(self._explain(payload, choice, target, previous), layer, group, target)
+        return self._explained(payload, choice, target, layer, group, previous)
 
     @user_errors
     def redraw(self, previous: _Kept | None, layer: str, group: Any) -> dict:

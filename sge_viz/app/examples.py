@@ -132,6 +132,13 @@ def file_true_class(path: str | Path) -> str | None:
     return known if mine is not None and mine == _shipped_digest(examples_dir() / path.name) else None
 
 
+def item_true_classes(items) -> dict[str, str]:
+    """The true class of each ``sge_viz.io.inputs.Item`` that is a shipped example scene file (same name and
+    content), by item name; images inside archives are not looked up."""
+    found = {item.name: file_true_class(item.path) for item in items if item.member is None}
+    return {name: true for name, true in found.items() if true}
+
+
 def truth_mark(true: str | None, predictions: list[Prediction]) -> str:
     """The right/wrong mark shown beside the prediction: "true class: Bag ✓", or "true class: T-shirt/top ✗
     (model says Sandal)"; "" when the true class or the model's answer is unknown."""

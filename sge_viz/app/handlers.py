@@ -15,7 +15,7 @@ from ..capture.analysis import Analysis
 from ..device import describe_device, pick_device
 from ..errors import SGEVizError
 from ..io import export
-from ..io.tempfiles import png_path
+from ..io.tempfiles import download_folder, png_path
 from ..viz import figures
 from . import views
 from .catalogue import ModelService
@@ -400,7 +400,9 @@ class Handlers:
         # PNG files written fast (io.tempfiles): Gradio's own PNG encoding of these four arrays costs more
         # than the forward pass.
         pictures = [png_path(p) for p in (mosaic, focus.overlay, focus.diverging, focus.activations)]
-        return (_label_value(analysis), views.analysis_stats(analysis), *pictures)
+        gates = download_folder() / "gates.npz"  # every layer's raw gates: exactly what the pictures draw
+        gates.write_bytes(export.npz_bytes(analysis))
+        return (_label_value(analysis), views.analysis_stats(analysis), *pictures, str(gates))
 
     def api_models(self) -> dict:
         """The choices, the default, the device, and per model what it knows (``ModelConfig.domain()``)."""

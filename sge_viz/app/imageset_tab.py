@@ -22,7 +22,7 @@ from ..io.limits import current_limits
 from ..io.tempfiles import download_folder
 from ..models.factory import LoadedModel
 from .catalogue import ModelService
-from .examples import known_examples
+from .examples import item_true_classes, known_examples
 from .handlers import user_errors
 
 MAX_TOP_K = 32  # top images per group: the slider's end and the API's limit
@@ -133,7 +133,7 @@ def _dissect_set(service, files, use_examples, model, top_k, progress, folder: P
         if progress is not None:
             progress(done[0] / total, desc=f"{done[0]}/{total} images")
 
-    partial = run_local(loaded, found.items, k, batch_size=8, progress=tick)
+    partial = run_local(loaded, found.items, k, batch_size=8, progress=tick, truths=item_true_classes(found.items))
     partial.skipped = sorted(({"path": _for_visitors(s["path"], folder), "reason": _for_visitors(s["reason"], folder)}
                               for s in found.skipped + partial.skipped), key=lambda s: (s["path"], s["reason"]))
     out = folder / "report"

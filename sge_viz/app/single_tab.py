@@ -192,12 +192,12 @@ def wire_single_tab(h: Handlers, demo: gr.Blocks) -> None:
                   gr.Number(value=-1, precision=0, label="group"),
                   gr.Textbox(value=views.COLORMAPS[0], label="colormap"), gr.Number(value=0.5, label="opacity")]
         api_out = [gr.Label(num_top_classes=5), gr.JSON(), gr.Image(format="png"), gr.Image(format="png"),
-                   gr.Image(format="png"), gr.Image(format="png")]
+                   gr.Image(format="png"), gr.Image(format="png"), gr.File(label="gates.npz")]
         api_button = gr.Button()
         models_button = gr.Button()
         models_out = gr.JSON()
     api_button.click(h.api_analyze, api_in, api_out, api_name="analyze", preprocess=False,
-                     api_description="Predictions, stats.json and the pictures of one image.")
+                     api_description="Predictions, stats.json, the pictures and gates.npz of one image.")
     models_button.click(h.api_models, None, models_out, api_name="models",
                         api_description="The model choices, the default one and the device.")
 

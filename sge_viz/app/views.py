@@ -15,10 +15,10 @@ from PIL import Image, ImageDraw
 
 from .. import viz
 from ..capture.analysis import Analysis, LayerGates
+from ..domain.detector import describe
 from ..errors import SGEVizError
 from ..metrics import gates as stats
 from ..metrics.localisation import gate_mask_auc
-from ..metrics.ood import describe
 from ..viz.verdict import mark, unmark_y
 
 # Gradio draws its download and fullscreen buttons over a picture's top-right corner: the verdict strip keeps

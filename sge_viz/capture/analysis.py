@@ -7,14 +7,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..domain import Judge
 from ..errors import SGEVizError
-from ..metrics.ood import verdict
 from ..models.config import ModelConfig
 from ..models.loaded import LoadedModel
 from .hooks import evaluating
-from .pooling import pooled_outputs
 from .preprocess import center_crop_view, normalise, normalise_batch, seen_view
-from .recorder import GateRecorder
+from .recorder import GateRecorder, require_gates
 
 
 @dataclass(frozen=True)
@@ -60,7 +59,7 @@ class Analysis:
     seconds: float = 0.0  # forward + capture time
     mask: np.ndarray | None = None  # (S, S) bool item mask cropped like ``image``, when one is known
     true_class: str | None = None  # the image's true class when it is a shipped example scene
-    # The out-of-domain verdict (sge_viz.metrics.ood.verdict: score, value, threshold, out_of_domain), or None
+    # The out-of-domain verdict (sge_viz.domain.detector.verdict: score, value, threshold, out_of_domain), or None
     # when the model carries no measured signal.
     ood: dict | None = None
     # SGE layers left out of this image's analysis, each with why ("name: not a spatial group gate: ..."),
@@ -117,22 +116,19 @@ def sge_layer_shapes(loaded: LoadedModel) -> list[dict]:
 
 
 def run_batch(loaded: LoadedModel, batch: torch.Tensor, activations: bool = True,
-              pooled: dict[str, list[np.ndarray]] | None = None) -> tuple[torch.Tensor | None, GateRecorder]:
+              judge: Judge | None = None) -> tuple[torch.Tensor | None, GateRecorder]:
     """Forward a normalised batch with capture; probabilities (B, classes) on the CPU, or None for a
     gates-only model (whatever its output is, only the gates are read).
 
-    ``pooled``: when given, the outputs of the modules named by its keys, averaged over positions (B, D)
-    float64 ("" = the logits), are appended to its lists (``capture.pooling.pooled_outputs``).
+    ``judge``: when given, it reads its detector's features off the same forward (``sge_viz.domain.Judge``).
     """
     x = batch.to(loaded.device, loaded.dtype, non_blocking=True)
     patterns = loaded.config.sge_layers
+    judge = judge or Judge(None)
     with torch.inference_mode(), GateRecorder(loaded.model, activations=activations, patterns=patterns) as recorder:
-        if pooled is None:
+        # Only this call's forward (the recorder's context) is read: the model may serve other threads.
+        with judge.watching(loaded.model, active=recorder._mine):
             logits = loaded.model(x)
-        else:
-            # Only this call's forward (the recorder's context) is read: the model may serve other threads.
-            with pooled_outputs(loaded.model, list(pooled), pooled, active=recorder._mine):
-                logits = loaded.model(x)
     if not loaded.config.classifies:
         return None, recorder
     return logits.float().softmax(dim=1).cpu(), recorder
@@ -143,13 +139,10 @@ def analyze_views(loaded: LoadedModel, views: list[np.ndarray], activations: boo
     forward. ``activations=False`` skips the before/after maps (they come back as zeros). A gates-only
     model gives no predictions and no out-of-domain verdict."""
     batch = normalise_batch(views, loaded.config, loaded.device, loaded.dtype)
-    detector = getattr(loaded, "ood", None) if loaded.config.classifies else None
-    pooled = {name: [] for name in detector.modules} if detector is not None else None
-    probs, recorder = run_batch(loaded, batch, activations, pooled)
-    verdicts = [None] * len(views)
-    if detector is not None:
-        values = detector.scores({name: np.concatenate(parts) for name, parts in pooled.items()})
-        verdicts = [verdict(v, detector.threshold, detector.name) for v in values]
+    judge = Judge(getattr(loaded, "ood", None) if loaded.config.classifies else None)
+    probs, recorder = run_batch(loaded, batch, activations, judge)
+    require_gates(recorder)
+    verdicts = judge.verdicts(len(views))
     results = []
     for i, view in enumerate(views):
         layers = []
@@ -163,7 +156,8 @@ def analyze_views(loaded: LoadedModel, views: list[np.ndarray], activations: boo
         predictions = top_k(probs[i], loaded.config) if probs is not None else []
         built = getattr(loaded, "notes_with_layout", None)  # how the network was built, then the model's notes
         notes = list(getattr(loaded, "notes", []) if built is None else built)
-        notes += [f"{name}: {why}" for name, why in recorder.skipped.items()]
+        # A module skipped at load time too is already named in the model's notes: once is enough.
+        notes += [note for note in (f"{name}: {why}" for name, why in recorder.skipped.items()) if note not in notes]
         results.append(Analysis(seen_view(view, loaded.config), predictions, layers, loaded.name, ood=verdicts[i],
                                 notes=notes))
     return results

@@ -15,7 +15,8 @@ SGE, its copies, re-implementations with (G,) parameters or a functional
 sigmoid), plus any named by fnmatch patterns. The gate is the sigmoid output the
 module computes (a hook on this project's module's ``sig`` child, else a
 per-thread torch function mode catching every sigmoid call inside the module), checked on every call against the
-module's own output: y = x * gate per group and position, else the module is
+module's own output: y = x * gate per group and position (each group's first
+channel exactly, every channel through the group sums), else the module is
 reported in ``skipped`` and never drawn.
 
 Cost: the hooks keep what they capture on the model's device and in its dtype;
@@ -53,25 +54,46 @@ class LayerCapture:
     channels: int = 0  # C, SGE's channel count (each group holds C / G of them); 0 when activations are off
 
 
+SHARED = "="  # joins the paths of one module registered under several: "neck.p3_att=neck.p4_att"
+
+
 def find_sge_layers(model: nn.Module, patterns: Sequence[str] = ()) -> list[tuple[str, nn.Module]]:
-    """(module path, module) of every SGE layer, in registration order: the modules ``sge_groups``
-    recognises by structure, plus those whose path matches one of ``patterns`` (fnmatch, e.g.
-    ``"decoder.*.attn"``). Raises SGEVizError for a pattern that matches no module."""
+    """(name, module) of every SGE layer, in registration order: the modules ``sge_groups`` recognises by
+    structure, plus those with a path that matches one of ``patterns`` (fnmatch, e.g. ``"decoder.*.attn"``).
+    The name is the module's path; a module registered under several paths (one instance shared by two
+    places) is named by all of them joined with "=", since a call cannot tell which place it ran for.
+    Raises SGEVizError for a pattern that matches no module."""
+    paths: dict[int, list[str]] = {}
+    for name, m in model.named_modules(remove_duplicate=False):
+        if name:
+            paths.setdefault(id(m), []).append(name)
     named = [(name, m) for name, m in model.named_modules() if name]
     for pattern in patterns:
-        if not any(fnmatch.fnmatchcase(name, pattern) for name, _ in named):
+        if not any(fnmatch.fnmatchcase(path, pattern) for ps in paths.values() for path in ps):
             shown = ", ".join(name for name, _ in named[:8])
             raise SGEVizError(f"--sge-layers pattern {pattern!r} matches no module of the model (its modules "
                               f"are named like: {shown} ...); print the model to see the names.")
-    return [(name, m) for name, m in named
-            if is_sge_module(m) or any(fnmatch.fnmatchcase(name, p) for p in patterns)]
+    return [(SHARED.join(paths[id(m)]), m) for _, m in named
+            if is_sge_module(m) or any(fnmatch.fnmatchcase(path, p) for path in paths[id(m)] for p in patterns)]
+
+
+def first_path(name: str) -> str:
+    """The first module path of a layer name (``find_sge_layers``), without a call suffix (``#2``)."""
+    return name.split(SHARED)[0].split("#")[0]
+
+
+def shared_notes(layers: Sequence[tuple[str, nn.Module]]) -> list[str]:
+    """One note per layer registered under several paths, saying what its name and call numbers mean."""
+    return [f"{name}: one module registered under {name.count(SHARED) + 1} paths ({', '.join(name.split(SHARED))}); "
+            f"each call is its own entry ({name}, {name}#2, ... in call order), and which path a call ran for "
+            "cannot be told from the module" for name, _ in layers if SHARED in name]
 
 
 def uncaptured_sge_like(model: nn.Module, patterns: Sequence[str] = ()) -> list[str]:
     """Paths of modules whose class name says SGE / SpatialGroup but that are not captured (neither
     recognised by structure nor matched by ``patterns``): the user should name them with --sge-layers."""
-    captured = {name for name, _ in find_sge_layers(model, patterns)}
-    return [name for name, m in model.named_modules() if name and name not in captured and looks_like_sge(m)]
+    captured = {id(m) for _, m in find_sge_layers(model, patterns)}
+    return [name for name, m in model.named_modules() if name and id(m) not in captured and looks_like_sge(m)]
 
 
 def group_sums(x: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,23 +151,70 @@ def read_gate(x: object, y: object, sigmoid_outputs: Sequence[torch.Tensor], gro
     x_g(p) != 0). Either way it is checked: the first channel of every group must satisfy y = x * gate
     (to 1e-4 of the input's largest value in float32, 1e-2 in half precision), so a module that does
     anything else (an extra residual, another gate) is refused, never drawn. The check reads 1/(C/G) of
-    the activation (a few percent of a forward on SGE-ResNet50: bench/run.py measures it).
+    the activation; ``every_channel_fits`` then checks the other channels through the group sums (both
+    together a few percent of a forward on SGE-ResNet50: bench/run.py measures them).
     """
     gate, why = find_gate(x, y, sigmoid_outputs, groups)
     if gate is None:
         return None, why
     x, y = x.detach(), y.detach()
+    if _first_channels_fit(x, y, gate):
+        return gate.clone(), ""
+    # A sigmoid whose values are laid out (B, H, W, G) (channels last) is the same gate in another order.
+    b, g, h, w = gate.shape
+    channels_last = gate.reshape(b, h, w, g).permute(0, 3, 1, 2)
+    if _first_channels_fit(x, y, channels_last):
+        return channels_last.contiguous(), ""
+    return None, misfit_reason(x, y, gate)
+
+
+def _first_channels_fit(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor) -> bool:
+    """y = x * gate on the first channel of every group (``read_gate``'s check)."""
     per = x.shape[1] // gate.shape[1]
     xs, ys = x[:, ::per], y[:, ::per]  # the first channel of every group: views, no copies
+    if not xs.numel():
+        return True
     # abs().amax(), not vector_norm(ord=inf): the same number, faster on a CPU.
-    scale = float(xs.abs().amax()) if xs.numel() else 0.0
-    error = float(torch.addcmul(ys, xs, gate.to(x.dtype), value=-1).abs_().amax()) if xs.numel() else 0.0
-    if not gate_fits(error, scale, x.dtype):
-        return None, GATE_MISFIT
-    return gate.clone(), ""
+    scale = float(xs.abs().amax())
+    error = float(torch.addcmul(ys, xs, gate.to(x.dtype), value=-1).abs_().amax())
+    return gate_fits(error, scale, x.dtype)
+
+
+def misfit_reason(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor) -> str:
+    """Why a module's output is not x * gate, where a common cause can be told (computed only for a refused
+    module): the input added back around the gate, a sigmoid after the gating, a second sigmoid on the gate."""
+    b, g, h, w = gate.shape
+    xg = x.float().reshape(b, g, -1, h, w)
+    yg = y.float().reshape(b, g, -1, h, w)
+    a = gate.float().unsqueeze(2)
+    scale = float(yg.abs().amax()) if yg.numel() else 0.0
+    causes = (("x * (1 + gate): the input is added back around the gate", xg * (1 + a)),
+              ("sigmoid(x * gate): a sigmoid after the gating", torch.sigmoid(xg * a)),
+              ("x * sigmoid(gate): a second sigmoid on the gate", xg * torch.sigmoid(a)))
+    for cause, expected in causes:
+        if gate_fits(float((yg - expected).abs().amax()), scale, x.dtype):
+            return f"its output is {cause}, so the gate alone does not say what it does: {NOT_A_GATE}"
+    return GATE_MISFIT
 
 
 GATE_MISFIT = f"its output is not its input times one factor per group and position: {NOT_A_GATE}"
+CHANNEL_MISFIT = ("its output is its input times the gate on the first channel of a group but not on all of its "
+                  f"channels, so its after-SGE sums and vector lengths would be wrong: {NOT_A_GATE}")
+
+
+def every_channel_fits(x_sum: torch.Tensor, y: torch.Tensor, gate: torch.Tensor) -> bool:
+    """Whether y = x * gate holds on every channel of each group, as far as the group sums tell: y's group
+    sums (B, G, H, W) must equal the gate times x's ``x_sum`` (B, G, H, W) float32 at every position, to
+    ``gate_fits``' tolerance of the largest group sum. ``read_gate`` checks each group's first channel
+    only; a module that gates some of a group's channels passes that and fails this."""
+    y_sum = _group_sum(y, gate.shape[1])
+    if not y_sum.numel():
+        return True
+    expected = gate.float() * x_sum
+    # One read back from the device for both numbers.
+    error, scale = torch.stack([(y_sum - expected).abs_().amax(),
+                                torch.maximum(expected.abs().amax(), y_sum.abs().amax())]).tolist()
+    return gate_fits(error, scale, y.dtype)
 
 
 def gate_fits(error: float, scale: float, dtype: torch.dtype) -> bool:
@@ -159,15 +228,23 @@ def find_gate(x: object, y: object, sigmoid_outputs: Sequence[torch.Tensor], gro
               ) -> tuple[torch.Tensor | None, str]:
     """``read_gate``'s gate before its check, a view of the sigmoid output where there is one (not a copy),
     or (None, why there is none)."""
-    if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and x.dim() == 4 and x.shape == y.shape):
-        return None, f"its input and output are not one (B, C, H, W) tensor each of the same shape: {NOT_A_GATE}"
+    if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
+        return None, f"its input and output are not one tensor each: {NOT_A_GATE}"
+    if x.dim() != 4:
+        over = {3: "a (B, C, L) sequence", 5: "a (B, C, D, H, W) volume"}.get(x.dim(), f"a {x.dim()}-D tensor")
+        return None, (f"its input {tuple(x.shape)} is {over}, not a (B, C, H, W) map: only gates over 2-D maps "
+                      "are captured and drawn: skipped")
+    if x.shape != y.shape:
+        return None, f"its output's shape {tuple(y.shape)} is not its input's {tuple(x.shape)}: {NOT_A_GATE}"
     x, y = x.detach(), y.detach()
     b, c, h, w = x.shape
+    if groups is not None and c % groups:
+        return None, f"its group count {groups} does not divide its {c} channels: {NOT_A_GATE}"
     for out in reversed(sigmoid_outputs):
         g = out.numel() // max(b * h * w, 1)
         if out.numel() == b * g * h * w and g >= 1 and c % g == 0 and (groups is None or g == groups):
             return out.detach().reshape(b, g, h, w), ""
-    if groups is None or c % groups:
+    if groups is None:
         return None, f"it computes no sigmoid with one value per group and position: {NOT_A_GATE}"
     x_len, y_len = group_sums(x.float(), groups)[1].sqrt(), group_sums(y.float(), groups)[1].sqrt()
     if bool((x_len == 0).any()):
@@ -283,9 +360,33 @@ class GateRecorder(HookScope):
                 self.skipped[key] = why
                 self.captures.pop(key, None)
                 return
+            groups_of_gate = gate.shape[1]
+            sums = group_sums(x, groups_of_gate) if self.activations else (_group_sum(x, groups_of_gate), None)
+            if not every_channel_fits(sums[0], output, gate):
+                self.skipped[key] = CHANNEL_MISFIT
+                self.captures.pop(key, None)
+                return
             capture = self.captures[key] = LayerCapture(gate)
             if self.activations:
                 # y = x * gate was just checked, so the output's sums are derived from the input's at exit.
-                capture.before, capture.before_sq = group_sums(x, gate.shape[1])
+                capture.before, capture.before_sq = sums
                 capture.channels = int(x.shape[1])
         return hook
+
+
+def require_gates(recorder: GateRecorder) -> None:
+    """Raise SGEVizError naming every SGE module and why it was refused when a forward gave no gate at all
+    (each module passed the check at load time, on another input, and failed it on this one)."""
+    if recorder.captures or not recorder.skipped:  # gates were read, or the network has no SGE module called
+        return
+    why = "; ".join(f"{name}: {reason}" for name, reason in recorder.skipped.items())
+    tried = ", ".join(name for name, _ in recorder.layers) or "none"
+    raise SGEVizError(f"No SGE gate could be read on this input (modules: {tried}). {why}. A gate is drawn only "
+                      "where the module's output is its input times the gate on every channel, so nothing is "
+                      "shown.")
+
+
+def _group_sum(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """The sum over each group's channels (B, G, H, W) float32 (``group_sums`` without the squares)."""
+    b, c, h, w = x.shape
+    return x.detach().reshape(b, groups, c // groups, h, w).sum(dim=2, dtype=torch.float32)

@@ -6,6 +6,7 @@
     sge-viz explain IMAGE_OR_FOLDER... [--checkpoint PATH | --model NAME] --out DIR [--target CLASS]
     sge-viz dissect INPUT... [--checkpoint PATH | --model NAME] --out DIR [--top-k K] [--engine local|ray] ...
     sge-viz serve [--host H] [--port N] [--share] [--model NAME] [--checkpoint PATH] ...
+    sge-viz examples [DIR]
 
 Without --checkpoint/--model the shipped default model (sge_resnet_demo_scenes) is
 used. This interface is a stable contract:
@@ -24,11 +25,11 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import SGEVizError
-from . import analyze, dissect, explain, info, predict, serve
+from . import analyze, dissect, examples, explain, info, predict, serve
 from .common import Parser, UsageError, say_error
 
 COMMANDS = {"info": info, "predict": predict, "analyze": analyze, "dissect": dissect, "explain": explain,
-            "serve": serve}
+            "serve": serve, "examples": examples}
 
 
 def build_parser() -> argparse.ArgumentParser:

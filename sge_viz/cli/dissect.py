@@ -7,8 +7,9 @@ group and index.html in DIR (see ``sge_viz.dissect.report``). INPUT: image files
 recursively) or .zip archives (read in place). Unreadable inputs are skipped with their reason (listed
 in summary.json) and the run goes on. Every image gets the model's out-of-domain verdict (summary.json's
 "out_of_domain"; out-of-domain images are marked in the pictures, or left out with --skip-out-of-domain;
-a model without a detector says it gives none); exit status 0 when at least one image was analysed, 1 when none
-could be (summary.json is still written), 2 for a usage error.
+a model without a detector says it gives none). A shipped example scene gets the model's answer beside its
+true class (summary.json's "true_classes", the report and the console). Exit status 0 when at least one
+image was analysed, 1 when none could be (summary.json is still written), 2 for a usage error.
 """
 from __future__ import annotations
 
@@ -60,6 +61,7 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from ..app.examples import item_true_classes
     from ..dissect.engine import STATE_FILE, run_local, run_ray
     from ..dissect.reduce import select_layers
     from ..dissect.report import write_report
@@ -89,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
                          "image has a verdict; leave the option out (or use a model with one)")
     out.mkdir(parents=True, exist_ok=True)
     items = found.items
+    truths = item_true_classes(items)
     progress = tqdm(total=len(items), unit="image", file=sys.stderr, disable=None, smoothing=0.1)
     started = time.perf_counter()
     try:
@@ -99,11 +102,11 @@ def run(args: argparse.Namespace) -> int:
                                 save_every=args.save_every or 10,
                                 save_interval=SAVE_SECONDS if args.save_every is None else 0.0,
                                 progress=progress.update, pictures=not args.no_pictures,
-                                skip_out_of_domain=args.skip_out_of_domain)
+                                skip_out_of_domain=args.skip_out_of_domain, truths=truths)
         else:
             partial = run_ray(source_from_args(args, half=args.half), items, args.top_k, args.batch_size,
                               args.workers, args.layers, progress=progress.update, pictures=not args.no_pictures,
-                              skip_out_of_domain=args.skip_out_of_domain)
+                              skip_out_of_domain=args.skip_out_of_domain, truths=truths)
     finally:
         progress.close()
     passed = time.perf_counter() - started  # the pass: reading, the forwards, reductions, pictures kept, saves
@@ -119,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         emit_json({"out": str(out), "images": summary["images"], "skipped": summary["skipped"],
                    "out_of_domain": ood["count"] if ood["detector"] else None,
+                   "true_classes": {k: summary["true_classes"][k] for k in ("count", "right")},
                    "seconds": {"pass": round(passed, 3), "report": round(drawn, 3)}})
     else:
         print(f"{count_of(summary['images'], 'image')} dissected, {len(summary['skipped'])} skipped -> "
@@ -131,6 +135,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"out-of-domain verdict: {ood['count']} of {count_of(len(ood['images']), 'image')} out of domain"
                   + (" (left out)" if ood["left_out"] else " (marked in the pictures; --skip-out-of-domain leaves "
                                                           "them out)" if ood["count"] else ""))
+        known = summary["true_classes"]
+        if known["count"]:
+            print(f"true class: right on {known['right']} of {count_of(known['count'], 'shipped example scene')} "
+                  "(the others' true classes are not known)")
     if not summary["images"]:
         say_error(f"none of the {count_of(len(items), 'image')} could be read (reasons above and in "
                   f"{out / 'summary.json'})")

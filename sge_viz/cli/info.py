@@ -98,7 +98,7 @@ def _kept(names: list[str]) -> str:
 
 def summary_text(info: dict) -> str:
     """The readable summary of ``info_dict``: one labelled line (wrapped) per fact, then the layers."""
-    from ..metrics.ood import describe
+    from ..domain.detector import describe
 
     domain, size = info["domain"], info["input_size"]
     size = f"{size}x{size}" if isinstance(size, int) else f"{size[0]}x{size[1]}"

@@ -86,7 +86,8 @@ def load_state(path: Path, fp: str) -> tuple[Partial, int] | None:
 def run_local(loaded: LoadedModel, items: Sequence[Item], k: int, batch_size: int = 8, workers: int = 0,
               layers: Sequence[str] | None = None, state_path: Path | None = None, resume: bool = False,
               save_every: int = 10, progress: Callable[[int], None] | None = None,
-              pictures: bool = True, skip_out_of_domain: bool = False, save_interval: float = 0.0) -> Partial:
+              pictures: bool = True, skip_out_of_domain: bool = False, save_interval: float = 0.0,
+              truths: dict[str, str] | None = None) -> Partial:
     """Dissect ``items`` in this process; the merged Partial (skipped items included).
 
     ``skip_out_of_domain``: leave out the images the model's out-of-domain detector rejects (they are
@@ -95,7 +96,8 @@ def run_local(loaded: LoadedModel, items: Sequence[Item], k: int, batch_size: in
     second forward. ``state_path``: where to save the running state (see the module docstring) every
     ``save_every`` batches, but not sooner than ``save_interval`` seconds after the last save (the state
     holds the pictures, ~150 MB for sge_resnet50), and at the end; ``resume``: continue from it.
-    ``progress(n)`` is called with the number of items each batch consumed.
+    ``progress(n)`` is called with the number of items each batch consumed. ``truths``: the known true
+    classes by item name (``Partial.truths`` gets the model's answer on each).
     """
     # The weights' digest, not the model's name: a resume must continue with the very same network.
     fp = fingerprint(items, f"{loaded.name} {weights_digest(loaded.model)}", k, layers, skip_out_of_domain)
@@ -130,7 +132,7 @@ def run_local(loaded: LoadedModel, items: Sequence[Item], k: int, batch_size: in
     for batch in loader:
         good = [f for f in batch if f.error is None]
         latest = (queue_batch(loaded, [f.view for f in good], [items[f.index].name for f in good],
-                              [f.mask for f in good], k, layers, pictures, skip_out_of_domain), batch)
+                              [f.mask for f in good], k, layers, pictures, skip_out_of_domain, truths), batch)
         if queued is not None:
             finish(queued)
         queued = latest
@@ -160,12 +162,12 @@ class _Actor:
     """A Ray Data actor: builds the model once, then turns batches of items into partials."""
 
     def __init__(self, spec: dict, k: int, layers: list[str] | None, pictures: bool = True,
-                 skip_out_of_domain: bool = False):
+                 skip_out_of_domain: bool = False, truths: dict[str, str] | None = None):
         import torch
 
         torch.set_num_threads(max(1, int(os.environ.get("SGE_VIZ_ACTOR_THREADS", "1"))))
         self.loaded = open_model(source_from_dict(spec))
-        self.k, self.layers, self.pictures, self.skip = k, layers, pictures, skip_out_of_domain
+        self.k, self.layers, self.pictures, self.skip, self.truths = k, layers, pictures, skip_out_of_domain, truths
         # The top lists of every batch this actor has seen (numbers only): an entry that cannot enter them
         # cannot enter the merged summary either, so it needs no pictures.
         self.seen = Partial(k)
@@ -178,17 +180,18 @@ class _Actor:
         good = [f for f in fed if f.error is None]
         partial = dissect_batch(self.loaded, [f.view for f in good], [items[f.index].name for f in good],
                                 [f.mask for f in good], self.k, self.layers, self.pictures, self.seen.floor(),
-                                self.skip)
+                                self.skip, self.truths)
         partial.skipped += _skipped(items, fed)
         numbers = Partial.from_json(partial.to_json())  # without the pictures
-        numbers.skipped, numbers.verdicts = [], {}
+        numbers.skipped, numbers.verdicts, numbers.truths = [], {}, {}
         self.seen.absorb(numbers)
         return {"partial": np.array([partial.to_bytes()], dtype=object), "count": np.array([len(items)])}
 
 
 def run_ray(source: ModelSource, items: Sequence[Item], k: int, batch_size: int = 8, workers: int | None = None,
             layers: Sequence[str] | None = None, progress: Callable[[int], None] | None = None,
-            pictures: bool = True, skip_out_of_domain: bool = False) -> Partial:
+            pictures: bool = True, skip_out_of_domain: bool = False,
+            truths: dict[str, str] | None = None) -> Partial:
     """Dissect ``items`` with Ray Data: ``map_batches`` over ``workers`` actors, partials merged here.
 
     Connects to ``$RAY_ADDRESS`` when it is set (an existing cluster), else starts a local Ray on this
@@ -217,7 +220,8 @@ def run_ray(source: ModelSource, items: Sequence[Item], k: int, batch_size: int 
     ds = ds.map_batches(_Actor, fn_constructor_kwargs={"spec": spec_dict, "k": k,
                                                        "layers": list(layers) if layers else None,
                                                        "pictures": pictures,
-                                                       "skip_out_of_domain": skip_out_of_domain},
+                                                       "skip_out_of_domain": skip_out_of_domain,
+                                                       "truths": truths},
                         batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers),
                         **resources)
     total = Partial(k)

@@ -23,11 +23,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..capture.pooling import pooled_outputs
 from ..capture.preprocess import normalise_batch, seen_view
-from ..capture.recorder import GateRecorder, LayerCapture
+from ..capture.recorder import GateRecorder, LayerCapture, require_gates
+from ..domain import Judge, describe
 from ..metrics.localisation import gate_mask_auc
-from ..metrics.ood import describe, verdict
 from ..models.factory import LoadedModel
 from .pictures import entry_pictures
 from .summary import BINS, SQUARED_EDGES, LayerPartial, Partial, TopLists, precedes
@@ -141,6 +140,7 @@ class QueuedReduction:
         self.views = views
         self.verdicts: dict[str, dict] = {}  # set by queue_batch: each image's out-of-domain verdict
         self.left_out: list[dict] = []  # and the images it left out for it ({"path", "reason"})
+        self.truths: dict[str, dict] = {}  # and the model's answer on the images with a known true class
         self.maps = [(c.gate, c.before_sq, c.after_sq) for c in used] if views is not None else []
         if any(c.before is None or c.before_sq is None for c in used):
             raise ValueError("dissection needs the activations: record with activations=True")
@@ -185,7 +185,7 @@ class QueuedReduction:
         ``floor``: per layer the full top lists of the summary this batch will be merged into
         (``Partial.floor``); entries that cannot enter them get no pictures (slot -1)."""
         if self.host is None:
-            return Partial(self.k, {}, len(self.names), list(self.left_out), dict(self.verdicts))
+            return Partial(self.k, {}, len(self.names), list(self.left_out), dict(self.verdicts), dict(self.truths))
         if self.done is not None:
             self.done.synchronize()
         pieces = iter(np.split(self.host.numpy(), np.cumsum(self.sizes)[:-1]))
@@ -206,7 +206,8 @@ class QueuedReduction:
                 _keep_pictures(layers_out[name], self.views, self.names, *self.maps[i], (floor or {}).get(name),
                                figure=i == count - 1, resized=resized)
         self.maps = []
-        return Partial(self.k, layers_out, len(self.names), list(self.left_out), dict(self.verdicts))
+        return Partial(self.k, layers_out, len(self.names), list(self.left_out), dict(self.verdicts),
+                       dict(self.truths))
 
 
 def _keep_pictures(layer: LayerPartial, views: Sequence[np.ndarray], names: Sequence[str], gate: torch.Tensor,
@@ -274,26 +275,25 @@ def select_layers(recorder_layers: Sequence[str], wanted: Sequence[str] | None) 
 
 def queue_batch(loaded: LoadedModel, views: Sequence[np.ndarray], names: Sequence[str],
                 masks: Sequence[np.ndarray | None], k: int, layers: Sequence[str] | None = None,
-                pictures: bool = False, skip_out_of_domain: bool = False) -> QueuedReduction:
+                pictures: bool = False, skip_out_of_domain: bool = False,
+                truths: dict[str, str] | None = None) -> QueuedReduction:
     """``dissect_batch`` up to the wait for the device: ``.finish()`` gives the Partial. Queue the next
     batch before finishing this one and, on a GPU, the host's work overlaps the device's."""
     if not views:
         return QueuedReduction({}, [], [], [], k)
     x = normalise_batch(views, loaded.config, loaded.device, loaded.dtype)
-    detector = getattr(loaded, "ood", None)
-    pooled: dict[str, list[np.ndarray]] = {name: [] for name in detector.modules} if detector is not None else {}
+    judge = Judge(getattr(loaded, "ood", None))  # the same forward gives each image's out-of-domain verdict
     with torch.inference_mode():
-        with GateRecorder(loaded.model, keep_on_device=True, output_sums=False) as recorder:
-            if detector is None:
-                loaded.model(x)
-            else:  # the same forward gives each image's out-of-domain score
-                with pooled_outputs(loaded.model, list(pooled), pooled, active=recorder._mine):
-                    loaded.model(x)
+        with GateRecorder(loaded.model, keep_on_device=True, output_sums=False,
+                          patterns=loaded.config.sge_layers) as recorder:
+            with judge.watching(loaded.model, active=recorder._mine):
+                logits = loaded.model(x)
+        require_gates(recorder)
+        answers = _answers(loaded, logits, names, truths or {})
         chosen = select_layers(recorder.layer_names, layers)
         captures, verdicts, left_out = recorder.captures, {}, []
-        if detector is not None:
-            values = detector.scores({name: np.concatenate(parts) for name, parts in pooled.items()})
-            verdicts = {n: verdict(v, detector.threshold, detector.name) for n, v in zip(names, values)}
+        if judge.detector is not None:
+            verdicts = dict(zip(names, judge.verdicts(len(names))))
             if skip_out_of_domain:
                 keep = [i for i, n in enumerate(names) if not verdicts[n]["out_of_domain"]]
                 if len(keep) < len(names):
@@ -304,8 +304,22 @@ def queue_batch(loaded: LoadedModel, views: Sequence[np.ndarray], names: Sequenc
         drawn = [seen_view(v, loaded.config) for v in views] if pictures else None  # a grey model's pictures are grey
         queued = (QueuedReduction(captures, chosen, names, masks, k, drawn) if names else
                   QueuedReduction({}, [], [], [], k))
-        queued.verdicts, queued.left_out = verdicts, left_out
+        queued.verdicts, queued.left_out, queued.truths = verdicts, left_out, answers
         return queued
+
+
+def _answers(loaded: LoadedModel, logits, names: Sequence[str], truths: dict[str, str]) -> dict[str, dict]:
+    """The model's top-1 answer for the images of the batch whose true class is known (``truths``, by
+    name), as summary.json's "true_classes" lists them; {} for a gates-only model."""
+    known = [i for i, n in enumerate(names) if truths.get(n)]
+    if not known or not loaded.config.classifies:
+        return {}
+    values, classes = logits[known].float().softmax(dim=1).max(dim=1)
+    out = {}
+    for i, p, c in zip(known, values.tolist(), classes.tolist()):
+        said, true = loaded.config.class_name(c), truths[names[i]]
+        out[names[i]] = {"true_class": true, "predicted": said, "probability": round(p, 4), "right": said == true}
+    return out
 
 
 def _left_out(v: dict) -> str:
@@ -324,12 +338,15 @@ def _select(capture: LayerCapture, keep: list[int]) -> LayerCapture:
 def dissect_batch(loaded: LoadedModel, views: Sequence[np.ndarray], names: Sequence[str],
                   masks: Sequence[np.ndarray | None], k: int, layers: Sequence[str] | None = None,
                   pictures: bool = False, floor: dict[str, TopLists] | None = None,
-                  skip_out_of_domain: bool = False) -> Partial:
+                  skip_out_of_domain: bool = False, truths: dict[str, str] | None = None) -> Partial:
     """The per-batch function: crops (each (S, S, 3) uint8) through the model, reduced on its device.
 
     ``masks``: per crop its (S, S) bool mask or None. ``layers``: names to summarise (default all).
     ``pictures``: keep what the report draws for the top entries that can enter ``floor``'s top lists.
     ``skip_out_of_domain``: leave out of every number the images the model's out-of-domain detector
     rejects (listed as skipped); every image's verdict is in ``Partial.verdicts`` either way.
+    ``truths``: the true class of the images that have a known one, by name (the shipped example scenes);
+    the model's answer on each is in ``Partial.truths``.
     """
-    return queue_batch(loaded, views, names, masks, k, layers, pictures, skip_out_of_domain).finish(floor)
+    return queue_batch(loaded, views, names, masks, k, layers, pictures, skip_out_of_domain,
+                       truths).finish(floor)

@@ -25,10 +25,10 @@ import numpy as np
 
 from .. import viz
 from ..capture.analysis import analyze_views
+from ..domain.detector import describe
 from ..io.export import _replace_dir
 from ..io.feed import load_item
 from ..io.inputs import Item
-from ..metrics.ood import describe
 from ..models.factory import LoadedModel
 from .pictures import FIG2_PANEL, FIG_FIELDS, TILE, draw_patch, entry_pictures
 from .summary import LENGTH_EDGES, Partial, summary_dict
@@ -382,6 +382,7 @@ def index_html(summary: dict, figures: dict, pictures: bool) -> str:
                      f"{ood['detector']['threshold']:.3g}): {action}.</p>"
                      + (f"<details><summary>Out-of-domain images</summary><ul>{listed}</ul></details>" if listed
                         else "") + "</section>")
+    parts += _true_classes_section(summary.get("true_classes"))
     if summary["skipped"]:
         parts.append("<section><details><summary>Skipped inputs</summary><ul>" + "".join(
             f"<li>{e(s['path'])}: {e(s['reason'])}</li>" for s in summary["skipped"]) + "</ul></details></section>")
@@ -415,3 +416,17 @@ def index_html(summary: dict, figures: dict, pictures: bool) -> str:
                  f"rounded to 8 significant bits, j = 0..{len(LENGTH_EDGES) - 2} (~1e-3 to ~1e4, 20 bins per "
                  "decade).</p></main></body></html>")
     return "\n".join(parts)
+
+
+def _true_classes_section(block: dict | None) -> list[str]:
+    """The report's "True classes" section: the model's answer beside each known true class, with a right
+    or wrong mark; nothing when no image has a known true class."""
+    if not block or not block["count"]:
+        return []
+    e = html.escape
+    rows = "".join(f"<li>{e(i['image'])}: true class {e(i['true_class'])} "
+                   + ("✓" if i["right"] else f"✗ (model says {e(i['predicted'])}, {i['probability']:.0%})")
+                   + "</li>" for i in block["images"])
+    return [f"<section><h2>True classes</h2><p>{block['right']} of {block['count']} shipped example scenes "
+            f"classified right (the model's top-1 class). The others' true classes are not known.</p>"
+            f"<details><summary>Per image</summary><ul>{rows}</ul></details></section>"]

@@ -268,9 +268,12 @@ class Partial:
     layers: dict[str, LayerPartial] = field(default_factory=dict)
     images: int = 0
     skipped: list[dict] = field(default_factory=list)
-    # Each image's out-of-domain verdict (``sge_viz.metrics.ood.verdict``) by name; empty for a model
+    # Each image's out-of-domain verdict (``sge_viz.domain.detector.verdict``) by name; empty for a model
     # without an out-of-domain detector.
     verdicts: dict[str, dict] = field(default_factory=dict)
+    # The model's answer on each image with a known true class (a shipped example scene), by name:
+    # {"true_class", "predicted", "probability", "right"}.
+    truths: dict[str, dict] = field(default_factory=dict)
 
     def merge(self, other: Partial) -> Partial:
         """The summary of both partials' images (neither is changed)."""
@@ -278,7 +281,7 @@ class Partial:
 
     def copy(self) -> Partial:
         return Partial(self.k, {n: layer.copy() for n, layer in self.layers.items()}, self.images,
-                       list(self.skipped), dict(self.verdicts))
+                       list(self.skipped), dict(self.verdicts), dict(self.truths))
 
     def absorb(self, other: Partial) -> Partial:
         """Add ``other``'s images to this summary in place (``other`` is not changed); returns self."""
@@ -289,6 +292,7 @@ class Partial:
         self.images += other.images
         self.skipped = sorted(self.skipped + other.skipped, key=lambda s: (s["path"], s["reason"]))
         self.verdicts.update(other.verdicts)
+        self.truths.update(other.truths)
         return self
 
     def floor(self) -> dict[str, TopLists]:
@@ -299,7 +303,7 @@ class Partial:
     def to_json(self) -> str:
         """The numbers as JSON (the pictures are left out: ``to_bytes`` keeps them)."""
         return json.dumps({"format": FORMAT, "k": self.k, "images": self.images, "skipped": self.skipped,
-                           "verdicts": self.verdicts,
+                           "verdicts": self.verdicts, "truths": self.truths,
                            "layers": {n: layer.to_json() for n, layer in self.layers.items()}})
 
     @classmethod
@@ -308,7 +312,8 @@ class Partial:
         if data.get("format") != FORMAT:
             raise ValueError(f"partial summary format {data.get('format')!r}, expected {FORMAT}")
         return cls(int(data["k"]), {n: LayerPartial.from_json(v) for n, v in data["layers"].items()},
-                   int(data["images"]), list(data["skipped"]), dict(data.get("verdicts", {})))
+                   int(data["images"]), list(data["skipped"]), dict(data.get("verdicts", {})),
+                   dict(data.get("truths", {})))
 
     def save(self, file, meta: dict | None = None) -> None:
         """Write the numbers, the pictures and ``meta`` (a JSON-able dict) to ``file`` (a path or a binary
@@ -375,6 +380,14 @@ def out_of_domain_block(partial: Partial, detector: dict | None, left_out: bool 
             "left_out": left_out, "count": sum(i["out_of_domain"] for i in images), "images": images}
 
 
+def true_classes_block(partial: Partial) -> dict:
+    """summary.json's "true_classes": the model's top-1 answer on each image whose true class is known (the
+    shipped example scenes, same file name and content), how many there are and how many it gets right."""
+    images = [{"image": n, **t} for n, t in sorted(partial.truths.items())]
+    return {"known_for": "the shipped example scenes (same file name and content); other images have none",
+            "count": len(images), "right": sum(i["right"] for i in images), "images": images}
+
+
 def summary_dict(partial: Partial, model: dict, detector: dict | None = None, left_out: bool = False) -> dict:
     """The JSON document written as summary.json (see the module docstring for every number).
 
@@ -385,6 +398,7 @@ def summary_dict(partial: Partial, model: dict, detector: dict | None = None, le
         "images": partial.images,
         "skipped": partial.skipped,
         "out_of_domain": out_of_domain_block(partial, detector, left_out),
+        "true_classes": true_classes_block(partial),
         "top_k": partial.k,
         "definitions": {
             "vector_length": "L2 norm over the group's C/G channels at one position; before = SGE's input, "

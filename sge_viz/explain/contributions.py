@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..capture.hooks import HookScope
-from ..capture.recorder import GateRecorder, find_sge_layers
+from ..capture.recorder import GateRecorder, find_sge_layers, first_path
 from ..models.sge import sge_groups
 
 
@@ -66,7 +66,8 @@ class SGETaps(HookScope):
         self._recorder = GateRecorder(model, activations=False, keep_on_device=True, patterns=patterns)
         self._modules = _sge_layers(model, patterns)
         # Group counts not stored on the module (a --sge-layers module) are read from its gate later.
-        self.layers = [KeptLayer(name, sge_groups(m) or 0, name.rpartition(".")[0], _parent(model, name))
+        self.layers = [KeptLayer(name, sge_groups(m) or 0, first_path(name).rpartition(".")[0],
+                                 _parent(model, first_path(name)))
                        for name, m in self._modules.items()]
         super().__init__()
 

@@ -23,10 +23,9 @@ from torch import nn
 
 from ..capture.analysis import Prediction, top_k
 from ..capture.hooks import evaluating
-from ..capture.pooling import pooled_outputs
 from ..capture.preprocess import center_crop_view, normalise, seen_view
+from ..domain import Judge
 from ..errors import SGEVizError
-from ..metrics.ood import verdict
 from ..models.config import ModelConfig
 from ..models.loaded import LoadedModel
 from ..resize import resize_maps
@@ -57,7 +56,7 @@ class Evidence:
     top: list[Prediction] = field(default_factory=list)
     model_name: str = ""
     seconds: float = 0.0  # the whole explain call
-    # The out-of-domain verdict (sge_viz.metrics.ood.verdict: score, value, threshold, out_of_domain), or None
+    # The out-of-domain verdict (sge_viz.domain.detector.verdict: score, value, threshold, out_of_domain), or None
     # when the model carries no measured signal.
     ood: dict | None = None
 
@@ -88,14 +87,6 @@ class Evidence:
                 for layer in self.layers
             },
         }
-
-
-def _verdict(detector, pooled: dict[str, list[np.ndarray]]) -> dict | None:
-    """The out-of-domain verdict from the outputs read during the one forward, or None without a detector."""
-    if detector is None:
-        return None
-    value = detector.scores({name: np.concatenate(parts) for name, parts in pooled.items()})[0]
-    return verdict(value, detector.threshold, detector.name)
 
 
 def pearson(maps: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -176,13 +167,11 @@ def explain(loaded: LoadedModel, image: Image.Image | np.ndarray, target: int | 
     x = normalise(view, config).unsqueeze(0).to(loaded.device, loaded.dtype)
     cam_layer, block = cam_target(model, config.cam_layer)
     patterns = config.sge_layers
-    detector = getattr(loaded, "ood", None)
-    pooled: dict[str, list[np.ndarray]] = {}
+    judge = Judge(getattr(loaded, "ood", None))
     me = threading.get_ident()  # the model may serve other threads: read this call's forward only
     with _restored(model), evaluating(model), torch.inference_mode(False), torch.enable_grad():
         with SGETaps(model, keep=ablation, patterns=patterns) as taps, \
-                pooled_outputs(model, list(detector.modules) if detector is not None else [], pooled,
-                               active=lambda: threading.get_ident() == me):
+                judge.watching(model, active=lambda: threading.get_ident() == me):
             cam, logits = gradcam(model, x, index, block)
         probabilities = logits.float().softmax(dim=1)[0].cpu()
         if index is None:
@@ -205,7 +194,7 @@ def explain(loaded: LoadedModel, image: Image.Image | np.ndarray, target: int | 
         probabilities=probabilities.numpy(),
         top=top_k(probabilities, config),
         model_name=loaded.name,
-        ood=_verdict(detector, pooled),
+        ood=judge.verdicts(1)[0],
     )
     result.seconds = time.perf_counter() - start
     return result

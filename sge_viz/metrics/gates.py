@@ -127,7 +127,7 @@ def analysis_stats(analysis: Analysis, mask: np.ndarray | None = None) -> dict:
     if getattr(analysis, "true_class", None):
         out["true_class"] = analysis.true_class
     out.update({
-        # sge_viz.metrics.ood.verdict (score, value, threshold, out_of_domain); null: no signal measured
+        # sge_viz.domain.detector.verdict (score, value, threshold, out_of_domain); null: no signal measured
         "out_of_domain": getattr(analysis, "ood", None),
         # how the network was built, SGE layers skipped (not spatial group gates) or not captured
         "notes": list(getattr(analysis, "notes", [])),

@@ -39,8 +39,10 @@ class CheckpointContents:
 # --- reading ----------------------------------------------------------------
 
 def read_checkpoint(path: str | Path, strip_prefix: str | None = None) -> CheckpointContents:
-    """Read any supported checkpoint form into a plain state_dict without the ``module.`` prefix
-    and, where given, only the keys that start with ``strip_prefix`` (e.g. "backbone."), without it (an
+    """Read any supported checkpoint form into a plain state_dict without the ``module.`` prefix.
+
+    ``strip_prefix``: None recognises an mmdetection-style ``backbone.`` prefix (``backbone_only``); ""
+    keeps every key as saved; any other string keeps only the keys that start with it, without it (an
     error when no key has it)."""
     path = Path(path)
     if not path.is_file():
@@ -61,13 +63,9 @@ def read_checkpoint(path: str | Path, strip_prefix: str | None = None) -> Checkp
                           "(.pth/.pth.tar) or safetensors file. Give the path of the model's weights file.")
     state_dict = _strip_prefix(state_dict)
     notes = []
-    if not strip_prefix and not any(k.startswith(("conv1.", "layer1.")) for k in state_dict) and \
-            any(k.startswith("backbone.layer1.") for k in state_dict):
-        left = sum(not k.startswith("backbone.") for k in state_dict)
-        state_dict = {k[len("backbone."):]: v for k, v in state_dict.items() if k.startswith("backbone.")}
-        notes.append(f"Recognised a 'backbone.' prefix (mmdetection / mmpretrain style): the backbone was loaded and "
-                     f"{left} other keys (neck, heads) were left out.")
-    if strip_prefix:
+    if strip_prefix is None:
+        state_dict, notes = backbone_only(state_dict)
+    elif strip_prefix:
         if not any(k.startswith(strip_prefix) for k in state_dict):
             raise SGEVizError(f"--strip-prefix {strip_prefix!r}: no key of {path} starts with it (keys look like "
                               f"{', '.join(list(state_dict)[:3])}).")
@@ -109,7 +107,27 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     return tensors, metadata
 
 
+# Why a TorchScript file or module cannot be shown, and what to pass instead.
+TORCHSCRIPT = ("TorchScript (torch.jit.script or torch.jit.trace) runs compiled code: the SGE modules inside "
+               "cannot be hooked, so no gate can be read")
+
+
+def is_torchscript_file(path: Path) -> bool:
+    """Whether ``path`` is a TorchScript archive (``torch.jit.save``: a zip with ``constants.pkl`` and
+    compiled ``code/``), which a plain ``torch.save`` zip never holds."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False
+    return any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)
+
+
 def _read_torch_file(path: Path) -> object:
+    if is_torchscript_file(path):
+        raise SGEVizError(f"Checkpoint {path} is a TorchScript module. {TORCHSCRIPT}. Pass the Python model "
+                          "with --model-def FILE.py:CALLABLE and its weights with --checkpoint (save them with "
+                          "torch.save(model.state_dict(), ...)).")
     try:
         # A file object, not the path: torch.load picks a reader by file name (".safetensors"), and the
         # content was already sniffed as a torch file.
@@ -154,6 +172,18 @@ def _unwrap(obj: object, path: Path) -> tuple[dict[str, torch.Tensor], str | Non
         raise SGEVizError(f"Checkpoint {path} is not a state_dict: expected a mapping of parameter names to "
                           "tensors (or the official dict with 'arch' and 'state_dict').")
     return tensors, arch, meta
+
+
+def backbone_only(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """An mmdetection / mmpretrain-style state_dict (a ResNet under ``backbone.``, no ResNet keys at the top)
+    reduced to its backbone without the prefix, with a note saying so; any other is returned as it is."""
+    if any(k.startswith(("conv1.", "layer1.")) for k in state_dict) or \
+            not any(k.startswith("backbone.layer1.") for k in state_dict):
+        return state_dict, []
+    left = sum(not k.startswith("backbone.") for k in state_dict)
+    return ({k[len("backbone."):]: v for k, v in state_dict.items() if k.startswith("backbone.")},
+            [f"Recognised a 'backbone.' prefix (mmdetection / mmpretrain style): the backbone was loaded and "
+             f"{left} other keys (neck, heads) were left out (--strip-prefix '' keeps every key)."])
 
 
 def _strip_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -217,6 +247,17 @@ def _config_problem(config: ModelConfig) -> str | None:
 
 
 # --- architecture -----------------------------------------------------------
+
+def load_module(path: Path) -> tuple[nn.Module, ModelConfig, CheckpointContents]:
+    """A checkpoint file as a ready network, in one step: read, checked against its architecture, built,
+    loaded strictly and run once (``verify_forward``). Returns the module (CPU, float32), its config and what
+    the file held (metadata, notes); SGEVizError says what is wrong with the file."""
+    contents = read_checkpoint(path)
+    model, config = build_for(contents, path)
+    load_strict(model, contents.state_dict, path, config.arch)
+    verify_forward(model, config, path)
+    return model, config, contents
+
 
 def build_for(contents: CheckpointContents, path: Path, use_sge: bool = True) -> tuple[nn.Module, ModelConfig]:
     """An empty model of the checkpoint's architecture and its config."""

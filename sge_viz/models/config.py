@@ -26,7 +26,7 @@ class ModelConfig:
     description: str = ""
     training_data: str = ""
     # The out-of-domain signal: its name ("" = none measured) and the threshold above which an image is
-    # flagged (see sge_viz.metrics.ood).
+    # flagged (see sge_viz.domain.detector).
     ood_score: str = ""
     ood_threshold: float | None = None
     # Models from the user's code: input channels (1 = grayscale), what the output is ("classify": one row

@@ -16,10 +16,10 @@ import torch
 from torch import nn
 
 from ..device import pick_device
+from ..domain import detector_from_metadata
 from ..errors import SGEVizError
-from ..metrics.ood import OOD_KEY, OODDetector, StagedDetector, detector_from_json
 from ..resources import demo_checkpoint, scenes_checkpoint
-from .checkpoint import CHECKPOINT_SUFFIXES, build_for, check_arch, load_strict, read_checkpoint, verify_forward
+from .checkpoint import CHECKPOINT_SUFFIXES, check_arch, load_module, read_checkpoint
 from .config import ModelConfig
 from .loaded import LoadedModel
 from .registry import DEMO_ARCH, available_models, build_model, untrained
@@ -90,11 +90,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = None, 
     truncated, NaN weights, wrong architecture, ...).
     """
     path = Path(path)
-    contents = read_checkpoint(path)
-    model, config = build_for(contents, path)
-    load_strict(model, contents.state_dict, path, config.arch)
-    verify_forward(model, config, path)
-    ood = read_ood(contents.metadata, path)
+    model, config, contents = load_module(path)
+    ood = detector_from_metadata(contents.metadata, path)
     if ood is not None:
         config = dataclasses.replace(config, ood_score=ood.name, ood_threshold=ood.threshold)
     loaded = _place(model, config, checkpoint_label(path, config.arch), str(path), device, half, channels_last)
@@ -104,17 +101,6 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = None, 
     if not config.classifies:
         loaded.notes.append("Gates only: the file has no classification head (fc), so there are no predictions.")
     return loaded
-
-
-def read_ood(metadata: dict[str, str], path: Path) -> OODDetector | StagedDetector | None:
-    """The out-of-domain parameters a file carries (``sge_viz.ood``), or None; broken ones are an error."""
-    if OOD_KEY not in metadata:
-        return None
-    try:
-        return detector_from_json(metadata[OOD_KEY])
-    except ValueError as exc:
-        raise SGEVizError(f"Checkpoint {path} has unusable '{OOD_KEY}' metadata ({exc}): measure it again with "
-                          "`python -m training.ood` (from a source checkout) or remove the key.") from exc
 
 
 def create_model(name: str | None = None, checkpoint_path: str | Path | None = None,

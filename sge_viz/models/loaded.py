@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..device import describe_device
-from ..metrics.ood import OODDetector, StagedDetector
+from ..domain.detector import OODDetector, StagedDetector
 from .config import ModelConfig
 
 

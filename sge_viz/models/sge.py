@@ -54,7 +54,8 @@ def sge_groups(module: nn.Module) -> int | None:
 
     Recognised: this project's class, the official module and its copies: an int group count stored as
     ``groups``, ``G`` or ``num_groups``, and a per-group scale and shift (``weight``/``bias`` or
-    ``gamma``/``beta``) of shape (G,) or (1, G, 1, 1). The sigmoid may be a child under any name or a
+    ``gamma``/``beta``) of shape (G,) or (1, G, 1, 1) ((1, G, 1) and (1, G, 1, 1, 1) for 1-D and 3-D
+    variants). The sigmoid may be a child under any name or a
     functional call; whether the module really gates its input is checked on every captured call.
     """
     if isinstance(module, SpatialGroupEnhance):
@@ -63,13 +64,19 @@ def sge_groups(module: nn.Module) -> int | None:
                    if isinstance(g, int) and not isinstance(g, bool) and g > 0), None)
     if groups is None:
         return None
-    shapes = ((groups,), (1, groups, 1, 1))
     for scale, shift in GATE_PARAMS:
         w, b = getattr(module, scale, None), getattr(module, shift, None)
-        if isinstance(w, torch.Tensor) and isinstance(b, torch.Tensor) and tuple(w.shape) in shapes \
-                and tuple(b.shape) in shapes:
+        if isinstance(w, torch.Tensor) and isinstance(b, torch.Tensor) and _per_group(w.shape, groups) \
+                and _per_group(b.shape, groups):
             return groups
     return None
+
+
+def _per_group(shape: torch.Size, groups: int) -> bool:
+    """One value per group: (G,), or (1, G, 1, ...) for any number of spatial dimensions (1-D and 3-D
+    variants are recognised too, so that a module the capture cannot draw is named, never silently left out)."""
+    shape = tuple(shape)
+    return shape == (groups,) or (len(shape) >= 3 and shape[:2] == (1, groups) and set(shape[2:]) == {1})
 
 
 def is_sge_module(module: nn.Module) -> bool:

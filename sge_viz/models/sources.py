@@ -36,6 +36,7 @@ class InputOptions:
     sge_layers: tuple[str, ...] = ()
     domain: str = ""
     cam_layer: str = ""
+    gates_only: bool = False  # the output is not class scores (an embedding, a feature map): no predictions
 
 
 @dataclass(frozen=True)
@@ -86,10 +87,11 @@ def open_model(source: ModelSource, device: str | torch.device | None = None, ha
         return with_labels_and_domain(loaded, source.inputs)
     if source.name:
         raise SGEVizError("--model names a built-in model; with --model-def (or --trust-pickle) leave it out.")
+    read_notes: list[str] = []  # what reading the weights changed (a prefix recognised), shown with the results
     if source.model_def:
         module = build_user_model(source.model_def, source.model_kwargs)
         if source.checkpoint:
-            load_weights(module, source.checkpoint, source.strip_prefix)
+            read_notes = load_weights(module, source.checkpoint, source.strip_prefix)
         label = source.model_def
     else:
         if not source.checkpoint:
@@ -103,7 +105,8 @@ def open_model(source: ModelSource, device: str | torch.device | None = None, ha
     o = source.inputs
     loaded = wrap_model(module, labels=o.labels, input_size=o.input_size, mean=o.mean, std=o.std, resize=o.resize,
                         channels=o.channels, sge_layers=o.sge_layers, domain=o.domain, cam_layer=o.cam_layer,
-                        device=device or "auto", source=label)
+                        gates_only=o.gates_only, device=device or "auto", source=label)
+    loaded.notes[:0] = read_notes
     if source.trust_pickle:
         loaded.notes.insert(0, "Loaded with --trust-pickle: the file's own code ran when it was read.")
     return loaded

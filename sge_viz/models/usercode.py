@@ -12,9 +12,11 @@ import os
 import sys
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from ..errors import SGEVizError
+from .checkpoint import TORCHSCRIPT
 
 
 def parse_kwargs(text: str | None) -> dict:
@@ -104,4 +106,7 @@ def build_user_model(spec: str, kwargs: dict | None = None) -> nn.Module:
                           "--model-kwargs.") from exc
     if not isinstance(model, nn.Module):
         raise SGEVizError(f"--model-def: {spec} returned a {type(model).__name__}, not a torch.nn.Module.")
+    if isinstance(model, torch.jit.ScriptModule):
+        raise SGEVizError(f"--model-def: {spec} returned a TorchScript module. {TORCHSCRIPT}. Return the Python "
+                          "model (the nn.Module before torch.jit.script or torch.jit.trace).")
     return model

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..device import pick_device
 from ..errors import SGEVizError
-from .checkpoint import fit_problems, read_checkpoint
+from .checkpoint import TORCHSCRIPT, backbone_only, fit_problems, is_torchscript_file, read_checkpoint
 from .config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig
 from .loaded import LoadedModel
 
@@ -87,7 +87,8 @@ def wrap_model(module: nn.Module, labels: str | Path | Sequence[str] | None = No
                input_size: int | str | Sequence[int] = 224, mean: Sequence[float] | None = None,
                std: Sequence[float] | None = None, resize: str = "crop", name: str | None = None,
                channels: int = 3, sge_layers: Sequence[str] = (), domain: str = "", cam_layer: str = "",
-               device: str | torch.device | None = None, source: str = "your code") -> LoadedModel:
+               device: str | torch.device | None = None, source: str = "your code",
+               gates_only: bool = False) -> LoadedModel:
     """A ``LoadedModel`` for your own network, which ``analyze``, ``dissect`` and ``explain`` take.
 
     - ``labels``: class names (a list, or a file with one a line); their count must match the output.
@@ -98,11 +99,13 @@ def wrap_model(module: nn.Module, labels: str | Path | Sequence[str] | None = No
     - ``sge_layers``: fnmatch patterns over module paths for SGE layers that structure detection misses.
     - ``domain``: one sentence on what the model knows, shown beside its results.
     - ``device``: None keeps the module where it is; otherwise it is moved there.
+    - ``gates_only``: the output is not class scores (an embedding, a feature map): no predictions, no
+      class evidence. Without it, a (1, K) output is read as K class scores.
 
     The module's mode, parameters, buffers and hooks are left as they were (analysis runs in eval mode
     and restores the modes). Raises SGEVizError when the probe forward fails or no SGE layer is captured.
     """
-    from ..capture.recorder import GateRecorder, uncaptured_sge_like
+    from ..capture.recorder import GateRecorder, shared_notes, uncaptured_sge_like
 
     if not isinstance(module, nn.Module):
         raise SGEVizError(f"wrap_model needs a torch.nn.Module, not a {type(module).__name__}.")
@@ -119,7 +122,8 @@ def wrap_model(module: nn.Module, labels: str | Path | Sequence[str] | None = No
     dev = first.device if first is not None else torch.device("cpu")
     dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
 
-    probe = torch.zeros(1, channels, height, width, device=dev, dtype=dtype)
+    # A random probe, not zeros: a module that is not a gate can pass the check on a blank input.
+    probe = torch.randn(1, channels, height, width, generator=torch.Generator().manual_seed(0)).to(dev, dtype)
     try:
         with torch.inference_mode(), GateRecorder(module, activations=False, patterns=patterns) as recorder:
             output = module(probe)
@@ -131,21 +135,38 @@ def wrap_model(module: nn.Module, labels: str | Path | Sequence[str] | None = No
     notes = [f"{layer}: {why}" for layer, why in recorder.skipped.items()]
     if not recorder.captures:
         found = ", ".join(n for n, _ in recorder.layers) or "none"
+        advice = ("The modules were refused for the reasons above (--sge-layers chooses which modules are read, "
+                  "not how): only a module whose output is its input times one gate per group and position is "
+                  "drawn." if patterns and recorder.layers else
+                  "Name its SGE modules with --sge-layers PATTERN (fnmatch over module names, e.g. "
+                  "'decoder.*.attn').")
         raise SGEVizError("No SGE gate was captured in your model (modules tried: " + found + "; "
-                          + ("; ".join(notes) if notes else "none called") + "). Name its SGE modules with "
-                          "--sge-layers PATTERN (fnmatch over module names, e.g. 'decoder.*.attn').")
+                          + ("; ".join(notes) if notes else "none called") + "). " + advice)
+    notes += shared_notes(recorder.layers)
     missed = uncaptured_sge_like(module, patterns)
     if missed:
         notes.append("Modules named like SGE but not captured (no group count and per-group scale and shift "
                       "found): " + ", ".join(missed[:8]) + (" ..." if len(missed) > 8 else "")
                       + ". Add them with --sge-layers if they are SGE layers.")
 
-    classifies = isinstance(output, torch.Tensor) and output.dim() == 2 and output.shape[0] == 1
+    scores = isinstance(output, torch.Tensor) and output.dim() == 2 and output.shape[0] == 1
+    classifies = scores and not gates_only
     num_classes = int(output.shape[1]) if classifies else 0
+    if gates_only and read_labels(labels):
+        raise SGEVizError("--labels and --gates-only (gates_only=True) contradict each other: a gates-only "
+                          "model has no classes; leave one out.")
     names = labels_for(labels, classifies, num_classes)
-    if not classifies:
+    if gates_only:
+        notes.append(f"Gates only, as declared (--gates-only): the model's output ({_describe(output)}) is not "
+                     "read as class scores, so there are no predictions and no out-of-domain verdict.")
+    elif not classifies:
         notes.append("Gates only: the model's output is not one row of class scores per image "
                      f"({_describe(output)}), so there are no predictions and no out-of-domain verdict.")
+    elif not names:
+        notes.append(f"No class names were given: the model's {num_classes} outputs are read as class scores "
+                     "and named 'class 0' ... Give them with --labels FILE (labels=[...] in Python); if the "
+                     "output is not class scores (an embedding, features), declare --gates-only "
+                     "(gates_only=True).")
     config = ModelConfig(
         arch=type(module).__name__, num_classes=num_classes, input_size=size,
         resize_size=round(max(height, width) / CROP_FRACTION) if resize == "crop" else 0,
@@ -164,22 +185,33 @@ def _describe(output: object) -> str:
     return f"a {type(output).__name__}"
 
 
-def load_weights(module: nn.Module, path: str | Path, strip_prefix: str | None = None) -> None:
+def load_weights(module: nn.Module, path: str | Path, strip_prefix: str | None = None) -> list[str]:
     """Load a checkpoint into ``module`` strictly: a plain state_dict, ``{'state_dict': ...}``,
-    ``{'model': ...}``, safetensors; ``module.`` prefixes removed, ``strip_prefix`` where given. Raises
-    SGEVizError listing missing, unexpected and wrongly shaped keys."""
-    contents = read_checkpoint(path, strip_prefix)
-    expected = module.state_dict()
-    misfit = fit_problems({k: v.shape for k, v in expected.items()}, contents.state_dict)
+    ``{'model': ...}``, safetensors; ``module.`` prefixes removed, ``strip_prefix`` where given (None: keys that
+    fit the model as saved are loaded as saved, else an mmdetection-style ``backbone.`` prefix is recognised;
+    "": every key as saved). Returns notes on what loading changed (a prefix recognised); raises SGEVizError
+    listing missing, unexpected and wrongly shaped keys."""
+    contents = read_checkpoint(path, "" if strip_prefix is None else strip_prefix)
+    expected = {k: v.shape for k, v in module.state_dict().items()}
+    misfit = fit_problems(expected, contents.state_dict)
+    notes = list(contents.notes)
+    if misfit and strip_prefix is None:
+        backbone, found = backbone_only(contents.state_dict)
+        if backbone is not contents.state_dict and not fit_problems(expected, backbone):
+            contents.state_dict, misfit, notes = backbone, None, notes + found
     if misfit:
         raise SGEVizError(f"Checkpoint {path} does not fit the model of --model-def: {misfit}. "
                           "Check --model-kwargs, or use --strip-prefix PREFIX for keys saved under a prefix.")
     module.load_state_dict(contents.state_dict, strict=True)
+    return notes
 
 
 def load_pickled_model(path: str | Path) -> nn.Module:
     """A whole model saved with ``torch.save(model)``. Unpickling runs code from the file: only for files
     the user trusts, asked for with --trust-pickle on the command line (never from the app)."""
+    if is_torchscript_file(Path(path)):
+        raise SGEVizError(f"--trust-pickle: {path} is a TorchScript module. {TORCHSCRIPT}. Pass the Python model "
+                          "with --model-def FILE.py:CALLABLE and its weights with --checkpoint.")
     try:
         with Path(path).open("rb") as f:
             obj = torch.load(f, map_location="cpu", weights_only=False)

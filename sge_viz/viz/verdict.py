@@ -1,7 +1,7 @@
 """The out-of-domain verdict in words and as a mark on pictures: every place that shows a prediction or a
 gate picture says whether the image lies inside what the model knows.
 
-``ood`` everywhere is ``sge_viz.metrics.ood.verdict``'s dict ``{"score", "value", "threshold",
+``ood`` everywhere is ``sge_viz.domain.detector.verdict``'s dict ``{"score", "value", "threshold",
 "out_of_domain"}``, or None for a model with no measured signal (a gates-only model), which says so.
 """
 from __future__ import annotations

@@ -43,7 +43,7 @@ def library():
 @pytest.mark.parametrize("image", [SCENE, PHOTO], ids=["scene-with-mask", "photo"])
 def test_analyze_endpoint_returns_the_library_result(served, library, image):
     client, service, _ = served
-    predictions, got, mosaic, overlay, diverging, activations = client.predict(
+    predictions, got, mosaic, overlay, diverging, activations, gates = client.predict(
         handle_file(str(image)), service.default, "", -1, "inferno", 0.5, api_name="/analyze")
 
     # The same image through the library directly, in this process; example scenes carry their mask.
@@ -91,13 +91,19 @@ def test_analyze_endpoint_returns_the_library_result(served, library, image):
     want_pair = render.activation_pair(view_image(analysis), before, after, vmin=lo, vmax=hi)
     got_pair = np.asarray(Image.open(activations).convert("RGB"))[HEIGHT:]
     np.testing.assert_array_equal(got_pair[:want_pair.shape[0], :want_pair.shape[1]], want_pair)
+    # The raw gates behind the pictures: every layer's (G, h, w) float32 array, as the library computes it.
+    with np.load(gates) as npz:
+        assert sorted(npz.files) == sorted(analysis.layer_names)
+        for layer in analysis.layers:
+            assert npz[layer.name].dtype == np.float32
+            np.testing.assert_allclose(npz[layer.name], layer.gate, atol=1e-6)
 
 
 def test_analyze_endpoint_layer_and_group(served, library):
     client, service, _ = served
     analysis = analyze(library, open_image(PHOTO))
     layer = analysis.layer_names[1]
-    _, _, _, overlay, _, _ = client.predict(handle_file(str(PHOTO)), service.default, layer, 5, "viridis", 0.7,
+    _, _, _, overlay, _, _, _ = client.predict(handle_file(str(PHOTO)), service.default, layer, 5, "viridis", 0.7,
                                             api_name="/analyze")
     gate = analysis.layer(layer).gate
     stretch = dict(vmin=float(gate.min()), vmax=float(gate.max()))

@@ -14,10 +14,13 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from sge_viz.app.catalogue import ModelService
-from sge_viz.app.examples import example_paths, is_scene
+from sge_viz.app.examples import example_classes, example_paths, is_scene
+from sge_viz.capture.analysis import predict
 from sge_viz.dissect.engine import run_local
 from sge_viz.dissect.summary import summary_dict
+from sge_viz.io.images import open_image
 from sge_viz.io.inputs import collect
+from sge_viz.resources import examples_dir
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -65,6 +68,15 @@ def test_dissect_endpoint_example_set_and_errors(served):
     assert summary["images"] == len(scenes) < len(example_paths())
     assert {t["image"] for g in deepest for t in g["top"]} <= {p.name for p in scenes}
     assert all(g["mask_images"] == len(scenes) for g in deepest)
+    # Every example scene carries its true class beside the model's answer, which is the library's top-1.
+    loaded = service.get(service.default)
+    truths = summary["true_classes"]
+    assert truths["count"] == len(scenes) and [i["image"] for i in truths["images"]] == sorted(p.name for p in scenes)
+    for entry in truths["images"]:
+        said = predict(loaded, open_image(examples_dir() / entry["image"]), k=1)[0]
+        assert entry["true_class"] == example_classes()[entry["image"]] and entry["predicted"] == said.label
+        assert entry["right"] == (said.label == entry["true_class"])
+    assert truths["right"] == sum(i["right"] for i in truths["images"])
     with pytest.raises(AppError, match="No images given"):
         client.predict(None, False, service.default, 2, api_name="/dissect")
 

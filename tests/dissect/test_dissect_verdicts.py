@@ -1,5 +1,6 @@
 """The out-of-domain verdict in a dissection: per image in summary.json, marked in the pictures, or left
-out on request; a gates-only model says it gives none. And the report page: styled, Fig. 2 named, links."""
+out on request; a gates-only model says it gives none. The true class of a shipped example scene beside the
+model's answer. And the report page: styled, Fig. 2 named, links."""
 from __future__ import annotations
 
 import json
@@ -12,7 +13,8 @@ import pytest
 from dissect_helpers import make_image_set, summaries_equal, tiny_loaded
 from PIL import Image
 
-from sge_viz.capture.analysis import analyze
+from sge_viz.app.examples import example_classes
+from sge_viz.capture.analysis import analyze, predict
 from sge_viz.cli import main
 from sge_viz.dissect.engine import run_local
 from sge_viz.dissect.pictures import TILE
@@ -106,6 +108,41 @@ def test_a_gates_only_model_says_it_gives_no_verdict(tmp_path, capsys):
     code = main(["dissect", str(tmp_path / "set"), "--checkpoint", str(ckpt), "--out", str(out),
                  "--skip-out-of-domain"])
     assert code == 2 and "no out-of-domain detector" in capsys.readouterr().err
+
+
+def test_example_scenes_carry_their_true_class_beside_the_models_answer(demo, tmp_path, capsys):
+    loaded, folder, _ = demo
+    mine = tmp_path / "set"
+    shutil.copytree(folder, mine)
+    # A user's own file under a shipped name is not labelled: the content decides, not the name.
+    shutil.copyfile(examples_dir() / "scene_wild_05.png", mine / "scene_wild_04.png")
+    out = tmp_path / "out"
+    assert main(["dissect", str(mine), "--out", str(out), "--top-k", "2", "--no-pictures", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    truths = json.loads((out / "summary.json").read_text())["true_classes"]
+    scenes = [n for n in NAMES if n.startswith("scene")]
+    assert [i["image"] for i in truths["images"]] == scenes and truths["count"] == 3
+    for entry in truths["images"]:
+        said = predict(loaded, open_image(folder / entry["image"]), k=1)[0]  # the library's own answer
+        assert entry["true_class"] == example_classes()[entry["image"]]
+        assert entry["predicted"] == said.label and entry["right"] == (said.label == entry["true_class"])
+        np.testing.assert_allclose(entry["probability"], said.probability, atol=1e-3)
+    assert printed["true_classes"] == {"count": 3, "right": truths["right"]}
+    assert truths["right"] == sum(i["right"] for i in truths["images"])
+    page = (out / "index.html").read_text()
+    assert f"{truths['right']} of 3 shipped example scenes classified right" in page
+    for entry in truths["images"]:
+        mark = "✓" if entry["right"] else f"✗ (model says {entry['predicted']}"
+        assert f"{entry['image']}: true class {entry['true_class']} {mark}" in page.replace("&#x27;", "'")
+    assert main(["dissect", str(mine), "--out", str(tmp_path / "again"), "--top-k", "2", "--no-pictures"]) == 0
+    assert f"true class: right on {truths['right']} of 3 shipped example scenes" in capsys.readouterr().out
+    # A user's images only: no true class is claimed, and the report has no such section.
+    own = tmp_path / "own"
+    make_image_set(own, count=3, masks=0)
+    assert main(["dissect", str(own), "--out", str(tmp_path / "own_out"), "--no-pictures"]) == 0
+    assert json.loads((tmp_path / "own_out" / "summary.json").read_text())["true_classes"]["count"] == 0
+    assert "True classes" not in (tmp_path / "own_out" / "index.html").read_text()
+    assert "true class" not in capsys.readouterr().out
 
 
 def test_report_page_is_styled_names_fig2_images_and_its_links_open_layers(demo, tmp_path):

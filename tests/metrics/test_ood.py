@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from sge_viz.capture.analysis import analyze
+from sge_viz.domain.detector import OODDetector, fit, verdict
 from sge_viz.io.images import open_image
-from sge_viz.metrics.ood import OODDetector, fit, verdict
 from sge_viz.models.factory import create_model
 from sge_viz.models.registry import DEMO_ARCH
 from sge_viz.resources import examples_dir
@@ -40,7 +40,7 @@ def test_distance_is_the_nearest_class_mahalanobis_distance():
 
 
 def test_original_demo_model_flags_photos_not_its_scenes():
-    from sge_viz.metrics.ood import STAGED_NAME
+    from sge_viz.domain.detector import STAGED_NAME
 
     loaded = create_model(DEMO_ARCH, device="cpu")
     assert loaded.ood is not None and loaded.config.ood_threshold == loaded.ood.threshold
@@ -63,7 +63,7 @@ def _nearest(f, means, precision):
 def test_staged_score_is_the_sum_of_scaled_stage_distances_and_energy():
     """fit_staged's scales and energy moments, and the score, recomputed from the definitions; the JSON
     round trip, the dispatch on the stored name, and malformed parameters refused."""
-    from sge_viz.metrics.ood import LOGITS, STAGED_NAME, StagedDetector, detector_from_json, fit_staged
+    from sge_viz.domain.detector import LOGITS, STAGED_NAME, StagedDetector, detector_from_json, fit_staged
 
     rng = np.random.default_rng(3)
     labels = np.repeat(np.arange(3), 100)
@@ -98,7 +98,7 @@ def test_staged_score_is_the_sum_of_scaled_stage_distances_and_energy():
 def test_blocks_score_reads_gates_per_group_and_keeps_its_name():
     """A term over a gate module read per group ((B * G, 1) per batch, as SGE's sig gives it) scores as the
     same numbers laid out (B, G); the name survives the threshold and the JSON round trip."""
-    from sge_viz.metrics.ood import BLOCKS_NAME, LOGITS, StagedDetector, detector_from_json, fit_staged, per_image
+    from sge_viz.domain.detector import BLOCKS_NAME, LOGITS, StagedDetector, detector_from_json, fit_staged, per_image
 
     rng = np.random.default_rng(5)
     labels = np.repeat(np.arange(2), 60)
@@ -123,7 +123,7 @@ def test_blocks_score_reads_gates_per_group_and_keeps_its_name():
 def test_default_model_flags_every_photo_not_its_scenes():
     """The default model's stored signal (chosen in checkpoints/MODEL_CARD.md, "Out-of-domain signal of the
     default model"): every asset photo flagged, the cat photo included; none of its example scenes."""
-    from sge_viz.metrics.ood import BLOCKS_NAME
+    from sge_viz.domain.detector import BLOCKS_NAME
 
     loaded = create_model(device="cpu")
     assert loaded.ood.name == loaded.config.ood_score == BLOCKS_NAME
@@ -145,7 +145,7 @@ def test_analysis_verdict_reads_the_stage_outputs_of_its_own_forward():
 
     from sge_viz.capture.analysis import analyze_views
     from sge_viz.capture.preprocess import center_crop_view, normalise_batch
-    from sge_viz.metrics.ood import LOGITS, STAGED_NAME, fit_staged
+    from sge_viz.domain.detector import LOGITS, STAGED_NAME, fit_staged
 
     loaded = create_model(device="cpu")
     folder = examples_dir()
@@ -170,7 +170,7 @@ def test_analysis_verdict_reads_the_stage_outputs_of_its_own_forward():
 
 
 def test_pooled_outputs_names_a_module_the_model_lacks():
-    from sge_viz.capture.pooling import pooled_outputs
+    from sge_viz.domain.pooling import pooled_outputs
     from sge_viz.errors import SGEVizError
 
     loaded = create_model(device="cpu")

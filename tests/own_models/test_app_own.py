@@ -64,6 +64,25 @@ def test_gates_only_model_hides_predictions_and_controls_follow_each_layer(page)
     assert service.groups("my segmenter") == 8  # the deepest layer's, before any image
 
 
+def test_class_evidence_of_a_model_it_cannot_explain_is_one_sentence(page, caplog):
+    import gradio as gr
+
+    from sge_viz.app.evidence_tab import build_evidence_tab
+
+    _, service, path = page
+    with gr.Blocks(), gr.Tabs():
+        tab = build_evidence_tab(service)
+    photo = {"path": str(path), "orig_name": "photo.png"}
+    # No ResNet stages and no --cam-layer: what `sge-viz explain` says, as the tab's sentence, pictures cleared.
+    with caplog.at_level("INFO", logger="sge_viz.app.evidence_tab"):
+        out = tab.run(photo, "my classifier", None, None, None, None)
+    assert out[tab.summary].startswith("**No class evidence here.**") and "--cam-layer" in out[tab.summary]
+    assert all(out[c] is None for c in (tab.cam, tab.gate, tab.ablation, tab.ranking, tab.mosaic, tab.table))
+    assert "--cam-layer" in caplog.text
+    out = tab.follow(photo, "my segmenter", None, None, None, None, True)
+    assert "No class evidence here" in out[tab.summary] and "class score" in out[tab.summary]
+
+
 def test_serve_model_def_builds_the_users_model(tmp_path):
     (tmp_path / "defs.py").write_text(
         "import torch\nfrom torch import nn\n"

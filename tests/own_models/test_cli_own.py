@@ -157,6 +157,77 @@ def test_prefixes_misfits_and_pickles(capsys, tmp_path, image_file):
         assert code != 0 and words in err, (bad, err)
 
 
+def scriptable() -> torch.nn.Module:
+    """A small SGE classifier TorchScript can compile (the corpus' modules keep Python lists)."""
+    from sge_viz.models.sge import SpatialGroupEnhance
+
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), SpatialGroupEnhance(4),
+                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 3)).eval()
+
+
+def test_torchscript_says_why_and_what_to_pass(capsys, tmp_path, image_file):
+    torch.manual_seed(0)
+    net = v.ConvNet(v.BlogSGE).eval()
+    x = torch.randn(1, 3, 32, 32)
+    torch.jit.save(torch.jit.trace(net, x), tmp_path / "traced.pt")
+    torch.jit.save(torch.jit.script(scriptable()), tmp_path / "scripted.pt")
+    torch.save(net.state_dict(), tmp_path / "weights.pth")  # a plain torch.save zip is not taken for one
+    (tmp_path / "defs.py").write_text(
+        f"import sys\nsys.path.insert(0, {str(Path(VARIANTS).parents[2])!r})\nimport torch\n"
+        "from tests.own_models import variants as v\n"
+        "from sge_viz.models.sge import SpatialGroupEnhance\n"
+        "def scripted():\n    return torch.jit.script(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), "
+        "SpatialGroupEnhance(4), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 3)))\n"
+        "def plain():\n    return v.ConvNet(v.BlogSGE)\n")
+    for name in ("traced.pt", "scripted.pt"):
+        for extra in ((), ("--trust-pickle", "--input-size", "32")):
+            code, out, err = run(capsys, "predict", image_file, "--checkpoint", tmp_path / name, "--device", "cpu",
+                                 *extra)
+            assert code != 0 and "TorchScript" in err and "cannot be hooked" in err and "--model-def" in err, err
+            assert "corrupt" not in err and "check --input-size" not in err
+    code, out, err = run(capsys, "predict", image_file, "--model-def", f"{tmp_path / 'defs.py'}:scripted",
+                         "--input-size", "32", "--device", "cpu")
+    assert code != 0 and "returned a TorchScript module" in err and "before torch.jit.script" in err, err
+    code, out, err = run(capsys, "predict", image_file, "--model-def", f"{tmp_path / 'defs.py'}:plain",
+                         "--checkpoint", tmp_path / "weights.pth", "--input-size", "32", "--device", "cpu")
+    assert code == 0, err
+
+
+def test_backbone_keys_that_fit_are_never_stripped(capsys, tmp_path, image_file):
+    # A whole detector with its own 'backbone.' keys: loaded as saved into a matching --model-def.
+    (tmp_path / "det.py").write_text(
+        f"import sys\nsys.path.insert(0, {str(Path(VARIANTS).parents[2])!r})\nimport torch\nfrom torch import nn\n"
+        "from tests.own_models import variants as v\n"
+        "class Backbone(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.layer1 = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), v.BlogSGE(4))\n"
+        "    def forward(self, x):\n        return self.layer1(x)\n"
+        "class Detector(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.backbone = Backbone()\n        self.head = nn.Linear(8, 3)\n"
+        "    def forward(self, x):\n        return self.head(self.backbone(x).mean((2, 3)))\n"
+        "def backbone():\n    return Detector().backbone\n")
+    sys_path = str(tmp_path)
+    import sys
+
+    sys.path.insert(0, sys_path)
+    try:
+        import det
+    finally:
+        sys.path.remove(sys_path)
+    torch.manual_seed(0)
+    torch.save(det.Detector().state_dict(), tmp_path / "det.pth")
+    base = ["predict", image_file, "--input-size", "32", "--device", "cpu", "--checkpoint", tmp_path / "det.pth"]
+    code, out, err = run(capsys, *base, "--model-def", f"{tmp_path / 'det.py'}:Detector")
+    assert code == 0, err
+    assert "Recognised a 'backbone.' prefix" not in err + out
+    # The backbone alone (gates only): the prefix is recognised and stripped, with a note; --strip-prefix ''
+    # keeps every key, so they do not fit.
+    gates = ["analyze", *base[1:], "--model-def", f"{tmp_path / 'det.py'}:backbone", "--out", tmp_path / "out"]
+    code, out, err = run(capsys, *gates)
+    assert code == 0 and "Recognised a 'backbone.' prefix" in err + out, err
+    code, out, err = run(capsys, *gates, "--strip-prefix", "")
+    assert code != 0 and "unexpected" in err and "backbone.layer1" in err
+
+
 def test_dissect_and_info_take_your_model(capsys, tmp_path, image_file):
     folder = image_set(tmp_path, image_file, 3, 30)
     spec = f"{EXAMPLES / 'unet_sge.py'}:UNet"

@@ -2,6 +2,9 @@
 that are not gates are named and skipped, the user's model is left exactly as it was."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -65,6 +68,120 @@ def test_a_module_that_is_not_a_gate_is_named_and_never_drawn():
         wrap_model(model, input_size=16)
 
 
+@pytest.mark.parametrize("activations", [True, False])
+def test_a_module_that_gates_part_of_each_group_is_refused(activations):
+    torch.manual_seed(0)
+    model = v.ConvNet(v.HalfGated).eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.inference_mode(), GateRecorder(model, activations=activations) as rec:
+        model(x)
+    # Each group's first channel is gated right, so the first-channel check alone would pass it.
+    gate = model.block1[2].gates[-1]
+    first = model.block1[2](model.block1[1](model.block1[0](x))).detach()
+    assert rec.captures == {} and set(rec.skipped) == {"block1.2", "block2.2"}
+    assert all("not on all of its channels" in why for why in rec.skipped.values())
+    # The after-SGE group sums it would have drawn (gate x input sums) differ from its real output's by far.
+    xin = model.block1[1](model.block1[0](x)).detach()
+    b, c, h, w = xin.shape
+    derived = gate * xin.reshape(b, 4, c // 4, h, w).sum(2)
+    real = first.reshape(b, 4, c // 4, h, w).sum(2)
+    assert (derived - real).abs().max() > 0.1 * real.abs().max()
+    with pytest.raises(SGEVizError, match="No SGE gate was captured"):
+        wrap_model(model, input_size=16)
+
+
+def test_modules_refused_on_the_image_give_one_clear_error():
+    torch.manual_seed(0)
+    loaded = wrap_model(v.ConvNet(v.GateOnlyOnFirstCall).eval(), input_size=16)  # passes the load-time check
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8))
+    with pytest.raises(SGEVizError, match=r"No SGE gate could be read on this input \(modules: block1\.2, "
+                                          r"block2\.2\)\. block1\.2: its output is x \* \(1 \+ gate\)"):
+        analyze(loaded, image)
+    with pytest.raises(SGEVizError, match="No SGE gate could be read"):
+        dissect_batch(loaded, [np.asarray(image)], ["a"], [None], 2)
+
+
+def test_the_load_time_check_exercises_the_network():
+    # On a blank input the added input of NotAGate's first block is the conv bias alone; the probe is random.
+    torch.manual_seed(0)
+    model = v.ConvNet(v.NotAGate).eval()
+    for conv in (model.block1[0], model.block2[0]):
+        nn.init.zeros_(conv.bias)
+    with pytest.raises(SGEVizError, match="No SGE gate was captured"):
+        wrap_model(model, input_size=16)
+
+
+@pytest.mark.parametrize("form, cause", [(v.ResidualAroundGate, "x * (1 + gate)"),
+                                         (v.SigmoidAfterGating, "sigmoid(x * gate)")],
+                         ids=["residual", "sigmoid-after"])
+def test_refusal_reasons_state_the_cause(form, cause):
+    torch.manual_seed(0)
+    model = v.ConvNet(form).eval()
+    with torch.inference_mode(), GateRecorder(model) as rec:
+        model(torch.randn(1, 3, 16, 16))
+    assert rec.captures == {} and all(cause in why for why in rec.skipped.values()), rec.skipped
+    # --sge-layers already given: the advice is not to give it again.
+    with pytest.raises(SGEVizError) as err:
+        wrap_model(model, input_size=16, sge_layers=("block*.2",))
+    assert cause in str(err.value) and "Name its SGE modules with --sge-layers" not in str(err.value)
+    with pytest.raises(SGEVizError, match="Name its SGE modules with --sge-layers"):
+        wrap_model(model, input_size=16)
+
+
+def test_groups_that_do_not_divide_the_channels_and_other_shapes_are_named():
+    from sge_viz.capture.recorder import find_gate
+
+    x = torch.randn(1, 10, 4, 4)
+    assert "group count 4 does not divide its 10 channels" in find_gate(x, x, [], 4)[1]
+    volume = torch.randn(1, 8, 2, 4, 4)
+    assert "input (1, 8, 2, 4, 4) is a (B, C, D, H, W) volume" in find_gate(volume, volume, [], 4)[1]
+    assert "shape (1, 8, 2, 2) is not its input's (1, 8, 4, 4)" in find_gate(torch.randn(1, 8, 4, 4),
+                                                                            torch.randn(1, 8, 2, 2), [], 4)[1]
+
+
+def test_a_one_dimensional_group_gate_is_named_never_silently_absent():
+    class Enhance1D(nn.Module):  # SGE over a (B, C, L) sequence: weights (1, G, 1)
+        def __init__(self, groups=4):
+            super().__init__()
+            self.groups = groups
+            self.weight = nn.Parameter(torch.ones(1, groups, 1))
+            self.bias = nn.Parameter(torch.zeros(1, groups, 1))
+
+        def forward(self, x):
+            b, c, n = x.shape
+            xg = x.reshape(b, self.groups, c // self.groups, n)
+            sim = (xg * xg.mean(3, keepdim=True)).sum(2)
+            t = (sim - sim.mean(2, keepdim=True)) / (sim.std(2, keepdim=True) + 1e-5)
+            return (xg * torch.sigmoid(t * self.weight + self.bias).unsqueeze(2)).reshape(b, c, n)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), v.FunctionalSGE(4))
+            self.seq = Enhance1D(4)
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, x):
+            x = self.block(x)
+            return self.head(self.seq(x.flatten(2)).mean(2))
+
+    loaded = wrap_model(Net(), input_size=16)
+    said = [n for n in loaded.notes if n.startswith("seq:")]
+    assert len(said) == 1 and "(B, C, L) sequence" in said[0], loaded.notes
+    result = analyze(loaded, Image.new("RGB", (20, 20), (10, 200, 10)))
+    assert result.layer_names == ["block.1"] and any(n.startswith("seq:") for n in result.notes)
+
+
+def test_a_gate_laid_out_groups_last_is_read_in_sges_layout():
+    torch.manual_seed(0)
+    model = v.ConvNet(v.ChannelsLastGate).eval()
+    with torch.inference_mode(), GateRecorder(model) as rec:
+        model(torch.randn(2, 3, 16, 16))
+    assert list(rec.captures) == ["block1.2", "block2.2"] and rec.skipped == {}
+    for name, own in (("block1.2", model.block1[2].gates[-1]), ("block2.2", model.block2[2].gates[-1])):
+        assert (rec.captures[name].gate - own).abs().max() <= 1e-5
+
+
 def test_a_shared_instance_gives_one_layer_per_call():
     torch.manual_seed(0)
     model = v.SharedSGENet().eval()
@@ -75,6 +192,29 @@ def test_a_shared_instance_gives_one_layer_per_call():
     assert (rec.captures["sge"].gate - first).abs().max() <= 1e-5
     assert (rec.captures["sge#2"].gate - second).abs().max() <= 1e-5
     assert (first - second).abs().max() > 1e-3  # two different calls, not one twice
+
+
+def test_a_module_shared_by_two_paths_is_named_by_both():
+    torch.manual_seed(0)
+    model = v.SharedNeck().eval()
+    with torch.inference_mode(), GateRecorder(model) as rec:
+        model(torch.randn(1, 3, 16, 16))
+    # Never credited to one path that may not be the one that ran: P4's call (8x8) comes first here.
+    assert list(rec.captures) == ["neck.p3_att=neck.p4_att", "neck.p3_att=neck.p4_att#2"]
+    p4, p3 = model.neck.p3_att.gates[-2:]
+    assert rec.captures["neck.p3_att=neck.p4_att"].gate.shape[-2:] == (8, 8) == p4.shape[-2:]
+    assert (rec.captures["neck.p3_att=neck.p4_att"].gate - p4).abs().max() <= 1e-5
+    assert (rec.captures["neck.p3_att=neck.p4_att#2"].gate - p3).abs().max() <= 1e-5
+    loaded = wrap_model(model, input_size=16)
+    note = [n for n in loaded.notes if n.startswith("neck.p3_att=neck.p4_att:")]
+    assert len(note) == 1 and "registered under 2 paths (neck.p3_att, neck.p4_att)" in note[0]
+    analysis = analyze(loaded, Image.fromarray(np.full((16, 16, 3), 90, np.uint8)))
+    assert analysis.layer_names == ["neck.p3_att=neck.p4_att", "neck.p3_att=neck.p4_att#2"]
+    assert any("registered under 2 paths" in n for n in analysis.notes)
+    # --sge-layers matches either path.
+    with torch.inference_mode(), GateRecorder(model, patterns=("neck.p4_att",)) as rec:
+        model(torch.randn(1, 3, 16, 16))
+    assert len(rec.captures) == 2
 
 
 def test_patterns_add_a_module_detection_misses():
@@ -189,6 +329,54 @@ def test_a_dense_output_is_gates_only():
     assert result.predictions == [] and result.ood is None and result.layer_names == ["body.1"]
     with pytest.raises(SGEVizError, match="labels"):
         wrap_model(Seg(), labels=["a", "b"])
+
+
+def test_an_embedding_is_class_scores_only_until_declared_gates_only(capsys, tmp_path):
+    from sge_viz.cli import main
+
+    class Embedder(nn.Module):  # a feature extractor: (1, 12) is an embedding, not 12 class scores
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), v.FunctionalSGE(4))
+            self.proj = nn.Linear(8, 12)
+
+        def forward(self, x):
+            return self.proj(self.body(x).mean((2, 3)))
+
+    image = Image.new("RGB", (40, 30), (200, 10, 10))
+    read = wrap_model(Embedder(), input_size=32)
+    assert read.config.classifies and read.config.class_name(3) == "class 3"
+    said = [n for n in read.notes if n.startswith("No class names were given")]
+    assert len(said) == 1 and "--labels" in said[0] and "--gates-only" in said[0]
+    assert any("No class names were given" in n for n in analyze(read, image).notes)  # where results are read
+    declared = wrap_model(Embedder(), input_size=32, gates_only=True)
+    assert not declared.config.classifies and declared.config.task == "gates"
+    assert any("Gates only, as declared" in n for n in declared.notes)
+    assert not any("No class names" in n for n in declared.notes)
+    result = analyze(declared, image)
+    assert result.predictions == [] and result.ood is None and result.layer_names == ["body.1"]
+    with pytest.raises(SGEVizError, match="contradict"):
+        wrap_model(Embedder(), labels=[str(i) for i in range(12)], gates_only=True)
+    # The command line: --gates-only with --model-def; without --model-def it is a usage error.
+    (tmp_path / "emb.py").write_text(
+        "import sys\nsys.path.insert(0, " + repr(str(Path(v.__file__).parents[2])) + ")\nimport torch\n"
+        "from torch import nn\nfrom tests.own_models import variants as v\n"
+        "class Embedder(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), v.FunctionalSGE(4))\n"
+        "        self.proj = nn.Linear(8, 12)\n    def forward(self, x):\n"
+        "        return self.proj(self.body(x).mean((2, 3)))\n")
+    image.save(tmp_path / "red.png")
+    base = ["analyze", str(tmp_path / "red.png"), "--model-def", f"{tmp_path / 'emb.py'}:Embedder",
+            "--input-size", "32", "--device", "cpu"]
+    assert main(base + ["--out", str(tmp_path / "a")]) == 0
+    out, err = capsys.readouterr()
+    assert "No class names were given" in err + out and "class " in out
+    assert main(base + ["--gates-only", "--out", str(tmp_path / "b")]) == 0
+    out, err = capsys.readouterr()
+    stats = json.loads((tmp_path / "b/red/stats.json").read_text())
+    assert stats["predictions"] == [] and "Gates only, as declared" in err + out
+    assert main(["analyze", str(tmp_path / "red.png"), "--gates-only", "--out", str(tmp_path / "c")]) == 2
+    assert "--gates-only" in capsys.readouterr().err
 
 
 def test_a_module_named_like_sge_but_not_recognised_is_named_in_a_note():

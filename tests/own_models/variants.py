@@ -93,6 +93,65 @@ class NotAGate(BlogSGE):
         return super().forward(x) + x
 
 
+class HalfGated(BlogSGE):
+    """SGE's structure, but only the first half of each group's channels is gated; the rest pass through.
+    Its gate is right on each group's first channel, its after-SGE sums and lengths are not."""
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        gated = super().forward(x).reshape(b, self.groups, -1, h, w)
+        half = gated.shape[2] // 2
+        kept = x.reshape(b, self.groups, -1, h, w)[:, :, half:]
+        return torch.cat([gated[:, :, :half], kept], 2).reshape(b, c, h, w)
+
+
+class GateOnlyOnFirstCall(BlogSGE):
+    """A gate on its first call (the load-time check), then adds its input back: refused on every later one."""
+
+    def __init__(self, groups=8):
+        super().__init__(groups)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        out = super().forward(x)
+        return out if self.calls == 1 else out + x
+
+
+class ResidualAroundGate(BlogSGE):
+    """x * (1 + gate): the gate's sigmoid, but the input is added back."""
+
+    def forward(self, x):
+        return super().forward(x) + x
+
+
+class SigmoidAfterGating(BlogSGE):
+    """sigmoid(x * gate): a sigmoid on the gated output."""
+
+    def forward(self, x):
+        return torch.sigmoid(super().forward(x))
+
+
+class ChannelsLastGate(_Recording):
+    """SGE computed with the groups last: its sigmoid's values are laid out (B, H, W, G)."""
+
+    def __init__(self, groups=4):
+        super().__init__()
+        self.groups = groups
+        self.weight = nn.Parameter(torch.randn(groups))
+        self.bias = nn.Parameter(torch.randn(groups))
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        xg = x.reshape(b, self.groups, c // self.groups, h, w)
+        sim = (xg * xg.mean((3, 4), keepdim=True)).sum(2)
+        t = (sim - sim.mean((2, 3), keepdim=True)) / (sim.std((2, 3), keepdim=True) + 1e-5)
+        t = t.permute(0, 2, 3, 1) * self.weight + self.bias  # (B, H, W, G)
+        a = torch.sigmoid(t)
+        self.gates.append(a.detach().permute(0, 3, 1, 2).clone())
+        return (xg * a.permute(0, 3, 1, 2).unsqueeze(2)).reshape(b, c, h, w)
+
+
 class ConvNet(nn.Module):
     """A plain conv net with one SGE module of the given class after each of two conv blocks."""
 
@@ -122,6 +181,25 @@ class SharedSGENet(nn.Module):
         x = self.sge(self.conv1(x))
         x = self.sge(self.conv2(torch.relu(x)))
         return self.head(x.mean((2, 3)))
+
+
+class SharedNeck(nn.Module):
+    """One SGE instance registered as ``neck.p3_att`` and ``neck.p4_att`` and called at both levels, P4 first."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.down = nn.Conv2d(16, 16, 3, stride=2, padding=1)
+        self.neck = nn.Module()
+        self.neck.p3_att = BlogSGE(4)
+        self.neck.p4_att = self.neck.p3_att
+        self.head = nn.Linear(32, 3)
+
+    def forward(self, x):
+        p3 = torch.relu(self.stem(x))
+        p4 = self.neck.p4_att(self.down(p3))
+        p3 = self.neck.p3_att(p3)
+        return self.head(torch.cat([p3.mean((2, 3)), p4.mean((2, 3))], 1))
 
 
 def post_add_resnet18(num_classes: int = 1000) -> nn.Module:

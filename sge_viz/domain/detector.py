@@ -34,6 +34,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import SGEVizError
+
 OOD_KEY = "sge_viz.ood"  # safetensors metadata key holding an OODDetector as JSON
 SCORE_NAME = "mahalanobis"
 STAGED_NAME = "stages + energy"
@@ -230,6 +232,18 @@ def detector_from_json(text: str) -> OODDetector | StagedDetector:
     except (TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"unreadable out-of-domain parameters ({exc})") from exc
     return StagedDetector.from_json(text) if name in (STAGED_NAME, BLOCKS_NAME) else OODDetector.from_json(text)
+
+
+def detector_from_metadata(metadata: dict[str, str], path) -> OODDetector | StagedDetector | None:
+    """The out-of-domain detector a checkpoint's metadata carries (``OOD_KEY``), or None; a broken one is an
+    SGEVizError naming the file ``path``."""
+    if OOD_KEY not in metadata:
+        return None
+    try:
+        return detector_from_json(metadata[OOD_KEY])
+    except ValueError as exc:
+        raise SGEVizError(f"Checkpoint {path} has unusable '{OOD_KEY}' metadata ({exc}): measure it again with "
+                          "`python -m training.ood` (from a source checkout) or remove the key.") from exc
 
 
 def describe(score: str) -> str:

@@ -1,5 +1,5 @@
 """Named modules' outputs averaged over positions, read during a forward: what the out-of-domain scores
-take as features (``sge_viz.metrics.ood``)."""
+take as features (``sge_viz.domain.detector``)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
