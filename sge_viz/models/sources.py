@@ -96,9 +96,9 @@ def open_model(source: ModelSource, device: str | torch.device | None = None, ha
     else:
         if not source.checkpoint:
             raise SGEVizError("--trust-pickle needs --checkpoint FILE (a whole model saved with torch.save(model)).")
+        module = load_pickled_model(source.checkpoint)  # refuses a TorchScript file before unpickling anything
         warnings.warn(f"{source.checkpoint} was unpickled with --trust-pickle: loading it ran code from the file.",
                       stacklevel=2)
-        module = load_pickled_model(source.checkpoint)
         label = f"{source.checkpoint} (pickled model)"
     if half and device is not None and str(device).startswith("cuda"):
         module = module.half()
