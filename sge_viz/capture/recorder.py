@@ -63,18 +63,18 @@ def find_sge_layers(model: nn.Module, patterns: Sequence[str] = ()) -> list[tupl
     The name is the module's path; a module registered under several paths (one instance shared by two
     places) is named by all of them joined with "=", since a call cannot tell which place it ran for.
     Raises SGEVizError for a pattern that matches no module."""
-    paths: dict[int, list[str]] = {}
+    # One walk: every module once, in registration order, with every path it is registered under.
+    found: dict[int, tuple[nn.Module, list[str]]] = {}
     for name, m in model.named_modules(remove_duplicate=False):
         if name:
-            paths.setdefault(id(m), []).append(name)
-    named = [(name, m) for name, m in model.named_modules() if name]
+            found.setdefault(id(m), (m, []))[1].append(name)
     for pattern in patterns:
-        if not any(fnmatch.fnmatchcase(path, pattern) for ps in paths.values() for path in ps):
-            shown = ", ".join(name for name, _ in named[:8])
+        if not any(fnmatch.fnmatchcase(path, pattern) for _, paths in found.values() for path in paths):
+            shown = ", ".join(paths[0] for _, paths in list(found.values())[:8])
             raise SGEVizError(f"--sge-layers pattern {pattern!r} matches no module of the model (its modules "
                               f"are named like: {shown} ...); print the model to see the names.")
-    return [(SHARED.join(paths[id(m)]), m) for _, m in named
-            if is_sge_module(m) or any(fnmatch.fnmatchcase(path, p) for path in paths[id(m)] for p in patterns)]
+    return [(SHARED.join(paths), m) for m, paths in found.values()
+            if is_sge_module(m) or any(fnmatch.fnmatchcase(path, p) for path in paths for p in patterns)]
 
 
 def first_path(name: str) -> str:

@@ -59,9 +59,14 @@ def read_labels(labels: str | Path | Sequence[str] | None) -> tuple[str, ...]:
     return tuple(str(name) for name in labels)
 
 
-def labels_for(labels: str | Path | Sequence[str] | None, classifies: bool, num_classes: int) -> tuple[str, ...]:
-    """``read_labels``, checked against the model: none for a gates-only model, one name per class score."""
+def labels_for(labels: str | Path | Sequence[str] | None, classifies: bool, num_classes: int,
+               declared_gates_only: bool = False) -> tuple[str, ...]:
+    """``read_labels``, checked against the model: none for a gates-only model (found, or declared with
+    --gates-only), one name per class score."""
     names = read_labels(labels)
+    if names and declared_gates_only:
+        raise SGEVizError("--labels and --gates-only (gates_only=True) contradict each other: a gates-only "
+                          "model has no classes; leave one out.")
     if names and not classifies:
         raise SGEVizError("--labels was given, but the model's output is not one row of class scores per image "
                           "(gates only): leave --labels out.")
@@ -152,10 +157,7 @@ def wrap_model(module: nn.Module, labels: str | Path | Sequence[str] | None = No
     scores = isinstance(output, torch.Tensor) and output.dim() == 2 and output.shape[0] == 1
     classifies = scores and not gates_only
     num_classes = int(output.shape[1]) if classifies else 0
-    if gates_only and read_labels(labels):
-        raise SGEVizError("--labels and --gates-only (gates_only=True) contradict each other: a gates-only "
-                          "model has no classes; leave one out.")
-    names = labels_for(labels, classifies, num_classes)
+    names = labels_for(labels, classifies, num_classes, declared_gates_only=gates_only)
     if gates_only:
         notes.append(f"Gates only, as declared (--gates-only): the model's output ({_describe(output)}) is not "
                      "read as class scores, so there are no predictions and no out-of-domain verdict.")
