@@ -90,7 +90,7 @@ def test_installed_package_loads_the_demo_model_from_its_own_files(installed):
 def test_installed_cli_predicts_a_shipped_example(installed):
     bin_dir, work = installed
     find = run([str(bin_dir / "python"), "-c",
-                "from sge_viz.app.examples import example_paths; print(example_paths()[0])"], cwd=work, env=clean_env())
+                "from sge_viz.io.examples import example_paths; print(example_paths()[0])"], cwd=work, env=clean_env())
     assert find.returncode == 0, find.stderr
     example = Path(find.stdout.strip())
     assert example.is_file() and not example.resolve().is_relative_to(ROOT)

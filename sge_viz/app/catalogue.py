@@ -13,6 +13,7 @@ from PIL import Image
 from ..capture.analysis import Analysis, analyze
 from ..domain import detector_from_metadata
 from ..errors import SGEVizError
+from ..io.examples import example_mask, true_class
 from ..io.feed import crop_mask
 from ..io.images import open_image
 from ..models.checkpoint import check_arch, read_checkpoint
@@ -27,7 +28,6 @@ from ..models.factory import (
 from ..models.registry import ARCHS, DEMO_ARCH, available_models, build_model, untrained
 from ..models.sources import ModelSource, open_model
 from ..resources import default_checkpoint, demo_checkpoint, scenes_checkpoint
-from .examples import example_mask, true_class
 
 FALLBACK_ARCH = "sge_resnet18"  # offered, untrained, while both demo checkpoints are missing
 

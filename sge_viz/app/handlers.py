@@ -15,11 +15,11 @@ from ..capture.analysis import Analysis
 from ..device import describe_device, pick_device
 from ..errors import SGEVizError
 from ..io import export
+from ..io.examples import example_paths, truth_mark
 from ..io.tempfiles import download_folder, png_path
 from ..viz import figures
 from . import views
 from .catalogue import ModelService
-from .examples import example_paths, truth_mark
 from .settings import ViewSettings
 from .views import Order
 

@@ -18,11 +18,11 @@ from typing import Any
 import gradio as gr
 
 from ..errors import SGEVizError
+from ..io.examples import item_true_classes, known_examples
 from ..io.limits import current_limits
 from ..io.tempfiles import download_folder
 from ..models.factory import LoadedModel
 from .catalogue import ModelService
-from .examples import item_true_classes, known_examples
 from .handlers import user_errors
 
 MAX_TOP_K = 32  # top images per group: the slider's end and the API's limit

@@ -13,9 +13,9 @@ import gradio as gr
 
 from ..device import describe_device, pick_device
 from ..errors import SGEVizError
+from ..io.examples import example_paths, is_scene, is_wild_scene, known_examples, misses_caption
 from . import views
 from .catalogue import ModelService
-from .examples import example_paths, is_scene, is_wild_scene, known_examples, misses_caption
 from .handlers import Handlers, Page
 from .settings import FIELDS, takes_view
 from .views import Cells, Contrast, Order, Scale

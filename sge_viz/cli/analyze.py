@@ -102,8 +102,8 @@ def run(args: argparse.Namespace) -> int:
     """Analyse every input and write one result folder per image; 1 when any image failed."""
     from tqdm import tqdm
 
-    from ..app.examples import file_true_class
     from ..capture.analysis import analyze_views
+    from ..io.examples import file_true_class
     from ..io.export import write_analysis
     from ..io.feed import default_workers as reading_workers
     from ..io.feed import item_loader

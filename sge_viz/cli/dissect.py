@@ -61,10 +61,10 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..app.examples import item_true_classes
     from ..dissect.engine import STATE_FILE, run_local, run_ray
     from ..dissect.reduce import select_layers
     from ..dissect.report import write_report
+    from ..io.examples import item_true_classes
     from ..io.feed import default_workers
     from ..io.inputs import collect
     from ..models.factory import LoadedModel

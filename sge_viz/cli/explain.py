@@ -1,7 +1,9 @@
 """``sge-viz explain IMAGE_OR_FOLDER... [--checkpoint PATH | --model NAME] --out DIR [--target CLASS]
-[--device D] [--random-weights] [--json]``.
+[--device D] [--random-weights] [--json] [--faithfulness [--layer L] [--group G] [--removal blur|mean]
+[--removal-step F] [--blur-sigma F] [--road]]``.
 
-Writes DIR/<image stem>/ per image: evidence.json, cam.npy, cam.png (see ``sge_viz.explain.files``).
+Writes DIR/<image stem>/ per image: evidence.json, cam.npy, cam.png, and with ``--faithfulness`` the deletion
+and insertion curves in evidence.json and faithfulness.png (see ``sge_viz.explain.files``).
 A folder appears only when complete. Inputs are expanded like ``analyze`` (folders give their images,
 ``<stem>_mask.png`` masks left out). When an image fails the others still run; the exit status is 1 at the end.
 """
@@ -12,8 +14,9 @@ import sys
 from pathlib import Path
 
 from ..errors import SGEVizError
+from ..explain.faithfulness import REMOVALS
 from .analyze import expand_inputs
-from .common import UsageError, add_model_args, finish_batch, load_model
+from .common import UsageError, add_model_args, finish_batch, load_model, non_negative_int
 
 
 def register(sub) -> None:
@@ -23,11 +26,27 @@ def register(sub) -> None:
     p.add_argument("--out", metavar="DIR", required=True, help="output folder (one sub-folder per image)")
     p.add_argument("--target", metavar="CLASS", default=None,
                    help="class index or class name to explain (default: each image's top-1 class)")
+    f = p.add_argument_group("faithfulness (deletion and insertion curves: does a map point at the evidence?)")
+    f.add_argument("--faithfulness", action="store_true",
+                   help="judge the focused group's gate, the layer's mean gate, Grad-CAM and the item mask (when "
+                        "known) by deletion and insertion, against random pixel orders on the model's examples")
+    f.add_argument("--layer", metavar="NAME", default=None, help="SGE layer of the gate maps (default: the last)")
+    f.add_argument("--group", metavar="G", type=non_negative_int, default=None,
+                   help="focused group (default: the group contributing most to the class)")
+    f.add_argument("--removal", choices=REMOVALS, default="blur",
+                   help="what a removed pixel becomes: a Gaussian-blurred copy (default) or the image's mean colour")
+    f.add_argument("--removal-step", metavar="F", type=float, default=0.05,
+                   help="share of pixels removed per step, in (0, 0.5] (default 0.05: 21 points per curve)")
+    f.add_argument("--blur-sigma", metavar="F", type=float, default=1 / 8,
+                   help="the blur's sigma as a share of the input side (default 0.125)")
+    f.add_argument("--road", action="store_true",
+                   help="also ROAD (pytorch-grad-cam: most and least relevant first, 10..90%%)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Explain every input and write one folder per image; 1 when any image failed."""
     from ..explain import explain, resolve_target
+    from ..explain.faithfulness import evidence_faithfulness
     from ..explain.files import write_evidence
     from ..io.images import open_image
     from ..viz.verdict import verdict_text
@@ -36,15 +55,22 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder")
+    removal = _removal(args)
     loaded = load_model(args)
     try:
         target = resolve_target(loaded.config, args.target)  # a bad --target fails before any image runs
     except SGEVizError as exc:
         raise UsageError(f"--target: {exc}") from None
+    band = _band(loaded, removal) if args.faithfulness else None
     results, failures = [], []
     for job in jobs:
         try:
-            evidence = explain(loaded, open_image(job.path), target)
+            image = open_image(job.path)
+            evidence = explain(loaded, image, target)
+            if args.faithfulness:
+                evidence.faithfulness = evidence_faithfulness(
+                    loaded, evidence, args.layer, args.group, removal, band, _mask(job.path, image, loaded),
+                    args.road)
             folder = write_evidence(evidence, out / job.out_name)
         except (OSError, SGEVizError) as exc:
             failures.append({"image": str(job.path), "error": str(exc)})
@@ -53,7 +79,59 @@ def run(args: argparse.Namespace) -> int:
         t = evidence.target
         results.append({"image": str(job.path), "folder": str(folder), "target": evidence.to_json()["target"],
                         "out_of_domain": evidence.ood})
+        if evidence.faithfulness is not None:
+            results[-1]["faithfulness"] = {name: {"gap": m["gap"], "verdict": m["verdict"]}
+                                           for name, m in evidence.faithfulness.to_json()["maps"].items()}
         if not args.json:
             print(f"{job.path} -> {folder}  ({t.label} {t.probability:.1%}, {evidence.seconds * 1000:.0f} ms)\n"
                   f"  {verdict_text(evidence.ood)}")
+            if evidence.faithfulness is not None:
+                print(faithfulness_table(evidence.faithfulness))
     return finish_batch(args, loaded.name, out, jobs, results, failures)
+
+
+def _removal(args: argparse.Namespace):
+    from ..explain.faithfulness import Removal
+
+    try:
+        return Removal(args.removal, args.blur_sigma, args.removal_step)
+    except SGEVizError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _band(loaded, removal):
+    """The random band on the model's examples (cached), said on stderr; None (no verdicts) without examples."""
+    from ..explain.faithfulness import example_band
+
+    print("faithfulness: the random band of this model (random pixel orders on its example images; computed "
+          "once, then cached) ...", file=sys.stderr, flush=True)
+    band = example_band(loaded, removal)
+    if band is None:
+        print("faithfulness: this model has no example images of its own, so there is no random band and no "
+              "verdicts (the curves and AUCs are written).", file=sys.stderr)
+    else:
+        print(f"faithfulness: random band gap {band.low:+.3f} .. {band.high:+.3f} (mean {band.mean:+.3f}, "
+              f"{band.images} images x {band.seeds} orders)", file=sys.stderr)
+    return band
+
+
+def _mask(path, image, loaded):
+    """The item mask beside the image (``<stem>_mask.png``), cropped like the image; None without one."""
+    from ..io.feed import crop_mask
+    from ..io.masks import mask_for
+
+    mask = mask_for(path)
+    if mask is None:
+        return None
+    return crop_mask(mask, loaded.config.resize_size, loaded.config.input_size)
+
+
+def faithfulness_table(result) -> str:
+    """The console's lines: one per map with deletion AUC, insertion AUC, gap and verdict."""
+    width = max(len(name) for name in result.curves)
+    lines = [f"  {'map':<{width}}  deletion  insertion     gap  verdict"]
+    for name, c in result.curves.items():
+        lines.append(f"  {name:<{width}}  {c.deletion_auc:8.3f}  {c.insertion_auc:9.3f}  {c.gap:+6.3f}  "
+                     f"{result.verdicts.get(name, '-')}")
+    lines.append(f"  ({result.removal.describe()})")
+    return "\n".join(lines)

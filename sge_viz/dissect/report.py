@@ -30,6 +30,7 @@ from ..io.export import _replace_dir
 from ..io.feed import load_item
 from ..io.inputs import Item
 from ..models.factory import LoadedModel
+from ..viz.figures import figure_pixels
 from .pictures import FIG2_PANEL, FIG_FIELDS, TILE, draw_patch, entry_pictures
 from .summary import LENGTH_EDGES, Partial, summary_dict
 
@@ -153,9 +154,9 @@ def _draw(folder: Path, summary: dict, partial: Partial, loaded: LoadedModel, it
     rel: dict[str, dict[str, str]] = {"fig2": {}, "fig3": {}, "fig4": {}}
     for name, layer in summary["layers"].items():
         rel["fig3"][name] = f"figures/fig3_{_safe(name)}.png"
-        _save(folder / rel["fig3"][name], _figure_png(length_histogram_figure(name, layer)))
+        _save(folder / rel["fig3"][name], figure_pixels(length_histogram_figure(name, layer)))
         rel["fig4"][name] = f"figures/fig4_{_safe(name)}.png"
-        _save(folder / rel["fig4"][name], _figure_png(variance_figure(name, layer)))
+        _save(folder / rel["fig4"][name], figure_pixels(variance_figure(name, layer)))
     data = entry_data(partial, loaded, items, batch_size)
     size = loaded.config.input_size
     rejected = {n for n, v in partial.verdicts.items() if v["out_of_domain"]}
@@ -247,14 +248,6 @@ def fig2_picture(layer: str, groups: dict[int, dict[int, tuple]], k: int,
         rows = [np.full((FIG2_PANEL, FIG2_PANEL, 3), 255, np.uint8)]
     title = f"{layer}: vector length, top images, before vs after SGE"
     return viz.caption(viz.stack(rows), title + ("; red frame = out of domain" if marked else ""), size=12)
-
-
-def _figure_png(fig) -> np.ndarray:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
 def length_histogram_figure(name: str, layer: dict):

@@ -15,6 +15,7 @@ import contextlib
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -32,6 +33,9 @@ from ..resize import resize_maps
 from .ablation import flat_gate_probabilities, flat_gate_probabilities_any, is_sge_resnet
 from .contributions import SGETaps
 from .gradcam import METHOD, cam_target, gradcam
+
+if TYPE_CHECKING:
+    from .faithfulness import Faithfulness
 
 
 @dataclass
@@ -59,6 +63,8 @@ class Evidence:
     # The out-of-domain verdict (sge_viz.domain.detector.verdict: score, value, threshold, out_of_domain), or None
     # when the model carries no measured signal.
     ood: dict | None = None
+    # Deletion and insertion of the gates and the CAM (``faithfulness.evidence_faithfulness``), when asked for.
+    faithfulness: Faithfulness | None = None
 
     def ranked(self, layer: str) -> list[int]:
         """The layer's groups by contribution, largest (most for the class) first."""
@@ -70,9 +76,9 @@ class Evidence:
         return pearson(resize_maps(self.gates[layer], *self.cam.shape), self.cam)
 
     def to_json(self) -> dict:
-        """evidence.json: target, CAM layer, the out-of-domain verdict (null: the model has no signal) and per
+        """evidence.json: target, CAM layer, the out-of-domain verdict (null: the model has no signal), per
         layer the groups (ranked by contribution, largest first) and the ablated probability (null when not
-        computed)."""
+        computed), and the ``faithfulness`` block when it was computed."""
         return {
             "target": {"index": self.target.index, "label": self.target.label,
                        "probability": self.target.probability},
@@ -86,6 +92,7 @@ class Evidence:
                 }
                 for layer in self.layers
             },
+            **({"faithfulness": self.faithfulness.to_json()} if self.faithfulness is not None else {}),
         }
 
 

@@ -1,10 +1,13 @@
 """The two charts of the class evidence (matplotlib Figures without pyplot, like ``viz.figures``)."""
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 
 from ..viz.figures import new_figure
 from .evidence import Evidence
+from .faithfulness import Faithfulness
 
 
 def ablation_sentence(evidence: Evidence, layer: str) -> str:
@@ -75,4 +78,34 @@ def contribution_figure(evidence: Evidence, layer: str, focus: int | None = None
     twin.set_ylabel("Pearson r of gate map with CAM (-1..1)")
     twin.legend(fontsize=8, loc="lower left")
     ax.set_title(f"{layer}: sum over channels and positions of dlogit/dy * y, per group", fontsize=9)
+    return fig
+
+
+def faithfulness_figure(result: Faithfulness, label: str = ""):
+    """Deletion (left) and insertion (right) curves of every judged map: the class probability (0..1) against
+    the share of pixels removed or put back, each map's AUC and verdict in the legend, the random band's
+    mean gap in the title."""
+    colours = {"Grad-CAM": "#d62728", "mask": "#2ca02c"}
+    fig = new_figure(8.0, 3.6)
+    axes = fig.subplots(1, 2, sharey=True)
+    fractions = result.removal.fractions * 100
+    for i, (name, curves) in enumerate(result.curves.items()):
+        colour = colours.get(name, ("#1f77b4", "#ff7f0e", "#9467bd", "#8c564b")[i % 4])
+        verdict = result.verdicts.get(name)
+        legend = f"{name}: gap {curves.gap:+.2f}" + (f", {verdict}" if verdict else "")
+        axes[0].plot(fractions, curves.deletion, color=colour, label=f"{name}: AUC {curves.deletion_auc:.3f}")
+        axes[1].plot(fractions, curves.insertion, color=colour, label=legend)
+    axes[0].set_title("deletion: most important pixels removed first\n(lower AUC = better)", fontsize=9)
+    axes[1].set_title("insertion: most important pixels put back first\n(higher AUC = better)", fontsize=9)
+    axes[0].set_ylabel(f"p({label or 'class ' + str(result.target)})  (0..1)")
+    for ax, what in zip(axes, ("removed", "put back")):
+        ax.set_xlabel(f"pixels {what} (%)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    band = result.band
+    note = (f"random orders: gap {band.mean:+.2f}, band {band.low:+.2f}..{band.high:+.2f}" if band is not None
+            else "no random band (no verdicts)")
+    text = textwrap.fill(f"{result.removal.describe()}; gap = insertion AUC - deletion AUC; {note}", 120)
+    fig.suptitle(text, fontsize=8)
     return fig

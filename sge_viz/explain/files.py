@@ -3,6 +3,7 @@
     evidence.json   Evidence.to_json()
     cam.npy         the CAM, float32 (S, S) at the model's input crop size, values in [0, 1]
     cam.png         the CAM over the image with its colour bar
+    faithfulness.png  the deletion and insertion curves, when they were computed
 """
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import numpy as np
 
 from .. import viz
 from ..io.export import atomic_dir
+from ..viz.figures import figure_pixels
 from .evidence import Evidence
+from .figures import faithfulness_figure
 from .pictures import cam_picture
 
 
@@ -27,4 +30,7 @@ def write_evidence(evidence: Evidence, out_dir: str | Path) -> Path:
         (tmp / "evidence.json").write_text(json.dumps(evidence.to_json(), indent=1) + "\n", encoding="utf-8")
         (tmp / "cam.npy").write_bytes(buffer.getvalue())
         (tmp / "cam.png").write_bytes(viz.to_png_bytes(cam_picture(evidence)))
+        if evidence.faithfulness is not None:
+            figure = faithfulness_figure(evidence.faithfulness, evidence.target.label)
+            (tmp / "faithfulness.png").write_bytes(viz.to_png_bytes(figure_pixels(figure)))
     return out_dir

@@ -123,7 +123,7 @@ def analysis_stats(analysis: Analysis, mask: np.ndarray | None = None) -> dict:
         "predictions": [{"index": int(p.index), "label": p.label, "probability": float(p.probability)}
                         for p in analysis.predictions],
     }
-    # the true class of a shipped example scene (sge_viz.app.examples.file_true_class); absent when unknown
+    # the true class of a shipped example scene (sge_viz.io.examples.file_true_class); absent when unknown
     if getattr(analysis, "true_class", None):
         out["true_class"] = analysis.true_class
     out.update({

@@ -14,6 +14,15 @@ def new_figure(width: float, height: float):
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
+def figure_pixels(fig) -> np.ndarray:
+    """A matplotlib Figure drawn to (H, W, 3) uint8."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
 def depth_figure(analysis):
     """Mean gate, spatial spread and share enhanced per layer (plus mean mask AUC when a mask is known)."""
     rows = depth_profile(analysis)

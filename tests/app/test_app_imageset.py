@@ -14,10 +14,10 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from sge_viz.app.catalogue import ModelService
-from sge_viz.app.examples import example_classes, example_paths, is_scene
 from sge_viz.capture.analysis import predict
 from sge_viz.dissect.engine import run_local
 from sge_viz.dissect.summary import summary_dict
+from sge_viz.io.examples import example_classes, example_paths, is_scene
 from sge_viz.io.images import open_image
 from sge_viz.io.inputs import collect
 from sge_viz.resources import examples_dir

@@ -11,7 +11,12 @@ import pytest
 from PIL import Image
 
 from sge_viz.app.catalogue import ModelService
-from sge_viz.app.examples import (
+from sge_viz.app.layout import build_ui
+from sge_viz.app.settings import ViewSettings
+from sge_viz.app.single_tab import first_example
+from sge_viz.capture.analysis import Prediction
+from sge_viz.cli import main
+from sge_viz.io.examples import (
     DEFAULT_MODEL_MISSES,
     example_classes,
     example_paths,
@@ -21,11 +26,6 @@ from sge_viz.app.examples import (
     true_class,
     truth_mark,
 )
-from sge_viz.app.layout import build_ui
-from sge_viz.app.settings import ViewSettings
-from sge_viz.app.single_tab import first_example
-from sge_viz.capture.analysis import Prediction
-from sge_viz.cli import main
 from sge_viz.io.images import open_image
 from sge_viz.resources import CLASSES_FILE, examples_dir
 from training.assets import write_scenes
@@ -102,7 +102,7 @@ def test_stats_json_true_class_only_for_the_shipped_file(tmp_path, capsys):
 
 
 def test_gallery_label_marks_the_miss():
-    from sge_viz.app.examples import misses_caption
+    from sge_viz.io.examples import misses_caption
 
     wild = [p for p in example_paths() if is_wild_scene(p)]
     assert misses_caption(wild) == "last: a T-shirt/top the default model gets wrong"

@@ -13,13 +13,13 @@ import pytest
 from dissect_helpers import make_image_set, summaries_equal, tiny_loaded
 from PIL import Image
 
-from sge_viz.app.examples import example_classes
 from sge_viz.capture.analysis import analyze, predict
 from sge_viz.cli import main
 from sge_viz.dissect.engine import run_local
 from sge_viz.dissect.pictures import TILE
 from sge_viz.dissect.report import MARK, write_report
 from sge_viz.dissect.summary import summary_dict
+from sge_viz.io.examples import example_classes
 from sge_viz.io.images import open_image
 from sge_viz.io.inputs import collect
 from sge_viz.models.factory import create_model

@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Error as PlaywrightError
 
-from sge_viz.app.examples import known_examples
 from sge_viz.app.views import mosaic_tile
 from sge_viz.capture.analysis import analyze
+from sge_viz.io.examples import known_examples
 from sge_viz.io.images import open_image
 from sge_viz.metrics.gates import group_stats
 from sge_viz.models.registry import DEMO_KWARGS

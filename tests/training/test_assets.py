@@ -38,7 +38,7 @@ def test_wild_scenes_are_the_first_of_each_picked_class_with_their_masks(tmp_pat
 def test_the_examples_folder_holds_only_example_images():
     """`sge-viz dissect assets/` walks the folder recursively: it must find the examples and nothing else
     (no screenshots of the project's own pages among them)."""
-    from sge_viz.app.examples import example_paths
+    from sge_viz.io.examples import example_paths
     from sge_viz.io.inputs import collect
     from sge_viz.resources import examples_dir
 

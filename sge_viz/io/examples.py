@@ -12,9 +12,9 @@ import numpy as np
 from PIL import Image
 
 from ..errors import SGEVizError
-from ..io.images import IMAGE_SUFFIXES, open_image
-from ..io.masks import is_mask_file, mask_for
 from ..resources import CLASSES_FILE, SCENE_PREFIXES, examples_dir
+from .images import IMAGE_SUFFIXES, open_image
+from .masks import is_mask_file, mask_for
 
 if TYPE_CHECKING:
     from ..capture.analysis import Prediction
