@@ -108,3 +108,46 @@ def test_an_unreadable_image_fails_alone(capsys, tmp_path, checkpoint):
                                "--device", "cpu")
     assert code == 1 and "bad.png" in stderr and "1 of 2 images failed" in stderr
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["good"]
+
+
+def test_explain_faithfulness_writes_every_curve_and_says_the_verdicts(capsys, tmp_path, checkpoint, monkeypatch):
+    from sge_viz.explain.faithfulness import Removal, evidence_faithfulness, example_band
+    from sge_viz.io.feed import crop_mask
+    from sge_viz.io.masks import mask_for
+
+    monkeypatch.setenv("SGE_VIZ_CACHE", str(tmp_path / "cache"))
+    image = tmp_path / "scene.png"
+    structured_image(seed=4).save(image)
+    mask = np.zeros((90, 120), np.uint8)
+    mask[20:70, 40:100] = 255
+    Image.fromarray(mask).save(tmp_path / "scene_mask.png")
+    out = tmp_path / "out"
+    code, stdout, stderr = run(capsys, "explain", image, "--checkpoint", checkpoint, "--out", out, "--device", "cpu",
+                               "--faithfulness", "--removal-step", "0.1", "--group", "2")
+    assert code == 0, stderr
+    assert "random band gap" in stderr and list((tmp_path / "cache" / "bands").glob("*.json"))
+    folder = out / "scene"
+    assert (folder / "faithfulness.png").stat().st_size > 1000
+    block = json.loads((folder / "evidence.json").read_text())["faithfulness"]
+    loaded = load_checkpoint(checkpoint, device="cpu")
+    removal = Removal(step=0.1)
+    evidence = explain(loaded, open_image(image), ablation=False)
+    cropped = crop_mask(mask_for(image), loaded.config.resize_size, loaded.config.input_size)
+    direct = evidence_faithfulness(loaded, evidence, group=2, removal=removal, band=example_band(loaded, removal),
+                                   mask=cropped)
+    assert block["group"] == 2 and block["removal"] == {"method": "blur", "sigma": 0.125, "step": 0.1}
+    assert list(block["maps"]) == list(direct.curves) and "mask" in block["maps"]
+    for name, curves in direct.curves.items():
+        np.testing.assert_allclose(block["maps"][name]["deletion"], curves.deletion, atol=1e-6)
+        np.testing.assert_allclose(block["maps"][name]["insertion"], curves.insertion, atol=1e-6)
+        assert block["maps"][name]["verdict"] == direct.verdicts[name]
+        assert f"{curves.gap:+6.3f}  {direct.verdicts[name]}" in stdout
+    assert block["random_band"]["gaps"] == pytest.approx(direct.band.gaps)
+
+
+def test_explain_faithfulness_bad_settings_are_usage_errors(capsys, tmp_path, checkpoint):
+    image = tmp_path / "a.png"
+    structured_image(seed=4).save(image)
+    code, _, stderr = run(capsys, "explain", image, "--checkpoint", checkpoint, "--out", tmp_path / "o",
+                          "--faithfulness", "--removal-step", "0.7")
+    assert code == 2 and "removal step must be in (0, 0.5]" in stderr
