@@ -4,6 +4,7 @@
     sge-viz predict IMAGE_OR_FOLDER... [--checkpoint PATH | --model NAME] [--json]
     sge-viz analyze IMAGE_OR_FOLDER... [--checkpoint PATH | --model NAME] [--out DIR] ...
     sge-viz explain IMAGE_OR_FOLDER... [--checkpoint PATH | --model NAME] --out DIR [--target CLASS]
+    sge-viz sanity [IMAGE_OR_FOLDER...] [--checkpoint PATH | --model NAME] [--out DIR]
     sge-viz dissect INPUT... [--checkpoint PATH | --model NAME] --out DIR [--top-k K] [--engine local|ray] ...
     sge-viz serve [--host H] [--port N] [--share] [--model NAME] [--checkpoint PATH] ...
     sge-viz examples [DIR]
@@ -25,11 +26,11 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import SGEVizError
-from . import analyze, dissect, examples, explain, info, predict, serve
+from . import analyze, dissect, examples, explain, info, predict, sanity, serve
 from .common import Parser, UsageError, say_error
 
 COMMANDS = {"info": info, "predict": predict, "analyze": analyze, "dissect": dissect, "explain": explain,
-            "serve": serve, "examples": examples}
+            "sanity": sanity, "serve": serve, "examples": examples}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,6 +8,7 @@ import numpy as np
 from ..viz.figures import new_figure
 from .evidence import Evidence
 from .faithfulness import Faithfulness
+from .sanity import Sanity
 
 
 def ablation_sentence(evidence: Evidence, layer: str) -> str:
@@ -108,4 +109,28 @@ def faithfulness_figure(result: Faithfulness, label: str = ""):
             else "no random band (no verdicts)")
     text = textwrap.fill(f"{result.removal.describe()}; gap = insertion AUC - deletion AUC; {note}", 120)
     fig.suptitle(text, fontsize=8)
+    return fig
+
+
+def sanity_figure(report: Sanity):
+    """The cascade (x: parts re-initialised, head first) against each SGE layer's mean Spearman with the trained
+    mean gate (y, -1..1), SGE's parameters kept (solid) and redrawn (dashed)."""
+    fig = new_figure(8.0, 3.8)
+    ax = fig.add_subplot()
+    x = np.arange(len(report.steps) + 1)
+    for i, layer in enumerate(report.layers):
+        colour = f"C{i % 10}"
+        for variant, style in (("kept", "-"), ("redrawn", "--")):
+            values = [1.0] + [float(np.nanmean(s.spearman[variant][layer])) for s in report.steps]
+            ax.plot(x, values, style, color=colour, marker="o", markersize=3,
+                    label=layer.removesuffix(".sge") if variant == "kept" else None)
+    ax.set_xticks(x, ["trained"] + [f"+ {s.parts[-1]}" for s in report.steps], rotation=30, ha="right", fontsize=8)
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_ylabel("Spearman with the trained mean gate")
+    ax.set_xlabel("parts re-initialised, head to stem (cumulative)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2, loc="lower left", title="solid: SGE kept, dashed: redrawn", title_fontsize=7)
+    ax.set_title(f"Cascading randomisation: does the gate depend on the trained weights? ({report.images} images)",
+                 fontsize=9)
     return fig
