@@ -216,12 +216,12 @@ class ModelService:
         analysis.seconds = time.perf_counter() - start
         analysis.image_name = name
         analysis.device = loaded.device_label
-        analysis.mask = _cropped_mask(pil, loaded)
+        analysis.mask = cropped_example_mask(pil, loaded)
         analysis.true_class = true_class(pil)
         return analysis
 
 
-def _cropped_mask(pil: Image.Image, loaded: LoadedModel):
+def cropped_example_mask(pil: Image.Image, loaded: LoadedModel):
     """An example scene's item mask put through the image's resize and centre crop, so mask and gates line up."""
     mask = example_mask(pil)
     if mask is None or (mask.shape[1], mask.shape[0]) != pil.size:

@@ -17,11 +17,18 @@ import gradio as gr
 
 from ..errors import SGEVizError
 from ..explain import Evidence, explain, resolve_target
-from ..explain.figures import ablation_figure, ablation_sentence, contribution_figure
+from ..explain.figures import (
+    ablation_figure,
+    ablation_sentence,
+    contribution_figure,
+    faithfulness_figure,
+    faithfulness_words,
+    sanity_figure,
+)
 from ..explain.pictures import cam_picture, gate_picture, signed_mosaic
 from ..io.images import open_image
 from ..io.tempfiles import png_path
-from .catalogue import ModelService
+from .catalogue import ModelService, cropped_example_mask
 from .handlers import upload_path, user_errors
 
 log = logging.getLogger(__name__)
@@ -38,6 +45,19 @@ d logit / d y × y at the SGE output y (logit units: > 0 the group's output rais
 upsampled, with the CAM. Layer and group follow the Single image tab's selection; click a row to focus a group."""
 
 
+FAITH_INTRO = """**Does the map point at what the network uses?** Pixels are removed in the order the map ranks them
+(highest first) and the class probability is followed: **deletion** (removed first: a low area under the curve
+is better) and **insertion** (put back first into the removed image: a high area is better); **gap** = insertion
+AUC − deletion AUC. The verdicts compare each gap with the gaps of random pixel orders on this model's example
+images (the *random band*, mean ± 2 SD, computed once per model and settings): *points at the evidence* (gap ≥
+0.2 and ≥ 0.9 × Grad-CAM's), *above random*, *near random* (inside the band), *points away* (below it). Judged:
+the focused group's gate, the layer's mean gate, Grad-CAM and, for the example scenes, the item mask."""
+SANITY_INTRO = """**Do the gates depend on the trained weights, and on the class?** The model's parts are re-initialised
+from the head to the stem; after each step every SGE layer's mean gate is compared with the trained one
+(Spearman over positions, SSIM), SGE's own parameters kept or redrawn. Then the top-1 and top-2 class's maps
+are compared. Runs on this model's example images (about a second per image on a CPU for the default model)."""
+
+
 @dataclass(frozen=True)
 class _Kept:
     key: tuple[str, str, int | None]  # (image path, model choice, target index or None)
@@ -49,6 +69,7 @@ class EvidenceTab:
 
     def __init__(self, service: ModelService):
         self.service = service
+        self._sanity: dict[str, Any] = {}  # model choice -> its sanity report (the same for every image)
 
     # --- helpers --------------------------------------------------------------------
 
@@ -161,6 +182,57 @@ class EvidenceTab:
         """Layer or group changed on the page: redraw from the kept evidence, no network."""
         return {self.summary: gr.skip()} if previous is None else self._draw(previous, layer, group)
 
+    @user_errors
+    def measure(self, previous: _Kept | None, payload: Any, layer: str, group: Any, removal: str,
+                step: float) -> dict:
+        """Deletion and insertion of the focused group's gate, the layer's mean gate, Grad-CAM and the mask."""
+        if previous is None:
+            raise SGEVizError("Explain an image first (open this tab with an image, or press Explain).")
+        from ..explain.faithfulness import Removal, evidence_faithfulness, example_band
+
+        loaded = self.service.get(previous.key[1])
+        ev = previous.evidence
+        layer = layer if layer in ev.layers else ev.layers[-1]
+        try:
+            group = int(group)
+        except (TypeError, ValueError):
+            group = None
+        if group is not None and not 0 <= group < len(ev.gates[layer]):
+            group = None
+        settings = Removal(removal or "blur", step=float(step or 0.05))
+        source = upload_path(payload)
+        mask = cropped_example_mask(open_image(source[0]), loaded) if source is not None else None
+        result = evidence_faithfulness(loaded, ev, layer, group, settings, example_band(loaded, settings), mask)
+        return {self.faith_plot: faithfulness_figure(result, ev.target.label),
+                self.faith_words: faithfulness_words(result)}
+
+    @user_errors
+    def check_sanity(self, choice: str) -> dict:
+        """The model's sanity report on its example images (kept per model: it does not depend on the image)."""
+        from ..explain.faithfulness import example_views
+        from ..explain.sanity import sanity
+
+        choice = choice or self.service.default
+        report = self._sanity.get(choice)
+        if report is None:
+            loaded = self.service.get(choice)
+            views = example_views(loaded, limit=8)
+            if not views:
+                raise SGEVizError("This model has no example images of its own; run `sge-viz sanity IMAGES...` "
+                                  "on images of yours.")
+            report = self._sanity[choice] = sanity(loaded, views)
+        import pandas as pd
+
+        rows = [[r["layer"], *(f"{r[k + '_spearman']:+.2f} / {r[k + '_ssim']:.2f}"
+                               for k in ("own_kept", "own_redrawn", "all_kept", "all_redrawn"))]
+                for r in report.summary()]
+        table = pd.DataFrame(rows, columns=["SGE layer", "own stage, SGE kept", "own stage, SGE redrawn",
+                                            "everything, SGE kept", "everything, SGE redrawn"])
+        words = "\n".join(f"- {line}" for line in report.findings())
+        return {self.sanity_table: table, self.sanity_plot: sanity_figure(report),
+                self.sanity_words: f"Spearman / SSIM with the trained mean gate, {report.images} example images.\n\n"
+                                   + words}
+
     @staticmethod
     def click_row(evt: gr.SelectData) -> Any:
         """A row of the ranking focuses its group on the page (column 1 is the group)."""
@@ -211,6 +283,24 @@ def build_evidence_tab(service: ModelService) -> EvidenceTab:
                 c.mosaic = gr.Image(label="Gates by contribution", elem_id="evidence-mosaic", **png)
             c.table = gr.Dataframe(label="Groups ranked by contribution (click a row to focus it)",
                                    interactive=False, elem_id="evidence-table", max_height=420)
+        with gr.Accordion("Faithfulness: deletion and insertion", open=False, elem_id="evidence-faith"):
+            gr.Markdown(FAITH_INTRO)
+            with gr.Row():
+                c.faith_removal = gr.Radio(["blur", "mean"], value="blur", label="Removed pixels become",
+                                           info="blur: a Gaussian-blurred copy (sigma = 1/8 of the side); mean: "
+                                                "the image's mean colour", elem_id="evidence-faith-removal")
+                c.faith_step = gr.Slider(0.05, 0.25, value=0.05, step=0.05, label="Share of pixels per step",
+                                         elem_id="evidence-faith-step")
+                c.faith_button = gr.Button("Measure", elem_id="evidence-faith-run")
+            c.faith_words = gr.Markdown("", elem_id="evidence-faith-words")
+            c.faith_plot = gr.Plot(format="png", show_label=False, elem_id="evidence-faith-plot")
+        with gr.Accordion("Sanity check of this model: randomised weights, other classes", open=False,
+                          elem_id="evidence-sanity"):
+            gr.Markdown(SANITY_INTRO)
+            c.sanity_button = gr.Button("Run the sanity check", elem_id="evidence-sanity-run")
+            c.sanity_words = gr.Markdown("", elem_id="evidence-sanity-words")
+            c.sanity_table = gr.Dataframe(interactive=False, elem_id="evidence-sanity-table")
+            c.sanity_plot = gr.Plot(format="png", show_label=False, elem_id="evidence-sanity-plot")
         c.state = gr.State(None, time_to_live=3600)
         c.opened = gr.State(False, time_to_live=3600)
     return c
@@ -245,6 +335,10 @@ def wire_evidence_tab(c: EvidenceTab, *, image: gr.Image, model: gr.Dropdown, la
         control.change(c.redraw, [c.state, layer, group], drawn, preprocess=False, trigger_mode="always_last",
                        **hidden)
     c.table.select(c.click_row, None, [group], **hidden)
+    c.faith_button.click(c.measure, [c.state, image, layer, group, c.faith_removal, c.faith_step],
+                         [c.faith_plot, c.faith_words], preprocess=False, **hidden)
+    c.sanity_button.click(c.check_sanity, [model], [c.sanity_table, c.sanity_plot, c.sanity_words],
+                          preprocess=False, **hidden)
     api_btn.click(c.api_explain, api_in, api_out, api_name="explain", preprocess=False,
                   api_description="evidence.json (target, Grad-CAM layer, per SGE layer the groups ranked by "
                                   "contribution and the ablated probability) and the CAM picture of one image.")

@@ -82,6 +82,20 @@ def contribution_figure(evidence: Evidence, layer: str, focus: int | None = None
     return fig
 
 
+def faithfulness_words(result: Faithfulness) -> str:
+    """The verdicts in words (Markdown): the focused group's first, then every map's gap; the settings."""
+    lines = []
+    for name, c in result.curves.items():
+        verdict = result.verdicts.get(name)
+        said = f"**{verdict}**" if verdict else "no verdict (no random band: the model has no example images)"
+        lines.append(f"- `{name}`: gap {c.gap:+.3f} (deletion AUC {c.deletion_auc:.3f}, insertion AUC "
+                     f"{c.insertion_auc:.3f}): {said}")
+    band = result.band
+    ref = (f"Random pixel orders: gap {band.mean:+.3f}, band {band.low:+.3f} .. {band.high:+.3f} ({band.images} "
+           f"images x {band.seeds} orders)." if band is not None else "")
+    return "\n".join(lines) + f"\n\n{result.removal.describe()[0].upper()}{result.removal.describe()[1:]}. {ref}"
+
+
 def faithfulness_figure(result: Faithfulness, label: str = ""):
     """Deletion (left) and insertion (right) curves of every judged map: the class probability (0..1) against
     the share of pixels removed or put back, each map's AUC and verdict in the legend, the random band's

@@ -113,3 +113,34 @@ def test_the_tab_draws_what_explain_computes(library):
     gone = tab.follow(None, service.default, TOP1, layer, 0, kept, True)
     assert gone[tab.state] is None and gone[tab.cam] is None and gone[tab.table] is None
     assert "No image yet" in gone[tab.summary]
+
+
+def test_the_tab_measures_faithfulness_and_runs_the_sanity_check(library, tmp_path, monkeypatch):
+    from sge_viz.app.catalogue import cropped_example_mask
+    from sge_viz.explain.faithfulness import Removal, evidence_faithfulness, example_band
+
+    monkeypatch.setenv("SGE_VIZ_CACHE", str(tmp_path))
+    service = ModelService(device="cpu")
+    with gr.Blocks():
+        page = dict(image=gr.Image(type="filepath"), model=gr.Dropdown(service.choices, value=service.default),
+                    layer=gr.Dropdown([]), group=gr.Slider(0, 63))
+        tab = build_evidence_tab(service)
+        wire_evidence_tab(tab, **page)
+    with pytest.raises(gr.Error, match="Explain an image first"):
+        tab.measure(None, str(SCENE), "layer3.1.sge", 2, "blur", 0.05)
+    kept = tab.run(str(SCENE), service.default, TOP1, "layer3.1.sge", 2, None)[tab.state]
+    out = tab.measure(kept, str(SCENE), "layer3.1.sge", 2, "mean", 0.1)
+    removal = Removal("mean", step=0.1)
+    want = evidence_faithfulness(library, explain(library, open_image(SCENE)), "layer3.1.sge", 2, removal,
+                                 example_band(library, removal), cropped_example_mask(open_image(SCENE), library))
+    words = out[tab.faith_words]
+    assert words.index("`layer3.1.sge group 2`") < words.index("`Grad-CAM`") < words.index("`mask`")
+    for name, c in want.curves.items():
+        assert f"`{name}`: gap {c.gap:+.3f}" in words and want.verdicts[name] in words
+    assert "the image's mean colour, 10% per step" in words
+    assert out[tab.faith_plot] is not None
+    sanity_out = tab.check_sanity(service.default)
+    table = sanity_out[tab.sanity_table]
+    assert list(table["SGE layer"]) == kept.evidence.layers
+    assert "Not class evidence" in sanity_out[tab.sanity_words]
+    assert tab.check_sanity(service.default)[tab.sanity_table].equals(table)  # kept per model, not rerun
