@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 from ..errors import SGEVizError
-from ..explain.faithfulness import REMOVALS
 from .analyze import expand_inputs
 from .common import UsageError, add_model_args, finish_batch, load_model, non_negative_int
 
@@ -33,7 +32,8 @@ def register(sub) -> None:
     f.add_argument("--layer", metavar="NAME", default=None, help="SGE layer of the gate maps (default: the last)")
     f.add_argument("--group", metavar="G", type=non_negative_int, default=None,
                    help="focused group (default: the group contributing most to the class)")
-    f.add_argument("--removal", choices=REMOVALS, default="blur",
+    # The names of explain.faithfulness.REMOVALS, written out: importing it here would load torch for --help.
+    f.add_argument("--removal", choices=("blur", "mean"), default="blur",
                    help="what a removed pixel becomes: a Gaussian-blurred copy (default) or the image's mean colour")
     f.add_argument("--removal-step", metavar="F", type=float, default=0.05,
                    help="share of pixels removed per step, in (0, 0.5] (default 0.05: 21 points per curve)")
