@@ -5,10 +5,11 @@ import argparse
 import json
 import sys
 
-from ..errors import UsageError
+from ..errors import SGEVizError, UsageError
 from ..flags import add_user_model_args, floats, patterns, source_from_args
 
-__all__ = ["Parser", "UsageError", "add_model_args", "add_user_model_args", "count_of", "emit_json", "finish_batch",
+__all__ = ["Parser", "UsageError", "add_faithfulness_args", "add_model_args", "add_user_model_args", "count_of",
+           "emit_json", "finish_batch", "random_band", "removal_from_args",
            "floats", "load_model", "non_negative_int", "patterns", "positive_int", "predictions_json", "say_error",
            "say_notes"]
 
@@ -98,3 +99,44 @@ def finish_batch(args: argparse.Namespace, model_name: str, out, jobs: list, res
         print(f"error: {len(failures)} of {count_of(len(jobs), 'image')} failed (see above); {rest}", file=sys.stderr)
         return 1
     return 0
+
+
+def add_faithfulness_args(p: argparse.ArgumentParser, judged: str) -> None:
+    """--faithfulness and its settings (--removal, --removal-step, --blur-sigma), for explain and dissect."""
+    f = p.add_argument_group("faithfulness (deletion and insertion curves: does a map point at the evidence?)")
+    f.add_argument("--faithfulness", action="store_true",
+                   help=f"judge {judged} by deletion and insertion, against random pixel orders on the model's "
+                        "example images")
+    # The names of explain.faithfulness.REMOVALS, written out: importing it here would load torch for --help.
+    f.add_argument("--removal", choices=("blur", "mean"), default="blur",
+                   help="what a removed pixel becomes: a Gaussian-blurred copy (default) or the image's mean colour")
+    f.add_argument("--removal-step", metavar="F", type=float, default=0.05,
+                   help="share of pixels removed per step, in (0, 0.5] (default 0.05: 21 points per curve)")
+    f.add_argument("--blur-sigma", metavar="F", type=float, default=1 / 8,
+                   help="the blur's sigma as a share of the input side (default 0.125)")
+
+
+def removal_from_args(args: argparse.Namespace):
+    """The ``Removal`` the faithfulness flags describe; UsageError for a bad value."""
+    from ..explain.faithfulness import Removal
+
+    try:
+        return Removal(args.removal, args.blur_sigma, args.removal_step)
+    except SGEVizError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def random_band(loaded, removal):
+    """The random band on the model's example images (cached), said on stderr; None (no verdicts) without any."""
+    from ..explain.faithfulness import example_band
+
+    print("faithfulness: the random band of this model (random pixel orders on its example images; computed "
+          "once, then cached) ...", file=sys.stderr, flush=True)
+    band = example_band(loaded, removal)
+    if band is None:
+        print("faithfulness: this model has no example images of its own, so there is no random band and no "
+              "verdicts (the gaps are written).", file=sys.stderr)
+    else:
+        print(f"faithfulness: random band gap {band.low:+.3f} .. {band.high:+.3f} (mean {band.mean:+.3f}, "
+              f"{band.images} images x {band.seeds} orders)", file=sys.stderr)
+    return band

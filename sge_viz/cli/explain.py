@@ -15,7 +15,16 @@ from pathlib import Path
 
 from ..errors import SGEVizError
 from .analyze import expand_inputs
-from .common import UsageError, add_model_args, finish_batch, load_model, non_negative_int
+from .common import (
+    UsageError,
+    add_faithfulness_args,
+    add_model_args,
+    finish_batch,
+    load_model,
+    non_negative_int,
+    random_band,
+    removal_from_args,
+)
 
 
 def register(sub) -> None:
@@ -25,22 +34,14 @@ def register(sub) -> None:
     p.add_argument("--out", metavar="DIR", required=True, help="output folder (one sub-folder per image)")
     p.add_argument("--target", metavar="CLASS", default=None,
                    help="class index or class name to explain (default: each image's top-1 class)")
-    f = p.add_argument_group("faithfulness (deletion and insertion curves: does a map point at the evidence?)")
-    f.add_argument("--faithfulness", action="store_true",
-                   help="judge the focused group's gate, the layer's mean gate, Grad-CAM and the item mask (when "
-                        "known) by deletion and insertion, against random pixel orders on the model's examples")
-    f.add_argument("--layer", metavar="NAME", default=None, help="SGE layer of the gate maps (default: the last)")
-    f.add_argument("--group", metavar="G", type=non_negative_int, default=None,
-                   help="focused group (default: the group contributing most to the class)")
-    # The names of explain.faithfulness.REMOVALS, written out: importing it here would load torch for --help.
-    f.add_argument("--removal", choices=("blur", "mean"), default="blur",
-                   help="what a removed pixel becomes: a Gaussian-blurred copy (default) or the image's mean colour")
-    f.add_argument("--removal-step", metavar="F", type=float, default=0.05,
-                   help="share of pixels removed per step, in (0, 0.5] (default 0.05: 21 points per curve)")
-    f.add_argument("--blur-sigma", metavar="F", type=float, default=1 / 8,
-                   help="the blur's sigma as a share of the input side (default 0.125)")
-    f.add_argument("--road", action="store_true",
-                   help="also ROAD (pytorch-grad-cam: most and least relevant first, 10..90%%)")
+    add_faithfulness_args(p, judged="the focused group's gate, the layer's mean gate, Grad-CAM and the item mask "
+                                    "(when known)")
+    p.add_argument("--layer", metavar="NAME", default=None,
+                   help="with --faithfulness: SGE layer of the gate maps (default: the last)")
+    p.add_argument("--group", metavar="G", type=non_negative_int, default=None,
+                   help="with --faithfulness: focused group (default: the group contributing most to the class)")
+    p.add_argument("--road", action="store_true",
+                   help="with --faithfulness: also ROAD (pytorch-grad-cam: most and least relevant first, 10..90%%)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,13 +56,13 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder")
-    removal = _removal(args)
+    removal = removal_from_args(args)
     loaded = load_model(args)
     try:
         target = resolve_target(loaded.config, args.target)  # a bad --target fails before any image runs
     except SGEVizError as exc:
         raise UsageError(f"--target: {exc}") from None
-    band = _band(loaded, removal) if args.faithfulness else None
+    band = random_band(loaded, removal) if args.faithfulness else None
     results, failures = [], []
     for job in jobs:
         try:
@@ -88,31 +89,6 @@ def run(args: argparse.Namespace) -> int:
             if evidence.faithfulness is not None:
                 print(faithfulness_table(evidence.faithfulness))
     return finish_batch(args, loaded.name, out, jobs, results, failures)
-
-
-def _removal(args: argparse.Namespace):
-    from ..explain.faithfulness import Removal
-
-    try:
-        return Removal(args.removal, args.blur_sigma, args.removal_step)
-    except SGEVizError as exc:
-        raise UsageError(str(exc)) from None
-
-
-def _band(loaded, removal):
-    """The random band on the model's examples (cached), said on stderr; None (no verdicts) without examples."""
-    from ..explain.faithfulness import example_band
-
-    print("faithfulness: the random band of this model (random pixel orders on its example images; computed "
-          "once, then cached) ...", file=sys.stderr, flush=True)
-    band = example_band(loaded, removal)
-    if band is None:
-        print("faithfulness: this model has no example images of its own, so there is no random band and no "
-              "verdicts (the curves and AUCs are written).", file=sys.stderr)
-    else:
-        print(f"faithfulness: random band gap {band.low:+.3f} .. {band.high:+.3f} (mean {band.mean:+.3f}, "
-              f"{band.images} images x {band.seeds} orders)", file=sys.stderr)
-    return band
 
 
 def _mask(path, image, loaded):

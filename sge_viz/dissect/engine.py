@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SGEVizError
+from ..explain.faithfulness import Removal
 from ..io.feed import Fed, item_loader, load_item
 from ..io.inputs import Item
 from ..models.factory import LoadedModel
@@ -40,10 +41,12 @@ STATE_FILE = ".dissect-state.npz"
 
 
 def fingerprint(items: Sequence[Item], model_label: str, k: int, layers: Sequence[str] | None,
-                skip_out_of_domain: bool = False) -> str:
-    """A digest of what decides the summary: the inputs in order, the model, K, the layers and whether
-    out-of-domain images are left out."""
+                skip_out_of_domain: bool = False, faithfulness: Removal | None = None) -> str:
+    """A digest of what decides the summary: the inputs in order, the model, K, the layers, whether
+    out-of-domain images are left out and the faithfulness settings."""
     settings = [model_label, k, list(layers or [])] + (["skip-out-of-domain"] if skip_out_of_domain else [])
+    if faithfulness is not None:
+        settings.append(asdict(faithfulness))
     digest = hashlib.sha256(json.dumps(settings).encode())
     for item in items:
         digest.update(json.dumps(asdict(item)).encode())
@@ -87,7 +90,7 @@ def run_local(loaded: LoadedModel, items: Sequence[Item], k: int, batch_size: in
               layers: Sequence[str] | None = None, state_path: Path | None = None, resume: bool = False,
               save_every: int = 10, progress: Callable[[int], None] | None = None,
               pictures: bool = True, skip_out_of_domain: bool = False, save_interval: float = 0.0,
-              truths: dict[str, str] | None = None) -> Partial:
+              truths: dict[str, str] | None = None, faithfulness: Removal | None = None) -> Partial:
     """Dissect ``items`` in this process; the merged Partial (skipped items included).
 
     ``skip_out_of_domain``: leave out the images the model's out-of-domain detector rejects (they are
@@ -97,10 +100,12 @@ def run_local(loaded: LoadedModel, items: Sequence[Item], k: int, batch_size: in
     ``save_every`` batches, but not sooner than ``save_interval`` seconds after the last save (the state
     holds the pictures, ~150 MB for sge_resnet50), and at the end; ``resume``: continue from it.
     ``progress(n)`` is called with the number of items each batch consumed. ``truths``: the known true
-    classes by item name (``Partial.truths`` gets the model's answer on each).
+    classes by item name (``Partial.truths`` gets the model's answer on each). ``faithfulness``: each image's
+    deletion and insertion gaps with these settings (``Partial.faithfulness``); saved and resumed like the rest.
     """
     # The weights' digest, not the model's name: a resume must continue with the very same network.
-    fp = fingerprint(items, f"{loaded.name} {weights_digest(loaded.model)}", k, layers, skip_out_of_domain)
+    fp = fingerprint(items, f"{loaded.name} {weights_digest(loaded.model)}", k, layers, skip_out_of_domain,
+                     faithfulness)
     total, start = Partial(k), 0
     if resume and state_path is not None:
         saved = load_state(state_path, fp)
@@ -132,7 +137,8 @@ def run_local(loaded: LoadedModel, items: Sequence[Item], k: int, batch_size: in
     for batch in loader:
         good = [f for f in batch if f.error is None]
         latest = (queue_batch(loaded, [f.view for f in good], [items[f.index].name for f in good],
-                              [f.mask for f in good], k, layers, pictures, skip_out_of_domain, truths), batch)
+                              [f.mask for f in good], k, layers, pictures, skip_out_of_domain, truths, faithfulness),
+                  batch)
         if queued is not None:
             finish(queued)
         queued = latest
@@ -162,12 +168,14 @@ class _Actor:
     """A Ray Data actor: builds the model once, then turns batches of items into partials."""
 
     def __init__(self, spec: dict, k: int, layers: list[str] | None, pictures: bool = True,
-                 skip_out_of_domain: bool = False, truths: dict[str, str] | None = None):
+                 skip_out_of_domain: bool = False, truths: dict[str, str] | None = None,
+                 faithfulness: dict | None = None):
         import torch
 
         torch.set_num_threads(max(1, int(os.environ.get("SGE_VIZ_ACTOR_THREADS", "1"))))
         self.loaded = open_model(source_from_dict(spec))
         self.k, self.layers, self.pictures, self.skip, self.truths = k, layers, pictures, skip_out_of_domain, truths
+        self.faithfulness = Removal(**faithfulness) if faithfulness else None
         # The top lists of every batch this actor has seen (numbers only): an entry that cannot enter them
         # cannot enter the merged summary either, so it needs no pictures.
         self.seen = Partial(k)
@@ -180,10 +188,10 @@ class _Actor:
         good = [f for f in fed if f.error is None]
         partial = dissect_batch(self.loaded, [f.view for f in good], [items[f.index].name for f in good],
                                 [f.mask for f in good], self.k, self.layers, self.pictures, self.seen.floor(),
-                                self.skip, self.truths)
+                                self.skip, self.truths, self.faithfulness)
         partial.skipped += _skipped(items, fed)
         numbers = Partial.from_json(partial.to_json())  # without the pictures
-        numbers.skipped, numbers.verdicts, numbers.truths = [], {}, {}
+        numbers.skipped, numbers.verdicts, numbers.truths, numbers.faithfulness = [], {}, {}, {}
         self.seen.absorb(numbers)
         return {"partial": np.array([partial.to_bytes()], dtype=object), "count": np.array([len(items)])}
 
@@ -191,7 +199,7 @@ class _Actor:
 def run_ray(source: ModelSource, items: Sequence[Item], k: int, batch_size: int = 8, workers: int | None = None,
             layers: Sequence[str] | None = None, progress: Callable[[int], None] | None = None,
             pictures: bool = True, skip_out_of_domain: bool = False,
-            truths: dict[str, str] | None = None) -> Partial:
+            truths: dict[str, str] | None = None, faithfulness: Removal | None = None) -> Partial:
     """Dissect ``items`` with Ray Data: ``map_batches`` over ``workers`` actors, partials merged here.
 
     Connects to ``$RAY_ADDRESS`` when it is set (an existing cluster), else starts a local Ray on this
@@ -221,7 +229,8 @@ def run_ray(source: ModelSource, items: Sequence[Item], k: int, batch_size: int 
                                                        "layers": list(layers) if layers else None,
                                                        "pictures": pictures,
                                                        "skip_out_of_domain": skip_out_of_domain,
-                                                       "truths": truths},
+                                                       "truths": truths,
+                                                       "faithfulness": asdict(faithfulness) if faithfulness else None},
                         batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers),
                         **resources)
     total = Partial(k)

@@ -26,6 +26,7 @@ import torch
 from ..capture.preprocess import normalise_batch, seen_view
 from ..capture.recorder import GateRecorder, LayerCapture, require_gates
 from ..domain import Judge, describe
+from ..explain.faithfulness import Removal, image_gaps
 from ..metrics.localisation import gate_mask_auc
 from ..models.factory import LoadedModel
 from .pictures import entry_pictures
@@ -141,6 +142,7 @@ class QueuedReduction:
         self.verdicts: dict[str, dict] = {}  # set by queue_batch: each image's out-of-domain verdict
         self.left_out: list[dict] = []  # and the images it left out for it ({"path", "reason"})
         self.truths: dict[str, dict] = {}  # and the model's answer on the images with a known true class
+        self.faithfulness: dict[str, dict] = {}  # and each image's deletion/insertion gaps, when asked for
         self.maps = [(c.gate, c.before_sq, c.after_sq) for c in used] if views is not None else []
         if any(c.before is None or c.before_sq is None for c in used):
             raise ValueError("dissection needs the activations: record with activations=True")
@@ -185,7 +187,8 @@ class QueuedReduction:
         ``floor``: per layer the full top lists of the summary this batch will be merged into
         (``Partial.floor``); entries that cannot enter them get no pictures (slot -1)."""
         if self.host is None:
-            return Partial(self.k, {}, len(self.names), list(self.left_out), dict(self.verdicts), dict(self.truths))
+            return Partial(self.k, {}, len(self.names), list(self.left_out), dict(self.verdicts), dict(self.truths),
+                           dict(self.faithfulness))
         if self.done is not None:
             self.done.synchronize()
         pieces = iter(np.split(self.host.numpy(), np.cumsum(self.sizes)[:-1]))
@@ -207,7 +210,7 @@ class QueuedReduction:
                                figure=i == count - 1, resized=resized)
         self.maps = []
         return Partial(self.k, layers_out, len(self.names), list(self.left_out), dict(self.verdicts),
-                       dict(self.truths))
+                       dict(self.truths), dict(self.faithfulness))
 
 
 def _keep_pictures(layer: LayerPartial, views: Sequence[np.ndarray], names: Sequence[str], gate: torch.Tensor,
@@ -276,7 +279,7 @@ def select_layers(recorder_layers: Sequence[str], wanted: Sequence[str] | None) 
 def queue_batch(loaded: LoadedModel, views: Sequence[np.ndarray], names: Sequence[str],
                 masks: Sequence[np.ndarray | None], k: int, layers: Sequence[str] | None = None,
                 pictures: bool = False, skip_out_of_domain: bool = False,
-                truths: dict[str, str] | None = None) -> QueuedReduction:
+                truths: dict[str, str] | None = None, faithfulness: Removal | None = None) -> QueuedReduction:
     """``dissect_batch`` up to the wait for the device: ``.finish()`` gives the Partial. Queue the next
     batch before finishing this one and, on a GPU, the host's work overlaps the device's."""
     if not views:
@@ -305,7 +308,9 @@ def queue_batch(loaded: LoadedModel, views: Sequence[np.ndarray], names: Sequenc
         queued = (QueuedReduction(captures, chosen, names, masks, k, drawn) if names else
                   QueuedReduction({}, [], [], [], k))
         queued.verdicts, queued.left_out, queued.truths = verdicts, left_out, answers
-        return queued
+    if faithfulness is not None and loaded.config.classifies:  # outside inference mode: Grad-CAM needs a backward
+        queued.faithfulness = {n: image_gaps(loaded, v, faithfulness) for n, v in zip(names, views)}
+    return queued
 
 
 def _answers(loaded: LoadedModel, logits, names: Sequence[str], truths: dict[str, str]) -> dict[str, dict]:
@@ -338,7 +343,8 @@ def _select(capture: LayerCapture, keep: list[int]) -> LayerCapture:
 def dissect_batch(loaded: LoadedModel, views: Sequence[np.ndarray], names: Sequence[str],
                   masks: Sequence[np.ndarray | None], k: int, layers: Sequence[str] | None = None,
                   pictures: bool = False, floor: dict[str, TopLists] | None = None,
-                  skip_out_of_domain: bool = False, truths: dict[str, str] | None = None) -> Partial:
+                  skip_out_of_domain: bool = False, truths: dict[str, str] | None = None,
+                  faithfulness: Removal | None = None) -> Partial:
     """The per-batch function: crops (each (S, S, 3) uint8) through the model, reduced on its device.
 
     ``masks``: per crop its (S, S) bool mask or None. ``layers``: names to summarise (default all).
@@ -346,7 +352,8 @@ def dissect_batch(loaded: LoadedModel, views: Sequence[np.ndarray], names: Seque
     ``skip_out_of_domain``: leave out of every number the images the model's out-of-domain detector
     rejects (listed as skipped); every image's verdict is in ``Partial.verdicts`` either way.
     ``truths``: the true class of the images that have a known one, by name (the shipped example scenes);
-    the model's answer on each is in ``Partial.truths``.
+    the model's answer on each is in ``Partial.truths``. ``faithfulness``: the removal settings of each
+    image's deletion and insertion gaps (``Partial.faithfulness``); None: not computed.
     """
     return queue_batch(loaded, views, names, masks, k, layers, pictures, skip_out_of_domain,
-                       truths).finish(floor)
+                       truths, faithfulness).finish(floor)

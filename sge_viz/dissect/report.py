@@ -26,6 +26,7 @@ import numpy as np
 from .. import viz
 from ..capture.analysis import analyze_views
 from ..domain.detector import describe
+from ..explain.faithfulness import VERDICTS, Band, Removal, set_block
 from ..io.export import _replace_dir
 from ..io.feed import load_item
 from ..io.inputs import Item
@@ -64,12 +65,16 @@ def detector_info(loaded: LoadedModel) -> dict | None:
 
 
 def write_report(out: Path, partial: Partial, loaded: LoadedModel, items: Sequence[Item], pictures: bool = True,
-                 batch_size: int = 8, left_out: bool = False) -> dict:
+                 batch_size: int = 8, left_out: bool = False, faithfulness: Removal | None = None,
+                 band: Band | None = None) -> dict:
     """Write every output of the module docstring into ``out``; returns the summary dict.
 
-    ``left_out``: the run left out-of-domain images out (``run_local(skip_out_of_domain=True)``)."""
+    ``left_out``: the run left out-of-domain images out (``run_local(skip_out_of_domain=True)``).
+    ``faithfulness``, ``band``: the run's deletion/insertion settings and the model's random band (the
+    "faithfulness" block and section)."""
     out.mkdir(parents=True, exist_ok=True)
-    summary = summary_dict(partial, model_info(loaded), detector_info(loaded), left_out)
+    block = set_block(partial.faithfulness, faithfulness, band) if faithfulness is not None else None
+    summary = summary_dict(partial, model_info(loaded), detector_info(loaded), left_out, block)
     token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp = out / f".report-{token}"
     tmp.mkdir()
@@ -376,6 +381,7 @@ def index_html(summary: dict, figures: dict, pictures: bool) -> str:
                      + (f"<details><summary>Out-of-domain images</summary><ul>{listed}</ul></details>" if listed
                         else "") + "</section>")
     parts += _true_classes_section(summary.get("true_classes"))
+    parts += _faithfulness_section(summary.get("faithfulness"))
     if summary["skipped"]:
         parts.append("<section><details><summary>Skipped inputs</summary><ul>" + "".join(
             f"<li>{e(s['path'])}: {e(s['reason'])}</li>" for s in summary["skipped"]) + "</ul></details></section>")
@@ -423,3 +429,31 @@ def _true_classes_section(block: dict | None) -> list[str]:
     return [f"<section><h2>True classes</h2><p>{block['right']} of {block['count']} shipped example scenes "
             f"classified right (the model's top-1 class). The others' true classes are not known.</p>"
             f"<details><summary>Per image</summary><ul>{rows}</ul></details></section>"]
+
+
+def _faithfulness_section(block: dict | None) -> list[str]:
+    """The report's "Faithfulness" section: per layer (mean gate) and per group of the last layer the mean gap
+    and the share of images per verdict, the groups ranked by mean gap; nothing when it was not run."""
+    if not block or not block.get("images"):
+        return []
+    e = html.escape
+    banded = block["random_band"] is not None
+    heads = "".join(f"<th>{e(v)}</th>" for v in VERDICTS) if banded else ""
+
+    def row(label: str, r: dict) -> str:
+        se = "" if r["se"] is None else f" ± {r['se']:.3f}"
+        cells = "".join(f"<td class='num'>{r['verdicts'][v]:.0%}</td>" for v in VERDICTS) if banded else ""
+        return (f"<tr><td>{e(label)}</td><td class='num'>{r['mean_gap']:+.3f}{se}</td>"
+                f"<td class='num'>{r['positive']:.0%}</td>{cells}</tr>")
+
+    table = f"<tr><th>map</th><th>mean gap</th><th>gap &gt; 0</th>{heads}</tr>"
+    layers = "".join(row(f"{name} mean gate", r) for name, r in block["layers"].items()) + row("Grad-CAM", block["cam"])
+    by_gap = {g["group"]: g for g in block["groups"]}
+    groups = "".join(row(f"group {g}", by_gap[g]) for g in block["ranking"])
+    band = block["random_band"]
+    said = (f"Random pixel orders on the model's example images: gap {band['mean']:+.3f}, band {band['low']:+.3f} "
+            f".. {band['high']:+.3f}." if banded else "The model has no example images: no random band, no verdicts.")
+    return [f"<section><h2>Faithfulness: do the gates point at the evidence?</h2><p>{block['images']} images, each "
+            f"explained for its top-1 class; gap = insertion AUC − deletion AUC ({e(block['definition'])}). {said}</p>"
+            f"<table>{table}{layers}</table><h3>{e(block['group_layer'])}: groups ranked by mean gap</h3>"
+            f"<table>{table}{groups}</table></section>"]

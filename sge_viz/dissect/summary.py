@@ -274,6 +274,8 @@ class Partial:
     # The model's answer on each image with a known true class (a shipped example scene), by name:
     # {"true_class", "predicted", "probability", "right"}.
     truths: dict[str, dict] = field(default_factory=dict)
+    # With --faithfulness: each image's gaps (``sge_viz.explain.faithfulness.image_gaps``), by name.
+    faithfulness: dict[str, dict] = field(default_factory=dict)
 
     def merge(self, other: Partial) -> Partial:
         """The summary of both partials' images (neither is changed)."""
@@ -281,7 +283,7 @@ class Partial:
 
     def copy(self) -> Partial:
         return Partial(self.k, {n: layer.copy() for n, layer in self.layers.items()}, self.images,
-                       list(self.skipped), dict(self.verdicts), dict(self.truths))
+                       list(self.skipped), dict(self.verdicts), dict(self.truths), dict(self.faithfulness))
 
     def absorb(self, other: Partial) -> Partial:
         """Add ``other``'s images to this summary in place (``other`` is not changed); returns self."""
@@ -293,6 +295,7 @@ class Partial:
         self.skipped = sorted(self.skipped + other.skipped, key=lambda s: (s["path"], s["reason"]))
         self.verdicts.update(other.verdicts)
         self.truths.update(other.truths)
+        self.faithfulness.update(other.faithfulness)
         return self
 
     def floor(self) -> dict[str, TopLists]:
@@ -303,7 +306,7 @@ class Partial:
     def to_json(self) -> str:
         """The numbers as JSON (the pictures are left out: ``to_bytes`` keeps them)."""
         return json.dumps({"format": FORMAT, "k": self.k, "images": self.images, "skipped": self.skipped,
-                           "verdicts": self.verdicts, "truths": self.truths,
+                           "verdicts": self.verdicts, "truths": self.truths, "faithfulness": self.faithfulness,
                            "layers": {n: layer.to_json() for n, layer in self.layers.items()}})
 
     @classmethod
@@ -313,7 +316,7 @@ class Partial:
             raise ValueError(f"partial summary format {data.get('format')!r}, expected {FORMAT}")
         return cls(int(data["k"]), {n: LayerPartial.from_json(v) for n, v in data["layers"].items()},
                    int(data["images"]), list(data["skipped"]), dict(data.get("verdicts", {})),
-                   dict(data.get("truths", {})))
+                   dict(data.get("truths", {})), dict(data.get("faithfulness", {})))
 
     def save(self, file, meta: dict | None = None) -> None:
         """Write the numbers, the pictures and ``meta`` (a JSON-able dict) to ``file`` (a path or a binary
@@ -388,12 +391,15 @@ def true_classes_block(partial: Partial) -> dict:
             "count": len(images), "right": sum(i["right"] for i in images), "images": images}
 
 
-def summary_dict(partial: Partial, model: dict, detector: dict | None = None, left_out: bool = False) -> dict:
+def summary_dict(partial: Partial, model: dict, detector: dict | None = None, left_out: bool = False,
+                 faithfulness: dict | None = None) -> dict:
     """The JSON document written as summary.json (see the module docstring for every number).
 
     ``detector``: the model's out-of-domain detector as {"score", "threshold"}, None without one;
-    ``left_out``: whether the images it rejected were left out (see ``out_of_domain_block``)."""
+    ``left_out``: whether the images it rejected were left out (see ``out_of_domain_block``);
+    ``faithfulness``: the image set's deletion/insertion block (``explain.faithfulness.set_block``), when run."""
     return {
+        **({"faithfulness": faithfulness} if faithfulness is not None else {}),
         "model": model,
         "images": partial.images,
         "skipped": partial.skipped,

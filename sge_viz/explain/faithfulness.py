@@ -35,7 +35,7 @@ from ..io.examples import known_examples
 from ..io.images import open_image
 from ..models.loaded import LoadedModel, weights_digest
 from ..resize import resize_maps
-from .evidence import Evidence
+from .evidence import Evidence, explain
 
 REMOVALS = ("blur", "mean")
 AT_EVIDENCE, ABOVE_RANDOM, NEAR_RANDOM, AWAY = ("points at the evidence", "above random", "near random",
@@ -382,3 +382,53 @@ def evidence_faithfulness(loaded: LoadedModel, evidence: Evidence, layer: str | 
     result = faithfulness(loaded, evidence.image, evidence.target.index, maps, removal, band, road=road)
     result.layer, result.group = layer, group
     return result
+
+
+def image_gaps(loaded: LoadedModel, view: np.ndarray, removal: Removal = Removal(), batch: int = 32) -> dict:
+    """One image of an image set, explained for its top-1 class: the gap of every SGE layer's mean gate, of
+    each group's gate of the last SGE layer, and of Grad-CAM. ``view``: (S, S, 3) uint8 at the input size.
+    Returns {"class": index, "cam": gap, "layers": {layer: gap}, "group_layer": layer, "groups": [gap, ...]}."""
+    ev = explain(loaded, view, ablation=False)
+    height, width = ev.image.shape[:2]
+    last = ev.layers[-1]
+    orders = {f"layer {layer}": pixel_order(ev.gates[layer].mean(axis=0), height, width) for layer in ev.layers}
+    orders.update({f"group {g}": pixel_order(gate, height, width) for g, gate in enumerate(ev.gates[last])})
+    orders["cam"] = pixel_order(ev.cam, height, width)
+    curves, _ = curves_for_orders(loaded, ev.image, ev.target.index, orders, removal, batch)
+    return {"class": ev.target.index, "cam": curves["cam"].gap,
+            "layers": {layer: curves[f"layer {layer}"].gap for layer in ev.layers}, "group_layer": last,
+            "groups": [curves[f"group {g}"].gap for g in range(len(ev.gates[last]))]}
+
+
+def set_block(records: dict[str, dict], removal: Removal, band: Band | None) -> dict:
+    """summary.json's "faithfulness" of an image set from ``image_gaps`` records (by image name): per SGE
+    layer (mean gate), per group of the last layer, and for Grad-CAM, the mean gap +- SE and the share of
+    images per verdict (when there is a band); the groups ranked by mean gap."""
+    names = sorted(records)
+
+    def judged(gaps: list[float], cams: list[float]) -> dict:
+        values = np.asarray(gaps, dtype=np.float64)
+        out = {"mean_gap": float(values.mean()),
+               "se": float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else None,
+               "positive": float((values > 0).mean())}
+        if band is not None:
+            said = [verdict(g, band, c) for g, c in zip(values, cams)]
+            out["verdicts"] = {v: said.count(v) / len(said) for v in VERDICTS}
+        return out
+
+    if not names:
+        return {"images": 0}
+    cams = [records[n]["cam"] for n in names]
+    layers = list(records[names[0]]["layers"])
+    last = records[names[0]]["group_layer"]
+    groups = len(records[names[0]]["groups"])
+    per_group = [{"group": g, **judged([records[n]["groups"][g] for n in names], cams)} for g in range(groups)]
+    return {
+        "images": len(names), "removal": asdict(removal), "definition": removal.describe(),
+        "explained": "each image's top-1 class; gap = insertion AUC - deletion AUC",
+        "random_band": None if band is None else band.to_json(),
+        "cam": judged(cams, [None] * len(cams)),
+        "layers": {layer: judged([records[n]["layers"][layer] for n in names], cams) for layer in layers},
+        "group_layer": last, "groups": per_group,
+        "ranking": [g["group"] for g in sorted(per_group, key=lambda g: -g["mean_gap"])],
+    }

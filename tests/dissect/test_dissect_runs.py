@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from dissect_helpers import make_image_set, summaries_equal, tiny_loaded
 from test_dissect_pictures import assert_same_pictures
@@ -18,6 +19,7 @@ from sge_viz.cli import main
 from sge_viz.dissect.engine import STATE_FILE, run_local, run_ray, state_done
 from sge_viz.dissect.report import entry_data
 from sge_viz.dissect.summary import summary_dict
+from sge_viz.explain.faithfulness import Removal
 from sge_viz.io.inputs import collect
 from sge_viz.models.sources import ModelSource
 
@@ -114,10 +116,12 @@ def test_ray_engine_equals_the_local_engine(tmp_path):
     (tmp_path / "set" / "broken.png").write_bytes(b"nope")
     loaded, ckpt = tiny_loaded(tmp_path)
     items = collect([tmp_path / "set"]).items
-    local = run_local(loaded, items, 3, batch_size=4)
+    faithfulness = Removal(step=0.5)  # each image's gaps travel with the partials too
+    local = run_local(loaded, items, 3, batch_size=4, faithfulness=faithfulness)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        remote = run_ray(ModelSource(checkpoint=str(ckpt), device="cpu"), items, 3, batch_size=4, workers=2)
+        remote = run_ray(ModelSource(checkpoint=str(ckpt), device="cpu"), items, 3, batch_size=4, workers=2,
+                         faithfulness=faithfulness)
     finally:
         ray.shutdown()
     assert remote.images == local.images == 12
@@ -125,6 +129,9 @@ def test_ray_engine_equals_the_local_engine(tmp_path):
     # Names, counts, histograms, top-K order and cells exactly; floats to float32 precision (the actors
     # run torch on one thread each, which sums convolutions in another order than this process).
     summaries_equal(summary_dict(remote, {}), summary_dict(local, {}), rtol=1e-5)
+    assert sorted(remote.faithfulness) == sorted(local.faithfulness) and len(local.faithfulness) == 12
+    for name, record in local.faithfulness.items():
+        np.testing.assert_allclose(remote.faithfulness[name]["groups"], record["groups"], atol=1e-4)
     # Every top entry came back with its pictures, the same as the local engine kept (maps to float16's step).
     for layer in remote.layers.values():
         assert (layer.best.slots() >= 0).all()
