@@ -90,8 +90,9 @@ def _api_summary(summary: dict) -> dict:
 
 
 def dissect_set(service: ModelService, files: Any, use_examples: bool, model: str, top_k: float,
-                progress: gr.Progress | None = None) -> tuple[dict, str, str, str, str]:
-    """Dissect uploads (images, masks ``<stem>_mask.png``, zips) or the example set with ``model``.
+                progress: gr.Progress | None = None, faithfulness: bool = False) -> tuple[dict, str, str, str, str]:
+    """Dissect uploads (images, masks ``<stem>_mask.png``, zips) or the example set with ``model``;
+    ``faithfulness``: also each image's deletion and insertion gaps (summary.json's "faithfulness").
 
     Returns (summary.json as a dict, Fig. 2 path, Fig. 3 path, Fig. 4 path of the deepest layer, report zip);
     in the dict a skipped entry is ``{"input", "reason"}`` (summary.json's ``path``: see ``_api_summary``).
@@ -100,14 +101,15 @@ def dissect_set(service: ModelService, files: Any, use_examples: bool, model: st
     """
     folder = download_folder()
     try:
-        return _dissect_set(service, files, use_examples, model, top_k, progress, folder)
+        return _dissect_set(service, files, use_examples, model, top_k, progress, folder, faithfulness)
     except SGEVizError as exc:
         raise SGEVizError(_for_visitors(str(exc), folder)) from exc
 
 
-def _dissect_set(service, files, use_examples, model, top_k, progress, folder: Path):
+def _dissect_set(service, files, use_examples, model, top_k, progress, folder: Path, faithfulness: bool = False):
     from ..dissect.engine import run_local
     from ..dissect.report import write_report
+    from ..explain.faithfulness import Removal, example_band
     from ..io.inputs import collect
 
     limits = current_limits()
@@ -133,11 +135,14 @@ def _dissect_set(service, files, use_examples, model, top_k, progress, folder: P
         if progress is not None:
             progress(done[0] / total, desc=f"{done[0]}/{total} images")
 
-    partial = run_local(loaded, found.items, k, batch_size=8, progress=tick, truths=item_true_classes(found.items))
+    removal = Removal() if faithfulness and loaded.config.classifies else None
+    band = example_band(loaded, removal) if removal is not None else None
+    partial = run_local(loaded, found.items, k, batch_size=8, progress=tick, truths=item_true_classes(found.items),
+                        faithfulness=removal)
     partial.skipped = sorted(({"path": _for_visitors(s["path"], folder), "reason": _for_visitors(s["reason"], folder)}
                               for s in found.skipped + partial.skipped), key=lambda s: (s["path"], s["reason"]))
     out = folder / "report"
-    summary = write_report(out, partial, _public_model(loaded), found.items)
+    summary = write_report(out, partial, _public_model(loaded), found.items, faithfulness=removal, band=band)
     if not summary["images"]:
         raise SGEVizError("None of the images could be read: " +
                           "; ".join(f"{s['path']}: {s['reason']}" for s in summary["skipped"][:3]))
@@ -153,6 +158,7 @@ class ImageSetTab:
 
     files: gr.File
     use_examples: gr.Checkbox
+    faithfulness: gr.Checkbox
     model: gr.Dropdown
     top_k: gr.Slider
     run: gr.Button
@@ -182,6 +188,11 @@ def build_imageset_tab(service: ModelService) -> ImageSetTab:
                                                   "scenes with their masks, for ImageNet models the photos.")
                 c.model = gr.Dropdown(service.choices, value=service.default, label="Model", elem_id="set-model")
                 c.top_k = gr.Slider(1, MAX_TOP_K, value=6, step=1, label="Top images per group", elem_id="set-topk")
+                c.faithfulness = gr.Checkbox(False, label="Faithfulness: deletion and insertion per image",
+                                             elem_id="set-faithfulness",
+                                             info="Does each layer's mean gate (and each group of the last layer) "
+                                                  "point at the evidence? About 40 forwards per map and image: "
+                                                  "summary.json's \"faithfulness\" and the report's section.")
                 c.run = gr.Button("Dissect the set", variant="primary", elem_id="set-run")
         gr.Markdown("**Fig. 2 view:** the groups of the deepest layer that best track the object (highest "
                     "mask AUC, else most selective), each with its top images: vector length before vs after SGE.")
@@ -203,9 +214,10 @@ def wire_imageset_tab(c: ImageSetTab, service: ModelService) -> None:
     """Connect the tab's button to ``dissect_set`` and register ``/dissect``; call inside the open Blocks."""
 
     @user_errors
-    def handler(files, use_examples, model, top_k, progress=gr.Progress()):
-        return dissect_set(service, files, bool(use_examples), model, top_k, progress)
+    def handler(files, use_examples, model, top_k, faithfulness=False, progress=gr.Progress()):
+        return dissect_set(service, files, bool(use_examples), model, top_k, progress, bool(faithfulness))
 
-    c.run.click(handler, [c.files, c.use_examples, c.model, c.top_k], [c.summary, c.fig2, c.fig3, c.fig4, c.report],
+    c.run.click(handler, [c.files, c.use_examples, c.model, c.top_k, c.faithfulness],
+                [c.summary, c.fig2, c.fig3, c.fig4, c.report],
                 api_name="dissect", concurrency_limit=1,
                 api_description="Dissect several images or a zip: summary.json, Figs. 2-4 and the report zip.")

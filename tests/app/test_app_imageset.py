@@ -138,3 +138,25 @@ def test_dissect_endpoint_errors_name_uploads_not_server_paths(served, tmp_path)
     message = str(err.value)
     assert "None of the images could be read: broken.png" in message
     assert tempfile.gettempdir() not in message and "sge_viz_" not in message
+
+
+def test_dissect_endpoint_faithfulness_option(served, tmp_path, monkeypatch):
+    """The option adds summary.json's faithfulness block: the example scenes' gaps, recomputed per image."""
+    from sge_viz.capture.preprocess import center_crop_view
+    from sge_viz.explain.faithfulness import Removal, image_gaps
+
+    monkeypatch.setenv("SGE_VIZ_CACHE", str(tmp_path))  # the app serves from this process
+    client, service = served
+    summary, *_ = client.predict(None, True, service.default, 2, True, api_name="/dissect")
+    block = summary["faithfulness"]
+    scenes = [p for p in example_paths() if is_scene(p)]
+    assert block["images"] == len(scenes) and block["random_band"] is not None
+    loaded = service.get(service.default)
+    c = loaded.config
+    gaps = [image_gaps(loaded, center_crop_view(Image.open(p).convert("RGB"), c.resize_size, c.input_size),
+                       Removal())["cam"] for p in scenes]
+    assert block["cam"]["mean_gap"] == pytest.approx(float(np.mean(gaps)), abs=1e-6)
+    for layer in block["layers"].values():
+        assert sum(layer["verdicts"].values()) == pytest.approx(1.0)
+    plain, *_ = client.predict(None, True, service.default, 2, api_name="/dissect")
+    assert "faithfulness" not in plain
