@@ -1,6 +1,6 @@
 """Faithfulness: speed rows and the findings on the default model. ``python bench/faithfulness.py``.
 
-Speed (CPU, one process, interleaved rounds, medians; the shipped default model at 64 and sge_resnet50 at 224
+Speed (CPU, one process, interleaved rounds, medians; the default model at 64 and sge_resnet50 at 224
 with random weights, its SGE weights randomised): against one bare forward (batch 1) of the same rounds,
 
 - one map's deletion + insertion (``curves_for_orders``, 5% steps: 40 images, batched) — target <= 15 forwards;
@@ -8,7 +8,7 @@ with random weights, its SGE weights randomised): against one bare forward (batc
   gate and Grad-CAM, the random band cached — target <= 60 forwards.
 
 Findings (``--scenes N``, default 200): held-out randomised scenes (the test split, the evaluation seed) that
-the default model gets right, and ``--wrong M`` (default 60) it gets wrong, explained for the predicted class.
+the default model (sge_resnet_demo_scenes) gets right, and ``--wrong M`` (default 60) it gets wrong, explained for the predicted class.
 Per scene, deletion and insertion (Gaussian blur, sigma = 1/8 of the side, 5% steps) of: every SGE layer's mean
 gate and its top-contribution group's gate, Grad-CAM, the item mask and 5 random orders. Reported: mean +- SE of
 the AUCs, the share of scenes per verdict for every layer's mean gate (the band: random orders on the model's
@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from run import demo_model, interleaved, machine, resnet50, test_image  # noqa: E402  bench/run.py's helpers
+from run import interleaved, machine, resnet50, test_image  # noqa: E402  bench/run.py's helpers
 
 from sge_viz.capture.preprocess import center_crop_view, normalise  # noqa: E402
 from sge_viz.explain import explain  # noqa: E402
@@ -41,6 +41,7 @@ from sge_viz.explain.faithfulness import (  # noqa: E402
     pixel_order,
     verdict,
 )
+from sge_viz.models import create_model  # noqa: E402
 
 TARGETS = {"one map (deletion + insertion)": 15, "page panel (3 maps, band cached)": 60}
 RANDOM_SEEDS = 5
@@ -182,12 +183,13 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     lines = []
     if not args.skip_speed:
-        demo, label = demo_model("cpu")
-        lines += ["## Speed, in bare forwards of the same rounds", ""] + speed(demo, label, args.rounds)
+        default = create_model(device="cpu")
+        lines += ["## Speed, in bare forwards of the same rounds", ""] + speed(default, default.name, args.rounds)
         big, label = resnet50("cpu")
         lines += speed(big, label, max(3, args.rounds // 3))
     if not args.skip_findings:
-        loaded, label = demo_model("cpu")
+        loaded = create_model(device="cpu")  # the default model, sge_resnet_demo_scenes
+        label = loaded.name
         band = example_band(loaded, Removal())
         right, wrong = scenes(loaded, args.scenes, args.wrong)
         lines += ["## Findings on the default model", "",
