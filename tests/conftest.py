@@ -1,6 +1,7 @@
 """Shared test helpers: the one tiny-model factory, checkpoints and images on disk, a free port, a served app."""
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +26,12 @@ DEMO_LIKE_SIZE = 64
 DEMO_LIKE_CONFIG = ModelConfig(arch=DEMO_ARCH, num_classes=10, input_size=DEMO_LIKE_SIZE,
                                resize_size=DEMO_LIKE_SIZE, mean=(0.3, 0.3, 0.3), std=(0.3, 0.3, 0.3),
                                class_names=tuple(f"class {i}" for i in range(10)), arch_kwargs=dict(DEMO_KWARGS))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory) -> None:
+    """The random bands of the faithfulness tests go to a folder of this run, never the user's ~/.cache."""
+    os.environ["SGE_VIZ_CACHE"] = str(tmp_path_factory.mktemp("sge_viz_cache"))
 
 
 def perturb(model: nn.Module, seed: int = 0) -> nn.Module:

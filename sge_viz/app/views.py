@@ -345,6 +345,14 @@ gates prefer the item only mildly), layer3.0 0.42 (most of its groups *suppress*
 differs from the group's average, often background or clutter, so a blue item there is expected), and layer3.1 0.93
 with every group above 0.5 (the last gates enhance the item; mean gate on the item 2.17x that on clutter). The
 original demo model (`sge_resnet_demo`) has its own figures in the same card.
+
+**Does a gate point at what the network uses?** The Class evidence tab's *Faithfulness* panel measures it for the
+image in front of you (deletion and insertion), and its *Sanity check* for the model. On 200 held-out scenes the
+default model gets right: layer3.1's mean gate points at the evidence on 84% of them (Grad-CAM 96%, gap +0.61
+against +0.62), layer3.0's points *away* on 64% (it enhances the background), and gates never change with the
+class (Spearman 1.000 between the top-1 and top-2 class; Grad-CAM 0.58): read the contributions and Grad-CAM for
+what carries a class. Layer3.1's gate keeps Spearman 0.77 with itself after its own stage is re-initialised:
+part of it is the image's structure.
 """
 
 

@@ -345,7 +345,8 @@ def test_upload_explore_layer_and_group(live_app, browser, screenshots, tmp_path
 
 
 def test_class_evidence_with_and_without_an_image_and_a_zip_in_the_image_set(live_app, browser, screenshots, tmp_path):
-    """Class evidence opened on the example the page opens with: its Grad-CAM. With the image removed, opened
+    """Class evidence opened on the example the page opens with: its Grad-CAM, and the faithfulness panel's
+    verdicts. With the image removed, opened
     (and Explain pressed) again: one sentence, no error badge or toast.
     The Image set tab reads a .zip of images and masks like the files themselves; top-k goes to 32; the
     Fig. 3 and Fig. 4 titles are on the page, not hidden under panel labels."""
@@ -367,6 +368,13 @@ def test_class_evidence_with_and_without_an_image_and_a_zip_in_the_image_set(liv
     open_tab(page, "Class evidence")
     wait_for_new(page, "#evidence-cam", None, timeout_s=120)
     assert "p = " in page.locator("#evidence-summary").inner_text()
+    # The faithfulness panel: opened, measured, its verdicts in words for the focused group first.
+    page.locator("#evidence-faith").get_by_text("Faithfulness: deletion and insertion").click()
+    page.locator("#evidence-faith-run").click()
+    page.wait_for_function("() => document.querySelector('#evidence-faith-words').innerText.includes('gap')",
+                           timeout=120000)
+    words = page.locator("#evidence-faith-words").inner_text()
+    assert "group" in words.splitlines()[0] and "Grad-CAM" in words and "trapezoid" in words
     open_tab(page, "Single image")
     page.locator("#input-image button[aria-label='Remove Image']").click()
     page.wait_for_function("() => !document.querySelector('#input-image img')", timeout=30000)
