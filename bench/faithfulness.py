@@ -5,7 +5,9 @@ with random weights, its SGE weights randomised): against one bare forward (batc
 
 - one map's deletion + insertion (``curves_for_orders``, 5% steps: 40 images, batched) — target <= 15 forwards;
 - the page's panel for one image: ``explain(ablation=False)`` + the curves of the focused group, the layer's mean
-  gate and Grad-CAM, the random band cached — target <= 60 forwards.
+  gate and Grad-CAM, the random band cached — target <= 60 forwards;
+- dissect of the default model's example images with ``faithfulness`` (5% and 25% steps) against without,
+  per image — target <= 3x.
 
 Findings (``--scenes N``, default 200): held-out randomised scenes (the test split, the evaluation seed) that
 the default model (sge_resnet_demo_scenes) gets right, and ``--wrong M`` (default 60) it gets wrong, explained for the predicted class.
@@ -77,6 +79,31 @@ def speed(loaded, label: str, rounds: int) -> list[str]:
         met = "" if target is None else ("yes" if ratio <= target else "no")
         rows.append(f"| {case} | {t.median(case) * 1000:.1f} ms | {ratio:.1f} | "
                     f"{'' if target is None else f'<= {target}'} | {met} |")
+    return rows + [""]
+
+
+def dissect_rows(loaded, rounds: int) -> list[str]:
+    """dissect (``run_local``, pictures kept) of the model's example images with and without faithfulness, per
+    image; target: with it <= 3x without."""
+    from sge_viz.dissect.engine import run_local
+    from sge_viz.io.examples import known_examples
+    from sge_viz.io.inputs import collect
+
+    items = collect([str(p) for p in known_examples(loaded.config)]).items
+    cases = {"dissect": lambda: run_local(loaded, items, 6, batch_size=8),
+             "dissect --faithfulness (5% steps)": lambda: run_local(loaded, items, 6, batch_size=8,
+                                                                    faithfulness=Removal()),
+             "dissect --faithfulness --removal-step 0.25": lambda: run_local(loaded, items, 6, batch_size=8,
+                                                                            faithfulness=Removal(step=0.25))}
+    t = interleaved(cases, rounds, warmup=1)
+    base = t.median("dissect")
+    rows = [f"### dissect of the {len(items)} example images, {loaded.name}, {rounds} rounds", "",
+            "| case | per image | / dissect | target | met |", "|---|---|---|---|---|"]
+    for case in cases:
+        ratio = t.median(case) / base
+        target = "" if case == "dissect" else "<= 3"
+        met = "" if case == "dissect" else ("yes" if ratio <= 3 else "no")
+        rows.append(f"| {case} | {t.median(case) / len(items) * 1000:.1f} ms | {ratio:.1f}x | {target} | {met} |")
     return rows + [""]
 
 
@@ -187,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         lines += ["## Speed, in bare forwards of the same rounds", ""] + speed(default, default.name, args.rounds)
         big, label = resnet50("cpu")
         lines += speed(big, label, max(3, args.rounds // 3))
+        lines += dissect_rows(default, max(3, args.rounds // 3))
     if not args.skip_findings:
         loaded = create_model(device="cpu")  # the default model, sge_resnet_demo_scenes
         label = loaded.name
