@@ -114,6 +114,9 @@ def add_faithfulness_args(p: argparse.ArgumentParser, judged: str) -> None:
                    help="share of pixels removed per step, in (0, 0.5] (default 0.05: 21 points per curve)")
     f.add_argument("--blur-sigma", metavar="F", type=float, default=1 / 8,
                    help="the blur's sigma as a share of the input side (default 0.125)")
+    f.add_argument("--band-images", metavar="IMAGE_OR_FOLDER", nargs="+", default=None,
+                   help="compute the random band on these images (e.g. a few of your own domain) instead of the "
+                        "model's shipped examples; cached like the default")
 
 
 def removal_from_args(args: argparse.Namespace):
@@ -126,13 +129,18 @@ def removal_from_args(args: argparse.Namespace):
         raise UsageError(str(exc)) from None
 
 
-def random_band(loaded, removal):
-    """The random band on the model's example images (cached), said on stderr; None (no verdicts) without any."""
-    from ..explain.faithfulness import example_band
+def random_band(loaded, removal, images: list[str] | None = None):
+    """The random band on ``images`` (files and folders) or else the model's example images (cached), said on
+    stderr; None (no verdicts) when the model has no examples and no images were given."""
+    from ..explain.faithfulness import cached_band, example_band
 
-    print("faithfulness: the random band of this model (random pixel orders on its example images; computed "
-          "once, then cached) ...", file=sys.stderr, flush=True)
-    band = example_band(loaded, removal)
+    where = "the images of --band-images" if images else "its example images"
+    print(f"faithfulness: the random band of this model (random pixel orders on {where}; computed once, then "
+          "cached) ...", file=sys.stderr, flush=True)
+    if images:
+        band = cached_band(loaded, band_views(loaded, images), removal, label="given images")
+    else:
+        band = example_band(loaded, removal)
     if band is None:
         print("faithfulness: this model has no example images of its own, so there is no random band and no "
               "verdicts (the gaps are written).", file=sys.stderr)
@@ -140,3 +148,17 @@ def random_band(loaded, removal):
         print(f"faithfulness: random band gap {band.low:+.3f} .. {band.high:+.3f} (mean {band.mean:+.3f}, "
               f"{band.images} images x {band.seeds} orders)", file=sys.stderr)
     return band
+
+
+def band_views(loaded, inputs: list[str], limit: int = 8) -> list:
+    """Up to ``limit`` images of ``inputs`` (files, folders) cropped to the model's input, for the random band;
+    UsageError when there are none."""
+    from ..capture.preprocess import center_crop_view
+    from ..io.images import open_image
+    from .analyze import expand_inputs
+
+    jobs = expand_inputs(inputs)[:limit]
+    if not jobs:
+        raise UsageError("--band-images: no images found")
+    config = loaded.config
+    return [center_crop_view(open_image(job.path), config.resize_size, config.input_size) for job in jobs]

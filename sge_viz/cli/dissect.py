@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     loaded: LoadedModel = load_model(args, half=args.half)
     if removal is not None and not loaded.config.classifies:
         raise UsageError(f"--faithfulness needs class scores, and {loaded.name} gives none (gates only)")
-    band = random_band(loaded, removal) if removal is not None else None
+    band = random_band(loaded, removal, args.band_images) if removal is not None else None
     if args.layers:
         from ..capture.analysis import sge_layer_shapes
 

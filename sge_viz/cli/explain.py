@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         target = resolve_target(loaded.config, args.target)  # a bad --target fails before any image runs
     except SGEVizError as exc:
         raise UsageError(f"--target: {exc}") from None
-    band = random_band(loaded, removal) if args.faithfulness else None
+    band = random_band(loaded, removal, args.band_images) if args.faithfulness else None
     results, failures = [], []
     for job in jobs:
         try:

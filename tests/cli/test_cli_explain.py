@@ -151,3 +151,24 @@ def test_explain_faithfulness_bad_settings_are_usage_errors(capsys, tmp_path, ch
     code, _, stderr = run(capsys, "explain", image, "--checkpoint", checkpoint, "--out", tmp_path / "o",
                           "--faithfulness", "--removal-step", "0.7")
     assert code == 2 and "removal step must be in (0, 0.5]" in stderr
+
+
+def test_explain_faithfulness_band_on_the_users_own_images(capsys, tmp_path, checkpoint):
+    from sge_viz.capture.preprocess import center_crop_view
+    from sge_viz.explain.faithfulness import Removal, random_band
+
+    own = tmp_path / "own"
+    own.mkdir()
+    for seed in (11, 12):
+        structured_image(seed=seed).save(own / f"{seed}.png")
+    image = tmp_path / "a.png"
+    structured_image(seed=4).save(image)
+    code, _, stderr = run(capsys, "explain", image, "--checkpoint", checkpoint, "--out", tmp_path / "o",
+                          "--faithfulness", "--removal-step", "0.25", "--band-images", own)
+    assert code == 0, stderr
+    assert "random pixel orders on the images of --band-images" in stderr
+    band = json.loads((tmp_path / "o" / "a" / "evidence.json").read_text())["faithfulness"]["random_band"]
+    loaded = load_checkpoint(checkpoint, device="cpu")
+    c = loaded.config
+    views = [center_crop_view(open_image(own / f"{s}.png"), c.resize_size, c.input_size) for s in (11, 12)]
+    assert band["images"] == 2 and band["gaps"] == pytest.approx(random_band(loaded, views, Removal(step=0.25)).gaps)
