@@ -13,7 +13,7 @@ from ..models.config import ModelConfig
 from ..models.loaded import LoadedModel
 from .hooks import evaluating
 from .preprocess import center_crop_view, normalise, normalise_batch, seen_view
-from .recorder import GateRecorder, require_gates
+from .recorder import GateRecorder, other_gate_note, require_gates
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,8 @@ class Analysis:
     # The crop enlarged for display, drawn once on first use by sge_viz.app.views.view_image (every redraw
     # of the page needs it; enlarging a 224 px crop costs about as much as drawing a picture over it).
     display_image: np.ndarray | None = field(default=None, repr=False, compare=False)
+    # Gates over 1-D and 3-D inputs, by layer name: (G, L) or (G, D, H, W) float32 in (0, 1); not drawn.
+    other_gates: dict[str, np.ndarray] = field(default_factory=dict)
 
     def layer(self, name: str) -> LayerGates:
         for layer in self.layers:
@@ -158,8 +160,10 @@ def analyze_views(loaded: LoadedModel, views: list[np.ndarray], activations: boo
         notes = list(getattr(loaded, "notes", []) if built is None else built)
         # A module skipped at load time too is already named in the model's notes: once is enough.
         notes += [note for note in (f"{name}: {why}" for name, why in recorder.skipped.items()) if note not in notes]
+        notes += [note for note in (other_gate_note(name, g) for name, g in recorder.other.items())
+                  if note not in notes]
         results.append(Analysis(seen_view(view, loaded.config), predictions, layers, loaded.name, ood=verdicts[i],
-                                notes=notes))
+                                notes=notes, other_gates={name: g[i].numpy() for name, g in recorder.other.items()}))
     return results
 
 

@@ -29,6 +29,7 @@ the input's, so only the input is reduced.
 from __future__ import annotations
 
 import fnmatch
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -226,6 +227,43 @@ def gate_fits(error: float, scale: float, dtype: torch.dtype) -> bool:
     return error <= tol * scale + 1e-6
 
 
+OTHER_SHAPES = {3: ("a (B, C, L) sequence", "(G, L)"), 5: ("a (B, C, D, H, W) volume", "(G, D, H, W)")}
+
+
+def read_other_gate(x: torch.Tensor, y: object, sigmoid_outputs: Sequence[torch.Tensor], groups: int | None
+                    ) -> tuple[torch.Tensor | None, str]:
+    """The gate of a call over a 1-D (B, C, L) or 3-D (B, C, D, H, W) input: (B, G, L) or (B, G, D, H, W)
+    float32, or (None, why not). As ``read_gate``: the last sigmoid output with one value per group and
+    position, checked against the output on every channel (y = x * gate, ``gate_fits``' tolerance); such
+    modules are rare, so the check reads the whole output."""
+    if not isinstance(y, torch.Tensor) or x.shape != y.shape:
+        return None, f"its output is not one tensor of its input's shape {tuple(x.shape)}: {NOT_A_GATE}"
+    x, y = x.detach(), y.detach()
+    b, c, *spatial = x.shape
+    positions = max(math.prod(spatial), 1)
+    if groups is not None and c % groups:
+        return None, f"its group count {groups} does not divide its {c} channels: {NOT_A_GATE}"
+    for out in reversed(sigmoid_outputs):
+        g = out.numel() // max(b * positions, 1)
+        if out.numel() == b * g * positions and g >= 1 and c % g == 0 and (groups is None or g == groups):
+            gate = out.detach().float().reshape(b, g, *spatial)
+            xg, yg = x.float().reshape(b, g, c // g, *spatial), y.float().reshape(b, g, c // g, *spatial)
+            error, scale = _largest_abs(yg - xg * gate.unsqueeze(2), xg)
+            if gate_fits(error, scale, x.dtype):
+                return gate.clone(), ""
+            return None, GATE_MISFIT
+    return None, f"it computes no sigmoid with one value per group and position: {NOT_A_GATE}"
+
+
+def other_gate_note(name: str, gate: torch.Tensor) -> str:
+    """Where a captured 1-D or 3-D gate (``GateRecorder.other``: (B, G, L) or (B, G, D, H, W)) can be read, and
+    why it is not drawn."""
+    over, axes = OTHER_SHAPES[gate.dim()]
+    return (f"{name}: a gate over {over}, {axes} = {tuple(gate.shape[1:])} per image: captured (the library's "
+            "Analysis.other_gates, analyze's gates.npz and stats.json \"other_layers\"), but not drawn and not in "
+            "image-set summaries, which show gates over 2-D maps")
+
+
 def find_gate(x: object, y: object, sigmoid_outputs: Sequence[torch.Tensor], groups: int | None
               ) -> tuple[torch.Tensor | None, str]:
     """``read_gate``'s gate before its check, a view of the sigmoid output where there is one (not a copy),
@@ -281,6 +319,8 @@ class GateRecorder(HookScope):
         self.keep_on_device = keep_on_device
         self.layers = find_sge_layers(model, patterns)
         self.captures: dict[str, LayerCapture] = {}
+        # Gates over 1-D and 3-D inputs ((B, G, L), (B, G, D, H, W) float32 on the CPU): kept, not drawn.
+        self.other: dict[str, torch.Tensor] = {}
         self.skipped: dict[str, str] = {}
         self._calls: dict[str, int] = {}
         super().__init__()
@@ -292,7 +332,7 @@ class GateRecorder(HookScope):
         return list(self.captures) if self.captures else [name for name, _ in self.layers]
 
     def _register(self) -> None:
-        self.captures, self.skipped, self._calls = {}, {}, {}
+        self.captures, self.other, self.skipped, self._calls = {}, {}, {}, {}
         self._keep(self.model.register_forward_pre_hook(self._new_forward))
         for name, module in self.layers:
             call = _Call()
@@ -357,6 +397,13 @@ class GateRecorder(HookScope):
             count = self._calls[name] = self._calls.get(name, 0) + 1
             key = name if count == 1 else f"{name}#{count}"
             x = inputs[0] if inputs else None
+            if isinstance(x, torch.Tensor) and x.dim() in OTHER_SHAPES:
+                gate, why = read_other_gate(x, output, outputs, groups)
+                if gate is None:
+                    self.skipped[key] = f"its input {tuple(x.shape)} is {OTHER_SHAPES[x.dim()][0]}, and {why}"
+                else:
+                    self.other[key] = gate.cpu()
+                return
             gate, why = read_gate(x, output, outputs, groups)
             if gate is None:
                 self.skipped[key] = why

@@ -44,9 +44,12 @@ CMAP = "inferno"
 
 
 def npz_bytes(analysis: Analysis) -> bytes:
-    """gates.npz as bytes: {layer name: float32 (G, h, w)}."""
+    """gates.npz as bytes: {layer name: float32 (G, h, w)}, and each gate over a 1-D or 3-D input by its name:
+    (G, L) or (G, D, H, W)."""
     buffer = io.BytesIO()
-    np.savez(buffer, **{layer.name: np.asarray(layer.gate, dtype=np.float32) for layer in analysis.layers})
+    gates = {layer.name: np.asarray(layer.gate, dtype=np.float32) for layer in analysis.layers}
+    gates.update({name: np.asarray(g, dtype=np.float32) for name, g in getattr(analysis, "other_gates", {}).items()})
+    np.savez(buffer, **gates)
     return buffer.getvalue()
 
 

@@ -133,4 +133,11 @@ def analysis_stats(analysis: Analysis, mask: np.ndarray | None = None) -> dict:
         "notes": list(getattr(analysis, "notes", [])),
         "layers": layers,
     })
+    other = getattr(analysis, "other_gates", {})
+    if other:  # gates over 1-D and 3-D inputs: per group over all positions
+        out["other_layers"] = {
+            name: {"groups": int(g.shape[0]), "shape": [int(d) for d in g.shape[1:]],
+                   "mean": _floats(g.reshape(len(g), -1).mean(1)), "std": _floats(g.reshape(len(g), -1).std(1)),
+                   "min": _floats(g.reshape(len(g), -1).min(1)), "max": _floats(g.reshape(len(g), -1).max(1))}
+            for name, g in other.items()}
     return out

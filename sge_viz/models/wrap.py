@@ -110,7 +110,7 @@ def wrap_model(module: nn.Module, labels: str | Path | Sequence[str] | None = No
     The module's mode, parameters, buffers and hooks are left as they were (analysis runs in eval mode
     and restores the modes). Raises SGEVizError when the probe forward fails or no SGE layer is captured.
     """
-    from ..capture.recorder import GateRecorder, shared_notes, uncaptured_sge_like
+    from ..capture.recorder import GateRecorder, other_gate_note, shared_notes, uncaptured_sge_like
 
     if not isinstance(module, nn.Module):
         raise SGEVizError(f"wrap_model needs a torch.nn.Module, not a {type(module).__name__}.")
@@ -138,6 +138,11 @@ def wrap_model(module: nn.Module, labels: str | Path | Sequence[str] | None = No
         raise SGEVizError(f"Your model cannot run on a (1, {channels}, {height}, {width}) input "
                           f"({type(exc).__name__}: {str(exc)[:300]}): check --input-size and --channels.") from exc
     notes = [f"{layer}: {why}" for layer, why in recorder.skipped.items()]
+    notes += [other_gate_note(layer, gate) for layer, gate in recorder.other.items()]
+    if not recorder.captures and recorder.other:
+        raise SGEVizError(f"Only gates over 1-D or 3-D inputs were found ({', '.join(recorder.other)}): the pictures, "
+                          "statistics and image-set summaries are of gates over 2-D maps, so there is nothing to "
+                          "show. Read them with the library: GateRecorder(model).other after a forward.")
     if not recorder.captures:
         found = ", ".join(n for n, _ in recorder.layers) or "none"
         advice = ("The modules were refused for the reasons above (--sge-layers chooses which modules are read, "

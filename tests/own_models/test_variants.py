@@ -2,6 +2,7 @@
 that are not gates are named and skipped, the user's model is left exactly as it was."""
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -12,11 +13,13 @@ from PIL import Image
 from torch import nn
 
 from sge_viz import analyze, wrap_model
-from sge_viz.capture.preprocess import center_crop_view
+from sge_viz.capture.preprocess import center_crop_view, prepare
 from sge_viz.capture.recorder import GateRecorder
 from sge_viz.dissect.reduce import dissect_batch
 from sge_viz.errors import SGEVizError
 from sge_viz.explain.evidence import explain
+from sge_viz.io.export import npz_bytes
+from sge_viz.metrics.gates import analysis_stats
 
 from . import variants as v
 
@@ -165,11 +168,67 @@ def test_a_one_dimensional_group_gate_is_named_never_silently_absent():
             x = self.block(x)
             return self.head(self.seq(x.flatten(2)).mean(2))
 
-    loaded = wrap_model(Net(), input_size=16)
+    net = Net()
+    loaded = wrap_model(net, input_size=16)
     said = [n for n in loaded.notes if n.startswith("seq:")]
-    assert len(said) == 1 and "(B, C, L) sequence" in said[0], loaded.notes
+    assert len(said) == 1 and "(B, C, L) sequence, (G, L) = (4, 256)" in said[0] and "not drawn" in said[0]
     result = analyze(loaded, Image.new("RGB", (20, 20), (10, 200, 10)))
-    assert result.layer_names == ["block.1"] and any(n.startswith("seq:") for n in result.notes)
+    assert result.layer_names == ["block.1"] and [n for n in result.notes if n.startswith("seq:")] == said
+    # Captured all the same: the module's own sigmoid, recomputed from its input.
+    seen = {}
+    handle = net.seq.register_forward_hook(lambda m, i, o: seen.__setitem__("x", i[0].detach()))
+    with torch.inference_mode():
+        net(prepare(Image.new("RGB", (20, 20), (10, 200, 10)), loaded.config)[0])
+    handle.remove()
+    x = seen["x"]
+    xg = x.reshape(1, 4, 2, -1)
+    sim = (xg * xg.mean(3, keepdim=True)).sum(2)
+    want = torch.sigmoid((sim - sim.mean(2, keepdim=True)) / (sim.std(2, keepdim=True) + 1e-5))[0].numpy()
+    np.testing.assert_allclose(result.other_gates["seq"], want, atol=1e-6)
+    stats = analysis_stats(result)["other_layers"]["seq"]
+    assert stats["shape"] == [256] and stats["mean"] == pytest.approx(list(want.mean(1)), abs=1e-6)
+    with np.load(io.BytesIO(npz_bytes(result))) as npz:
+        np.testing.assert_array_equal(npz["seq"], result.other_gates["seq"])
+
+
+def test_a_three_dimensional_group_gate_is_captured_and_a_misfit_refused():
+    class Enhance3D(nn.Module):  # SGE over a (B, C, D, H, W) volume: weights (1, G, 1, 1, 1)
+        def __init__(self, groups=2, half=False):
+            super().__init__()
+            self.groups, self.half = groups, half
+            self.weight = nn.Parameter(torch.full((1, groups, 1, 1, 1), 0.7))
+            self.bias = nn.Parameter(torch.zeros(1, groups, 1, 1, 1))
+
+        def forward(self, x):
+            b, c, d, h, w = x.shape
+            xg = x.reshape(b, self.groups, c // self.groups, d, h, w)
+            sim = (xg * xg.mean((3, 4, 5), keepdim=True)).sum(2)
+            gate = torch.sigmoid(sim * self.weight + self.bias).unsqueeze(2)
+            if self.half:  # only the first half of each group's channels gated
+                gate = torch.cat([gate.expand(-1, -1, c // self.groups // 2, -1, -1, -1),
+                                  torch.ones_like(xg[:, :, c // self.groups // 2:])], dim=2)
+            return (xg * gate).reshape(b, c, d, h, w)
+
+    class Net(nn.Module):
+        def __init__(self, half=False):
+            super().__init__()
+            self.block = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), v.FunctionalSGE(4))
+            self.vol = Enhance3D(2, half)
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, x):
+            x = self.block(x)
+            v3 = self.vol(x.reshape(x.shape[0], 4, 2, x.shape[2], x.shape[3]))
+            return self.head(v3.flatten(2).mean(2).repeat(1, 2))
+
+    loaded = wrap_model(Net(), input_size=8)
+    assert any("(G, D, H, W) = (2, 2, 8, 8)" in n for n in loaded.notes), loaded.notes
+    result = analyze(loaded, Image.new("RGB", (8, 8), (200, 10, 10)))
+    assert result.other_gates["vol"].shape == (2, 2, 8, 8)
+    assert 0 < result.other_gates["vol"].min() and result.other_gates["vol"].max() < 1
+    refused = wrap_model(Net(half=True), input_size=8)
+    why = [n for n in refused.notes if n.startswith("vol:")]
+    assert len(why) == 1 and "(B, C, D, H, W) volume" in why[0] and "not its input times" in why[0], refused.notes
 
 
 def test_a_gate_laid_out_groups_last_is_read_in_sges_layout():
