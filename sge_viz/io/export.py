@@ -8,6 +8,7 @@ Folder layout written by ``write_analysis``:
                          only those named in ``mosaic_layers``; the CLI draws the deepest one unless
                          told ``--all-mosaics``)
     overlay.png          the most selective group of the deepest layer over the image
+    other_<layer>.png    each gate over a 1-D or 3-D input: strips (rows = groups) or depth slices
 
 Both pictures are drawn at least at the page's sizes and carry the image's out-of-domain verdict on top.
 
@@ -30,6 +31,7 @@ import numpy as np
 
 from .. import viz
 from ..metrics.gates import analysis_stats, selectivity_order
+from ..viz.figures import figure_pixels, other_gate_figure
 from ..viz.verdict import mark
 from .tempfiles import download_folder
 
@@ -135,6 +137,9 @@ def write_analysis(analysis: Analysis, out_dir: str | Path, mask: np.ndarray | N
                 picture = mosaic_picture(analysis, layer.name, tile)
                 (tmp / f"mosaic_{layer.name}.png").write_bytes(viz.to_png_bytes(picture))
             (tmp / "overlay.png").write_bytes(viz.to_png_bytes(overlay_picture(analysis)[0]))
+            for name, gate in getattr(analysis, "other_gates", {}).items():
+                picture = figure_pixels(other_gate_figure(name, gate))
+                (tmp / f"other_{name}.png").write_bytes(viz.to_png_bytes(picture))
     return Path(out_dir)
 
 

@@ -60,3 +60,44 @@ def histogram_figure(analysis, layer: str):
     ax.set_title(f"{layer}: {lg.groups} groups x {lg.gate.shape[1]}x{lg.gate.shape[2]} positions", fontsize=10)
     ax.legend(fontsize=8)
     return fig
+
+
+MAX_SLICES = 8  # a 3-D gate's picture shows at most this many depth slices, evenly spaced
+
+
+def other_gate_figure(name: str, gate: np.ndarray, cmap: str = "inferno"):
+    """The picture of a gate over a 1-D or 3-D input, on the gate's full 0..1 scale with a colour bar.
+
+    ``gate`` (G, L): one strip per group along the sequence (rows = groups). ``gate`` (G, D, H, W): a grid of
+    depth slices, one row per group and one column per slice (at most ``MAX_SLICES``, evenly spaced, named)."""
+    gate = np.asarray(gate, dtype=np.float32)
+    if gate.ndim == 2:
+        groups, length = gate.shape
+        fig = new_figure(7.5, max(1.8, 0.9 + 0.22 * groups))
+        ax = fig.add_subplot()
+        shown = ax.imshow(gate, aspect="auto", cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+        ax.set_xlabel(f"position along the sequence (0..{length - 1})")
+        ax.set_ylabel("group")
+        ax.set_yticks(range(groups))
+        ax.set_title(f"{name}: gate per group along its 1-D input (one strip per group)", fontsize=9)
+        fig.colorbar(shown, ax=ax, label="gate (0..1)")
+        return fig
+    groups, depth = gate.shape[:2]
+    slices = np.unique(np.linspace(0, depth - 1, min(depth, MAX_SLICES)).round().astype(int))
+    fig = new_figure(1.2 * len(slices) + 1.6, 1.1 * groups + 0.9)
+    axes = fig.subplots(groups, len(slices), squeeze=False)
+    shown = None
+    for g in range(groups):
+        for j, d in enumerate(slices):
+            ax = axes[g][j]
+            shown = ax.imshow(gate[g, d], cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if g == 0:
+                ax.set_title(f"slice {d}", fontsize=8)
+            if j == 0:
+                ax.set_ylabel(f"group {g}", fontsize=8)
+    fig.colorbar(shown, ax=axes, label="gate (0..1)", shrink=0.8)
+    note = "" if len(slices) == depth else f" ({len(slices)} of {depth} slices, evenly spaced)"
+    fig.suptitle(f"{name}: gate per group over its 3-D input, by depth slice{note}", fontsize=9)
+    return fig

@@ -18,7 +18,7 @@ from sge_viz.capture.recorder import GateRecorder
 from sge_viz.dissect.reduce import dissect_batch
 from sge_viz.errors import SGEVizError
 from sge_viz.explain.evidence import explain
-from sge_viz.io.export import npz_bytes
+from sge_viz.io.export import npz_bytes, write_analysis
 from sge_viz.metrics.gates import analysis_stats
 
 from . import variants as v
@@ -142,7 +142,7 @@ def test_groups_that_do_not_divide_the_channels_and_other_shapes_are_named():
                                                                             torch.randn(1, 8, 2, 2), [], 4)[1]
 
 
-def test_a_one_dimensional_group_gate_is_named_never_silently_absent():
+def test_a_one_dimensional_group_gate_is_named_never_silently_absent(tmp_path):
     class Enhance1D(nn.Module):  # SGE over a (B, C, L) sequence: weights (1, G, 1)
         def __init__(self, groups=4):
             super().__init__()
@@ -189,9 +189,12 @@ def test_a_one_dimensional_group_gate_is_named_never_silently_absent():
     assert stats["shape"] == [256] and stats["mean"] == pytest.approx(list(want.mean(1)), abs=1e-6)
     with np.load(io.BytesIO(npz_bytes(result))) as npz:
         np.testing.assert_array_equal(npz["seq"], result.other_gates["seq"])
+    folder = write_analysis(result, tmp_path / "out")
+    strip = np.asarray(Image.open(folder / "other_seq.png"))
+    assert strip.shape[1] > 500 and (folder / "mosaic_block.1.png").is_file()
 
 
-def test_a_three_dimensional_group_gate_is_captured_and_a_misfit_refused():
+def test_a_three_dimensional_group_gate_is_captured_and_a_misfit_refused(tmp_path):
     class Enhance3D(nn.Module):  # SGE over a (B, C, D, H, W) volume: weights (1, G, 1, 1, 1)
         def __init__(self, groups=2, half=False):
             super().__init__()
@@ -225,6 +228,8 @@ def test_a_three_dimensional_group_gate_is_captured_and_a_misfit_refused():
     assert any("(G, D, H, W) = (2, 2, 8, 8)" in n for n in loaded.notes), loaded.notes
     result = analyze(loaded, Image.new("RGB", (8, 8), (200, 10, 10)))
     assert result.other_gates["vol"].shape == (2, 2, 8, 8)
+    slices = write_analysis(result, tmp_path / "vol") / "other_vol.png"
+    assert np.asarray(Image.open(slices)).std() > 0  # a picture, not a blank
     assert 0 < result.other_gates["vol"].min() and result.other_gates["vol"].max() < 1
     refused = wrap_model(Net(half=True), input_size=8)
     why = [n for n in refused.notes if n.startswith("vol:")]
