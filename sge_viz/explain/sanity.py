@@ -55,6 +55,8 @@ class Sanity:
     stage_of: dict[str, str]  # SGE layer -> the top-level part that holds it
     steps: list[Step]
     images: int
+    # Modules re-initialisation could not reach (parameters of their own, no reset_parameters): they stayed trained.
+    not_reset: list[str] = field(default_factory=list)
     class_sensitivity: dict[str, np.ndarray] = field(default_factory=dict)  # map -> (images,) Spearman top-1 vs top-2
 
     def own_stage(self, layer: str) -> Step:
@@ -79,6 +81,9 @@ class Sanity:
     def findings(self) -> list[str]:
         """What follows, in words."""
         out = []
+        if self.not_reset:
+            out.append(f"Not re-initialised (no reset_parameters; their trained values stayed): "
+                       f"{', '.join(self.not_reset)}. Read the cascade with that in mind.")
         surviving = [r for r in self.summary() if r["own_kept_spearman"] >= SURVIVES]
         if surviving:
             names = ", ".join(f"{r['layer']} ({r['own_kept_spearman']:.2f})" for r in surviving)
@@ -100,7 +105,7 @@ class Sanity:
     def to_json(self) -> dict:
         """sanity.json: every step with its per-image values, the summary, class sensitivity and findings."""
         return {
-            "images": self.images, "layers": self.layers, "stage_of": self.stage_of,
+            "images": self.images, "layers": self.layers, "stage_of": self.stage_of, "not_reset": self.not_reset,
             "definition": "Spearman over positions / SSIM at the input size between the trained and the "
                           "randomised model's mean gate; cascade from the head to the stem",
             "steps": [{"parts": s.parts,
@@ -148,23 +153,29 @@ def cascade_parts(model: nn.Module) -> list[str]:
     return parts[::-1]
 
 
-def reinitialise(part: nn.Module, sge: Sequence[nn.Module], variant: str, generator: torch.Generator) -> None:
+def reinitialise(part: nn.Module, sge: Sequence[nn.Module], variant: str, generator: torch.Generator) -> list[str]:
     """Each module's own ``reset_parameters`` (and BatchNorm's running statistics) inside ``part``; the SGE
-    modules' own parameters then put back (``kept``) or drawn from N(0, 1) (``redrawn``)."""
+    modules' own parameters then put back (``kept``) or drawn from N(0, 1) (``redrawn``). Returns the paths
+    (inside ``part``; "" for ``part`` itself) of the other modules that hold parameters of their own but have no
+    ``reset_parameters``: those keep their trained values, and the report says so."""
     sge_ids = {id(m) for m in sge}
     saved = {id(m): [p.detach().clone() for p in m.parameters(recurse=False)] for m in part.modules()
              if id(m) in sge_ids}
     with torch.no_grad():
-        for m in part.modules():
+        kept_trained = []
+        for path, m in part.named_modules():
             if hasattr(m, "reset_parameters") and callable(m.reset_parameters):
                 m.reset_parameters()
             elif isinstance(m, nn.modules.batchnorm._NormBase):
                 m.reset_running_stats()
+            elif id(m) not in sge_ids and any(True for _ in m.parameters(recurse=False)):
+                kept_trained.append(path)
         for m in part.modules():
             if id(m) not in saved:
                 continue
             for p, old in zip(m.parameters(recurse=False), saved[id(m)]):
                 p.copy_(old if variant == "kept" else torch.randn(p.shape, generator=generator).to(p))
+    return kept_trained
 
 
 def _mean_gates(loaded: LoadedModel, views: Sequence[np.ndarray]) -> dict[str, list[np.ndarray]]:
@@ -187,14 +198,20 @@ def sanity(loaded: LoadedModel, views: Sequence[np.ndarray], seed: int = 0, clas
     parts = cascade_parts(loaded.model)
     stage_of = {layer: first_path(layer).split(".")[0] for layer in layers}
     copies = {variant: copy.deepcopy(loaded.model) for variant in VARIANTS}
-    steps = []
+    patterns = loaded.config.sge_layers  # the SGE modules the user named, too
+    steps, not_reset = [], []
     for i, part in enumerate(parts):
         spearmans, ssims = {}, {}
         for variant, model in copies.items():
             generator = torch.Generator().manual_seed(seed * 1000 + i)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed * 1000 + i)
-                reinitialise(model.get_submodule(part), [m for _, m in find_sge_layers(model)], variant, generator)
+                missed = reinitialise(model.get_submodule(part), [m for _, m in find_sge_layers(model, patterns)],
+                                      variant, generator)
+            for path in missed:
+                name = f"{part}.{path}" if path else part
+                if name not in not_reset:
+                    not_reset.append(name)
             gates = _mean_gates(dataclasses.replace(plain, model=model), views)
             spearmans[variant] = {layer: np.array([spearman(a, b) for a, b in zip(trained[layer], gates[layer])])
                                   for layer in layers}
@@ -202,7 +219,7 @@ def sanity(loaded: LoadedModel, views: Sequence[np.ndarray], seed: int = 0, clas
                               for layer in layers}
         steps.append(Step(parts[: i + 1], spearmans, ssims))
         say(f"re-initialised {', '.join(parts[: i + 1])}")
-    report = Sanity(layers, stage_of, steps, len(views))
+    report = Sanity(layers, stage_of, steps, len(views), not_reset)
     if class_sensitivity and loaded.config.classifies:
         report.class_sensitivity = class_maps(loaded, views)
         say("class sensitivity: top-1 vs top-2 class")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_tiny_model, save_tiny, structured_image
+from torch import nn
 
 from sge_viz.capture.preprocess import center_crop_view
 from sge_viz.cli import main
@@ -131,3 +132,22 @@ def test_cli_sanity_writes_the_report(capsys, tmp_path):
     code = main(["sanity", str(images), "--checkpoint", str(checkpoint), "--json", "--limit", "1"])
     stdout, _ = capsys.readouterr()
     assert code == 0 and json.loads(stdout)["images"] == 1
+
+
+def test_parameters_without_reset_parameters_are_named_not_silently_kept():
+    """A part holding a bare nn.Parameter (no reset_parameters) keeps its trained values: the report says so."""
+
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = nn.Parameter(torch.tensor(2.0))
+
+        def forward(self, x):
+            return x * self.scale
+
+    loaded = loaded_tiny()
+    loaded.model.fc = nn.Sequential(Scaled(), loaded.model.fc)
+    report = sanity(loaded, views_for(loaded, 1), class_sensitivity=False)
+    assert report.not_reset == ["fc.0"]
+    assert "Not re-initialised" in report.findings()[0] and "fc.0" in report.findings()[0]
+    assert report.to_json()["not_reset"] == ["fc.0"]
