@@ -186,8 +186,9 @@ class EvidenceTab:
 
     @user_errors
     def measure(self, previous: _Kept | None, payload: Any, layer: str, group: Any, removal: str,
-                step: float) -> dict:
-        """Deletion and insertion of the focused group's gate, the layer's mean gate, Grad-CAM and the mask."""
+                step: float, road: bool = False) -> dict:
+        """Deletion and insertion of the focused group's gate, the layer's mean gate, Grad-CAM and the mask
+        (and ROAD when ``road``)."""
         if previous is None:
             raise SGEVizError("Explain an image first (open this tab with an image, or press Explain).")
         from ..explain.faithfulness import Removal, evidence_faithfulness, example_band
@@ -204,7 +205,8 @@ class EvidenceTab:
         settings = Removal(removal or "blur", step=float(step or 0.05))
         source = upload_path(payload)
         mask = cropped_example_mask(open_image(source[0]), loaded) if source is not None else None
-        result = evidence_faithfulness(loaded, ev, layer, group, settings, example_band(loaded, settings), mask)
+        result = evidence_faithfulness(loaded, ev, layer, group, settings, example_band(loaded, settings), mask,
+                                       road=bool(road))
         return {self.faith_plot: faithfulness_figure(result, ev.target.label),
                 self.faith_words: faithfulness_words(result)}
 
@@ -293,6 +295,9 @@ def build_evidence_tab(service: ModelService) -> EvidenceTab:
                                                 "the image's mean colour", elem_id="evidence-faith-removal")
                 c.faith_step = gr.Slider(0.05, 0.25, value=0.05, step=0.05, label="Share of pixels per step",
                                          elem_id="evidence-faith-step")
+                c.faith_road = gr.Checkbox(False, label="Also ROAD", elem_id="evidence-faith-road",
+                                           info="pytorch-grad-cam's ROAD: the class probability's change with the "
+                                                "most / least relevant pixels imputed, 10..90%")
                 c.faith_button = gr.Button("Measure", elem_id="evidence-faith-run")
             c.faith_words = gr.Markdown("", elem_id="evidence-faith-words")
             c.faith_plot = gr.Plot(format="png", show_label=False, elem_id="evidence-faith-plot")
@@ -337,7 +342,7 @@ def wire_evidence_tab(c: EvidenceTab, *, image: gr.Image, model: gr.Dropdown, la
         control.change(c.redraw, [c.state, layer, group], drawn, preprocess=False, trigger_mode="always_last",
                        **hidden)
     c.table.select(c.click_row, None, [group], **hidden)
-    c.faith_button.click(c.measure, [c.state, image, layer, group, c.faith_removal, c.faith_step],
+    c.faith_button.click(c.measure, [c.state, image, layer, group, c.faith_removal, c.faith_step, c.faith_road],
                          [c.faith_plot, c.faith_words], preprocess=False, **hidden)
     c.sanity_button.click(c.check_sanity, [model], [c.sanity_table, c.sanity_plot, c.sanity_words],
                           preprocess=False, **hidden)

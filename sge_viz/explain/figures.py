@@ -88,8 +88,11 @@ def faithfulness_words(result: Faithfulness) -> str:
     for name, c in result.curves.items():
         verdict = result.verdicts.get(name)
         said = f"**{verdict}**" if verdict else "no verdict (no random band: the model has no example images)"
+        road = result.road.get(name)
+        extra = (f"; ROAD most relevant first {road['most_relevant_first']:+.3f}, least relevant first "
+                 f"{road['least_relevant_first']:+.3f}, combined {road['combined']:+.3f}" if road else "")
         lines.append(f"- `{name}`: gap {c.gap:+.3f} (deletion AUC {c.deletion_auc:.3f}, insertion AUC "
-                     f"{c.insertion_auc:.3f}): {said}")
+                     f"{c.insertion_auc:.3f}{extra}): {said}")
     band = result.band
     ref = (f"Random pixel orders: gap {band.mean:+.3f}, band {band.low:+.3f} .. {band.high:+.3f} ({band.images} "
            f"images x {band.seeds} orders)." if band is not None else "")

@@ -139,6 +139,8 @@ def test_the_tab_measures_faithfulness_and_runs_the_sanity_check(library, tmp_pa
         assert f"`{name}`: gap {c.gap:+.3f}" in words and want.verdicts[name] in words
     assert "the image's mean colour, 10% per step" in words
     assert out[tab.faith_plot] is not None
+    with_road = tab.measure(kept, str(SCENE), "layer3.1.sge", 2, "mean", 0.1, True)[tab.faith_words]
+    assert with_road.count("ROAD most relevant first") == len(want.curves)
     sanity_out = tab.check_sanity(service.default)
     table = sanity_out[tab.sanity_table]
     assert list(table["SGE layer"]) == kept.evidence.layers
