@@ -101,16 +101,21 @@ class EvidenceTab:
             return previous
         return _Kept(key, explain(loaded, open_image(source[0]), index))
 
-    def _draw(self, kept: _Kept, layer: str | None, group: Any) -> dict:
-        ev = kept.evidence
+    @staticmethod
+    def _focus(ev: Evidence, layer: str | None, group: Any) -> tuple[str, int]:
+        """The page's layer and group as this evidence has them: an unknown layer is the last SGE layer, a
+        group that is not one of its groups the one contributing most to the class."""
         layer = layer if layer in ev.layers else ev.layers[-1]
-        contributions = ev.contributions[layer]
         try:
             group = int(group)
         except (TypeError, ValueError):
             group = -1
-        if not 0 <= group < len(contributions):
-            group = ev.ranked(layer)[0]
+        return layer, group if 0 <= group < len(ev.contributions[layer]) else ev.ranked(layer)[0]
+
+    def _draw(self, kept: _Kept, layer: str | None, group: Any) -> dict:
+        ev = kept.evidence
+        layer, group = self._focus(ev, layer, group)
+        contributions = ev.contributions[layer]
         correlation = ev.cam_correlation(layer)
         total = float(abs(contributions).sum()) or 1.0
         rows = [[rank, g, round(float(contributions[g]), 4), round(float(contributions[g]) / total, 3),
@@ -195,13 +200,7 @@ class EvidenceTab:
 
         loaded = self.service.get(previous.key[1])
         ev = previous.evidence
-        layer = layer if layer in ev.layers else ev.layers[-1]
-        try:
-            group = int(group)
-        except (TypeError, ValueError):
-            group = None
-        if group is not None and not 0 <= group < len(ev.gates[layer]):
-            group = None
+        layer, group = self._focus(ev, layer, group)
         settings = Removal(removal or "blur", step=float(step or 0.05))
         source = upload_path(payload)
         mask = cropped_example_mask(open_image(source[0]), loaded) if source is not None else None

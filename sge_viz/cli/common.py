@@ -153,12 +153,10 @@ def random_band(loaded, removal, images: list[str] | None = None):
 def band_views(loaded, inputs: list[str], limit: int = 8) -> list:
     """Up to ``limit`` images of ``inputs`` (files, folders) cropped to the model's input, for the random band;
     UsageError when there are none."""
-    from ..capture.preprocess import center_crop_view
-    from ..io.images import open_image
+    from ..explain.faithfulness import views_of
     from .analyze import expand_inputs
 
     jobs = expand_inputs(inputs)[:limit]
     if not jobs:
         raise UsageError("--band-images: no images found")
-    config = loaded.config
-    return [center_crop_view(open_image(job.path), config.resize_size, config.input_size) for job in jobs]
+    return views_of(loaded, [job.path for job in jobs])

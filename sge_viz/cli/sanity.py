@@ -29,10 +29,8 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the check and print (or write) the report."""
-    from ..capture.preprocess import center_crop_view
-    from ..explain.faithfulness import example_views
+    from ..explain.faithfulness import example_views, views_of
     from ..explain.sanity import sanity
-    from ..io.images import open_image
     from .analyze import expand_inputs
 
     out = Path(args.out) if args.out else None
@@ -40,9 +38,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {out} exists and is not a folder")
     jobs = expand_inputs(args.inputs) if args.inputs else []
     loaded = load_model(args)
-    config = loaded.config
     if jobs:
-        views = [center_crop_view(open_image(job.path), config.resize_size, config.input_size) for job in jobs]
+        views = views_of(loaded, [job.path for job in jobs])
     else:
         views = example_views(loaded, limit=10**6)
         if not views:

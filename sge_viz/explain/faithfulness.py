@@ -339,12 +339,17 @@ def faithfulness(loaded: LoadedModel, view: np.ndarray, target: int, maps: dict[
     return result
 
 
-def example_views(loaded: LoadedModel, limit: int = 8) -> list[np.ndarray]:
-    """Up to ``limit`` of the shipped examples this model knows (``known_examples``), cropped to its input as
-    ``explain`` crops them; [] when it knows none."""
+def views_of(loaded: LoadedModel, paths: Sequence[str | Path]) -> list[np.ndarray]:
+    """Image files cropped to the model's input as ``explain`` crops them, each (S, S, 3) uint8; SGEVizError
+    for a file that cannot be read."""
     config = loaded.config
-    return [center_crop_view(open_image(p), config.resize_size, config.input_size)
-            for p in known_examples(config)[:limit]]
+    return [center_crop_view(open_image(p), config.resize_size, config.input_size) for p in paths]
+
+
+def example_views(loaded: LoadedModel, limit: int = 8) -> list[np.ndarray]:
+    """Up to ``limit`` of the shipped examples this model knows (``known_examples``), cropped (``views_of``);
+    [] when it knows none."""
+    return views_of(loaded, known_examples(loaded.config)[:limit])
 
 
 def example_band(loaded: LoadedModel, removal: Removal = Removal(), limit: int = 8, seeds: int = 3) -> Band | None:

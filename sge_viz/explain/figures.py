@@ -96,7 +96,8 @@ def faithfulness_words(result: Faithfulness) -> str:
     band = result.band
     ref = (f"Random pixel orders: gap {band.mean:+.3f}, band {band.low:+.3f} .. {band.high:+.3f} ({band.images} "
            f"images x {band.seeds} orders)." if band is not None else "")
-    return "\n".join(lines) + f"\n\n{result.removal.describe()[0].upper()}{result.removal.describe()[1:]}. {ref}"
+    definition = result.removal.describe()
+    return "\n".join(lines) + f"\n\n{definition[0].upper()}{definition[1:]}. {ref}"
 
 
 def faithfulness_figure(result: Faithfulness, label: str = ""):

@@ -72,13 +72,19 @@ def test_explain_endpoint_errors_carry_the_message(served):
         client.predict(handle_file(str(SCENE)), "no such model", "", api_name="/explain")
 
 
-def test_the_tab_draws_what_explain_computes(library):
+def built_tab() -> tuple[ModelService, object]:
+    """A fresh service and the tab, built and wired inside a page with the Single image tab's four controls."""
     service = ModelService(device="cpu")
     with gr.Blocks():
         page = dict(image=gr.Image(type="filepath"), model=gr.Dropdown(service.choices, value=service.default),
                     layer=gr.Dropdown([]), group=gr.Slider(0, 63))
         tab = build_evidence_tab(service)
         wire_evidence_tab(tab, **page)
+    return service, tab
+
+
+def test_the_tab_draws_what_explain_computes(library):
+    service, tab = built_tab()
     want = explain(library, open_image(SCENE))
     layer = "layer2.1.sge"
     out = tab.run(str(SCENE), service.default, TOP1, layer, -1, None)
@@ -120,12 +126,7 @@ def test_the_tab_measures_faithfulness_and_runs_the_sanity_check(library, tmp_pa
     from sge_viz.explain.faithfulness import Removal, evidence_faithfulness, example_band
 
     monkeypatch.setenv("SGE_VIZ_CACHE", str(tmp_path))
-    service = ModelService(device="cpu")
-    with gr.Blocks():
-        page = dict(image=gr.Image(type="filepath"), model=gr.Dropdown(service.choices, value=service.default),
-                    layer=gr.Dropdown([]), group=gr.Slider(0, 63))
-        tab = build_evidence_tab(service)
-        wire_evidence_tab(tab, **page)
+    service, tab = built_tab()
     with pytest.raises(gr.Error, match="Explain an image first"):
         tab.measure(None, str(SCENE), "layer3.1.sge", 2, "blur", 0.05)
     kept = tab.run(str(SCENE), service.default, TOP1, "layer3.1.sge", 2, None)[tab.state]
