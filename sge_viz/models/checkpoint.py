@@ -260,9 +260,10 @@ def load_module(path: Path) -> tuple[nn.Module, ModelConfig, CheckpointContents]
 
 
 def build_for(contents: CheckpointContents, path: Path, use_sge: bool = True) -> tuple[nn.Module, ModelConfig]:
-    """An empty model of the checkpoint's architecture and its config."""
-    arch_name, config = check_arch(contents, path, use_sge)
-    return build_model(arch_name, config, use_sge=use_sge)
+    """The checkpoint's network (CPU, float32) with uninitialised weights, and its config: every caller
+    loads the file into it strictly (``load_strict``), so the network is built once, with no random init."""
+    skeleton, _, config = _skeleton(contents, path, use_sge)
+    return skeleton.to_empty(device="cpu"), config
 
 
 def check_arch(contents: CheckpointContents, path: Path, use_sge: bool = True) -> tuple[str, ModelConfig | None]:
@@ -270,6 +271,13 @@ def check_arch(contents: CheckpointContents, path: Path, use_sge: bool = True) -
 
     Only a skeleton on the meta device is built, so this costs no weight memory.
     """
+    _, arch_name, config = _skeleton(contents, path, use_sge)
+    return arch_name, config
+
+
+def _skeleton(contents: CheckpointContents, path: Path, use_sge: bool) -> tuple[nn.Module, str, ModelConfig]:
+    """The checkpoint's network on the meta device (no memory), its architecture name and config, after
+    checking that the file holds enough weights for it; SGEVizError otherwise."""
     if contents.config is not None:
         config = contents.config
     else:
@@ -284,11 +292,11 @@ def check_arch(contents: CheckpointContents, path: Path, use_sge: bool = True) -
                               f"known: {', '.join(available_models())}. For your own network, pass its code with "
                               "--model-def FILE.py:CALLABLE.")
         config = ARCHS[arch].config_for(contents.state_dict)
-    arch_name = config.arch if config else arch
+    arch_name = config.arch
     try:
-        # Build on the meta device first (no memory): a crafted config must not allocate terabytes.
+        # On the meta device: a crafted config must not allocate terabytes.
         with torch.device("meta"):
-            skeleton, _ = build_model(arch_name, config, use_sge=use_sge)
+            skeleton, built = build_model(arch_name, config, use_sge=use_sge)
     except (KeyError, ValueError, TypeError, RuntimeError, ZeroDivisionError) as exc:
         raise SGEVizError(f"Checkpoint {path} describes a model that cannot be built ({type(exc).__name__}: "
                           f"{exc}).") from exc
@@ -300,7 +308,7 @@ def check_arch(contents: CheckpointContents, path: Path, use_sge: bool = True) -
         raise SGEVizError(f"Checkpoint {path} does not fit {arch_name}: "
                           + (misfit or f"the model has {needed:,} weights but the file holds only {held:,}")
                           + ". Check that the file is an SGE-ResNet of this architecture.")
-    return arch_name, config
+    return skeleton, arch_name, built
 
 
 def fit_problems(expected: dict[str, torch.Size], state_dict: dict[str, torch.Tensor]) -> str | None:
