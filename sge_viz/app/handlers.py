@@ -65,6 +65,10 @@ class Page:
     table: gr.Dataframe
     download_button: gr.Button
     files: gr.File
+    other_note: gr.Markdown  # gates over 1-D and 3-D inputs: what there is
+    other_layer: gr.Dropdown
+    other_slice: gr.Slider  # a 3-D gate's depth slice
+    other_picture: gr.Image
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -288,7 +292,42 @@ class Handlers:
         })
         if views.needs_card(analysis):
             out[c.card] = gr.Accordion(open=True)  # the note points to the card: show it
+        out.update(self._other(analysis, None, None, view.cmap))
         return out
+
+    def _other(self, analysis: Analysis, layer: str | None, depth: Any, cmap: str) -> dict:
+        """The "1-D / 3-D gates" tab: its note, module menu, slice control (3-D only) and picture."""
+        c = self.c
+        other = analysis.other_gates
+        if not other:
+            return {c.other_note: views.OTHER_NONE, c.other_layer: gr.Dropdown(choices=[], value=None),
+                    c.other_slice: gr.Slider(visible=False), c.other_picture: None}
+        layer = layer if layer in other else next(iter(other))
+        gate = other[layer]
+        slices = gate.shape[1] if gate.ndim == 4 else 0
+        depth = _as_int(depth)
+        depth = depth if depth is not None and 0 <= depth < slices else slices // 2
+        return {c.other_note: views.other_markdown(analysis),
+                c.other_layer: gr.Dropdown(choices=list(other), value=layer),
+                c.other_slice: gr.Slider(minimum=0, maximum=max(slices - 1, 1), value=depth, step=1,
+                                         visible=bool(slices), label=f"Depth slice (0 to {slices - 1})"),
+                c.other_picture: png_path(views.render_other(analysis, layer, depth if slices else None, cmap))}
+
+    @page_errors("other_picture")
+    def change_other(self, analysis: Analysis | None, layer: str, depth: Any, cmap: str) -> dict:
+        """Another 1-D / 3-D module: its picture and slice control (a 3-D module starts on its middle slice
+        when the slice held does not exist in it)."""
+        if analysis is None or not analysis.other_gates:
+            return self._unchanged("other_picture")
+        return self._other(analysis, layer, depth, cmap if cmap in views.COLORMAPS else views.COLORMAPS[0])
+
+    @page_errors("other_picture")
+    def change_slice(self, analysis: Analysis | None, layer: str, depth: Any, cmap: str) -> dict:
+        """Another depth slice of the module shown: its picture only."""
+        if analysis is None or layer not in analysis.other_gates:
+            return self._unchanged("other_picture")
+        out = self._other(analysis, layer, depth, cmap if cmap in views.COLORMAPS else views.COLORMAPS[0])
+        return {self.c.other_picture: out[self.c.other_picture]}
 
     @page_errors("caption")
     def change_layer(self, analysis: Analysis | None, view: ViewSettings) -> dict:

@@ -103,6 +103,8 @@ def build_single_tab(service: ModelService, c: Page) -> gr.Tab:
                 c.table = gr.Dataframe(label="Groups ranked by selectivity (click a row to focus it)",
                                        interactive=False, elem_id="group-table", max_height=420, wrap=True)
                 gr.Markdown(views.definitions_markdown(), elem_id="stat-definitions")
+            with gr.Tab("1-D / 3-D gates", elem_id="other-tab"):
+                _other_gates(c)
             with gr.Tab("Download", elem_id="download-tab"):
                 gr.Markdown("The pictures on screen as PNGs, plus `gates.npz` (one float32 (groups, h, w) array "
                             "per layer) and `stats.json`, the same files the command line writes.")
@@ -152,6 +154,17 @@ def _settings(c: Page) -> None:
                                    info="Otherwise a new image starts on its most selective group.")
 
 
+def _other_gates(c: Page) -> None:
+    """Gates of SGE modules over a 1-D sequence or a 3-D volume inside the network: not drawn over the image
+    (they have no 2-D map), shown as strips along the sequence or one depth slice at a time."""
+    c.other_note = gr.Markdown(views.OTHER_NONE, elem_id="other-note")
+    with gr.Row():
+        c.other_layer = gr.Dropdown([], label="Module over a 1-D or 3-D input", elem_id="other-layer", scale=2)
+        c.other_slice = gr.Slider(0, 1, value=0, step=1, label="Depth slice", elem_id="other-slice", scale=2,
+                                  visible=False)
+    c.other_picture = gr.Image(elem_id="other-picture", show_label=False, **PNG)
+
+
 def wire_single_tab(h: Handlers, demo: gr.Blocks) -> None:
     """Connect the tab's events (and the page's load event) to ``h``; register ``/analyze`` and ``/models``."""
     c, service = h.c, h.service
@@ -159,7 +172,9 @@ def wire_single_tab(h: Handlers, demo: gr.Blocks) -> None:
     focus_outputs = [getattr(c, k) for k in ("mosaic", "layer_mean", "mosaic_legend", "overlay", "diverging",
                                              "activations", "gate_legend", "diverging_legend", "caption")]
     layer_outputs = focus_outputs + [c.layer, c.group, c.histogram, c.table]
-    analyze_outputs = layer_outputs + [c.state, c.predictions, c.truth, c.info, c.depth, c.domain, c.ood, c.card]
+    other_outputs = [c.other_note, c.other_layer, c.other_slice, c.other_picture]
+    analyze_outputs = (layer_outputs + [c.state, c.predictions, c.truth, c.info, c.depth, c.domain, c.ood, c.card]
+                       + other_outputs)
     hidden = dict(api_visibility="undocumented")
     # preprocess=False: values arrive as sent, so a group typed out of range reaches the handler (which
     # says what is valid) instead of failing in Gradio's own range check with a server traceback.
@@ -178,6 +193,10 @@ def wire_single_tab(h: Handlers, demo: gr.Blocks) -> None:
     # Whatever moves the group (slider, tile click, table row, layer change) redraws through .change.
     for slider in (c.group, c.alpha):
         slider.change(**redraw, trigger_mode="always_last")
+    c.other_layer.input(h.change_other, [c.state, c.other_layer, c.other_slice, c.cmap], other_outputs, **raw)
+    c.cmap.input(h.change_slice, [c.state, c.other_layer, c.other_slice, c.cmap], [c.other_picture], **raw)
+    c.other_slice.change(h.change_slice, [c.state, c.other_layer, c.other_slice, c.cmap], [c.other_picture],
+                         trigger_mode="always_last", **raw)
     c.mosaic.select(h.click_mosaic, [c.state, c.layer, c.order], [c.group], **hidden)
     c.table.select(h.click_table, [c.state, c.layer], [c.group], **hidden)
     pin_outputs = [c.pins, *c.slots]

@@ -19,6 +19,7 @@ from ..domain.detector import describe
 from ..errors import SGEVizError
 from ..metrics import gates as stats
 from ..metrics.localisation import gate_mask_auc
+from ..viz import figures
 from ..viz.verdict import mark, unmark_y
 
 # Gradio draws its download and fullscreen buttons over a picture's top-right corner: the verdict strip keeps
@@ -176,6 +177,33 @@ def render_layer_mean(analysis: Analysis, layer: str, cmap: str, alpha: float, s
     mean = lg.gate.mean(axis=0, dtype=np.float64).astype(np.float32)
     return _marked(_outlined(analysis, viz.overlay(view_image(analysis), mean, cmap=cmap, alpha=alpha, vmin=vmin,
                                                 vmax=vmax, smooth=smooth(cells))), analysis.ood)
+
+
+OTHER_NONE = ("This model has no SGE module over a 1-D sequence or a 3-D volume: every gate it computes is over a "
+              "2-D map and drawn above.")
+
+
+def other_markdown(analysis: Analysis) -> str:
+    """What the "1-D / 3-D gates" tab shows: each such module's gate shape, and how it is drawn."""
+    lines = []
+    for name, gate in analysis.other_gates.items():
+        kind = ("a 1-D sequence: one strip per group along it" if gate.ndim == 2 else
+                "a 3-D volume: every group on one depth slice at a time (the slider picks the slice)")
+        lines.append(f"- **{name}**: {gate.shape[0]} groups x {' x '.join(map(str, gate.shape[1:]))} positions, over "
+                     f"{kind}")
+    return ("SGE modules over inputs that are not 2-D maps. Their gates (sigmoid, 0 to 1, on the full scale) are "
+            "not drawn over the image and not in image-set summaries; they are in `gates.npz` and `stats.json` "
+            "(\"other_layers\").\n\n" + "\n".join(lines))
+
+
+def render_other(analysis: Analysis, layer: str, depth: int | None, cmap: str) -> np.ndarray:
+    """The picture of a gate over a 1-D or 3-D input (``viz.figures.other_gate_figure``; ``depth``: one slice
+    of a 3-D gate, None for a 1-D one) with the verdict strip, (H, W, 3) uint8."""
+    if layer not in analysis.other_gates:
+        raise SGEVizError(f"{layer!r} is not a module over a 1-D or 3-D input of this model; those are "
+                          f"{', '.join(analysis.other_gates) or 'none'}.")
+    fig = figures.other_gate_figure(layer, analysis.other_gates[layer], cmap=cmap, depth=depth)
+    return _marked(figures.figure_pixels(fig), analysis.ood)
 
 
 def mosaic_legend(analysis: Analysis, layer: str, cmap: str, scale: Scale | str = Scale.LAYER) -> np.ndarray:

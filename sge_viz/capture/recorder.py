@@ -260,9 +260,9 @@ def other_gate_note(name: str, gate: torch.Tensor) -> str:
     why it is not drawn."""
     over, axes = OTHER_SHAPES[gate.dim()]
     return (f"{name}: a gate over {over}, {axes} = {tuple(gate.shape[1:])} per image: captured (the library's "
-            "Analysis.other_gates, analyze's gates.npz, stats.json \"other_layers\" and other_<layer>.png: strips or "
-            "depth slices), but not drawn over the image and not in image-set summaries, which show gates over 2-D "
-            "maps")
+            "Analysis.other_gates, analyze's gates.npz, stats.json \"other_layers\" and other_<layer>.png, the "
+            "page's \"1-D / 3-D gates\" tab: strips or depth slices), but not drawn over the image and not in "
+            "image-set summaries, which show gates over 2-D maps")
 
 
 def find_gate(x: object, y: object, sigmoid_outputs: Sequence[torch.Tensor], groups: int | None

@@ -68,7 +68,6 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..dissect.engine import STATE_FILE, run_local, run_ray
-    from ..dissect.reduce import select_layers
     from ..dissect.report import write_report
     from ..io.examples import item_true_classes
     from ..io.feed import default_workers
@@ -76,29 +75,12 @@ def run(args: argparse.Namespace) -> int:
     from ..models.factory import LoadedModel
 
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is not a folder")
-    if args.engine == "ray" and args.resume:
-        raise UsageError("--resume works with --engine local (a Ray run re-runs failed tasks itself)")
-    for raw in args.inputs:
-        if not Path(raw).exists():
-            raise SGEVizError(f"{raw} does not exist: give image files, folders of images or .zip archives.")
+    _check_args(args)
     removal = removal_from_args(args) if args.faithfulness else None
     found = collect(args.inputs)
     loaded: LoadedModel = load_model(args, half=args.half)
-    if removal is not None and not loaded.config.classifies:
-        raise UsageError(f"--faithfulness needs class scores, and {loaded.name} gives none (gates only)")
+    _check_model(args, loaded, removal)
     band = random_band(loaded, removal, args.band_images) if removal is not None else None
-    if args.layers:
-        from ..capture.analysis import sge_layer_shapes
-
-        try:
-            select_layers([s["name"] for s in sge_layer_shapes(loaded)], args.layers)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-    if args.skip_out_of_domain and getattr(loaded, "ood", None) is None:
-        raise UsageError(f"--skip-out-of-domain: model {loaded.name} carries no out-of-domain detector, so no "
-                         "image has a verdict; leave the option out (or use a model with one)")
     out.mkdir(parents=True, exist_ok=True)
     items = found.items
     truths = item_true_classes(items)
@@ -128,6 +110,45 @@ def run(args: argparse.Namespace) -> int:
     if args.engine == "local":
         (out / STATE_FILE).unlink(missing_ok=True)  # the report holds everything now; a killed run keeps it
     drawn = time.perf_counter() - started - passed
+    _report(args, out, summary, len(items), passed, drawn)
+    if not summary["images"]:
+        say_error(f"none of the {count_of(len(items), 'image')} could be read (reasons above and in "
+                  f"{out / 'summary.json'})")
+        return 1
+    return 0
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """UsageError / SGEVizError for flags that cannot work together and inputs that do not exist."""
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a folder")
+    if args.engine == "ray" and args.resume:
+        raise UsageError("--resume works with --engine local (a Ray run re-runs failed tasks itself)")
+    for raw in args.inputs:
+        if not Path(raw).exists():
+            raise SGEVizError(f"{raw} does not exist: give image files, folders of images or .zip archives.")
+
+
+def _check_model(args: argparse.Namespace, loaded, removal) -> None:
+    """UsageError for flags the loaded model cannot serve (no class scores, unknown layers, no detector)."""
+    from ..capture.analysis import sge_layer_shapes
+    from ..dissect.reduce import select_layers
+
+    if removal is not None and not loaded.config.classifies:
+        raise UsageError(f"--faithfulness needs class scores, and {loaded.name} gives none (gates only)")
+    if args.layers:
+        try:
+            select_layers([s["name"] for s in sge_layer_shapes(loaded)], args.layers)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    if args.skip_out_of_domain and getattr(loaded, "ood", None) is None:
+        raise UsageError(f"--skip-out-of-domain: model {loaded.name} carries no out-of-domain detector, so no "
+                         "image has a verdict; leave the option out (or use a model with one)")
+
+
+def _report(args: argparse.Namespace, out: Path, summary: dict, images: int, passed: float, drawn: float) -> None:
+    """What the run over ``images`` inputs found, on the console (``--json``: one JSON line)."""
     ood = summary["out_of_domain"]
     if args.json:
         emit_json({"out": str(out), "images": summary["images"], "skipped": summary["skipped"],
@@ -137,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"{count_of(summary['images'], 'image')} dissected, {len(summary['skipped'])} skipped -> "
               f"{out / 'index.html'}")
-        print(f"time: {_seconds(passed)} s for the pass over the images ({len(items) / max(passed, 1e-9):.1f} "
+        print(f"time: {_seconds(passed)} s for the pass over the images ({images / max(passed, 1e-9):.1f} "
               f"images/s), {_seconds(drawn)} s for the report")
         if ood["detector"] is None:
             print("out-of-domain verdict: none (this model carries no out-of-domain detector)")
@@ -155,11 +176,6 @@ def run(args: argparse.Namespace) -> int:
         if known["count"]:
             print(f"true class: right on {known['right']} of {count_of(known['count'], 'shipped example scene')} "
                   "(the others' true classes are not known)")
-    if not summary["images"]:
-        say_error(f"none of the {count_of(len(items), 'image')} could be read (reasons above and in "
-                  f"{out / 'summary.json'})")
-        return 1
-    return 0
 
 
 def _seconds(value: float) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import SGEVizError
 from ..metrics.gates import depth_profile, histogram
 from ..metrics.localisation import gate_mask_auc
 
@@ -65,12 +66,15 @@ def histogram_figure(analysis, layer: str):
 MAX_SLICES = 8  # a 3-D gate's picture shows at most this many depth slices, evenly spaced
 
 
-def other_gate_figure(name: str, gate: np.ndarray, cmap: str = "inferno"):
+def other_gate_figure(name: str, gate: np.ndarray, cmap: str = "inferno", depth: int | None = None):
     """The picture of a gate over a 1-D or 3-D input, on the gate's full 0..1 scale with a colour bar.
 
     ``gate`` (G, L): one strip per group along the sequence (rows = groups). ``gate`` (G, D, H, W): a grid of
-    depth slices, one row per group and one column per slice (at most ``MAX_SLICES``, evenly spaced, named)."""
+    depth slices, one row per group and one column per slice (at most ``MAX_SLICES``, evenly spaced, named);
+    with ``depth`` (0..D-1), every group's gate on that one slice instead (the page's slice control)."""
     gate = np.asarray(gate, dtype=np.float32)
+    if gate.ndim == 4 and depth is not None:
+        return _slice_figure(name, gate, int(depth), cmap)
     if gate.ndim == 2:
         groups, length = gate.shape
         fig = new_figure(7.5, max(1.8, 0.9 + 0.22 * groups))
@@ -100,4 +104,28 @@ def other_gate_figure(name: str, gate: np.ndarray, cmap: str = "inferno"):
     fig.colorbar(shown, ax=axes, label="gate (0..1)", shrink=0.8)
     note = "" if len(slices) == depth else f" ({len(slices)} of {depth} slices, evenly spaced)"
     fig.suptitle(f"{name}: gate per group over its 3-D input, by depth slice{note}", fontsize=9)
+    return fig
+
+
+def _slice_figure(name: str, gate: np.ndarray, depth: int, cmap: str):
+    """Every group's gate (G, D, H, W) on depth slice ``depth``: one tile per group, 8 to a row."""
+    groups, slices = gate.shape[:2]
+    if not 0 <= depth < slices:
+        raise SGEVizError(f"Slice {depth} is outside {name}'s depth 0..{slices - 1}.")
+    cols = min(groups, 8)
+    rows = -(-groups // cols)
+    fig = new_figure(1.1 * cols + 1.4, 1.1 * rows + 0.8)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    shown = None
+    for g, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if g >= groups:
+            ax.set_axis_off()
+            continue
+        shown = ax.imshow(gate[g, depth], cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(f"group {g}", fontsize=7)
+    fig.colorbar(shown, ax=axes, label="gate (0..1)", shrink=0.8)
+    fig.suptitle(f"{name}: every group's gate on depth slice {depth} of {slices} "
+                 f"({gate.shape[2]}x{gate.shape[3]} positions)", fontsize=9)
     return fig

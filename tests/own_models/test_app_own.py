@@ -105,3 +105,47 @@ def test_serve_model_def_builds_the_users_model(tmp_path):
     assert len(models) == 1 and models[0].config.task == "gates" and models[0].config.description == "toy pictures"
     service = ModelService(device="cpu", models=models)
     assert service.choices[0] == models[0].name
+
+
+def test_gates_over_1d_and_3d_inputs_have_their_own_tab_with_a_slice_control(tmp_path):
+    """The strip of a 1-D gate, one depth slice of a 3-D gate at a time; the picture drawn is the gate's slice."""
+    from sge_viz.app import views
+    from sge_viz.viz.figures import other_gate_figure
+
+    torch.manual_seed(0)
+    net = v.MixedDimsNet()
+    with torch.no_grad():
+        net.vol.weight.normal_(0, 1)
+    service = ModelService(device="cpu", models=[wrap_model(net, input_size=12, name="mixed")])
+    h = build_ui(service).handlers
+    path = tmp_path / "x.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(path)
+    out = h.show_image({"path": str(path), "orig_name": "x.png"}, "mixed", ViewSettings())
+    analysis = out[h.c.state]
+    assert list(analysis.other_gates) == ["seq", "vol"]
+    assert "**seq**: 4 groups x 144 positions" in out[h.c.other_note]
+    assert "**vol**: 2 groups x 4 x 12 x 12" in out[h.c.other_note]
+    assert out[h.c.other_layer].choices == [("seq", "seq"), ("vol", "vol")] and out[h.c.other_slice].visible is False
+    strip = np.asarray(Image.open(out[h.c.other_picture]))
+    vol = h.change_other(analysis, "vol", None, "inferno")
+    assert vol[h.c.other_slice].visible and vol[h.c.other_slice].maximum == 3 and vol[h.c.other_slice].value == 2
+    first = np.asarray(Image.open(h.change_slice(analysis, "vol", 0, "inferno")[h.c.other_picture]))
+    last = np.asarray(Image.open(h.change_slice(analysis, "vol", 3, "inferno")[h.c.other_picture]))
+    assert first.shape == last.shape and not np.array_equal(first, last) and strip.shape != first.shape
+    # The slice figure draws exactly gate[g, d] for each group, on the full 0..1 scale.
+    gate = analysis.other_gates["vol"]
+    fig = other_gate_figure("vol", gate, depth=3)
+    shown = [ax.images[0] for ax in fig.axes if ax.images]
+    assert len(shown) == 2
+    for g, image in enumerate(shown):
+        np.testing.assert_array_equal(np.asarray(image.get_array()), gate[g, 3])
+        assert image.get_clim() == (0, 1)
+    # A module that is not one of them, or a slice that does not exist: a warning, the page unchanged.
+    assert h.change_slice(analysis, "block.1", 0, "inferno") == h._unchanged("other_picture")
+    with pytest.raises(Exception, match="outside vol's depth 0..3"):
+        views.render_other(analysis, "vol", 4, "inferno")
+    # A model with none says so in the tab.
+    plain = build_ui(ModelService(device="cpu", models=[wrap_model(v.ConvNet(v.BlogSGE), input_size=16,
+                                                                          name="plain")])).handlers
+    out = plain.show_image({"path": str(path), "orig_name": "x.png"}, "plain", ViewSettings())
+    assert out[plain.c.other_note] == views.OTHER_NONE and out[plain.c.other_slice].visible is False

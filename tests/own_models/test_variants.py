@@ -143,25 +143,11 @@ def test_groups_that_do_not_divide_the_channels_and_other_shapes_are_named():
 
 
 def test_a_one_dimensional_group_gate_is_named_never_silently_absent(tmp_path):
-    class Enhance1D(nn.Module):  # SGE over a (B, C, L) sequence: weights (1, G, 1)
-        def __init__(self, groups=4):
-            super().__init__()
-            self.groups = groups
-            self.weight = nn.Parameter(torch.ones(1, groups, 1))
-            self.bias = nn.Parameter(torch.zeros(1, groups, 1))
-
-        def forward(self, x):
-            b, c, n = x.shape
-            xg = x.reshape(b, self.groups, c // self.groups, n)
-            sim = (xg * xg.mean(3, keepdim=True)).sum(2)
-            t = (sim - sim.mean(2, keepdim=True)) / (sim.std(2, keepdim=True) + 1e-5)
-            return (xg * torch.sigmoid(t * self.weight + self.bias).unsqueeze(2)).reshape(b, c, n)
-
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
             self.block = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), v.FunctionalSGE(4))
-            self.seq = Enhance1D(4)
+            self.seq = v.Enhance1D(4)
             self.head = nn.Linear(8, 3)
 
         def forward(self, x):
@@ -195,28 +181,11 @@ def test_a_one_dimensional_group_gate_is_named_never_silently_absent(tmp_path):
 
 
 def test_a_three_dimensional_group_gate_is_captured_and_a_misfit_refused(tmp_path):
-    class Enhance3D(nn.Module):  # SGE over a (B, C, D, H, W) volume: weights (1, G, 1, 1, 1)
-        def __init__(self, groups=2, half=False):
-            super().__init__()
-            self.groups, self.half = groups, half
-            self.weight = nn.Parameter(torch.full((1, groups, 1, 1, 1), 0.7))
-            self.bias = nn.Parameter(torch.zeros(1, groups, 1, 1, 1))
-
-        def forward(self, x):
-            b, c, d, h, w = x.shape
-            xg = x.reshape(b, self.groups, c // self.groups, d, h, w)
-            sim = (xg * xg.mean((3, 4, 5), keepdim=True)).sum(2)
-            gate = torch.sigmoid(sim * self.weight + self.bias).unsqueeze(2)
-            if self.half:  # only the first half of each group's channels gated
-                gate = torch.cat([gate.expand(-1, -1, c // self.groups // 2, -1, -1, -1),
-                                  torch.ones_like(xg[:, :, c // self.groups // 2:])], dim=2)
-            return (xg * gate).reshape(b, c, d, h, w)
-
     class Net(nn.Module):
         def __init__(self, half=False):
             super().__init__()
             self.block = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), v.FunctionalSGE(4))
-            self.vol = Enhance3D(2, half)
+            self.vol = v.Enhance3D(2, half)
             self.head = nn.Linear(8, 3)
 
         def forward(self, x):

@@ -225,3 +225,53 @@ def post_add_resnet18(num_classes: int = 1000) -> nn.Module:
     if num_classes != 1000:
         model.fc = nn.Linear(model.fc.in_features, num_classes)
     return model
+
+
+class Enhance1D(nn.Module):  # SGE over a (B, C, L) sequence: weights (1, G, 1)
+    def __init__(self, groups=4):
+        super().__init__()
+        self.groups = groups
+        self.weight = nn.Parameter(torch.ones(1, groups, 1))
+        self.bias = nn.Parameter(torch.zeros(1, groups, 1))
+
+    def forward(self, x):
+        b, c, n = x.shape
+        xg = x.reshape(b, self.groups, c // self.groups, n)
+        sim = (xg * xg.mean(3, keepdim=True)).sum(2)
+        t = (sim - sim.mean(2, keepdim=True)) / (sim.std(2, keepdim=True) + 1e-5)
+        return (xg * torch.sigmoid(t * self.weight + self.bias).unsqueeze(2)).reshape(b, c, n)
+
+
+class Enhance3D(nn.Module):  # SGE over a (B, C, D, H, W) volume: weights (1, G, 1, 1, 1)
+    def __init__(self, groups=2, half=False):
+        super().__init__()
+        self.groups, self.half = groups, half
+        self.weight = nn.Parameter(torch.full((1, groups, 1, 1, 1), 0.7))
+        self.bias = nn.Parameter(torch.zeros(1, groups, 1, 1, 1))
+
+    def forward(self, x):
+        b, c, d, h, w = x.shape
+        xg = x.reshape(b, self.groups, c // self.groups, d, h, w)
+        sim = (xg * xg.mean((3, 4, 5), keepdim=True)).sum(2)
+        gate = torch.sigmoid(sim * self.weight + self.bias).unsqueeze(2)
+        if self.half:  # only the first half of each group's channels gated
+            gate = torch.cat([gate.expand(-1, -1, c // self.groups // 2, -1, -1, -1),
+                              torch.ones_like(xg[:, :, c // self.groups // 2:])], dim=2)
+        return (xg * gate).reshape(b, c, d, h, w)
+
+
+class MixedDimsNet(nn.Module):
+    """SGE over a 2-D map, over a 1-D sequence (``seq``) and over a 3-D volume (``vol``: 2 groups, depth 4)."""
+
+    def __init__(self):
+        super().__init__()
+        self.block = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), FunctionalSGE(4))
+        self.seq = Enhance1D(4)
+        self.vol = Enhance3D(2)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        x = self.block(x)
+        s = self.seq(x.flatten(2)).mean(2)
+        v3 = self.vol(x.reshape(x.shape[0], 2, 4, x.shape[2], x.shape[3]))
+        return self.head(torch.cat([s, v3.flatten(2).mean(2).repeat(1, 4)], 1))
