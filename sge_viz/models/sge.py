@@ -60,16 +60,29 @@ def sge_groups(module: nn.Module) -> int | None:
     """
     if isinstance(module, SpatialGroupEnhance):
         return module.groups
-    groups = next((g for g in (getattr(module, a, None) for a in GROUP_ATTRS)
+    groups = next((g for g in (_attribute(module, a) for a in GROUP_ATTRS)
                    if isinstance(g, int) and not isinstance(g, bool) and g > 0), None)
     if groups is None:
         return None
     for scale, shift in GATE_PARAMS:
-        w, b = getattr(module, scale, None), getattr(module, shift, None)
+        w, b = _attribute(module, scale), _attribute(module, shift)
         if isinstance(w, torch.Tensor) and isinstance(b, torch.Tensor) and _per_group(w.shape, groups) \
                 and _per_group(b.shape, groups):
             return groups
     return None
+
+
+def _attribute(module: nn.Module, name: str) -> object:
+    """``getattr(module, name, None)`` without nn.Module's slow miss (its ``__getattr__`` raises for every
+    absent name): every module of a network is asked on each recorder's start."""
+    found = module.__dict__
+    if name in found:
+        return found[name]
+    for store in ("_parameters", "_buffers", "_modules"):
+        if name in found.get(store, ()):
+            return found[store][name]
+    on_class = getattr(type(module), name, None)
+    return getattr(module, name, None) if isinstance(on_class, property) else on_class
 
 
 def _per_group(shape: torch.Size, groups: int) -> bool:

@@ -106,3 +106,30 @@ def test_registry_and_unknown_names():
     assert {"sge_resnet18", "sge_resnet50", "sge_resnet101", "sge_resnet_demo"} <= set(available_models())
     with pytest.raises(KeyError):
         build_model("resnet_unknown")
+
+
+def test_group_count_and_parameters_are_found_wherever_a_module_keeps_them():
+    """Structure detection reads the group count from the instance, a class attribute or a property, and the
+    per-group scale and shift from parameters or buffers; a grouped convolution is not SGE."""
+
+    class ClassCount(nn.Module):
+        G = 4
+
+        def __init__(self):
+            super().__init__()
+            self.gamma = nn.Parameter(torch.ones(1, 4, 1, 1))
+            self.register_buffer("beta", torch.zeros(4))
+
+    class PropertyCount(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight, self.bias = nn.Parameter(torch.ones(8)), nn.Parameter(torch.zeros(8))
+
+        @property
+        def num_groups(self):
+            return 8
+
+    assert is_sge_module(ClassCount()) and is_sge_module(PropertyCount())
+    assert not is_sge_module(nn.Conv2d(8, 8, 3, groups=8)) and not is_sge_module(nn.GroupNorm(4, 8))
+    assert [name for name, _ in find_sge_layers(nn.Sequential(nn.Conv2d(3, 8, 1), ClassCount(), PropertyCount()))] \
+        == ["1", "2"]
