@@ -8,6 +8,8 @@ sge_resnet50 at 224 with random weights):
 
 - bare forward: ``model(x)``, batch 1, no hooks
 - recorder: the same forward inside ``GateRecorder`` (gates + group activations)
+- gate check: the recorder's check of y = x * gate, as the difference of two forwards with hooks (group sums
+  alone, group sums + check), paired round by round
 - full analysis: ``analyze`` (preprocess, forward, capture) + stats of every
   layer + the app's mosaic of every layer + the focused views of one group
 - re-render: what the app does on a group change (mosaic + focused views) and on
@@ -132,6 +134,10 @@ class Timings:
 
     def minimum(self, case: str) -> float:
         return min(self.samples[case])
+
+    def paired(self, case: str, base: str) -> float:
+        """The median over rounds of (case - base), each round's two runs taken back to back."""
+        return statistics.median(a - b for a, b in zip(self.samples[case], self.samples[base]))
 
 
 def interleaved(cases: dict[str, Callable[[], object]], rounds: int, warmup: int = 2,
@@ -263,7 +269,6 @@ def bench_model(loaded: LoadedModel, pil: Image.Image, rounds: int, app: App | N
 
     analysis = full_analysis(loaded, pil)[0]
     deepest = analysis.layers[-1]
-    check = gate_check_case(model, x)
     groups = [int(g) for g in stats.selectivity_order(deepest.gate)]
     layers = analysis.layer_names
     turn = {"group": 0, "layer": 0}
@@ -279,7 +284,7 @@ def bench_model(loaded: LoadedModel, pil: Image.Image, rounds: int, app: App | N
     cases: dict[str, Callable[[], object]] = {
         "bare forward": bare,
         "recorder": recorder,
-        "gate check (every SGE layer)": check,
+        **gate_check_cases(model, x),
         "analyze (preprocess + forward + capture)": lambda: analyze(loaded, pil),
         "full analysis": lambda: full_analysis(loaded, pil),
         "re-render (group)": group_switch,
@@ -294,28 +299,40 @@ def bench_model(loaded: LoadedModel, pil: Image.Image, rounds: int, app: App | N
     return interleaved(cases, rounds, sync=sync), info
 
 
-def gate_check_case(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], object]:
-    """The check the recorder runs on every captured call (``read_gate``: y = x * gate on the first channel
-    of every group; ``every_channel_fits``: on every channel through the group sums, given the input's sums
-    the capture takes anyway), alone, over every SGE layer of one forward, from tensors kept beforehand."""
-    calls: list[tuple] = []
-    handles = []
-    for _name, module in find_sge_layers(model):
-        kept: dict = {}
-        handles.append(module.sig.register_forward_hook(lambda _m, _i, out, k=kept: k.__setitem__("gate", out)))
-        handles.append(module.register_forward_hook(
-            lambda m, i, out, k=kept: calls.append((i[0], out, [k["gate"]], m.groups))))
-    with torch.inference_mode():
-        model(x)
-    for handle in handles:
-        handle.remove()
-    sums = [group_sums(xin, groups)[0] for xin, _, _, groups in calls]
+SUMS_CASE = "forward, group sums in hooks"
+CHECK_CASE = "forward, group sums + gate check in hooks"
+CHECK = "gate check (every SGE layer)"  # the difference of the two cases above, paired round by round
 
-    def run():
-        for (xin, out, gates, groups), x_sum in zip(calls, sums):
-            gate, why = read_gate(xin, out, gates, groups)
-            assert gate is not None and every_channel_fits(x_sum, out, gate), why
-    return run
+
+def gate_check_cases(model: torch.nn.Module, x: torch.Tensor) -> dict[str, Callable[[], object]]:
+    """Two forwards with hooks on every SGE layer: one takes the input's group sums (as the recorder does),
+    the other also runs the recorder's check on each call (``read_gate``: y = x * gate on the first channel of
+    every group; ``every_channel_fits``: on every channel through the group sums). Their difference, paired
+    round by round, is the check's cost where the recorder pays it: right after the module ran, its input and
+    output still in cache."""
+    def forward(check: bool) -> Callable[[], object]:
+        def run():
+            handles = []
+            for _name, module in find_sge_layers(model):
+                kept: dict = {}
+                handles.append(module.sig.register_forward_hook(lambda _m, _i, out, k=kept: k.__setitem__("g", out)))
+                handles.append(module.register_forward_hook(
+                    lambda m, i, out, k=kept: after_call(i[0], out, k["g"], m.groups, check)))
+            try:
+                with torch.inference_mode():
+                    return model(x)
+            finally:
+                for handle in handles:
+                    handle.remove()
+        return run
+
+    def after_call(xin, out, gate, groups, check):
+        x_sum, _ = group_sums(xin, groups)
+        if check:
+            found, why = read_gate(xin, out, [gate], groups)
+            assert found is not None and every_channel_fits(x_sum, out, found), why
+
+    return {SUMS_CASE: forward(False), CHECK_CASE: forward(True)}
 
 
 # --- peak RSS in a fresh process ------------------------------------------------------------
@@ -459,6 +476,9 @@ def model_table(name: str, note: str, t: Timings, info: dict) -> list[str]:
     for case in t.samples:
         lines.append(f"| {case} | {fmt_ms(t.median(case))} | {fmt_ms(t.minimum(case))} | "
                      f"{t.median(case) / bare:.3f} |")
+    if CHECK_CASE in t.samples:
+        check = t.paired(CHECK_CASE, SUMS_CASE)
+        lines.append(f"| {CHECK}: the two cases above, paired by round | {fmt_ms(check)} | | {check / bare:.3f} |")
     if "GradCAM" in t.samples:
         lines.append(f"| full analysis / GradCAM | | | {t.median('full analysis') / t.median('GradCAM'):.3f} "
                      "(x GradCAM) |")
@@ -478,6 +498,9 @@ def target_rows(t: Timings, rss: dict | None, batches: list[dict]) -> list[tuple
                 continue
             value = t.median("full analysis") / t.median("GradCAM")
             rows.append(("full analysis vs GradCAM", f"<= {limit}x GradCAM", f"{value:.3f}x", value <= limit))
+        elif case == CHECK and CHECK_CASE in t.samples:
+            value = t.paired(CHECK_CASE, SUMS_CASE) / bare
+            rows.append((case, f"<= {limit}x {against}", f"{value:.3f}x", value <= limit))
         elif case in t.samples:
             value = t.median(case) / bare
             rows.append((case, f"<= {limit}x {against}", f"{value:.3f}x", value <= limit))
