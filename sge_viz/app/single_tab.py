@@ -33,84 +33,99 @@ def build_single_tab(service: ModelService, c: Page) -> gr.Tab:
         c.pins = gr.State([], time_to_live=3600)
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=300):
-                c.image = gr.Image(first_example(service), type="filepath", image_mode=None,
-                                   sources=["upload", "clipboard"], label="Image (upload, drop or paste)",
-                                   elem_id="input-image", height=240)
-                c.model = gr.Dropdown(service.choices, value=service.default, label="Model", elem_id="model",
-                                      info=f"Runs on {device}; loaded models stay cached.")
-                c.run = gr.Button("Analyse", variant="primary", elem_id="run")
-                c.ood = gr.Markdown("", elem_id="ood-note")
-                c.predictions = gr.Label(num_top_classes=5, label="Top-5 predictions", elem_id="predictions",
-                                         show_heading=False)
-                # An example scene's true class beside the prediction: "true class: Bag ✓" or "... ✗ (model says ...)"
-                c.truth = gr.Markdown("", elem_id="true-class")
-                with gr.Accordion(views.CARD, open=False, elem_id="domain-accordion") as c.card:
-                    c.domain = gr.Markdown(_initial_domain(service), elem_id="domain-card")
-                _examples(c)
+                _inputs(c, service, device)
             with gr.Column(scale=2):
-                with gr.Row():
-                    c.layer = gr.Dropdown([], label="SGE layer", elem_id="layer", scale=2)
-                    c.order = gr.Radio([o.value for o in Order], value=Order.SELECTIVE.value, label="Mosaic order",
-                                       elem_id="order", scale=2)
-                with gr.Row():
-                    with gr.Column(scale=3):
-                        gr.Markdown("**Every group's gate over the image** (click a tile to focus that group)")
-                        c.mosaic = gr.Image(elem_id="mosaic", show_label=False, **PNG)
-                    with gr.Column(scale=1, min_width=160):
-                        gr.Markdown("**Layer mean**: the gate averaged over all groups")
-                        c.layer_mean = gr.Image(elem_id="layer-mean", show_label=False, **PNG)
-                c.mosaic_legend = gr.Image(elem_id="mosaic-legend", **LEGEND)
-                with gr.Row():
-                    c.group = gr.Slider(0, groups - 1, value=0, step=1, elem_id="group", scale=3,
-                                        label=f"Focused group (0 to {groups - 1}; or click a tile)")
-                    c.cmap = gr.Dropdown(list(views.COLORMAPS), value=views.COLORMAPS[0], label="Colour map",
-                                         elem_id="cmap", scale=1)
-                    c.alpha = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Heatmap opacity", elem_id="alpha",
-                                        scale=2)
-                c.caption = gr.Markdown("", elem_id="caption", elem_classes=["caption-line"])
-                with gr.Row():
-                    with gr.Column(min_width=200):
-                        gr.Markdown("**The group's gate over the image**")
-                        c.overlay = gr.Image(elem_id="overlay", show_label=False, **PNG)
-                        c.gate_legend = gr.Image(elem_id="gate-legend", **LEGEND)
-                    with gr.Column(min_width=200):
-                        gr.Markdown("**Enhanced (red) vs suppressed (blue)**: gate minus the group's mean "
-                                    "(red = attenuated less than average)")
-                        c.diverging = gr.Image(elem_id="diverging", show_label=False, **PNG)
-                        c.diverging_legend = gr.Image(elem_id="diverging-legend", **LEGEND)
-                    with gr.Column(scale=2, min_width=300):
-                        gr.Markdown("**Before vs after SGE**: the group's feature-vector length ||x_g(p)|| over "
-                                    "its channels (one colour scale; after = before x gate)")
-                        c.activations = gr.Image(elem_id="activations", show_label=False, **PNG)
-                c.info = gr.Markdown(f"Device: **{device}**", elem_id="info", elem_classes=["caption-line"])
-        with gr.Tabs(elem_id="single-more"):
-            with gr.Tab("Scales and cells", elem_id="settings-tab"):
-                _settings(c)
-            with gr.Tab("Compare", elem_id="compare-tab"):
-                gr.Markdown("Pin the focused view (image, layer, group) into the next free panel: e.g. one group "
-                            "across layers, several groups of one layer, or one group on two images.")
-                with gr.Row():
-                    c.pin_button = gr.Button("Add current view to compare", elem_id="pin")
-                    c.clear_button = gr.Button("Clear compare", elem_id="clear-pins")
-                with gr.Row():
-                    # No corner buttons over the pictures (they would hide the verdict strip; Download has them).
-                    c.slots = [gr.Image(label=f"Panel {i + 1}: empty", format="png", interactive=False, buttons=[],
-                                        elem_id=f"compare-{i + 1}") for i in range(4)]
-            with gr.Tab("Statistics", elem_id="statistics-tab"):
-                c.depth = gr.Plot(label="Gate statistics across depth", elem_id="depth", format="png")
-                c.histogram = gr.Plot(label="This layer's gate values", elem_id="histogram", format="png")
-                # The whole width: every column and its header readable without scrolling.
-                c.table = gr.Dataframe(label="Groups ranked by selectivity (click a row to focus it)",
-                                       interactive=False, elem_id="group-table", max_height=420, wrap=True)
-                gr.Markdown(views.definitions_markdown(), elem_id="stat-definitions")
-            with gr.Tab("1-D / 3-D gates", elem_id="other-tab"):
-                _other_gates(c)
-            with gr.Tab("Download", elem_id="download-tab"):
-                gr.Markdown("The pictures on screen as PNGs, plus `gates.npz` (one float32 (groups, h, w) array "
-                            "per layer) and `stats.json`, the same files the command line writes.")
-                c.download_button = gr.Button("Prepare downloads", elem_id="prepare-downloads")
-                c.files = gr.File(file_count="multiple", label="Files", elem_id="files", interactive=False)
+                _gate_views(c, groups, device)
+        _more(c)
     return tab
+
+
+def _more(c: Page) -> None:
+    """The sub-tabs under the views: scales and cells, compare, statistics, 1-D / 3-D gates, download."""
+    with gr.Tabs(elem_id="single-more"):
+        with gr.Tab("Scales and cells", elem_id="settings-tab"):
+            _settings(c)
+        with gr.Tab("Compare", elem_id="compare-tab"):
+            gr.Markdown("Pin the focused view (image, layer, group) into the next free panel: e.g. one group "
+                        "across layers, several groups of one layer, or one group on two images.")
+            with gr.Row():
+                c.pin_button = gr.Button("Add current view to compare", elem_id="pin")
+                c.clear_button = gr.Button("Clear compare", elem_id="clear-pins")
+            with gr.Row():
+                # No corner buttons over the pictures (they would hide the verdict strip; Download has them).
+                c.slots = [gr.Image(label=f"Panel {i + 1}: empty", format="png", interactive=False, buttons=[],
+                                    elem_id=f"compare-{i + 1}") for i in range(4)]
+        with gr.Tab("Statistics", elem_id="statistics-tab"):
+            c.depth = gr.Plot(label="Gate statistics across depth", elem_id="depth", format="png")
+            c.histogram = gr.Plot(label="This layer's gate values", elem_id="histogram", format="png")
+            # The whole width: every column and its header readable without scrolling.
+            c.table = gr.Dataframe(label="Groups ranked by selectivity (click a row to focus it)",
+                                   interactive=False, elem_id="group-table", max_height=420, wrap=True)
+            gr.Markdown(views.definitions_markdown(), elem_id="stat-definitions")
+        with gr.Tab("1-D / 3-D gates", elem_id="other-tab"):
+            _other_gates(c)
+        with gr.Tab("Download", elem_id="download-tab"):
+            gr.Markdown("The pictures on screen as PNGs, plus `gates.npz` (one float32 (groups, h, w) array "
+                        "per layer) and `stats.json`, the same files the command line writes.")
+            c.download_button = gr.Button("Prepare downloads", elem_id="prepare-downloads")
+            c.files = gr.File(file_count="multiple", label="Files", elem_id="files", interactive=False)
+
+
+def _inputs(c: Page, service: ModelService, device: str) -> None:
+    """The left column: the image, the model, Analyse, the predictions and what the model knows, the examples."""
+    c.image = gr.Image(first_example(service), type="filepath", image_mode=None,
+                       sources=["upload", "clipboard"], label="Image (upload, drop or paste)",
+                       elem_id="input-image", height=240)
+    c.model = gr.Dropdown(service.choices, value=service.default, label="Model", elem_id="model",
+                          info=f"Runs on {device}; loaded models stay cached.")
+    c.run = gr.Button("Analyse", variant="primary", elem_id="run")
+    c.ood = gr.Markdown("", elem_id="ood-note")
+    c.predictions = gr.Label(num_top_classes=5, label="Top-5 predictions", elem_id="predictions",
+                             show_heading=False)
+    # An example scene's true class beside the prediction: "true class: Bag ✓" or "... ✗ (model says ...)"
+    c.truth = gr.Markdown("", elem_id="true-class")
+    with gr.Accordion(views.CARD, open=False, elem_id="domain-accordion") as c.card:
+        c.domain = gr.Markdown(_initial_domain(service), elem_id="domain-card")
+    _examples(c)
+
+
+def _gate_views(c: Page, groups: int, device: str) -> None:
+    """The right column: layer and order, the mosaic and layer mean, the focused group's three views."""
+    with gr.Row():
+        c.layer = gr.Dropdown([], label="SGE layer", elem_id="layer", scale=2)
+        c.order = gr.Radio([o.value for o in Order], value=Order.SELECTIVE.value, label="Mosaic order",
+                           elem_id="order", scale=2)
+    with gr.Row():
+        with gr.Column(scale=3):
+            gr.Markdown("**Every group's gate over the image** (click a tile to focus that group)")
+            c.mosaic = gr.Image(elem_id="mosaic", show_label=False, **PNG)
+        with gr.Column(scale=1, min_width=160):
+            gr.Markdown("**Layer mean**: the gate averaged over all groups")
+            c.layer_mean = gr.Image(elem_id="layer-mean", show_label=False, **PNG)
+    c.mosaic_legend = gr.Image(elem_id="mosaic-legend", **LEGEND)
+    with gr.Row():
+        c.group = gr.Slider(0, groups - 1, value=0, step=1, elem_id="group", scale=3,
+                            label=f"Focused group (0 to {groups - 1}; or click a tile)")
+        c.cmap = gr.Dropdown(list(views.COLORMAPS), value=views.COLORMAPS[0], label="Colour map",
+                             elem_id="cmap", scale=1)
+        c.alpha = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Heatmap opacity", elem_id="alpha",
+                            scale=2)
+    c.caption = gr.Markdown("", elem_id="caption", elem_classes=["caption-line"])
+    with gr.Row():
+        with gr.Column(min_width=200):
+            gr.Markdown("**The group's gate over the image**")
+            c.overlay = gr.Image(elem_id="overlay", show_label=False, **PNG)
+            c.gate_legend = gr.Image(elem_id="gate-legend", **LEGEND)
+        with gr.Column(min_width=200):
+            gr.Markdown("**Enhanced (red) vs suppressed (blue)**: gate minus the group's mean "
+                        "(red = attenuated less than average)")
+            c.diverging = gr.Image(elem_id="diverging", show_label=False, **PNG)
+            c.diverging_legend = gr.Image(elem_id="diverging-legend", **LEGEND)
+        with gr.Column(scale=2, min_width=300):
+            gr.Markdown("**Before vs after SGE**: the group's feature-vector length ||x_g(p)|| over "
+                        "its channels (one colour scale; after = before x gate)")
+            c.activations = gr.Image(elem_id="activations", show_label=False, **PNG)
+    c.info = gr.Markdown(f"Device: **{device}**", elem_id="info", elem_classes=["caption-line"])
 
 
 def _examples(c: Page) -> None:
