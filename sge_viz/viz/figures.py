@@ -8,11 +8,12 @@ from ..metrics.gates import depth_profile, histogram
 from ..metrics.localisation import gate_mask_auc
 
 
-def new_figure(width: float, height: float):
-    """A matplotlib Figure of ``width`` x ``height`` inches at 100 dpi, constrained layout."""
+def new_figure(width: float, height: float, layout: str | None = "constrained"):
+    """A matplotlib Figure of ``width`` x ``height`` inches at 100 dpi, constrained layout unless ``layout`` is
+    None (the caller then sets its margins)."""
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+    return Figure(figsize=(width, height), dpi=100, layout=layout)
 
 
 def figure_pixels(fig) -> np.ndarray:
@@ -51,7 +52,9 @@ def histogram_figure(analysis, layer: str):
     """Histogram of every gate value of one layer (all groups and positions) on [0, 1], with its mean."""
     lg = analysis.layer(layer)
     counts, edges = histogram(lg.gate, bins=50)
-    fig = new_figure(5.0, 3.0)
+    # Fixed margins: redrawn on every layer change, and the layout engine would be half of its cost.
+    fig = new_figure(5.0, 3.0, layout=None)
+    fig.subplots_adjust(left=0.15, right=0.97, bottom=0.16, top=0.9)
     ax = fig.add_subplot()
     ax.stairs(counts, edges, fill=True, alpha=0.7)
     mean = float(lg.gate.mean())
