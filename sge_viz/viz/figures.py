@@ -29,7 +29,16 @@ def depth_figure(analysis):
     """Mean gate, spatial spread and share enhanced per layer (plus mean mask AUC when a mask is known)."""
     rows = depth_profile(analysis)
     x = np.arange(len(rows))
-    fig = new_figure(7.5, 3.9)
+    names = [r["name"].removesuffix(".sge") for r in rows]
+    # Fixed margins sized from the layer names (drawn for every new image, where the layout engine would be
+    # half of its cost): an 8-pt label rotated by 60 degrees is about 5.8 px high per character, and the
+    # first one reaches 3.3 px per character left of its tick.
+    longest = max((len(n) for n in names), default=1)
+    top, plot, bottom = 0.35, 2.6, (5.8 * longest + 10) / 100 + 0.7  # inches; + the axis label and the legend
+    left = max(0.55, (3.3 * len(names[0]) + 12) / 100 if names else 0.55)
+    fig = new_figure(7.5, top + plot + bottom, layout=None)
+    height = top + plot + bottom
+    fig.subplots_adjust(left=left / 7.5, right=1 - 0.2 / 7.5, bottom=bottom / height, top=1 - top / height)
     ax = fig.add_subplot()
     ax.plot(x, [r["mean"] for r in rows], "o-", label="mean gate")
     ax.plot(x, [r["spread"] for r in rows], "s-", label="spatial spread (mean std)")
@@ -38,12 +47,13 @@ def depth_figure(analysis):
         aucs = [float(np.nanmean(gate_mask_auc(lg.gate, analysis.mask))) for lg in analysis.layers]
         ax.plot(x, aucs, "D--", color="green", label="mean mask AUC (gate vs item)")
         ax.axhline(0.5, color="green", linewidth=0.6, linestyle=":")
-    ax.set_xticks(x, [r["name"].removesuffix(".sge") for r in rows], rotation=60, ha="right", fontsize=8)
+    ax.set_xticks(x, names, rotation=60, ha="right", fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_xlabel("SGE layer (input side → output side)")
     ax.grid(alpha=0.3)
     # Below the axes, never over the points.
-    fig.legend(*ax.get_legend_handles_labels(), fontsize=8, loc="outside lower center", ncols=4, frameon=False)
+    fig.legend(*ax.get_legend_handles_labels(), fontsize=8, loc="lower center", ncols=4, frameon=False,
+               bbox_to_anchor=(0.5, 0.0))
     ax.set_title("Gate statistics across depth", fontsize=10)
     return fig
 
