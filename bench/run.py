@@ -17,6 +17,8 @@ sge_resnet50 at 224 with random weights):
   the cached analysis, no forward
 - GradCAM: pytorch-grad-cam on the last residual block (forward + backward)
 - app request: ``/analyze`` through gradio_client against the app on localhost
+- page: new image: the page's event for a new image (forward, every picture, the depth and histogram plots
+  drawn to PNG), in process
 
 Then: peak RSS of a fresh process that loads sge_resnet50 and runs one full
 analysis, and the throughput of ``sge-viz analyze FOLDER`` against the bare
@@ -227,6 +229,20 @@ class App:
         self.client = Client(f"http://127.0.0.1:{port}/", verbose=False, ssl_verify=False)
         self.image = self.folder / "image.png"
 
+    def new_image(self, key: str, image: Path) -> Callable[[], object]:
+        """The page's own event for a new image (``Handlers.show_image``, in this process) with its two plots
+        drawn to PNG as Gradio sends them: what a visitor waits for after dropping an image."""
+        from sge_viz.app.settings import ViewSettings
+
+        handlers, label = self.demo.handlers, self.labels[key]
+
+        def run():
+            out = handlers.show_image(str(image), label, ViewSettings())
+            for plot in (handlers.c.depth, handlers.c.histogram):
+                out[plot].savefig(io.BytesIO(), format="png")
+            return out
+        return run
+
     def request(self, key: str, image: Path) -> Callable[[], object]:
         from gradio_client import handle_file
 
@@ -294,6 +310,7 @@ def bench_model(loaded: LoadedModel, pil: Image.Image, rounds: int, app: App | N
         cases["GradCAM"] = gradcam_case(model, x)
     if app is not None and image_path is not None:
         cases["app request"] = app.request(app_key, image_path)
+        cases["page: new image"] = app.new_image(app_key, image_path)
     info = {"layers": len(layers), "input": loaded.config.input_size,
             "groups": int(deepest.groups), "params": loaded.num_parameters}
     return interleaved(cases, rounds, sync=sync), info

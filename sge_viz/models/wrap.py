@@ -110,8 +110,6 @@ def wrap_model(module: nn.Module, labels: str | Path | Sequence[str] | None = No
     The module's mode, parameters, buffers and hooks are left as they were (analysis runs in eval mode
     and restores the modes). Raises SGEVizError when the probe forward fails or no SGE layer is captured.
     """
-    from ..capture.recorder import GateRecorder, other_gate_note, shared_notes, uncaptured_sge_like
-
     if not isinstance(module, nn.Module):
         raise SGEVizError(f"wrap_model needs a torch.nn.Module, not a {type(module).__name__}.")
     if resize not in ("crop", "full"):
@@ -126,6 +124,28 @@ def wrap_model(module: nn.Module, labels: str | Path | Sequence[str] | None = No
     first = next(iter(module.parameters()), None)
     dev = first.device if first is not None else torch.device("cpu")
     dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
+    output, notes = _probe(module, channels, height, width, patterns, dev, dtype)
+
+    scores = isinstance(output, torch.Tensor) and output.dim() == 2 and output.shape[0] == 1
+    classifies = scores and not gates_only
+    num_classes = int(output.shape[1]) if classifies else 0
+    names = labels_for(labels, classifies, num_classes, declared_gates_only=gates_only)
+    notes += _output_notes(output, classifies, gates_only, bool(names), num_classes)
+    config = ModelConfig(
+        arch=type(module).__name__, num_classes=num_classes, input_size=size,
+        resize_size=round(max(height, width) / CROP_FRACTION) if resize == "crop" else 0,
+        mean=_stats(mean, channels, IMAGENET_MEAN, "mean"), std=_stats(std, channels, IMAGENET_STD, "std"),
+        class_names=names, description=domain, channels=channels, task="classify" if classifies else "gates",
+        sge_layers=patterns, cam_layer=cam_layer,
+        layout_note=f"Built by your code ({source}): the network's own forward is analysed.")
+    return LoadedModel(module, config, name or type(module).__name__, source, dev, dtype, notes=notes)
+
+
+def _probe(module: nn.Module, channels: int, height: int, width: int, patterns: tuple[str, ...],
+           dev: torch.device, dtype: torch.dtype) -> tuple[object, list[str]]:
+    """One forward of a random (1, channels, height, width) input with every SGE layer hooked: the output and
+    the notes on what was skipped, shared or missed. SGEVizError when it cannot run or no gate is captured."""
+    from ..capture.recorder import GateRecorder, other_gate_note, shared_notes, uncaptured_sge_like
 
     # A random probe, not zeros: a module that is not a gate can pass the check on a blank input.
     probe = torch.randn(1, channels, height, width, generator=torch.Generator().manual_seed(0)).to(dev, dtype)
@@ -158,30 +178,25 @@ def wrap_model(module: nn.Module, labels: str | Path | Sequence[str] | None = No
         notes.append("Modules named like SGE but not captured (no group count and per-group scale and shift "
                       "found): " + ", ".join(missed[:8]) + (" ..." if len(missed) > 8 else "")
                       + ". Add them with --sge-layers if they are SGE layers.")
+    return output, notes
 
-    scores = isinstance(output, torch.Tensor) and output.dim() == 2 and output.shape[0] == 1
-    classifies = scores and not gates_only
-    num_classes = int(output.shape[1]) if classifies else 0
-    names = labels_for(labels, classifies, num_classes, declared_gates_only=gates_only)
+
+def _output_notes(output: object, classifies: bool, gates_only: bool, named: bool, num_classes: int) -> list[str]:
+    """What the output is read as, when it is not named class scores: gates only (declared or not), or scores
+    without names."""
+    notes = []
     if gates_only:
         notes.append(f"Gates only, as declared (--gates-only): the model's output ({_describe(output)}) is not "
                      "read as class scores, so there are no predictions and no out-of-domain verdict.")
     elif not classifies:
         notes.append("Gates only: the model's output is not one row of class scores per image "
                      f"({_describe(output)}), so there are no predictions and no out-of-domain verdict.")
-    elif not names:
+    elif not named:
         notes.append(f"No class names were given: the model's {num_classes} outputs are read as class scores "
                      "and named 'class 0' ... Give them with --labels FILE (labels=[...] in Python); if the "
                      "output is not class scores (an embedding, features), declare --gates-only "
                      "(gates_only=True).")
-    config = ModelConfig(
-        arch=type(module).__name__, num_classes=num_classes, input_size=size,
-        resize_size=round(max(height, width) / CROP_FRACTION) if resize == "crop" else 0,
-        mean=_stats(mean, channels, IMAGENET_MEAN, "mean"), std=_stats(std, channels, IMAGENET_STD, "std"),
-        class_names=names, description=domain, channels=channels, task="classify" if classifies else "gates",
-        sge_layers=patterns, cam_layer=cam_layer,
-        layout_note=f"Built by your code ({source}): the network's own forward is analysed.")
-    return LoadedModel(module, config, name or type(module).__name__, source, dev, dtype, notes=notes)
+    return notes
 
 
 def _describe(output: object) -> str:
