@@ -17,8 +17,8 @@ sge_resnet50 at 224 with random weights):
   the cached analysis, no forward
 - GradCAM: pytorch-grad-cam on the last residual block (forward + backward)
 - app request: ``/analyze`` through gradio_client against the app on localhost
-- page: new image: the page's event for a new image (forward, every picture, the depth and histogram plots
-  drawn to PNG), in process
+- page: new image: the page's event for a new image (forward and every picture; the Statistics tab closed,
+  as the page opens), in process
 
 Then: peak RSS of a fresh process that loads sge_resnet50 and runs one full
 analysis, and the throughput of ``sge-viz analyze FOLDER`` against the bare
@@ -230,17 +230,15 @@ class App:
         self.image = self.folder / "image.png"
 
     def new_image(self, key: str, image: Path) -> Callable[[], object]:
-        """The page's own event for a new image (``Handlers.show_image``, in this process) with its two plots
-        drawn to PNG as Gradio sends them: what a visitor waits for after dropping an image."""
+        """The page's own event for a new image (``Handlers.show_image``, in this process) as the page opens,
+        with the Statistics sub-tab closed (its two plots are drawn when it is opened): what a visitor waits for
+        after dropping an image, less the transfer."""
         from sge_viz.app.settings import ViewSettings
 
         handlers, label = self.demo.handlers, self.labels[key]
 
         def run():
-            out = handlers.show_image(str(image), label, ViewSettings())
-            for plot in (handlers.c.depth, handlers.c.histogram):
-                out[plot].savefig(io.BytesIO(), format="png")
-            return out
+            return handlers.show_image(str(image), label, ViewSettings(), None, False, False)
         return run
 
     def request(self, key: str, image: Path) -> Callable[[], object]:

@@ -23,6 +23,8 @@ from .catalogue import ModelService
 from .settings import ViewSettings
 from .views import Order
 
+STATISTICS = "Statistics"  # the sub-tab holding the depth and histogram plots
+
 
 class Page:
     """The Single image tab's components that handlers read or write; ``single_tab.build_single_tab`` sets
@@ -30,6 +32,8 @@ class Page:
 
     state: gr.State  # this browser session's Analysis
     pins: gr.State  # [(picture, caption), ...] of the compare panels
+    stats_open: gr.State  # whether the Statistics sub-tab is shown (its plots are drawn only then)
+    more: gr.Tabs  # the sub-tabs under the views
     image: gr.Image
     model: gr.Dropdown
     run: gr.Button
@@ -205,8 +209,9 @@ class Handlers:
             c.caption: focus.caption,
         }
 
-    def _layer(self, analysis: Analysis, view: ViewSettings) -> dict:
-        """``_focus`` plus what belongs to the layer: its menu entry, group range, histogram and group table."""
+    def _layer(self, analysis: Analysis, view: ViewSettings, plots: bool = True) -> dict:
+        """``_focus`` plus what belongs to the layer: its menu entry, group range, group table and (``plots``)
+        histogram."""
         c = self.c
         lg = analysis.layer(view.layer)
         headers, rows = views.group_table(analysis, view.layer)
@@ -216,7 +221,7 @@ class Handlers:
         out.update({
             c.layer: gr.Dropdown(choices=analysis.layer_names, value=view.layer, info=views.layer_note(analysis)),
             c.group: group_slider(lg.groups, view.group),
-            c.histogram: figures.histogram_figure(analysis, view.layer),
+            c.histogram: figures.histogram_figure(analysis, view.layer) if plots else gr.skip(),
             c.table: pd.DataFrame(rows, columns=headers),
         })
         return out
@@ -233,19 +238,20 @@ class Handlers:
 
     @page_errors("caption")
     def run_clicked(self, payload: Any, choice: str, view: ViewSettings, previous: Analysis | None = None,
-                    keep_group: bool = False, progress: gr.Progress = gr.Progress()) -> dict:
+                    keep_group: bool = False, stats_open: bool = True, progress: gr.Progress = gr.Progress()) -> dict:
         """The Analyse button: says so when there is nothing to analyse, else runs like a new image."""
         if payload is None:
             gr.Warning("Nothing to analyse yet: upload an image or pick an example first.")
             return self._unchanged("caption")
-        return self.show_image(payload, choice, view, previous, keep_group, progress)
+        return self.show_image(payload, choice, view, previous, keep_group, stats_open, progress)
 
     @page_errors("caption")
     def show_image(self, payload: Any, choice: str, view: ViewSettings, previous: Analysis | None = None,
-                   keep_group: bool = False, progress: gr.Progress = gr.Progress()) -> dict:
+                   keep_group: bool = False, stats_open: bool = True, progress: gr.Progress = gr.Progress()) -> dict:
         """A new image or model: the one forward pass. Same model as before: the layer stays put (so images
         compare) and so does the group when the user pinned it ("keep"); otherwise the layer's most
-        selective group. Another model: its default layer's most selective group."""
+        selective group. Another model: its default layer's most selective group. The depth and histogram
+        plots are drawn only when ``stats_open`` (their tab draws them when it is opened: ``more_tab``)."""
         source = upload_path(payload)
         c = self.c
         if not self.service.is_loaded(choice):
@@ -276,7 +282,7 @@ class Handlers:
         elif not keep_group:
             group = None
         layer = _pick_layer(analysis, layer)
-        out = self._layer(analysis, view.at(layer, _pick_group(analysis, layer, group)))
+        out = self._layer(analysis, view.at(layer, _pick_group(analysis, layer, group)), plots=stats_open)
         mask_note = " · green outline = the item's mask (example scene)" if analysis.mask is not None else ""
         out.update({
             c.state: analysis,
@@ -286,7 +292,7 @@ class Handlers:
             c.info: (f"**{analysis.model_name}** on **{analysis.device}** · "
                      f"{len(analysis.layers)} SGE layers · forward + capture "
                      f"{analysis.seconds * 1000:.0f} ms{mask_note}"),
-            c.depth: figures.depth_figure(analysis),
+            c.depth: figures.depth_figure(analysis) if stats_open else gr.skip(),
             c.domain: views.domain_markdown(self.service.domain(choice), choice),
             c.ood: views.ood_markdown(analysis),
         })
@@ -330,11 +336,22 @@ class Handlers:
         return {self.c.other_picture: out[self.c.other_picture]}
 
     @page_errors("caption")
-    def change_layer(self, analysis: Analysis | None, view: ViewSettings) -> dict:
-        """Another layer: its pictures, group range, histogram and table (a group it lacks: its most selective)."""
+    def change_layer(self, analysis: Analysis | None, view: ViewSettings, stats_open: bool = True) -> dict:
+        """Another layer: its pictures, group range, table and (``stats_open``) histogram (a group it lacks: its
+        most selective)."""
         if analysis is None:
             return self._unchanged("caption")
-        return self._layer(analysis, _resolve(analysis, view))
+        return self._layer(analysis, _resolve(analysis, view), plots=stats_open)
+
+    def more_tab(self, analysis: Analysis | None, layer: str | None, evt: gr.SelectData) -> dict:
+        """A sub-tab under the views was chosen: whether it is Statistics, and if so its two plots for the
+        analysis and layer on screen."""
+        c = self.c
+        opened = evt.value == STATISTICS
+        if not opened or analysis is None:
+            return {c.stats_open: opened, c.depth: gr.skip(), c.histogram: gr.skip()}
+        return {c.stats_open: True, c.depth: figures.depth_figure(analysis),
+                c.histogram: figures.histogram_figure(analysis, _pick_layer(analysis, layer))}
 
     @page_errors("caption")
     def change_view(self, analysis: Analysis | None, view: ViewSettings) -> dict:

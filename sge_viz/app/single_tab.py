@@ -16,7 +16,7 @@ from ..errors import SGEVizError
 from ..io.examples import example_paths, is_scene, is_wild_scene, known_examples, misses_caption
 from . import views
 from .catalogue import ModelService
-from .handlers import Handlers, Page
+from .handlers import STATISTICS, Handlers, Page
 from .settings import FIELDS, takes_view
 from .views import Cells, Contrast, Order, Scale
 
@@ -31,6 +31,7 @@ def build_single_tab(service: ModelService, c: Page) -> gr.Tab:
     with gr.Tab("Single image", id="single", elem_id="single-tab") as tab:
         c.state = gr.State(None, time_to_live=3600)
         c.pins = gr.State([], time_to_live=3600)
+        c.stats_open = gr.State(False)  # the Statistics sub-tab is shown: only then are its plots drawn
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=300):
                 _inputs(c, service, device)
@@ -42,7 +43,7 @@ def build_single_tab(service: ModelService, c: Page) -> gr.Tab:
 
 def _more(c: Page) -> None:
     """The sub-tabs under the views: scales and cells, compare, statistics, 1-D / 3-D gates, download."""
-    with gr.Tabs(elem_id="single-more"):
+    with gr.Tabs(elem_id="single-more") as c.more:
         with gr.Tab("Scales and cells", elem_id="settings-tab"):
             _settings(c)
         with gr.Tab("Compare", elem_id="compare-tab"):
@@ -55,7 +56,7 @@ def _more(c: Page) -> None:
                 # No corner buttons over the pictures (they would hide the verdict strip; Download has them).
                 c.slots = [gr.Image(label=f"Panel {i + 1}: empty", format="png", interactive=False, buttons=[],
                                     elem_id=f"compare-{i + 1}") for i in range(4)]
-        with gr.Tab("Statistics", elem_id="statistics-tab"):
+        with gr.Tab(STATISTICS, elem_id="statistics-tab"):
             c.depth = gr.Plot(label="Gate statistics across depth", elem_id="depth", format="png")
             c.histogram = gr.Plot(label="This layer's gate values", elem_id="histogram", format="png")
             # The whole width: every column and its header readable without scrolling.
@@ -194,15 +195,17 @@ def wire_single_tab(h: Handlers, demo: gr.Blocks) -> None:
     # preprocess=False: values arrive as sent, so a group typed out of range reaches the handler (which
     # says what is valid) instead of failing in Gradio's own range check with a server traceback.
     raw = dict(preprocess=False, **hidden)
-    run = dict(fn=takes_view(h.show_image), inputs=[c.image, c.model, *view, c.state, c.keep_group],
+    run = dict(fn=takes_view(h.show_image), inputs=[c.image, c.model, *view, c.state, c.keep_group, c.stats_open],
                outputs=analyze_outputs, trigger_mode="always_last", **raw)
     demo.load(**run)  # the image's first value: the page opens with it analysed, per session
     c.image.change(**run)
     c.model.input(**run)
     c.run.click(**{**run, "fn": takes_view(h.run_clicked)})
     redraw = dict(fn=takes_view(h.change_view), inputs=[c.state, *view], outputs=focus_outputs, **raw)
-    c.layer.select(**{**redraw, "fn": takes_view(h.change_layer), "outputs": layer_outputs},
-                   trigger_mode="always_last")
+    c.layer.select(**{**redraw, "fn": takes_view(h.change_layer), "inputs": [c.state, *view, c.stats_open],
+                      "outputs": layer_outputs}, trigger_mode="always_last")
+    # The two plots cost more than the rest of a new image together: drawn when their tab is shown.
+    c.more.select(h.more_tab, [c.state, c.layer], [c.stats_open, c.depth, c.histogram], **hidden)
     for control in (c.order, c.cmap, c.scale, c.contrast, c.cells):
         control.input(**redraw)
     # Whatever moves the group (slider, tile click, table row, layer change) redraws through .change.

@@ -276,3 +276,28 @@ def test_without_the_demo_checkpoint_the_app_says_so_and_still_starts(monkeypatc
     assert service.choices == ["sge_resnet18 (random weights)"] == [service.default]
     assert "missing.safetensors" in service.notice and "untrained" in service.notice
     assert "layer4.1.sge" in service.run_analysis(service.default, PHOTO, PHOTO.name).layer_names
+
+
+def test_statistics_plots_are_drawn_when_their_tab_is_shown(app):
+    """With the Statistics sub-tab closed (how the page opens) a new image and a layer change skip its two plots;
+    opening the tab draws them for the analysis and layer on screen, and from then on they follow."""
+    h, service, forwards, image = app
+    payload = {"path": str(image), "orig_name": image.name}
+    closed = h.show_image(payload, service.default, ViewSettings(), None, False, False)
+    analysis = closed[h.c.state]
+    assert closed[h.c.depth] == gr.skip() and closed[h.c.histogram] == gr.skip()
+    layer = analysis.layer_names[1]
+    assert h.change_layer(analysis, ViewSettings(layer=layer), False)[h.c.histogram] == gr.skip()
+    start = len(forwards)
+    opened = h.more_tab(analysis, layer, gr.SelectData(None, {"index": 2, "value": "Statistics"}))
+    assert opened[h.c.stats_open] is True and len(forwards) == start
+    # The histogram drawn is this layer's: its bars are the counts of every gate value of the layer.
+    counts, _ = stats.histogram(analysis.layer(layer).gate)
+    bars = [p for p in opened[h.c.histogram].axes[0].patches]
+    np.testing.assert_array_equal(bars[0].get_path().vertices[:, 1].max(), counts.max())
+    depth_means = opened[h.c.depth].axes[0].lines[0].get_ydata()
+    np.testing.assert_allclose(depth_means, [r["mean"] for r in stats.depth_profile(analysis)])
+    moved = h.more_tab(analysis, layer, gr.SelectData(None, {"index": 1, "value": "Compare"}))
+    assert moved[h.c.stats_open] is False and moved[h.c.depth] == gr.skip()
+    shown = h.show_image(payload, service.default, ViewSettings(), analysis, False, True)
+    assert shown[h.c.depth] is not None and shown[h.c.depth] != gr.skip()

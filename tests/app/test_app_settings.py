@@ -60,7 +60,8 @@ def test_takes_view_keeps_the_progress_where_gradio_looks(demo):
     event = takes_view(h.show_image)
     names = list(inspect.signature(event).parameters)
     assert names[:2] == ["payload", "choice"] and names[2:10] == list(FIELDS)
-    inputs, progress_index, _, _ = special_args(event, inputs=list(range(12)))
-    assert progress_index == 12 and len(inputs) == 13
+    # image, model, the 8 view controls, state, keep group, Statistics open; then the progress
+    inputs, progress_index, _, _ = special_args(event, inputs=list(range(13)))
+    assert progress_index == 13 and len(inputs) == 14
     with pytest.raises(gr.Error, match="Unknown colour map"):
-        event(None, "m", None, 0, "model order", "jet", 0.5, None, None, None, None, False)
+        event(None, "m", None, 0, "model order", "jet", 0.5, None, None, None, None, False, False)
