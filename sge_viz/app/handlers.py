@@ -305,6 +305,7 @@ class Handlers:
         """The "1-D / 3-D gates" tab: its note, module menu, slice control (3-D only) and picture."""
         c = self.c
         other = analysis.other_gates
+        cmap = cmap if cmap in views.COLORMAPS else views.COLORMAPS[0]
         if not other:
             return {c.other_note: views.OTHER_NONE, c.other_layer: gr.Dropdown(choices=[], value=None),
                     c.other_slice: gr.Slider(visible=False), c.other_picture: None}
@@ -325,14 +326,14 @@ class Handlers:
         when the slice held does not exist in it)."""
         if analysis is None or not analysis.other_gates:
             return self._unchanged("other_picture")
-        return self._other(analysis, layer, depth, cmap if cmap in views.COLORMAPS else views.COLORMAPS[0])
+        return self._other(analysis, layer, depth, cmap)
 
     @page_errors("other_picture")
     def change_slice(self, analysis: Analysis | None, layer: str, depth: Any, cmap: str) -> dict:
         """Another depth slice of the module shown: its picture only."""
         if analysis is None or layer not in analysis.other_gates:
             return self._unchanged("other_picture")
-        out = self._other(analysis, layer, depth, cmap if cmap in views.COLORMAPS else views.COLORMAPS[0])
+        out = self._other(analysis, layer, depth, cmap)
         return {self.c.other_picture: out[self.c.other_picture]}
 
     @page_errors("caption")

@@ -35,9 +35,9 @@ def depth_figure(analysis):
     # first one reaches 3.3 px per character left of its tick.
     longest = max((len(n) for n in names), default=1)
     top, plot, bottom = 0.35, 2.6, (5.8 * longest + 10) / 100 + 0.7  # inches; + the axis label and the legend
-    left = max(0.55, (3.3 * len(names[0]) + 12) / 100 if names else 0.55)
-    fig = new_figure(7.5, top + plot + bottom, layout=None)
+    left = max(0.55, (3.3 * len(names[0]) + 12) / 100) if names else 0.55
     height = top + plot + bottom
+    fig = new_figure(7.5, height, layout=None)
     fig.subplots_adjust(left=left / 7.5, right=1 - 0.2 / 7.5, bottom=bottom / height, top=1 - top / height)
     ax = fig.add_subplot()
     ax.plot(x, [r["mean"] for r in rows], "o-", label="mean gate")
