@@ -59,10 +59,10 @@ from sge_viz.capture.analysis import analyze  # noqa: E402
 from sge_viz.capture.preprocess import prepare  # noqa: E402
 from sge_viz.capture.recorder import (  # noqa: E402
     GateRecorder,
-    every_channel_fits,
+    check_gate,
+    find_gate,
     find_sge_layers,
     group_sums,
-    read_gate,
 )
 from sge_viz.metrics import gates as stats  # noqa: E402
 from sge_viz.models import LoadedModel, create_model, save_safetensors  # noqa: E402
@@ -321,8 +321,8 @@ CHECK = "gate check (every SGE layer)"  # the difference of the two cases above,
 
 def gate_check_cases(model: torch.nn.Module, x: torch.Tensor) -> dict[str, Callable[[], object]]:
     """Two forwards with hooks on every SGE layer: one takes the input's group sums (as the recorder does),
-    the other also runs the recorder's check on each call (``read_gate``: y = x * gate on the first channel of
-    every group; ``every_channel_fits``: on every channel through the group sums). Their difference, paired
+    the other also runs the recorder's check on each call (``check_gate``: y = x * gate on every channel, through
+    the group sums). Their difference, paired
     round by round, is the check's cost where the recorder pays it: right after the module ran, its input and
     output still in cache."""
     def forward(check: bool) -> Callable[[], object]:
@@ -344,8 +344,8 @@ def gate_check_cases(model: torch.nn.Module, x: torch.Tensor) -> dict[str, Calla
     def after_call(xin, out, gate, groups, check):
         x_sum, _ = group_sums(xin, groups)
         if check:
-            found, why = read_gate(xin, out, [gate], groups)
-            assert found is not None and every_channel_fits(x_sum, out, found), why
+            found, why = check_gate(xin, out, find_gate(xin, out, [gate], groups)[0], x_sum)
+            assert found is not None, why
 
     return {SUMS_CASE: forward(False), CHECK_CASE: forward(True)}
 

@@ -15,8 +15,8 @@ SGE, its copies, re-implementations with (G,) parameters or a functional
 sigmoid), plus any named by fnmatch patterns. The gate is the sigmoid output the
 module computes (a hook on this project's module's ``sig`` child, else a
 per-thread torch function mode catching every sigmoid call inside the module), checked on every call against the
-module's own output: y = x * gate per group and position (each group's first
-channel exactly, every channel through the group sums), else the module is
+module's own output: y = x * gate per group and position on every channel, through
+the group sums (y's must be the gate times x's), else the module is
 reported in ``skipped`` and never drawn.
 
 Cost: the hooks keep what they capture on the model's device and in its dtype;
@@ -144,33 +144,48 @@ NOT_A_GATE = "not a spatial group gate: skipped"
 
 def read_gate(x: object, y: object, sigmoid_outputs: Sequence[torch.Tensor], groups: int | None
               ) -> tuple[torch.Tensor | None, str]:
-    """The gate (B, G, H, W) of one call of a module with input ``x`` and output ``y``, or (None, why not).
-
-    The gate is the last sigmoid output computed inside the call that holds one value per group and
-    position (B*G*H*W values; G from ``groups``, or read from the output's size when unknown). Without
-    one, the gate is the ratio ||y_g(p)|| / ||x_g(p)|| of the group's vector lengths (defined only where
-    x_g(p) != 0). Either way it is checked: the first channel of every group must satisfy y = x * gate
-    (to 1e-4 of the input's largest value in float32, 1e-2 in half precision), so a module that does
-    anything else (an extra residual, another gate) is refused, never drawn. The check reads 1/(C/G) of
-    the activation; ``every_channel_fits`` then checks the other channels through the group sums (both
-    together a few percent of a forward on SGE-ResNet50: bench/run.py measures them).
-    """
+    """The gate (B, G, H, W) of one call of a module with input ``x`` and output ``y``, or (None, why not):
+    ``find_gate``'s gate, checked by ``check_gate`` on every channel."""
     gate, why = find_gate(x, y, sigmoid_outputs, groups)
     if gate is None:
         return None, why
+    return check_gate(x, y, gate, _group_sum(x, gate.shape[1]))
+
+
+def check_gate(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor, x_sum: torch.Tensor
+               ) -> tuple[torch.Tensor | None, str]:
+    """``find_gate``'s ``gate`` (B, G, H, W) checked against the module's output: y = x * gate on every channel
+    of each group, as far as the group sums tell. y's group sums must equal the gate times x's ``x_sum``
+    (B, G, H, W) float32 at every position, to 1e-4 of the largest |x_sum| in float32, 1e-2 in half precision
+    (where y = a * x with one factor a per group and position, this says a = gate wherever x's group sum is
+    not zero). Returns (a copy of the gate, "") or (None, why): a module that gates some of a group's
+    channels, adds the input back, or does anything else is refused, never drawn. A sigmoid whose values are
+    laid out (B, H, W, G) (channels last) is the same gate in another order and is accepted as such."""
     x, y = x.detach(), y.detach()
-    if _first_channels_fit(x, y, gate):
+    y_sum = _group_sum(y, gate.shape[1])
+    if _sums_fit(x_sum, y_sum, gate):
         return gate.clone(), ""
-    # A sigmoid whose values are laid out (B, H, W, G) (channels last) is the same gate in another order.
     b, g, h, w = gate.shape
     channels_last = gate.reshape(b, h, w, g).permute(0, 3, 1, 2)
-    if _first_channels_fit(x, y, channels_last):
+    if _sums_fit(x_sum, y_sum, channels_last):
         return channels_last.contiguous(), ""
+    # Refused (rare): the slower reads that say why.
+    if _first_channels_fit(x, y, gate) or _first_channels_fit(x, y, channels_last):
+        return None, CHANNEL_MISFIT
     return None, misfit_reason(x, y, gate)
 
 
+def _sums_fit(x_sum: torch.Tensor, y_sum: torch.Tensor, gate: torch.Tensor) -> bool:
+    """y_sum = gate * x_sum at every position (``check_gate``'s test)."""
+    if not y_sum.numel():
+        return True
+    # |gate| <= 1 (a sigmoid), so the largest |x_sum| bounds the expected sums: the scale of the tolerance.
+    error, scale = _largest_abs(torch.addcmul(y_sum, gate.float(), x_sum, value=-1), x_sum)
+    return gate_fits(error, scale, gate.dtype)
+
+
 def _first_channels_fit(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor) -> bool:
-    """y = x * gate on the first channel of every group (``read_gate``'s check)."""
+    """y = x * gate on the first channel of every group (for ``check_gate``'s reason)."""
     per = x.shape[1] // gate.shape[1]
     xs, ys = x[:, ::per], y[:, ::per]  # the first channel of every group: views, no copies
     if not xs.numel():
@@ -201,19 +216,6 @@ CHANNEL_MISFIT = ("its output is its input times the gate on the first channel o
                   f"channels, so its after-SGE sums and vector lengths would be wrong: {NOT_A_GATE}")
 
 
-def every_channel_fits(x_sum: torch.Tensor, y: torch.Tensor, gate: torch.Tensor) -> bool:
-    """Whether y = x * gate holds on every channel of each group, as far as the group sums tell: y's group
-    sums (B, G, H, W) must equal the gate times x's ``x_sum`` (B, G, H, W) float32 at every position, to
-    ``gate_fits``' tolerance of the largest input group sum. ``read_gate`` checks each group's first channel
-    only; a module that gates some of a group's channels passes that and fails this."""
-    y_sum = _group_sum(y, gate.shape[1])
-    if not y_sum.numel():
-        return True
-    # |gate| <= 1 (a sigmoid), so the largest |x_sum| bounds the expected sums: the scale of the tolerance.
-    error, scale = _largest_abs(torch.addcmul(y_sum, gate.float(), x_sum, value=-1), x_sum)
-    return gate_fits(error, scale, y.dtype)
-
-
 def _largest_abs(*tensors: torch.Tensor) -> list[float]:
     """max |t| of each tensor, from its minimum and maximum (no |t| copy), read back from the device at once."""
     bounds = torch.stack([v.float() for t in tensors for v in torch.aminmax(t)]).tolist()
@@ -221,8 +223,8 @@ def _largest_abs(*tensors: torch.Tensor) -> list[float]:
 
 
 def gate_fits(error: float, scale: float, dtype: torch.dtype) -> bool:
-    """The check of ``read_gate``: the largest |y - x * gate| over the groups' first channels ``error``
-    against the largest |x| there ``scale``."""
+    """Whether a largest difference ``error`` (|y - x * gate|, or of group sums) is within tolerance of the
+    largest input value ``scale``: 1e-4 of it in float32, 1e-2 in half precision."""
     tol = 1e-2 if dtype in (torch.float16, torch.bfloat16) else 1e-4
     return error <= tol * scale + 1e-6
 
@@ -405,15 +407,13 @@ class GateRecorder(HookScope):
                 else:
                     self.other[key] = gate.cpu()
                 return
-            gate, why = read_gate(x, output, outputs, groups)
+            gate, why = find_gate(x, output, outputs, groups)
+            if gate is not None:
+                groups_of_gate = gate.shape[1]
+                sums = group_sums(x, groups_of_gate) if self.activations else (_group_sum(x, groups_of_gate), None)
+                gate, why = check_gate(x, output, gate, sums[0])
             if gate is None:
                 self.skipped[key] = why
-                self.captures.pop(key, None)
-                return
-            groups_of_gate = gate.shape[1]
-            sums = group_sums(x, groups_of_gate) if self.activations else (_group_sum(x, groups_of_gate), None)
-            if not every_channel_fits(sums[0], output, gate):
-                self.skipped[key] = CHANNEL_MISFIT
                 self.captures.pop(key, None)
                 return
             capture = self.captures[key] = LayerCapture(gate)
