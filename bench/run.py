@@ -7,7 +7,8 @@ busy machine slows all cases alike. Cases, per model (the shipped demo model and
 sge_resnet50 at 224 with random weights):
 
 - bare forward: ``model(x)``, batch 1, no hooks
-- recorder: the same forward inside ``GateRecorder`` (gates + group activations)
+- recorder: the same forward inside ``GateRecorder`` (gates + group activations); and with
+  ``activations=False`` (gates and their check only)
 - gate check: the recorder's check of y = x * gate, as the difference of two forwards with hooks (group sums
   alone, group sums + check), paired round by round
 - full analysis: ``analyze`` (preprocess, forward, capture) + stats of every
@@ -276,8 +277,8 @@ def bench_model(loaded: LoadedModel, pil: Image.Image, rounds: int, app: App | N
         with torch.inference_mode():
             return model(x)
 
-    def recorder():
-        with torch.inference_mode(), GateRecorder(model) as rec:
+    def recorder(activations: bool = True):
+        with torch.inference_mode(), GateRecorder(model, activations=activations) as rec:
             model(x)
         return rec
 
@@ -298,6 +299,7 @@ def bench_model(loaded: LoadedModel, pil: Image.Image, rounds: int, app: App | N
     cases: dict[str, Callable[[], object]] = {
         "bare forward": bare,
         "recorder": recorder,
+        GATES_ONLY: lambda: recorder(activations=False),
         **gate_check_cases(model, x),
         "analyze (preprocess + forward + capture)": lambda: analyze(loaded, pil),
         "full analysis": lambda: full_analysis(loaded, pil),
@@ -314,6 +316,7 @@ def bench_model(loaded: LoadedModel, pil: Image.Image, rounds: int, app: App | N
     return interleaved(cases, rounds, sync=sync), info
 
 
+GATES_ONLY = "recorder, gates only (activations=False)"
 SUMS_CASE = "forward, group sums in hooks"
 CHECK_CASE = "forward, group sums + gate check in hooks"
 CHECK = "gate check (every SGE layer)"  # the difference of the two cases above, paired round by round

@@ -162,12 +162,11 @@ def check_gate(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor, x_sum: torc
     channels, adds the input back, or does anything else is refused, never drawn. A sigmoid whose values are
     laid out (B, H, W, G) (channels last) is the same gate in another order and is accepted as such."""
     x, y = x.detach(), y.detach()
-    y_sum = _group_sum(y, gate.shape[1])
-    if _sums_fit(x_sum, y_sum, gate):
+    if _sums_fit(x_sum, _group_sum(y, gate.shape[1]), gate):
         return gate.clone(), ""
     b, g, h, w = gate.shape
     channels_last = gate.reshape(b, h, w, g).permute(0, 3, 1, 2)
-    if _sums_fit(x_sum, y_sum, channels_last):
+    if _sums_fit(x_sum, _group_sum(y, g), channels_last):
         return channels_last.contiguous(), ""
     # Refused (rare): the slower reads that say why.
     if _first_channels_fit(x, y, gate) or _first_channels_fit(x, y, channels_last):
@@ -176,11 +175,11 @@ def check_gate(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor, x_sum: torc
 
 
 def _sums_fit(x_sum: torch.Tensor, y_sum: torch.Tensor, gate: torch.Tensor) -> bool:
-    """y_sum = gate * x_sum at every position (``check_gate``'s test)."""
+    """y_sum = gate * x_sum at every position (``check_gate``'s test; ``y_sum`` is overwritten)."""
     if not y_sum.numel():
         return True
     # |gate| <= 1 (a sigmoid), so the largest |x_sum| bounds the expected sums: the scale of the tolerance.
-    error, scale = _largest_abs(torch.addcmul(y_sum, gate.float(), x_sum, value=-1), x_sum)
+    error, scale = _largest_abs(y_sum.addcmul_(gate.float(), x_sum, value=-1), x_sum)
     return gate_fits(error, scale, gate.dtype)
 
 

@@ -34,6 +34,16 @@ def colour_table(cmap: str) -> np.ndarray:
     return table
 
 
+def filled(height: int, width: int, colour: tuple[int, int, int]) -> np.ndarray:
+    """A (height, width, 3) uint8 canvas of one colour.
+
+    Written a row at a time: assigning the RGB triple to every pixel (``out[:] = colour``) runs numpy's copy
+    loop three bytes at a time, about 100x slower on a page-sized picture."""
+    out = np.empty((height, width, 3), np.uint8)
+    out.reshape(height, width * 3)[:] = np.tile(np.asarray(colour, np.uint8), width)
+    return out
+
+
 def pack(rgb: np.ndarray) -> np.ndarray:
     """(..., 3) uint8 -> (...) little-endian uint32 with bytes R, G, B, 0."""
     rgb = rgb.astype(np.uint32)

@@ -18,7 +18,7 @@ from functools import lru_cache
 import numpy as np
 
 from ..resize import as_rgb, gapped_resize_matrix, one_blas_thread, resize_image, resize_maps
-from .colour import base_layer, blend_table, check_alpha, colour_indices, pack, unpack
+from .colour import base_layer, blend_table, check_alpha, colour_indices, filled, pack, unpack
 from .text import BACKGROUND, label_sprite, stamp_text
 
 GAP = 2  # pixels between mosaic tiles
@@ -83,8 +83,7 @@ def activation_pair(image: np.ndarray, before: np.ndarray, after: np.ndarray, cm
     left = overlay(image, before, cmap, alpha, vmin, vmax, smooth)
     right = overlay(image, after, cmap, alpha, vmin, vmax, smooth)
     height, width = image.shape[:2]
-    out = np.empty((height, 2 * width + GAP, 3), np.uint8)
-    out[:] = BACKGROUND
+    out = filled(height, 2 * width + GAP, BACKGROUND)
     out[:, :width], out[:, width + GAP:] = left, right
     size = max(10, height // 18)
     stamp_text(out, "before SGE", 2, 2, size)

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ..resize import as_rgb
-from .colour import colorize, pack
+from .colour import colorize, filled, pack
 
 BACKGROUND = (255, 255, 255)
 
@@ -25,8 +25,7 @@ def colorbar(cmap: str = "inferno", width: int = 256, height: int = 16, vmin: fl
     if not labels:
         return strip
     size = max(9, min(13, height))
-    row = np.empty((size + 4, width, 3), np.uint8)
-    row[:] = BACKGROUND
+    row = filled(size + 4, width, BACKGROUND)
     texts = [_format_tick(vmin), _format_tick((vmin + vmax) / 2), _format_tick(vmax)]
     sprites = [text_sprite(t, size, (0, 0, 0), BACKGROUND) for t in texts]
     for sprite, x in zip(sprites, (0, (width - sprites[1].shape[1]) // 2, width - sprites[2].shape[1])):
@@ -40,8 +39,7 @@ def caption(image: np.ndarray, text: str, size: int = 13) -> np.ndarray:
     image = as_rgb(image)
     lines = wrap(text, size, image.shape[1] - 2 * MARGIN)
     line_height = size + 4
-    strip = np.empty((len(lines) * line_height + 4, image.shape[1], 3), np.uint8)
-    strip[:] = BACKGROUND
+    strip = filled(len(lines) * line_height + 4, image.shape[1], BACKGROUND)
     for i, line in enumerate(lines):
         paste(strip, text_sprite(line, size, (0, 0, 0), BACKGROUND), MARGIN, MARGIN + i * line_height)
     return np.concatenate([strip, image])
@@ -83,8 +81,7 @@ def stack(images: list[np.ndarray], gap: int = 4) -> np.ndarray:
     """Images one below the other, left-aligned, on a white background."""
     width = max(im.shape[1] for im in images)
     height = sum(im.shape[0] for im in images) + gap * (len(images) - 1)
-    out = np.empty((height, width, 3), np.uint8)
-    out[:] = BACKGROUND
+    out = filled(height, width, BACKGROUND)
     y = 0
     for im in images:
         out[y:y + im.shape[0], :im.shape[1]] = im

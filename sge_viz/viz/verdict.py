@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..resize import as_rgb
+from .colour import filled
 from .text import paste, text_sprite
 
 NO_SIGNAL = "no out-of-domain signal for this model"
@@ -40,8 +41,7 @@ def mark(picture: np.ndarray, ood: dict | None, reserve: int = 0) -> np.ndarray:
     exactly HEIGHT (``unmark_y`` maps a click back)."""
     picture = as_rgb(picture)
     bg, fg = (NONE_BG, NONE_FG) if ood is None else (OUT_BG, OUT_FG) if ood["out_of_domain"] else (IN_BG, IN_FG)
-    strip = np.empty((HEIGHT, picture.shape[1], 3), np.uint8)
-    strip[:] = bg
+    strip = filled(HEIGHT, picture.shape[1], bg)
     room = picture.shape[1] - 8 - reserve
     for text in verdict_forms(ood):
         sprite = text_sprite(text, SIZE, fg, bg)

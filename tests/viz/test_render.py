@@ -200,3 +200,14 @@ def test_the_focused_tiles_label_is_whole_inside_its_frame(rng, image):
     x = tile + render.GAP + width  # the second tile, inside its frame
     np.testing.assert_array_equal(picture[width:width + sprite.shape[0], x:x + sprite.shape[1]], sprite)
     assert (picture[0, tile + render.GAP:tile + render.GAP + tile] == render.HIGHLIGHT).all()  # the frame's top
+
+
+@pytest.mark.parametrize("colour", [(255, 255, 255), (200, 30, 7), (0, 0, 0)])
+def test_filled_is_every_pixel_the_colour(colour):
+    from sge_viz.viz.colour import filled
+
+    out = filled(5, 7, colour)
+    expected = np.empty((5, 7, 3), np.uint8)
+    expected[:] = colour  # the slow assignment it replaces
+    assert out.dtype == np.uint8 and out.shape == (5, 7, 3)
+    np.testing.assert_array_equal(out, expected)
