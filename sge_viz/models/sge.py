@@ -47,6 +47,7 @@ class SpatialGroupEnhance(nn.Module):
 
 GROUP_ATTRS = ("groups", "G", "num_groups")  # where copies in circulation keep their group count
 GATE_PARAMS = (("weight", "bias"), ("gamma", "beta"))  # the per-group scale and shift of the normalised map
+_TORCH_LAYERS = "torch.nn."  # where torch's own module classes live (a subclass lives with its author)
 
 
 def sge_groups(module: nn.Module) -> int | None:
@@ -56,10 +57,13 @@ def sge_groups(module: nn.Module) -> int | None:
     ``groups``, ``G`` or ``num_groups``, and a per-group scale and shift (``weight``/``bias`` or
     ``gamma``/``beta``) of shape (G,) or (1, G, 1, 1) ((1, G, 1) and (1, G, 1, 1, 1) for 1-D and 3-D
     variants). The sigmoid may be a child under any name or a
-    functional call; whether the module really gates its input is checked on every captured call.
+    functional call; whether the module really gates its input is checked on every captured call. torch's own
+    layers (``torch.nn.*`` classes, e.g. a GroupNorm with as many channels as groups) are never SGE.
     """
     if isinstance(module, SpatialGroupEnhance):
         return module.groups
+    if type(module).__module__.startswith(_TORCH_LAYERS):
+        return None  # torch's own layers (a GroupNorm with G channels has SGE's parameter shapes, not its gate)
     groups = next((g for g in (_attribute(module, a) for a in GROUP_ATTRS)
                    if isinstance(g, int) and not isinstance(g, bool) and g > 0), None)
     if groups is None:

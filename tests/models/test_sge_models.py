@@ -133,3 +133,15 @@ def test_group_count_and_parameters_are_found_wherever_a_module_keeps_them():
     assert not is_sge_module(nn.Conv2d(8, 8, 3, groups=8)) and not is_sge_module(nn.GroupNorm(4, 8))
     assert [name for name, _ in find_sge_layers(nn.Sequential(nn.Conv2d(3, 8, 1), ClassCount(), PropertyCount()))] \
         == ["1", "2"]
+
+
+def test_torchs_own_layers_are_never_sge_but_a_subclass_is_looked_at():
+    from sge_viz.models.sge import sge_groups
+
+    norm = nn.GroupNorm(8, 8)  # num_groups 8 and a (8,) weight and bias: SGE's parameter shapes
+    assert sge_groups(norm) is None
+
+    class GroupGate(nn.GroupNorm):  # a user's class: judged by its structure, wherever its base comes from
+        pass
+
+    assert sge_groups(GroupGate(8, 8)) == 8
