@@ -216,8 +216,9 @@ CHANNEL_MISFIT = ("its output is its input times the gate on the first channel o
 
 
 def _largest_abs(*tensors: torch.Tensor) -> list[float]:
-    """max |t| of each tensor, from its minimum and maximum (no |t| copy), read back from the device at once."""
-    bounds = torch.stack([v.float() for t in tensors for v in torch.aminmax(t)]).tolist()
+    """max |t| of each tensor (all of one dtype), from its minimum and maximum (no |t| copy), read back from the
+    device at once."""
+    bounds = torch.stack([v for t in tensors for v in torch.aminmax(t)]).float().tolist()
     return [max(-lo, hi) for lo, hi in zip(bounds[::2], bounds[1::2])]
 
 
