@@ -161,7 +161,6 @@ def check_gate(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor, x_sum: torc
     not zero). Returns (a copy of the gate, "") or (None, why): a module that gates some of a group's
     channels, adds the input back, or does anything else is refused, never drawn. A sigmoid whose values are
     laid out (B, H, W, G) (channels last) is the same gate in another order and is accepted as such."""
-    x, y = x.detach(), y.detach()
     if _sums_fit(x_sum, _group_sum(y, gate.shape[1]), gate):
         return gate.clone(), ""
     b, g, h, w = gate.shape
@@ -169,6 +168,7 @@ def check_gate(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor, x_sum: torc
     if _sums_fit(x_sum, _group_sum(y, g), channels_last):
         return channels_last.contiguous(), ""
     # Refused (rare): the slower reads that say why.
+    x, y = x.detach(), y.detach()
     if _first_channels_fit(x, y, gate) or _first_channels_fit(x, y, channels_last):
         return None, CHANNEL_MISFIT
     return None, misfit_reason(x, y, gate)
@@ -279,7 +279,6 @@ def find_gate(x: object, y: object, sigmoid_outputs: Sequence[torch.Tensor], gro
                       "are captured and drawn: skipped")
     if x.shape != y.shape:
         return None, f"its output's shape {tuple(y.shape)} is not its input's {tuple(x.shape)}: {NOT_A_GATE}"
-    x, y = x.detach(), y.detach()
     b, c, h, w = x.shape
     if groups is not None and c % groups:
         return None, f"its group count {groups} does not divide its {c} channels: {NOT_A_GATE}"
@@ -289,7 +288,7 @@ def find_gate(x: object, y: object, sigmoid_outputs: Sequence[torch.Tensor], gro
             return out.detach().reshape(b, g, h, w), ""
     if groups is None:
         return None, f"it computes no sigmoid with one value per group and position: {NOT_A_GATE}"
-    x_len, y_len = group_sums(x.float(), groups)[1].sqrt(), group_sums(y.float(), groups)[1].sqrt()
+    x_len, y_len = group_sums(x.detach().float(), groups)[1].sqrt(), group_sums(y.detach().float(), groups)[1].sqrt()
     if bool((x_len == 0).any()):
         return None, ("it computes no sigmoid, and its gate (output length / input length) is undefined where "
                       f"a group's input is zero: {NOT_A_GATE}")
