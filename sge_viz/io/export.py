@@ -86,13 +86,15 @@ def export_tile(groups: int) -> int:
     return max(48, min(MAX_TILE, MOSAIC_WIDTH // columns - viz.GAP))
 
 
-def mosaic_picture(analysis: Analysis, layer_name: str, tile: int | None = None) -> np.ndarray:
+def mosaic_picture(analysis: Analysis, layer_name: str, tile: int | None = None,
+                   image: np.ndarray | None = None) -> np.ndarray:
     """A layer's mosaic (``tile`` px per group, default ``export_tile``) with a caption that says what it
-    shows, the colour scale under it and the image's out-of-domain verdict on top."""
+    shows, the colour scale under it and the image's out-of-domain verdict on top. ``image``: the analysis's
+    image as ``enlarged`` gives it (computed when not given; a caller drawing every layer passes it once)."""
     layer = analysis.layer(layer_name)
     groups, height, width = layer.gate.shape
-    picture = viz.mosaic(enlarged(analysis.image, MIN_OVERLAY_SIDE), layer.gate, cmap=CMAP,
-                         tile=tile or export_tile(groups))
+    image = enlarged(analysis.image, MIN_OVERLAY_SIDE) if image is None else image
+    picture = viz.mosaic(image, layer.gate, cmap=CMAP, tile=tile or export_tile(groups))
     lines = [f"{layer.name}: the SGE gate of each of its {groups} groups",
              f"gate map {height}x{width} per group; tile label = group"]
     legend = viz.colorbar(CMAP, width=picture.shape[1], vmin=0.0, vmax=1.0)
@@ -131,10 +133,11 @@ def write_analysis(analysis: Analysis, out_dir: str | Path, mask: np.ndarray | N
         (tmp / "gates.npz").write_bytes(npz_bytes(analysis))
         (tmp / "stats.json").write_text(stats_json(analysis, mask), encoding="utf-8")
         if pictures:
+            image = enlarged(analysis.image, MIN_OVERLAY_SIDE)  # once for every mosaic (a Lanczos resize each)
             for layer in analysis.layers:
                 if mosaic_layers is not None and layer.name not in mosaic_layers:
                     continue
-                picture = mosaic_picture(analysis, layer.name, tile)
+                picture = mosaic_picture(analysis, layer.name, tile, image)
                 (tmp / f"mosaic_{layer.name}.png").write_bytes(viz.to_png_bytes(picture))
             (tmp / "overlay.png").write_bytes(viz.to_png_bytes(overlay_picture(analysis)[0]))
             for name, gate in getattr(analysis, "other_gates", {}).items():
