@@ -25,7 +25,7 @@ from ..models.factory import (
     find_checkpoints,
     load_checkpoint,
 )
-from ..models.registry import ARCHS, DEMO_ARCH, available_models, build_model, untrained
+from ..models.registry import ARCHS, DEMO_ARCH, available_models, untrained
 from ..models.sources import ModelSource, open_model
 from ..resources import default_checkpoint, demo_checkpoint, scenes_checkpoint
 
@@ -167,8 +167,7 @@ class ModelService:
             config = untrained(ARCHS[choice.name].default_config())
         else:
             contents = read_checkpoint(choice.checkpoint)
-            arch, config = check_arch(contents, choice.checkpoint)
-            _, config = build_model(arch, config) if config is not None else (None, ARCHS[arch].default_config())
+            _, config = check_arch(contents, choice.checkpoint)  # checked on the meta device: no weights
             ood = detector_from_metadata(contents.metadata, choice.checkpoint)
             if ood is not None:
                 config = dataclasses.replace(config, ood_score=ood.name, ood_threshold=ood.threshold)

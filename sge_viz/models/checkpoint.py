@@ -266,8 +266,9 @@ def build_for(contents: CheckpointContents, path: Path, use_sge: bool = True) ->
     return skeleton.to_empty(device="cpu"), config
 
 
-def check_arch(contents: CheckpointContents, path: Path, use_sge: bool = True) -> tuple[str, ModelConfig | None]:
-    """The checkpoint's architecture name (and full config, when it carries one), checked to fit.
+def check_arch(contents: CheckpointContents, path: Path, use_sge: bool = True) -> tuple[str, ModelConfig]:
+    """The checkpoint's architecture name and config (the file's own, else its architecture's default for its
+    weights), checked to fit; SGEVizError otherwise.
 
     Only a skeleton on the meta device is built, so this costs no weight memory.
     """

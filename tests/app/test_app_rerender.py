@@ -301,3 +301,25 @@ def test_statistics_plots_are_drawn_when_their_tab_is_shown(app):
     assert moved[h.c.stats_open] is False and moved[h.c.depth] == gr.skip()
     shown = h.show_image(payload, service.default, ViewSettings(), analysis, False, True)
     assert shown[h.c.depth] is not None and shown[h.c.depth] != gr.skip()
+
+
+def test_a_checkpoints_card_is_read_without_building_its_network(monkeypatch):
+    """The domain card of a checkpoint on offer, not loaded yet, comes from the file (a skeleton on the meta device
+    checks it): the same config the loaded model has, and no network with real weights is built for it."""
+    from sge_viz.app.catalogue import DEMO_LABEL
+    from sge_viz.models.resnet import SGEResNet
+
+    service = ModelService(device="cpu")
+    devices = []
+    init = SGEResNet.__init__
+
+    def recording(self, *args, **kwargs):
+        devices.append(torch.empty(0).device.type)  # where this network's weights are created
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(SGEResNet, "__init__", recording)
+    card = service.config(DEMO_LABEL)
+    assert devices and set(devices) == {"meta"}
+    monkeypatch.undo()
+    assert not service.is_loaded(DEMO_LABEL)
+    assert service.get(DEMO_LABEL).config == card
