@@ -142,31 +142,22 @@ class _Call:
 NOT_A_GATE = "not a spatial group gate: skipped"
 
 
-def read_gate(x: object, y: object, sigmoid_outputs: Sequence[torch.Tensor], groups: int | None
-              ) -> tuple[torch.Tensor | None, str]:
-    """The gate (B, G, H, W) of one call of a module with input ``x`` and output ``y``, or (None, why not):
-    ``find_gate``'s gate, checked by ``check_gate`` on every channel."""
-    gate, why = find_gate(x, y, sigmoid_outputs, groups)
-    if gate is None:
-        return None, why
-    return check_gate(x, y, gate, _group_sum(x, gate.shape[1]))
-
-
 def check_gate(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor, x_sum: torch.Tensor
                ) -> tuple[torch.Tensor | None, str]:
     """``find_gate``'s ``gate`` (B, G, H, W) checked against the module's output: y = x * gate on every channel
     of each group, as far as the group sums tell. y's group sums must equal the gate times x's ``x_sum``
     (B, G, H, W) float32 at every position, to 1e-4 of the largest |x_sum| in float32, 1e-2 in half precision
     (where y = a * x with one factor a per group and position, this says a = gate wherever x's group sum is
-    not zero). Returns (a copy of the gate, "") or (None, why): a module that gates some of a group's
-    channels, adds the input back, or does anything else is refused, never drawn. A sigmoid whose values are
-    laid out (B, H, W, G) (channels last) is the same gate in another order and is accepted as such."""
+    not zero). Returns (the gate, "") or (None, why): a module that gates some of a group's channels, adds the
+    input back, or does anything else is refused, never drawn. A sigmoid whose values are laid out (B, H, W, G)
+    (channels last) is the same gate in another order and is accepted as such. The gate returned is a view of
+    the sigmoid output (the module's own tensor): a caller that keeps it copies it (``GateRecorder`` does)."""
     if _sums_fit(x_sum, _group_sum(y, gate.shape[1]), gate):
-        return gate.clone(), ""
+        return gate, ""
     b, g, h, w = gate.shape
     channels_last = gate.reshape(b, h, w, g).permute(0, 3, 1, 2)
     if _sums_fit(x_sum, _group_sum(y, g), channels_last):
-        return channels_last.contiguous(), ""
+        return channels_last, ""
     # Refused (rare): the slower reads that say why.
     x, y = x.detach(), y.detach()
     if _first_channels_fit(x, y, gate) or _first_channels_fit(x, y, channels_last):
@@ -235,7 +226,7 @@ OTHER_SHAPES = {3: ("a (B, C, L) sequence", "(G, L)"), 5: ("a (B, C, D, H, W) vo
 def read_other_gate(x: torch.Tensor, y: object, sigmoid_outputs: Sequence[torch.Tensor], groups: int | None
                     ) -> tuple[torch.Tensor | None, str]:
     """The gate of a call over a 1-D (B, C, L) or 3-D (B, C, D, H, W) input: (B, G, L) or (B, G, D, H, W)
-    float32, or (None, why not). As ``read_gate``: the last sigmoid output with one value per group and
+    float32, or (None, why not). As ``find_gate`` + ``check_gate``: the last sigmoid output with one value per group and
     position, checked against the output on every channel (y = x * gate, ``gate_fits``' tolerance); such
     modules are rare, so the check reads the whole output."""
     if not isinstance(y, torch.Tensor) or x.shape != y.shape:
@@ -269,8 +260,11 @@ def other_gate_note(name: str, gate: torch.Tensor) -> str:
 
 def find_gate(x: object, y: object, sigmoid_outputs: Sequence[torch.Tensor], groups: int | None
               ) -> tuple[torch.Tensor | None, str]:
-    """``read_gate``'s gate before its check, a view of the sigmoid output where there is one (not a copy),
-    or (None, why there is none)."""
+    """The gate (B, G, H, W) of one call of a module with input ``x`` and output ``y``, before ``check_gate``:
+    the last sigmoid output computed inside the call that holds one value per group and position (B*G*H*W
+    values; G from ``groups``, or read from the output's size when unknown), as a view (not a copy). Without
+    one, the ratio ||y_g(p)|| / ||x_g(p)|| of the group's vector lengths (defined only where x_g(p) != 0).
+    Else (None, why there is none)."""
     if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
         return None, f"its input and output are not one tensor each: {NOT_A_GATE}"
     if x.dim() != 4:
@@ -302,7 +296,7 @@ class GateRecorder(HookScope):
     ``LayerCapture`` of (B, G, H, W) float32 CPU tensors: ``gate`` in (0, 1) and, with ``activations=True``,
     the group sums and sums of squares of SGE's input and (unless ``output_sums=False``) output. A module
     called more than once per forward gives one entry per call: ``name``, ``name#2``, ... Every call's gate
-    is checked against the module's output (``read_gate``); a module that fails is left out of
+    is checked against the module's output (``check_gate``); a module that fails is left out of
     ``captures`` and named in ``skipped`` with the reason. ``patterns`` (fnmatch over module paths) adds
     modules that structure detection misses. Hooks are removed on exit, also after an exception; the
     model's outputs are unchanged, and it runs in eval mode inside the block (its own modes are restored
@@ -415,7 +409,8 @@ class GateRecorder(HookScope):
                 self.skipped[key] = why
                 self.captures.pop(key, None)
                 return
-            capture = self.captures[key] = LayerCapture(gate)
+            # A copy: the module may reuse its sigmoid's tensor (an out= buffer) on its next call.
+            capture = self.captures[key] = LayerCapture(gate.clone(memory_format=torch.contiguous_format))
             if self.activations:
                 # y = x * gate was just checked, so the output's sums are derived from the input's at exit.
                 capture.before, capture.before_sq = sums
