@@ -48,19 +48,26 @@ def _check_gate(gate: np.ndarray) -> np.ndarray:
 
 def group_stats(gate: np.ndarray) -> GroupStats:
     """Statistics of each group's gate map (G, h, w); see the module docstring for definitions."""
-    flat = _check_gate(gate).reshape(gate.shape[0], -1).astype(np.float64)
-    mean = flat.mean(axis=1)
-    std = flat.std(axis=1)
+    flat, mean, std = _spread(gate)
     enhanced = (flat > mean[:, None]).mean(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        selectivity = np.where(mean > 0, std / mean, 0.0)
-    return GroupStats(mean, std, flat.min(axis=1), flat.max(axis=1), enhanced, selectivity)
+    return GroupStats(mean, std, flat.min(axis=1), flat.max(axis=1), enhanced, _selectivity(mean, std))
 
 
 def selectivity_order(gate: np.ndarray) -> list[int]:
     """Group indices, most selective first (ties keep index order)."""
-    selectivity = group_stats(gate).selectivity
-    return [int(g) for g in np.argsort(-selectivity, kind="stable")]
+    _, mean, std = _spread(gate)  # only what selectivity needs: the page orders every mosaic by it
+    return [int(g) for g in np.argsort(-_selectivity(mean, std), kind="stable")]
+
+
+def _spread(gate: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each group's positions (G, h*w) in float64, their mean and population std (G,)."""
+    flat = _check_gate(gate).reshape(gate.shape[0], -1).astype(np.float64)
+    return flat, flat.mean(axis=1), flat.std(axis=1)
+
+
+def _selectivity(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(mean > 0, std / mean, 0.0)
 
 
 def depth_profile(analysis: Analysis) -> list[dict]:
