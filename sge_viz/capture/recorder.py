@@ -226,9 +226,9 @@ OTHER_SHAPES = {3: ("a (B, C, L) sequence", "(G, L)"), 5: ("a (B, C, D, H, W) vo
 def read_other_gate(x: torch.Tensor, y: object, sigmoid_outputs: Sequence[torch.Tensor], groups: int | None
                     ) -> tuple[torch.Tensor | None, str]:
     """The gate of a call over a 1-D (B, C, L) or 3-D (B, C, D, H, W) input: (B, G, L) or (B, G, D, H, W)
-    float32, or (None, why not). As ``find_gate`` + ``check_gate``: the last sigmoid output with one value per group and
-    position, checked against the output on every channel (y = x * gate, ``gate_fits``' tolerance); such
-    modules are rare, so the check reads the whole output."""
+    float32, or (None, why not). As ``find_gate`` + ``check_gate``: the last sigmoid output with one value per
+    group and position, checked against the output on every channel (y = x * gate, ``gate_fits``' tolerance);
+    such modules are rare, so the check reads the whole output."""
     if not isinstance(y, torch.Tensor) or x.shape != y.shape:
         return None, f"its output is not one tensor of its input's shape {tuple(x.shape)}: {NOT_A_GATE}"
     x, y = x.detach(), y.detach()
