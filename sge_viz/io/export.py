@@ -102,13 +102,14 @@ def mosaic_picture(analysis: Analysis, layer_name: str, tile: int | None = None,
                 analysis.ood)
 
 
-def overlay_picture(analysis: Analysis) -> tuple[np.ndarray, str, int]:
+def overlay_picture(analysis: Analysis, image: np.ndarray | None = None) -> tuple[np.ndarray, str, int]:
     """The deepest layer's most selective group over the image (enlarged to at least MIN_OVERLAY_SIDE px),
     captioned with the full layer name, with its colour bar and the out-of-domain verdict on top; also
-    (layer, group)."""
+    (layer, group). ``image``: as for ``mosaic_picture``."""
     layer = analysis.layers[-1]
     group = selectivity_order(layer.gate)[0]
-    picture = viz.overlay(enlarged(analysis.image, MIN_OVERLAY_SIDE), layer.gate[group], cmap=CMAP)
+    image = enlarged(analysis.image, MIN_OVERLAY_SIDE) if image is None else image
+    picture = viz.overlay(image, layer.gate[group], cmap=CMAP)
     lines = [f"{layer.name}, group {group} of {layer.groups}", "its most selective group (deepest layer)"]
     legend = viz.colorbar(CMAP, width=picture.shape[1], vmin=0.0, vmax=1.0)
     return (mark(viz.stack([_caption_lines(picture, lines), legend,
@@ -133,13 +134,13 @@ def write_analysis(analysis: Analysis, out_dir: str | Path, mask: np.ndarray | N
         (tmp / "gates.npz").write_bytes(npz_bytes(analysis))
         (tmp / "stats.json").write_text(stats_json(analysis, mask), encoding="utf-8")
         if pictures:
-            image = enlarged(analysis.image, MIN_OVERLAY_SIDE)  # once for every mosaic (a Lanczos resize each)
+            image = enlarged(analysis.image, MIN_OVERLAY_SIDE)  # once for every picture (a Lanczos resize each)
             for layer in analysis.layers:
                 if mosaic_layers is not None and layer.name not in mosaic_layers:
                     continue
                 picture = mosaic_picture(analysis, layer.name, tile, image)
                 (tmp / f"mosaic_{layer.name}.png").write_bytes(viz.to_png_bytes(picture))
-            (tmp / "overlay.png").write_bytes(viz.to_png_bytes(overlay_picture(analysis)[0]))
+            (tmp / "overlay.png").write_bytes(viz.to_png_bytes(overlay_picture(analysis, image)[0]))
             for name, gate in getattr(analysis, "other_gates", {}).items():
                 picture = figure_pixels(other_gate_figure(name, gate))
                 (tmp / f"other_{name}.png").write_bytes(viz.to_png_bytes(picture))
