@@ -20,7 +20,8 @@ _WHERE = {
     "SGEVizError": ".errors",
     "open_image": ".io.images",
     **dict.fromkeys(("LoadedModel", "ModelConfig", "SpatialGroupEnhance", "available_models", "build_model",
-                     "create_model", "find_checkpoints", "load_checkpoint", "open_model", "wrap_model"), ".models"),
+                     "create_model", "find_checkpoints", "load_checkpoint"), ".models"),
+    **dict.fromkeys(("InputOptions", "ModelSource", "open_model", "wrap_model"), ".sources"),
 }
 __all__ = sorted([*_WHERE, "serve"])
 
@@ -68,6 +69,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
         create_model,
         find_checkpoints,
         load_checkpoint,
-        open_model,
-        wrap_model,
     )
+    from .sources import InputOptions, ModelSource, open_model, wrap_model  # noqa: F401

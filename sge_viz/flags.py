@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from .errors import UsageError
 
 if TYPE_CHECKING:
-    from .models.sources import ModelSource
+    from .sources import ModelSource
 
 
 def add_user_model_args(p: argparse.ArgumentParser, checkpoint: bool = False) -> None:
@@ -67,8 +67,8 @@ def source_from_args(args: argparse.Namespace, half: bool = False) -> ModelSourc
 
     Raises UsageError for flags that contradict each other (user-model flags without --model-def,
     --random-weights with a checkpoint or without --model)."""
-    from .models.sources import InputOptions, ModelSource
-    from .models.usercode import parse_kwargs
+    from .sources import InputOptions, ModelSource
+    from .sources.usercode import parse_kwargs
 
     user = bool(getattr(args, "model_def", None) or getattr(args, "trust_pickle", False))
     given = [f"--{k.replace('_', '-')}" for k in _USER_ONLY if getattr(args, k, None) not in (None, (), "")]

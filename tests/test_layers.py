@@ -1,12 +1,11 @@
 """The package's rooms import only downwards: every import of sge_viz, read with ast.
 
 Order, lowest first: the base modules (errors, then device, sniff, resize, resources), domain (the
-out-of-domain verdict: detectors, the features they read, ``Judge``), models, capture,
-metrics, viz, io, explain, dissect (an image set builds on the per-image explanation), flags (the model flags
+out-of-domain verdict: detectors, the features they read, ``Judge``), models, capture, sources (a model from
+any source: the user's network is probed with capture's recorder), metrics, viz, io, explain, dissect (an image set builds on the per-image explanation), flags (the model flags
 the app and the CLI share), app, cli (the CLI's ``serve`` starts the app), and the package's own
 ``__init__``/``__main__``. A room may import itself and any room below it; an import of a room at its own
-level or above fails the test, unless it is one of the known ones listed in KNOWN (each with the work that
-removes it); a KNOWN entry that no longer occurs fails too, so the list only shrinks.
+level or above fails the test.
 """
 from __future__ import annotations
 
@@ -15,12 +14,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "sge_viz"
 RANK = {"errors": 0, "device": 1, "sniff": 1, "resize": 1, "resources": 1, "domain": 1.5, "models": 2, "capture": 3,
-        "metrics": 4, "viz": 5, "io": 6, "explain": 7, "dissect": 7.5, "flags": 8, "app": 9, "cli": 10, "__init__": 11,
-        "__main__": 11}
-# Upward imports still in the tree: wrap_model probes a user's network with capture's recorder.
-KNOWN = {
-    ("models/wrap.py", "sge_viz.capture.recorder"),
-}
+        "sources": 3.5, "metrics": 4, "viz": 5, "io": 6, "explain": 7, "dissect": 7.5, "flags": 8, "app": 9, "cli": 10,
+        "__init__": 11, "__main__": 11}
 
 
 def imports_of(path: Path) -> list[tuple[int, str]]:
@@ -67,18 +62,15 @@ def upward_imports() -> set[tuple[str, str]]:
 
 
 def test_every_import_points_downwards():
-    found = upward_imports()
-    new = sorted(found - KNOWN)
-    assert not new, "imports of a room at the same level or above: " + ", ".join(f"{f} -> {m}" for f, m in new)
-    gone = sorted(KNOWN - found)
-    assert not gone, "KNOWN lists imports that are gone (remove them from the list): " + str(gone)
+    found = sorted(upward_imports())
+    assert not found, "imports of a room at the same level or above: " + ", ".join(f"{f} -> {m}" for f, m in found)
 
 
 def test_the_reader_sees_relative_and_absolute_imports(tmp_path):
     """The reader resolves the forms the package uses, so the test above cannot pass by missing them."""
     source = PACKAGE / "flags.py"
     modules = {m for _, m in imports_of(source)}
-    assert {"sge_viz.errors", "sge_viz.models.sources", "sge_viz.models.usercode"} <= modules
+    assert {"sge_viz.errors", "sge_viz.sources", "sge_viz.sources.usercode"} <= modules
     server = {m for _, m in imports_of(PACKAGE / "app" / "server.py")}
     assert "sge_viz.flags" in server and "sge_viz.app.catalogue" in server  # a function-level import
     assert not any(room(m) == "cli" for m in server)  # the app never reaches into the CLI

@@ -26,8 +26,8 @@ from ..models.factory import (
     load_checkpoint,
 )
 from ..models.registry import ARCHS, DEMO_ARCH, available_models, untrained
-from ..models.sources import ModelSource, open_model
 from ..resources import default_checkpoint, demo_checkpoint, scenes_checkpoint
+from ..sources import ModelSource, open_model
 
 FALLBACK_ARCH = "sge_resnet18"  # offered, untrained, while both demo checkpoints are missing
 

@@ -31,7 +31,7 @@ def user_models(args: argparse.Namespace) -> list:
     """The model of ``--model-def`` (or ``--trust-pickle``), built from the user's code, or none."""
     if not (getattr(args, "model_def", None) or getattr(args, "trust_pickle", False)):
         return []
-    from ..models.sources import open_model
+    from ..sources import open_model
 
     # The server's --model names the model to start on and --random-weights adds choices: neither is the
     # user's model.

@@ -82,7 +82,7 @@ def predictions_json(predictions) -> list[dict]:
 def load_model(args: argparse.Namespace, half: bool = False):
     """The model the flags name (the default model, sge_resnet_demo_scenes, when none), via ``open_model``; its
     notes go to stderr."""
-    from ..models.sources import open_model
+    from ..sources import open_model
 
     loaded = open_model(source_from_args(args, half=half))
     say_notes(loaded)

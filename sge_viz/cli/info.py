@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     """Print what the model is and knows; the file is loaded strictly, exactly as the app would load it."""
     if args.model_def or args.trust_pickle:
         from ..flags import source_from_args
-        from ..models.sources import open_model
+        from ..sources import open_model
         from .common import UsageError
 
         if args.model:

@@ -33,7 +33,7 @@ from ..io.feed import Fed, item_loader, load_item
 from ..io.inputs import Item
 from ..models.factory import LoadedModel
 from ..models.loaded import weights_digest
-from ..models.sources import ModelSource, open_model, source_from_dict
+from ..sources import ModelSource, open_model, source_from_dict
 from .reduce import dissect_batch, queue_batch
 from .summary import Partial
 

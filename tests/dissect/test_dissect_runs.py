@@ -21,7 +21,7 @@ from sge_viz.dissect.report import entry_data
 from sge_viz.dissect.summary import summary_dict
 from sge_viz.explain.faithfulness import Removal
 from sge_viz.io.inputs import collect
-from sge_viz.models.sources import ModelSource
+from sge_viz.sources import ModelSource
 
 REPO = Path(__file__).resolve().parents[2]
 

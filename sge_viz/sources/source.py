@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import SGEVizError
-from .factory import create_model
-from .loaded import LoadedModel
+from ..models.factory import create_model
+from ..models.loaded import LoadedModel
 from .usercode import build_user_model
 from .wrap import labels_for, load_pickled_model, load_weights, wrap_model
 

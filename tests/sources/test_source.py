@@ -8,11 +8,11 @@ from collections import Counter
 import torch
 
 from sge_viz.models import create_model, save_safetensors
-from sge_viz.models.sources import ModelSource, open_model
+from sge_viz.sources import ModelSource, open_model
 
 # Rooms a model request walks through; leaves (config's properties, the network's own constructors and
 # forward, resources, device) are called from several of them and are not steps of the walk.
-STEPS = ("sge_viz.models.sources", "sge_viz.models.factory", "sge_viz.models.checkpoint", "sge_viz.models.registry",
+STEPS = ("sge_viz.sources.source", "sge_viz.models.factory", "sge_viz.models.checkpoint", "sge_viz.models.registry",
          "sge_viz.domain.detector", "sge_viz.models.loaded")
 
 

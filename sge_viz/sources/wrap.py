@@ -13,11 +13,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..capture.recorder import GateRecorder, other_gate_note, shared_notes, uncaptured_sge_like
 from ..device import pick_device
 from ..errors import SGEVizError
-from .checkpoint import TORCHSCRIPT, backbone_only, fit_problems, is_torchscript_file, read_checkpoint
-from .config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig
-from .loaded import LoadedModel
+from ..models.checkpoint import TORCHSCRIPT, backbone_only, fit_problems, is_torchscript_file, read_checkpoint
+from ..models.config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig
+from ..models.loaded import LoadedModel
 
 CROP_FRACTION = 0.875  # the standard eval transform: Resize(round(size / 0.875)) + CenterCrop(size)
 GRAY_MEAN, GRAY_STD = (0.449,), (0.226,)  # ImageNet's mean and std averaged over R, G, B
@@ -145,8 +146,6 @@ def _probe(module: nn.Module, channels: int, height: int, width: int, patterns: 
            dev: torch.device, dtype: torch.dtype) -> tuple[object, list[str]]:
     """One forward of a random (1, channels, height, width) input with every SGE layer hooked: the output and
     the notes on what was skipped, shared or missed. SGEVizError when it cannot run or no gate is captured."""
-    from ..capture.recorder import GateRecorder, other_gate_note, shared_notes, uncaptured_sge_like
-
     # A random probe, not zeros: a module that is not a gate can pass the check on a blank input.
     probe = torch.randn(1, channels, height, width, generator=torch.Generator().manual_seed(0)).to(dev, dtype)
     try:

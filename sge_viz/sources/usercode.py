@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import SGEVizError
-from .checkpoint import TORCHSCRIPT
+from ..models.checkpoint import TORCHSCRIPT
 
 
 def parse_kwargs(text: str | None) -> dict:
