@@ -102,13 +102,24 @@ def group_sums(x: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor
 
     The square root of the second is the group's vector length ||x_g(p)||_2 at every position p.
     """
-    b, c, h, w = x.shape
-    xg = x.detach().reshape(b, groups, c // groups, h, w)
+    xg = _by_group(x, groups)
     if xg.dtype == torch.float32:
-        return xg.sum(dim=2), xg.square().sum(dim=2)
-    # Half precision (GPUs): both reduce in float32 straight from the half values, without a float32 copy
-    # of the whole activation; the sum of squares is the squared float32 norm (within a few ulp of it).
-    return xg.sum(dim=2, dtype=torch.float32), torch.linalg.vector_norm(xg, dim=2, dtype=torch.float32).square()
+        return group_sum(x, groups), xg.square().sum(dim=2)
+    # Half precision (GPUs): the sum of squares reduces in float32 straight from the half values, without a
+    # float32 copy of the whole activation: the squared float32 norm (within a few ulp of it).
+    return group_sum(x, groups), torch.linalg.vector_norm(xg, dim=2, dtype=torch.float32).square()
+
+
+def group_sum(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """The sum over each group's channels (B, G, H, W) float32 (``group_sums`` without the squares); a half
+    precision input is summed in float32 without a float32 copy of it."""
+    return _by_group(x, groups).sum(dim=2, dtype=torch.float32)
+
+
+def _by_group(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """x (B, C, H, W) as a (B, G, C / G, H, W) view, detached."""
+    b, c, h, w = x.shape
+    return x.detach().reshape(b, groups, c // groups, h, w)
 
 
 class _SigmoidTap(TorchFunctionMode):
@@ -152,11 +163,11 @@ def check_gate(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor, x_sum: torc
     input back, or does anything else is refused, never drawn. A sigmoid whose values are laid out (B, H, W, G)
     (channels last) is the same gate in another order and is accepted as such. The gate returned is a view of
     the sigmoid output (the module's own tensor): a caller that keeps it copies it (``GateRecorder`` does)."""
-    if _sums_fit(x_sum, _group_sum(y, gate.shape[1]), gate):
+    if _sums_fit(x_sum, group_sum(y, gate.shape[1]), gate):
         return gate, ""
     b, g, h, w = gate.shape
     channels_last = gate.reshape(b, h, w, g).permute(0, 3, 1, 2)
-    if _sums_fit(x_sum, _group_sum(y, g), channels_last):
+    if _sums_fit(x_sum, group_sum(y, g), channels_last):
         return channels_last, ""
     # Refused (rare): the slower reads that say why.
     x, y = x.detach(), y.detach()
@@ -403,7 +414,7 @@ class GateRecorder(HookScope):
             gate, why = find_gate(x, output, outputs, groups)
             if gate is not None:
                 groups_of_gate = gate.shape[1]
-                sums = group_sums(x, groups_of_gate) if self.activations else (_group_sum(x, groups_of_gate), None)
+                sums = group_sums(x, groups_of_gate) if self.activations else (group_sum(x, groups_of_gate), None)
                 gate, why = check_gate(x, output, gate, sums[0])
             if gate is None:
                 self.skipped[key] = why
@@ -428,9 +439,3 @@ def require_gates(recorder: GateRecorder) -> None:
     raise SGEVizError(f"No SGE gate could be read on this input (modules: {tried}). {why}. A gate is drawn only "
                       "where the module's output is its input times the gate on every channel, so nothing is "
                       "shown.")
-
-
-def _group_sum(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """The sum over each group's channels (B, G, H, W) float32 (``group_sums`` without the squares)."""
-    b, c, h, w = x.shape
-    return x.detach().reshape(b, groups, c // groups, h, w).sum(dim=2, dtype=torch.float32)

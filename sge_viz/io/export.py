@@ -120,9 +120,8 @@ def write_analysis(analysis: Analysis, out_dir: str | Path, mask: np.ndarray | N
                    tile: int | None = None, pictures: bool = True, mosaic_layers: list[str] | None = None) -> Path:
     """Write the folder described in the module docstring, atomically.
 
-    ``mosaic_layers``: the layers that get a mosaic PNG (default: every layer). Drawing and encoding a
-    mosaic costs about a fifth of a batched forward of SGE-ResNet50 on a CPU, so all 16 of them cost
-    ~3 forwards per image.
+    ``mosaic_layers``: the layers that get a mosaic PNG (default: every layer). Each one is drawn and
+    PNG-encoded, the larger part of the writing time; ``pictures=False`` writes no PNG at all.
 
     Everything goes into a hidden temporary folder beside ``out_dir`` that is
     renamed into place at the end (``atomic_dir``); on any error it is removed,
