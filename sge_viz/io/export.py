@@ -95,11 +95,8 @@ def mosaic_picture(analysis: Analysis, layer_name: str, tile: int | None = None,
     groups, height, width = layer.gate.shape
     image = enlarged(analysis.image, MIN_OVERLAY_SIDE) if image is None else image
     picture = viz.mosaic(image, layer.gate, cmap=CMAP, tile=tile or export_tile(groups))
-    lines = [f"{layer.name}: the SGE gate of each of its {groups} groups",
-             f"gate map {height}x{width} per group; tile label = group"]
-    legend = viz.colorbar(CMAP, width=picture.shape[1], vmin=0.0, vmax=1.0)
-    return mark(viz.stack([_caption_lines(picture, lines), legend, viz.caption(legend[:0], "gate value (0 to 1)")]),
-                analysis.ood)
+    return _framed(picture, [f"{layer.name}: the SGE gate of each of its {groups} groups",
+                             f"gate map {height}x{width} per group; tile label = group"], analysis)
 
 
 def overlay_picture(analysis: Analysis, image: np.ndarray | None = None) -> tuple[np.ndarray, str, int]:
@@ -111,9 +108,15 @@ def overlay_picture(analysis: Analysis, image: np.ndarray | None = None) -> tupl
     image = enlarged(analysis.image, MIN_OVERLAY_SIDE) if image is None else image
     picture = viz.overlay(image, layer.gate[group], cmap=CMAP)
     lines = [f"{layer.name}, group {group} of {layer.groups}", "its most selective group (deepest layer)"]
+    return _framed(picture, lines, analysis), layer.name, group
+
+
+def _framed(picture: np.ndarray, lines: list[str], analysis: Analysis) -> np.ndarray:
+    """A picture of gates under its caption lines, over the 0..1 colour bar, with the out-of-domain verdict on
+    top: how every picture of gates in the files is framed."""
     legend = viz.colorbar(CMAP, width=picture.shape[1], vmin=0.0, vmax=1.0)
-    return (mark(viz.stack([_caption_lines(picture, lines), legend,
-                            viz.caption(legend[:0], "gate value (0 to 1)")]), analysis.ood), layer.name, group)
+    return mark(viz.stack([_caption_lines(picture, lines), legend, viz.caption(legend[:0], "gate value (0 to 1)")]),
+                analysis.ood)
 
 
 def write_analysis(analysis: Analysis, out_dir: str | Path, mask: np.ndarray | None = None,
