@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 
 from .. import viz
 from ..capture.analysis import Analysis, LayerGates
-from ..domain.detector import describe
+from ..domain import Verdict, describe
 from ..errors import SGEVizError
 from ..metrics import gates as stats
 from ..metrics.localisation import gate_mask_auc
@@ -424,7 +424,7 @@ def ood_markdown(analysis: Analysis) -> str:
 def needs_card(analysis: Analysis) -> bool:
     """Whether the note sends the reader to the domain card: an image out of domain, or a classifier with no
     out-of-domain check."""
-    return bool(analysis.predictions) and (analysis.ood is None or bool(analysis.ood["out_of_domain"]))
+    return bool(analysis.predictions) and (analysis.ood is None or analysis.ood.out_of_domain)
 
 
 def _verdict(analysis: Analysis) -> str:
@@ -435,13 +435,13 @@ def _verdict(analysis: Analysis) -> str:
     if ood is None:
         return ("**Out-of-domain check: not available** for this model (no threshold was measured). Judge from "
                 f"the card \"{CARD}\" under the predictions whether this image is one it knows.")
-    if ood["out_of_domain"]:
+    if ood.out_of_domain:
         return (f"⚠️ **Out of domain:** this image lies far from what the model was trained on "
-                f"({describe(ood['score'])} {ood['value']:.3g} > threshold {ood['threshold']:.3g}). Its predictions "
+                f"({describe(ood.score)} {ood.value:.3g} > threshold {ood.threshold:.3g}). Its predictions "
                 f"and gate maps are not evidence about the image: the model only knows the domain described in "
                 f"the card \"{CARD}\" under the predictions.")
-    return (f"**Within the domain** as far as the model can tell ({describe(ood['score'])} {ood['value']:.3g} ≤ "
-            f"threshold {ood['threshold']:.3g}; about 5% of genuine in-domain images exceed it).")
+    return (f"**Within the domain** as far as the model can tell ({describe(ood.score)} {ood.value:.3g} ≤ "
+            f"threshold {ood.threshold:.3g}; about 5% of genuine in-domain images exceed it).")
 
 
 # --- statistics ---------------------------------------------------------------------
@@ -470,6 +470,6 @@ def analysis_stats(analysis: Analysis) -> dict:
     return stats.analysis_stats(analysis, analysis.mask)
 
 
-def _marked(picture, ood: dict | None):
+def _marked(picture, ood: Verdict | None):
     """``viz.verdict.mark`` for a picture shown on the page: the strip's text stays clear of the corner buttons."""
     return mark(picture, ood, reserve=CORNER_BUTTONS)

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..domain import Judge
+from ..domain import Judge, Verdict
 from ..errors import SGEVizError
 from ..models.config import ModelConfig
 from ..models.loaded import LoadedModel
@@ -59,9 +59,8 @@ class Analysis:
     seconds: float = 0.0  # forward + capture time
     mask: np.ndarray | None = None  # (S, S) bool item mask cropped like ``image``, when one is known
     true_class: str | None = None  # the image's true class when it is a shipped example scene
-    # The out-of-domain verdict (sge_viz.domain.detector.verdict: score, value, threshold, out_of_domain), or None
-    # when the model carries no measured signal.
-    ood: dict | None = None
+    # The out-of-domain verdict, or None when the model carries no measured signal.
+    ood: Verdict | None = None
     # SGE layers left out of this image's analysis, each with why ("name: not a spatial group gate: ..."),
     # and the model's own notes (how it was built, modules not captured): shown wherever results are read.
     notes: list[str] = field(default_factory=list)

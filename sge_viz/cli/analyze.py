@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import SGEVizError
 from .common import (
@@ -30,6 +31,9 @@ from .common import (
     positive_int,
     predictions_json,
 )
+
+if TYPE_CHECKING:
+    from ..domain import Verdict
 
 DEFAULT_OUT = "sge-viz-out"
 
@@ -103,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..capture.analysis import analyze_views
+    from ..domain import verdict_json
     from ..io.examples import file_true_class
     from ..io.export import write_analysis
     from ..io.feed import default_workers as reading_workers
@@ -137,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
                 progress.update(1)
                 continue
             results.append({"image": str(job.path), "folder": str(folder), "predictions": top,
-                            "out_of_domain": ood, **({"true_class": true} if true else {})})
+                            "out_of_domain": verdict_json(ood), **({"true_class": true} if true else {})})
             if not args.json:
                 progress.write(_console_line(job.path, folder, top, ood, true), file=sys.stdout)
             progress.update(1)
@@ -178,11 +183,11 @@ def _unread(batch: list, jobs: Sequence[_Job], progress) -> list[dict]:
     return failures
 
 
-def _console_line(path: Path, folder: Path, top: list[dict], ood: dict | None, true: str | None) -> str:
+def _console_line(path: Path, folder: Path, top: list[dict], ood: Verdict | None, true: str | None) -> str:
     """One written image as the console shows it: where it went, the top-1 answer (right or wrong where the true
     class is known) and the out-of-domain flag."""
     answer = f"{top[0]['label']} {top[0]['probability']:.1%}" if top else "gates only"
     if true and top:
         answer += f"; true class: {true}, {'right' if top[0]['label'] == true else 'wrong'}"
-    flag = "  [out of domain: the model does not know images like this]" if ood and ood["out_of_domain"] else ""
+    flag = "  [out of domain: the model does not know images like this]" if ood and ood.out_of_domain else ""
     return f"{path} -> {folder}  ({answer}){flag}"

@@ -46,11 +46,11 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Explain every input and write one folder per image; 1 when any image failed."""
+    from ..domain import verdict_json, verdict_text
     from ..explain import explain, resolve_target
     from ..explain.faithfulness import evidence_faithfulness
     from ..explain.files import write_evidence
     from ..io.images import open_image
-    from ..viz.verdict import verdict_text
 
     jobs = expand_inputs(args.inputs)
     out = Path(args.out)
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         t = evidence.target
         results.append({"image": str(job.path), "folder": str(folder), "target": evidence.to_json()["target"],
-                        "out_of_domain": evidence.ood})
+                        "out_of_domain": verdict_json(evidence.ood)})
         if evidence.faithfulness is not None:
             results[-1]["faithfulness"] = {name: {"gap": m["gap"], "verdict": m["verdict"]}
                                            for name, m in evidence.faithfulness.to_json()["maps"].items()}

@@ -28,8 +28,8 @@ def run(args: argparse.Namespace) -> int:
     """Print each image's top-5 classes with their probabilities and its out-of-domain verdict."""
     from ..capture.analysis import analyze_views, require_class_scores
     from ..capture.preprocess import center_crop_view
+    from ..domain import verdict_json, verdict_text
     from ..io.images import open_image
-    from ..viz.verdict import verdict_text
     from .analyze import expand_inputs
 
     jobs = expand_inputs(args.inputs)
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         for name, analysis in zip(names, analyze_views(loaded, views, activations=False)):
             results.append({"image": name, "predictions": predictions_json(analysis.predictions),
-                            "out_of_domain": analysis.ood})
+                            "out_of_domain": verdict_json(analysis.ood)})
             if not args.json:
                 if len(results) == 1:
                     print(f"model: {loaded.name}")

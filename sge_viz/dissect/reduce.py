@@ -25,7 +25,7 @@ import torch
 
 from ..capture.preprocess import normalise_batch, seen_view
 from ..capture.recorder import GateRecorder, LayerCapture, require_gates
-from ..domain import Judge, describe
+from ..domain import Judge, Verdict, describe
 from ..explain.faithfulness import Removal, image_gaps
 from ..metrics.localisation import gate_mask_auc
 from ..models.factory import LoadedModel
@@ -139,7 +139,7 @@ class QueuedReduction:
         # With ``views`` (the crops, (S, S, 3) uint8), the top entries keep what the report draws
         # (``pictures``): the maps stay referenced until ``finish`` picks the entries.
         self.views = views
-        self.verdicts: dict[str, dict] = {}  # set by queue_batch: each image's out-of-domain verdict
+        self.verdicts: dict[str, Verdict] = {}  # set by queue_batch: each image's out-of-domain verdict
         self.left_out: list[dict] = []  # and the images it left out for it ({"path", "reason"})
         self.truths: dict[str, dict] = {}  # and the model's answer on the images with a known true class
         self.faithfulness: dict[str, dict] = {}  # and each image's deletion/insertion gaps, when asked for
@@ -298,7 +298,7 @@ def queue_batch(loaded: LoadedModel, views: Sequence[np.ndarray], names: Sequenc
         if judge.detector is not None:
             verdicts = dict(zip(names, judge.verdicts(len(names))))
             if skip_out_of_domain:
-                keep = [i for i, n in enumerate(names) if not verdicts[n]["out_of_domain"]]
+                keep = [i for i, n in enumerate(names) if not verdicts[n].out_of_domain]
                 if len(keep) < len(names):
                     left_out = [{"path": names[i], "reason": _left_out(verdicts[names[i]])}
                                 for i in range(len(names)) if i not in set(keep)]
@@ -327,8 +327,8 @@ def _answers(loaded: LoadedModel, logits, names: Sequence[str], truths: dict[str
     return out
 
 
-def _left_out(v: dict) -> str:
-    return (f"out of domain ({describe(v['score'])} {v['value']:.3g} > threshold {v['threshold']:.3g}): left out "
+def _left_out(v: Verdict) -> str:
+    return (f"out of domain ({describe(v.score)} {v.value:.3g} > threshold {v.threshold:.3g}): left out "
             "(--skip-out-of-domain)")
 
 

@@ -164,7 +164,7 @@ def _draw(folder: Path, summary: dict, partial: Partial, loaded: LoadedModel, it
         _save(folder / rel["fig4"][name], figure_pixels(variance_figure(name, layer)))
     data = entry_data(partial, loaded, items, batch_size)
     size = loaded.config.input_size
-    rejected = {n for n, v in partial.verdicts.items() if v["out_of_domain"]}
+    rejected = {n for n, v in partial.verdicts.items() if v.out_of_domain}
     for name, layer in summary["layers"].items():
         for g in layer["per_group"]:
             group = g["group"]

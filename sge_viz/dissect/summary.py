@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..domain.verdict import Verdict
 from .pictures import Pool, compact, merge_pool
 
 
@@ -268,9 +269,8 @@ class Partial:
     layers: dict[str, LayerPartial] = field(default_factory=dict)
     images: int = 0
     skipped: list[dict] = field(default_factory=list)
-    # Each image's out-of-domain verdict (``sge_viz.domain.detector.verdict``) by name; empty for a model
-    # without an out-of-domain detector.
-    verdicts: dict[str, dict] = field(default_factory=dict)
+    # Each image's out-of-domain verdict by name; empty for a model without an out-of-domain detector.
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
     # The model's answer on each image with a known true class (a shipped example scene), by name:
     # {"true_class", "predicted", "probability", "right"}.
     truths: dict[str, dict] = field(default_factory=dict)
@@ -306,7 +306,8 @@ class Partial:
     def to_json(self) -> str:
         """The numbers as JSON (the pictures are left out: ``to_bytes`` keeps them)."""
         return json.dumps({"format": FORMAT, "k": self.k, "images": self.images, "skipped": self.skipped,
-                           "verdicts": self.verdicts, "truths": self.truths, "faithfulness": self.faithfulness,
+                           "verdicts": {n: v.to_json() for n, v in self.verdicts.items()}, "truths": self.truths,
+                           "faithfulness": self.faithfulness,
                            "layers": {n: layer.to_json() for n, layer in self.layers.items()}})
 
     @classmethod
@@ -315,7 +316,8 @@ class Partial:
         if data.get("format") != FORMAT:
             raise ValueError(f"partial summary format {data.get('format')!r}, expected {FORMAT}")
         return cls(int(data["k"]), {n: LayerPartial.from_json(v) for n, v in data["layers"].items()},
-                   int(data["images"]), list(data["skipped"]), dict(data.get("verdicts", {})),
+                   int(data["images"]), list(data["skipped"]),
+                   {n: Verdict.from_json(v) for n, v in data.get("verdicts", {}).items()},
                    dict(data.get("truths", {})), dict(data.get("faithfulness", {})))
 
     def save(self, file, meta: dict | None = None) -> None:
@@ -377,7 +379,7 @@ def out_of_domain_block(partial: Partial, detector: dict | None, left_out: bool 
     if detector is None:
         return {"detector": None, "verdict": "none: this model carries no out-of-domain detector (gates only), "
                                              "so no image has a verdict", "left_out": False, "count": 0, "images": []}
-    images = [{"image": n, "value": v["value"], "out_of_domain": v["out_of_domain"]}
+    images = [{"image": n, "value": v.value, "out_of_domain": v.out_of_domain}
               for n, v in sorted(partial.verdicts.items())]
     return {"detector": detector, "verdict": "per image below: out_of_domain = value > threshold",
             "left_out": left_out, "count": sum(i["out_of_domain"] for i in images), "images": images}

@@ -256,7 +256,3 @@ def describe(score: str) -> str:
                          "scene)"}.get(score, f"{score} score")
 
 
-def verdict(value: float, threshold: float, score: str = SCORE_NAME) -> dict:
-    """The API's summary of one image: the score, the threshold and whether it is out of domain."""
-    return {"score": score, "value": float(value), "threshold": float(threshold),
-            "out_of_domain": bool(value > threshold)}

@@ -7,8 +7,9 @@ from contextlib import contextmanager
 import numpy as np
 from torch import nn
 
-from .detector import OODDetector, StagedDetector, verdict
+from .detector import OODDetector, StagedDetector
 from .pooling import pooled_outputs
+from .verdict import Verdict, verdict
 
 
 class Judge:
@@ -30,8 +31,8 @@ class Judge:
         with pooled_outputs(model, list(self.pooled), self.pooled, active=active):
             yield
 
-    def verdicts(self, count: int) -> list[dict | None]:
-        """One ``verdict`` dict per image of the watched forwards, in order; ``count`` Nones without a detector."""
+    def verdicts(self, count: int) -> list[Verdict | None]:
+        """One ``Verdict`` per image of the watched forwards, in order; ``count`` Nones without a detector."""
         if self.detector is None:
             return [None] * count
         values = self.detector.scores({name: np.concatenate(parts) for name, parts in self.pooled.items()})

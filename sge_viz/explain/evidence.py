@@ -25,7 +25,7 @@ from torch import nn
 from ..capture.analysis import Prediction, top_k
 from ..capture.hooks import evaluating
 from ..capture.preprocess import center_crop_view, normalise, seen_view
-from ..domain import Judge
+from ..domain import Judge, Verdict, verdict_json
 from ..errors import SGEVizError
 from ..models.config import ModelConfig
 from ..models.loaded import LoadedModel
@@ -60,9 +60,8 @@ class Evidence:
     top: list[Prediction] = field(default_factory=list)
     model_name: str = ""
     seconds: float = 0.0  # the whole explain call
-    # The out-of-domain verdict (sge_viz.domain.detector.verdict: score, value, threshold, out_of_domain), or None
-    # when the model carries no measured signal.
-    ood: dict | None = None
+    # The out-of-domain verdict, or None when the model carries no measured signal.
+    ood: Verdict | None = None
     # Deletion and insertion of the gates and the CAM (``faithfulness.evidence_faithfulness``), when asked for.
     faithfulness: Faithfulness | None = None
 
@@ -83,7 +82,7 @@ class Evidence:
             "target": {"index": self.target.index, "label": self.target.label,
                        "probability": self.target.probability},
             "cam": {"layer": self.cam_layer, "method": METHOD},
-            "out_of_domain": self.ood,
+            "out_of_domain": verdict_json(self.ood),
             "layers": {
                 layer: {
                     "groups": [{"group": g, "contribution": float(self.contributions[layer][g])}

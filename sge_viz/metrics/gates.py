@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..domain.verdict import verdict_json
 from .localisation import gate_mask_auc
 
 if TYPE_CHECKING:  # only for type hints: the analysis result holds plain numpy arrays
@@ -134,8 +135,8 @@ def analysis_stats(analysis: Analysis, mask: np.ndarray | None = None) -> dict:
     if getattr(analysis, "true_class", None):
         out["true_class"] = analysis.true_class
     out.update({
-        # sge_viz.domain.detector.verdict (score, value, threshold, out_of_domain); null: no signal measured
-        "out_of_domain": getattr(analysis, "ood", None),
+        # sge_viz.domain.Verdict (score, value, threshold, out_of_domain); null: no signal measured
+        "out_of_domain": verdict_json(getattr(analysis, "ood", None)),
         # how the network was built, SGE layers skipped (not spatial group gates) or not captured
         "notes": list(getattr(analysis, "notes", [])),
         "layers": layers,

@@ -126,7 +126,7 @@ def test_page_states_the_domain_and_flags_a_photo(page):
     assert out[h.c.card].open is True and h.c.card not in scene
     assert f'"{views.CARD}" under the predictions' in " ".join(views.HOW_TO_READ.split())
     ood = scene[h.c.state].ood
-    assert ood["value"] <= ood["threshold"] < out[h.c.state].ood["value"]
+    assert ood.value <= ood.threshold < out[h.c.state].ood.value
 
 
 def test_definitions_are_on_the_page(page):

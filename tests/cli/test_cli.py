@@ -397,8 +397,8 @@ def test_predict_several_images_with_the_out_of_domain_verdict(capsys, tmp_path)
     for entry, path in zip(result["results"], (photo, scene)):
         direct = library(loaded, open_image(path))
         assert [p["index"] for p in entry["predictions"]] == [p.index for p in direct.predictions]
-        assert entry["out_of_domain"]["out_of_domain"] == direct.ood["out_of_domain"]
-        assert entry["out_of_domain"]["value"] == pytest.approx(direct.ood["value"], rel=1e-4, abs=1e-4)
+        assert entry["out_of_domain"]["out_of_domain"] == direct.ood.out_of_domain
+        assert entry["out_of_domain"]["value"] == pytest.approx(direct.ood.value, rel=1e-4, abs=1e-4)
     assert result["results"][0]["out_of_domain"]["out_of_domain"] is True  # the cat photo ("Bag 54%")
     assert result["results"][1]["out_of_domain"]["out_of_domain"] is False  # a scene of its generator
 

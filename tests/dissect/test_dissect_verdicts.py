@@ -53,8 +53,8 @@ def test_every_image_gets_the_verdict_analyze_gives(demo, tmp_path):
     want = {name: analyze(loaded, open_image(folder / name)).ood for name in NAMES}
     assert [i["image"] for i in ood["images"]] == sorted(NAMES)
     for entry in ood["images"]:
-        assert entry["out_of_domain"] == want[entry["image"]]["out_of_domain"]
-        np.testing.assert_allclose(entry["value"], want[entry["image"]]["value"], rtol=1e-4)
+        assert entry["out_of_domain"] == want[entry["image"]].out_of_domain
+        np.testing.assert_allclose(entry["value"], want[entry["image"]].value, rtol=1e-4)
     rejected = {i["image"] for i in ood["images"] if i["out_of_domain"]}
     assert rejected == {"astronaut.jpg", "chelsea.jpg", "coffee.jpg"} and ood["count"] == 3
     # Marked where they are shown: a red frame on their gallery tiles (and only theirs), a badge on the page.

@@ -241,5 +241,5 @@ def test_the_verdict_is_the_one_analyze_gives():
     for name in ("chelsea.jpg", "scene_01.png"):
         image = open_image(examples_dir() / name)
         got, want = explain(loaded, image).ood, analyze(loaded, image).ood
-        assert got["out_of_domain"] == want["out_of_domain"] and got["threshold"] == want["threshold"]
-        assert got["value"] == pytest.approx(want["value"], rel=1e-4, abs=1e-4)
+        assert got.out_of_domain == want.out_of_domain and got.threshold == want.threshold
+        assert got.value == pytest.approx(want.value, rel=1e-4, abs=1e-4)

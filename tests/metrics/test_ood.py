@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from sge_viz.capture.analysis import analyze
-from sge_viz.domain.detector import OODDetector, fit, verdict
+from sge_viz.domain import verdict
+from sge_viz.domain.detector import OODDetector, fit
 from sge_viz.io.images import open_image
 from sge_viz.models.factory import create_model
 from sge_viz.models.registry import DEMO_ARCH
@@ -30,7 +31,7 @@ def test_distance_is_the_nearest_class_mahalanobis_distance():
     np.testing.assert_allclose(detector.distances(probe), want, rtol=1e-10)
     # Far from every class mean: flagged; at a class mean: distance 0.
     assert detector.distances(means[:1])[0] == pytest.approx(0.0, abs=1e-9)
-    assert verdict(detector.distances(means[:1] + 100)[0], 10.0)["out_of_domain"] is True
+    assert verdict(detector.distances(means[:1] + 100)[0], 10.0).out_of_domain is True
     again = OODDetector.from_json(detector.to_json())
     np.testing.assert_allclose(again.distances(probe), detector.distances(probe), rtol=1e-5)
     with pytest.raises(ValueError):
@@ -49,8 +50,8 @@ def test_original_demo_model_flags_photos_not_its_scenes():
     assert 0.02 <= loaded.ood.false_alarm <= 0.08 and loaded.ood.auroc > 0.95
     folder = examples_dir()
     for scene in sorted(folder.glob("scene_0?.png")):
-        assert not analyze(loaded, open_image(scene)).ood["out_of_domain"], scene.name
-    flagged = {name: analyze(loaded, open_image(folder / name)).ood["out_of_domain"]
+        assert not analyze(loaded, open_image(scene)).ood.out_of_domain, scene.name
+    flagged = {name: analyze(loaded, open_image(folder / name)).ood.out_of_domain
                for name in ("astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg")}
     # All four photos (the pooled features alone let the rocket through: the card says so).
     assert flagged == {"astronaut.jpg": True, "chelsea.jpg": True, "coffee.jpg": True, "rocket.jpg": True}
@@ -132,10 +133,10 @@ def test_default_model_flags_every_photo_not_its_scenes():
     assert 0.02 <= loaded.ood.false_alarm <= 0.05 and loaded.ood.auroc >= 0.99
     folder = examples_dir()
     for scene in sorted(folder.glob("scene_wild_0?.png")):
-        assert not analyze(loaded, open_image(scene)).ood["out_of_domain"], scene.name
+        assert not analyze(loaded, open_image(scene)).ood.out_of_domain, scene.name
     for name in ("astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg"):
         verdict_ = analyze(loaded, open_image(folder / name)).ood
-        assert verdict_["out_of_domain"] and verdict_["score"] == BLOCKS_NAME, (name, verdict_)
+        assert verdict_.out_of_domain and verdict_.score == BLOCKS_NAME, (name, verdict_)
 
 
 def test_analysis_verdict_reads_the_stage_outputs_of_its_own_forward():
@@ -163,10 +164,10 @@ def test_analysis_verdict_reads_the_stage_outputs_of_its_own_forward():
     detector = fit_staged(pooled, np.concatenate([labels, labels]), ["layer1", "layer2", "layer3"]).with_threshold(0.0)
     loaded.ood = detector
     got = [a.ood for a in analyze_views(loaded, views)]
-    assert all(v["score"] == STAGED_NAME and v["threshold"] == 0.0 for v in got)
+    assert all(v.score == STAGED_NAME and v.threshold == 0.0 for v in got)
     # Two forwards of the same views: equal up to float32 rounding.
-    np.testing.assert_allclose([v["value"] for v in got], detector.scores(seen), rtol=1e-5, atol=1e-6)
-    assert [v["out_of_domain"] for v in got] == list(detector.scores(seen) > 0.0)
+    np.testing.assert_allclose([v.value for v in got], detector.scores(seen), rtol=1e-5, atol=1e-6)
+    assert [v.out_of_domain for v in got] == list(detector.scores(seen) > 0.0)
 
 
 def test_pooled_outputs_names_a_module_the_model_lacks():

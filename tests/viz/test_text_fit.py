@@ -8,15 +8,15 @@ import pytest
 from conftest import DEMO_LIKE_CONFIG, make_tiny_model, structured_image
 
 from sge_viz import viz
+from sge_viz.domain import NO_SIGNAL, verdict, verdict_text
 from sge_viz.viz import text as text_module
 from sge_viz.viz import verdict as verdict_module
 from sge_viz.viz.text import MARGIN, caption, text_width, wrap
-from sge_viz.viz.verdict import HEIGHT, NO_SIGNAL, mark
+from sge_viz.viz.verdict import HEIGHT, mark
 
 LONG = ("layer3.1.sge: groups by contribution, largest first; frame: red = for the class, blue = against; "
         "supercalifragilisticexpialidocious_file_name_without_spaces.png")
-VERDICTS = [None, {"score": "d", "value": 7.3123, "threshold": 4.5123, "out_of_domain": True},
-            {"score": "d", "value": 1.25, "threshold": 4.51, "out_of_domain": False}]
+VERDICTS = [None, verdict(7.3123, 4.5123, "d"), verdict(1.25, 4.51, "d")]
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ def test_the_verdict_strip_fits_any_width_and_leaves_the_corner_free(pasted, wid
     else:  # nothing fits: the shortest form, the picture still drawn
         assert sprite == text_width(forms[-1], verdict_module.SIZE)
     if width >= 420:
-        assert fitting[0] == (NO_SIGNAL if ood is None else verdict_module.verdict_text(ood, short=True))
+        assert fitting[0] == (NO_SIGNAL if ood is None else verdict_text(ood, short=True))
 
 
 def test_class_evidence_pictures_fit_their_texts(pasted):
