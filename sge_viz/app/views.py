@@ -6,6 +6,7 @@ out-of-domain verdict as a strip on top (``sge_viz.viz.verdict.mark``), not only
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from enum import Enum
 from functools import lru_cache
@@ -61,7 +62,6 @@ DIVERGING_RANGE = 0.25  # the absolute scale: gate - group mean on -0.25..+0.25 
 COLORMAPS = ("inferno", "viridis", "magma", "plasma", "cividis", "turbo", "gray")
 TILE = 96  # largest mosaic tile side in pixels
 MOSAIC_WIDTH = 576  # about the width the page gives the mosaic: more pixels would only be scaled down
-MIN_VIEW_SIDE = 320  # small inputs (the demo's 64x64 canvases) are enlarged before drawing over them
 
 
 def mosaic_tile(groups: int) -> int:
@@ -103,17 +103,22 @@ LAYER_NOTE = ("The page opens on {deepest}, the deepest of the {count} SGE layer
 
 
 def view_image(analysis: Analysis) -> np.ndarray:
-    """The network's view (H, W, 3) uint8, enlarged by a whole factor when its shorter side is below
-    MIN_VIEW_SIDE so heatmaps over it are readable (the aspect ratio is kept)."""
-    if analysis.display_image is None:
-        image = analysis.image
-        height, width = image.shape[:2]
-        if min(height, width) < MIN_VIEW_SIDE:
-            scale = -(-MIN_VIEW_SIDE // min(height, width))
-            image = np.asarray(Image.fromarray(image).resize((width * scale, height * scale), Image.LANCZOS))
-            image.setflags(write=False)
-        analysis.display_image = image
-    return analysis.display_image
+    """The network's view (H, W, 3) uint8 as the page draws over it (``viz.enlarged``: a shorter side below
+    ``viz.MIN_SIDE`` enlarged by a whole factor), read-only. Enlarged once per analysis: every redraw of the
+    page draws over it, and enlarging costs about as much as drawing a picture."""
+    key = id(analysis)
+    kept = _VIEWS.get(key)
+    if kept is not None and kept[0]() is analysis:
+        return kept[1]
+    image = viz.enlarged(analysis.image)
+    if image is not analysis.image:
+        image.setflags(write=False)
+    # Forgotten with the analysis: the weak reference's callback drops the entry when it is collected.
+    _VIEWS[key] = (weakref.ref(analysis, lambda _ref: _VIEWS.pop(key, None)), image)
+    return image
+
+
+_VIEWS: dict[int, tuple[weakref.ref, np.ndarray]] = {}  # id(analysis) -> (the analysis, its view_image)
 
 
 def view_mask(analysis: Analysis) -> np.ndarray | None:

@@ -64,9 +64,6 @@ class Analysis:
     # SGE layers left out of this image's analysis, each with why ("name: not a spatial group gate: ..."),
     # and the model's own notes (how it was built, modules not captured): shown wherever results are read.
     notes: list[str] = field(default_factory=list)
-    # The crop enlarged for display, drawn once on first use by sge_viz.app.views.view_image (every redraw
-    # of the page needs it; enlarging a 224 px crop costs about as much as drawing a picture over it).
-    display_image: np.ndarray | None = field(default=None, repr=False, compare=False)
     # Gates over 1-D and 3-D inputs, by layer name: (G, L) or (G, D, H, W) float32 in (0, 1); not drawn.
     other_gates: dict[str, np.ndarray] = field(default_factory=dict)
 

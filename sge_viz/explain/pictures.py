@@ -4,7 +4,6 @@ the image's out-of-domain verdict as a strip on top (``sge_viz.viz.verdict.mark`
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
 
 from .. import viz
 from ..viz.verdict import mark
@@ -12,19 +11,9 @@ from .evidence import Evidence
 
 CAM_CMAP = "turbo"  # the CAM's own colours, so it is never mistaken for a gate (inferno)
 GATE_CMAP = "inferno"
-MIN_SIDE = 320  # small crops (the demo's 64x64) are enlarged by a whole factor before drawing over them
 FOR_CLASS = (220, 30, 30)  # frame of a group whose contribution is > 0
 AGAINST = (30, 90, 230)  # < 0
 NO_EVIDENCE = 0.005  # a target probability below this is called no evidence on the CAM picture
-
-
-def enlarged(image: np.ndarray, min_side: int = MIN_SIDE) -> np.ndarray:
-    """The crop (S, S, 3) uint8 enlarged by the smallest whole factor that makes it >= ``min_side``."""
-    side = image.shape[0]
-    if side >= min_side:
-        return image
-    scale = -(-min_side // side)
-    return np.asarray(Image.fromarray(image).resize((side * scale, side * scale), Image.LANCZOS))
 
 
 def _legend(cmap: str, width: int, vmin: float, vmax: float, text: str) -> np.ndarray:
@@ -33,7 +22,7 @@ def _legend(cmap: str, width: int, vmin: float, vmax: float, text: str) -> np.nd
 
 def cam_picture(evidence: Evidence, alpha: float = 0.5) -> np.ndarray:
     """The CAM over the image, captioned (target, probability, layer), with its colour bar; (H, W, 3) uint8."""
-    image = enlarged(evidence.image)
+    image = viz.enlarged(evidence.image)
     picture = viz.overlay(image, evidence.cam, cmap=CAM_CMAP, alpha=alpha)
     t = evidence.target
     title = f"Grad-CAM at {evidence.cam_layer} for '{t.label}' (#{t.index}, p={t.probability:.3f})"
@@ -50,7 +39,7 @@ def gate_picture(evidence: Evidence, layer: str, group: int, alpha: float = 0.5)
     gates = evidence.gates[layer]
     lo, hi = float(gates.min()), float(gates.max())
     lo, hi = (lo, hi) if hi > lo else (0.0, 1.0)
-    image = enlarged(evidence.image)
+    image = viz.enlarged(evidence.image)
     picture = viz.overlay(image, gates[group], cmap=GATE_CMAP, alpha=alpha, vmin=lo, vmax=hi)
     c = float(evidence.contributions[layer][group])
     title = f"{layer} g{group}: SGE gate, contribution {c:+.3g} logit"
@@ -69,7 +58,7 @@ def signed_mosaic(evidence: Evidence, layer: str, tile: int | None = None, highl
     tile = tile or max(48, min(96, 576 // cols - viz.GAP))
     lo, hi = float(gates.min()), float(gates.max())
     lo, hi = (lo, hi) if hi > lo else (0.0, 1.0)
-    picture = viz.mosaic(enlarged(evidence.image), gates, order=order, cmap=GATE_CMAP, tile=tile,
+    picture = viz.mosaic(viz.enlarged(evidence.image), gates, order=order, cmap=GATE_CMAP, tile=tile,
                          vmin=lo, vmax=hi).copy()
     step = tile + viz.GAP
     for position, group in enumerate(order):

@@ -7,12 +7,14 @@ from .colour import colorize, colour_indices, colour_table
 from .draw import (
     GAP,
     HIGHLIGHT,
+    MIN_SIDE,
     activation_pair,
     activation_range,
     default_workers,
     diverging,
     diverging_limit,
     draw_outline,
+    enlarged,
     group_at,
     mosaic,
     mosaic_grid,
@@ -22,8 +24,8 @@ from .draw import (
 from .text import caption, colorbar, stack, to_png_bytes
 
 __all__ = [
-    "GAP", "HIGHLIGHT", "activation_pair", "activation_range", "diverging_limit",
+    "GAP", "HIGHLIGHT", "MIN_SIDE", "activation_pair", "activation_range", "diverging_limit",
     "caption", "colorbar", "colorize", "colour_indices", "colour_table",
-    "default_workers", "diverging", "draw_outline", "group_at", "mosaic", "mosaic_grid", "mosaics", "overlay",
-    "resize_maps", "stack", "to_png_bytes",
+    "default_workers", "diverging", "draw_outline", "enlarged", "group_at", "mosaic", "mosaic_grid", "mosaics",
+    "overlay", "resize_maps", "stack", "to_png_bytes",
 ]

@@ -22,7 +22,20 @@ from .colour import base_layer, blend_table, check_alpha, colour_indices, filled
 from .text import BACKGROUND, label_sprite, stamp_text
 
 GAP = 2  # pixels between mosaic tiles
+MIN_SIDE = 320  # px: pictures over a smaller crop (the demo's 64x64) enlarge it first, so heatmaps stay readable
 HIGHLIGHT = (0, 200, 255)
+
+
+def enlarged(image: np.ndarray, min_side: int = MIN_SIDE) -> np.ndarray:
+    """``image`` (H, W, 3) uint8 enlarged by the smallest whole factor (Lanczos) that makes its shorter side at
+    least ``min_side``, the aspect ratio kept; itself when it already is."""
+    height, width = image.shape[:2]
+    if min(height, width) >= min_side:
+        return image
+    factor = -(-min_side // min(height, width))
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(image).resize((width * factor, height * factor), Image.LANCZOS))
 
 
 def overlay(image: np.ndarray, gate_map: np.ndarray, cmap: str = "inferno", alpha: float = 0.5,

@@ -323,3 +323,24 @@ def test_a_checkpoints_card_is_read_without_building_its_network(monkeypatch):
     monkeypatch.undo()
     assert not service.is_loaded(DEMO_LABEL)
     assert service.get(DEMO_LABEL).config == card
+
+
+def test_the_enlarged_view_is_drawn_once_per_analysis_and_forgotten_with_it():
+    """``view_image`` enlarges an analysis's crop once (every redraw draws over it) and keeps it only as long as
+    the analysis lives: the page's cache is the app's, not a field of the capture's Analysis."""
+    import gc
+
+    from sge_viz.app import views
+    from sge_viz.capture.analysis import Analysis
+
+    crop = np.random.default_rng(0).integers(0, 256, (64, 48, 3), dtype=np.uint8)
+    first = Analysis(crop, [], [])
+    view = view_image(first)
+    assert view_image(first) is view and view.shape == (7 * 64, 7 * 48, 3) and not view.flags.writeable
+    np.testing.assert_array_equal(view, render.enlarged(crop))
+    second = replace(first)  # equal, but another analysis: its own entry
+    assert view_image(second) is not view and np.array_equal(view_image(second), view)
+    kept = len(views._VIEWS)
+    del first, second
+    gc.collect()
+    assert len(views._VIEWS) == kept - 2

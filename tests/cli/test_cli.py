@@ -13,7 +13,7 @@ from conftest import structured_image
 from PIL import Image
 
 from sge_viz import viz as render
-from sge_viz.app.views import MIN_VIEW_SIDE, mosaic_tile
+from sge_viz.app.views import mosaic_tile
 from sge_viz.capture.analysis import analyze
 from sge_viz.capture.recorder import find_sge_layers
 from sge_viz.cli import main
@@ -21,6 +21,7 @@ from sge_viz.io import export
 from sge_viz.io.images import open_image
 from sge_viz.metrics.gates import group_stats
 from sge_viz.models.factory import load_checkpoint
+from sge_viz.viz.analysis_pictures import file_tile
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -71,13 +72,13 @@ def test_analyze_writes_consistent_files(capsys, tmp_path, tiny_checkpoint, imag
     for name, arr in gates.items():
         picture = np.asarray(Image.open(folder / f"mosaic_{name}.png"))
         rows, cols = render.mosaic_grid(arr.shape[0])
-        tile = export.export_tile(arr.shape[0])
+        tile = file_tile(arr.shape[0])
         assert tile >= mosaic_tile(arr.shape[0])  # at least the page's tiles
         assert picture.shape[1] == cols * (tile + render.GAP) - render.GAP
         assert picture.shape[0] > rows * (tile + render.GAP)  # plus caption and colour bar
     overlay = np.asarray(Image.open(folder / "overlay.png"))
-    # A 48 px input is enlarged by a whole factor to at least the page's size: 7 x 48 = 336 px wide.
-    assert overlay.shape[1] == 48 * -(-export.MIN_OVERLAY_SIDE // 48) >= MIN_VIEW_SIDE and overlay.shape[2] == 3
+    # A 48 px input is enlarged by the smallest whole factor to at least the page's 320 px: 7 x 48 = 336 px wide.
+    assert overlay.shape[1] == 7 * 48 == render.enlarged(direct.image).shape[1] and overlay.shape[2] == 3
     # Under the picture: the inferno colour bar, dark on the left, bright on the right.
     tail = overlay[-80:].astype(int)
     assert ((tail[:, 2].sum(axis=1) < 100) & (tail[:, -3].sum(axis=1) > 400)).any(), "no colour bar under overlay"

@@ -80,3 +80,17 @@ def test_explain_refuses_what_it_cannot_do():
 
     with pytest.raises(SGEVizError, match="needs a class score"):
         explain(wrap_model(Dense(), input_size=32), Image.new("RGB", (32, 32)))
+
+
+def test_class_evidence_pictures_of_a_wide_input_keep_its_aspect():
+    """A model fed 32x64 crops: the CAM, gate and mosaic pictures draw over the crop enlarged by one whole factor
+    on both sides (320x640), never squeezed into a square."""
+    from sge_viz.explain.pictures import cam_picture, gate_picture
+
+    torch.manual_seed(0)
+    loaded = wrap_model(v.ConvNet(v.FunctionalSGE), input_size="32x64", resize="full", cam_layer="block2")
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (60, 120, 3), dtype=np.uint8))
+    evidence = explain(loaded, image)
+    assert evidence.image.shape == (32, 64, 3)
+    for picture in (cam_picture(evidence), gate_picture(evidence, "block2.2", 0)):
+        assert picture.shape[1] == 640  # 10 x 64: the shorter side 32 -> 320

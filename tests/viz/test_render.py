@@ -211,3 +211,17 @@ def test_filled_is_every_pixel_the_colour(colour):
     expected[:] = colour  # the slow assignment it replaces
     assert out.dtype == np.uint8 and out.shape == (5, 7, 3)
     np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("shape, factor", [((64, 64), 5), ((48, 96), 7), ((100, 40), 8), ((320, 500), 1)])
+def test_enlarged_by_the_smallest_whole_factor_keeping_the_aspect(rng, shape, factor):
+    """The one enlarger of the page, the files and the class evidence: the shorter side reaches 320 px, both
+    sides by the same whole factor (a non-square input keeps its aspect), Lanczos as Pillow draws it."""
+    image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    out = render.enlarged(image)
+    assert out.shape == (shape[0] * factor, shape[1] * factor, 3) and min(out.shape[:2]) >= render.MIN_SIDE
+    if factor == 1:
+        assert out is image
+    else:
+        want = Image.fromarray(image).resize((shape[1] * factor, shape[0] * factor), Image.LANCZOS)
+        np.testing.assert_array_equal(out, np.asarray(want))
