@@ -151,13 +151,6 @@ def smooth(cells: Cells | str) -> bool:
     return Cells(cells) is Cells.SMOOTH
 
 
-def scale_words(lg: LayerGates, scale: Scale | str) -> str:
-    """The heatmap scale in words with its numbers, e.g. "gate 0.612 (dark) to 0.853 (bright), this layer's range"."""
-    vmin, vmax = colour_range(lg, scale)
-    which = "this layer's range" if (vmin, vmax) != (0.0, 1.0) else "the gate's full range"
-    return f"gate {fmt(vmin)} (dark) to {fmt(vmax)} (bright): {which}"
-
-
 def fmt(value: float) -> str:
     """One number format for gate values everywhere on the page: three decimals."""
     return f"{value:.3f}"

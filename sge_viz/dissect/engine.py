@@ -63,14 +63,6 @@ def save_state(path: Path, partial: Partial, done: int, fp: str) -> None:
     os.replace(tmp, path)
 
 
-def state_done(path: Path) -> int:
-    """How many inputs the saved state at ``path`` has consumed; -1 when there is none (or it is unreadable)."""
-    try:
-        return int(Partial.load_meta(path)["done"])
-    except (OSError, ValueError, KeyError, TypeError, EOFError):
-        return -1
-
-
 def load_state(path: Path, fp: str) -> tuple[Partial, int] | None:
     """The saved (partial, inputs done) of the same run, None when there is none; SGEVizError for another run's."""
     if not path.is_file():

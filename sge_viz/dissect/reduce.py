@@ -257,15 +257,6 @@ def reduce_captures(captures: dict[str, LayerCapture], layers: Sequence[str], na
     return QueuedReduction(captures, layers, names, masks, k).finish()
 
 
-def reduce_layer(capture: LayerCapture, names: Sequence[str], masks: Sequence[np.ndarray | None],
-                 k: int) -> LayerPartial:
-    """One layer's captures of a batch (B images named ``names``) as a LayerPartial.
-
-    ``masks``: per image the (S, S) bool mask of the crop, or None.
-    """
-    return reduce_captures({"layer": capture}, ["layer"], names, masks, k).layers["layer"]
-
-
 def select_layers(recorder_layers: Sequence[str], wanted: Sequence[str] | None) -> list[str]:
     """The layers to summarise: all, or those named (in forward order); ValueError names unknown ones."""
     if not wanted:

@@ -242,12 +242,6 @@ def open_mask_of(item: Item, size: tuple[int, int], limits: Limits | None = None
     return _mask_bytes(read_member(item.path, item.mask, limits), item.mask, size)
 
 
-def open_item(item: Item, limits: Limits | None = None) -> tuple[Image.Image, np.ndarray | None]:
-    """The item's RGB image and its mask (H, W) bool (None without one); SGEVizError says why not."""
-    image = open_image_of(item, limits)
-    return image, open_mask_of(item, image.size, limits)
-
-
 def _mask_bytes(data: bytes, name: str, size: tuple[int, int]) -> np.ndarray:
     """A mask member as (H, W) bool, by the rules of ``sge_viz.io.masks.read_mask``."""
     try:

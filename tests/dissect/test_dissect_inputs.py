@@ -15,7 +15,7 @@ from PIL import Image
 
 from sge_viz.dissect.engine import run_local
 from sge_viz.errors import SGEVizError
-from sge_viz.io.inputs import collect, open_item
+from sge_viz.io.inputs import collect, open_image_of, open_mask_of
 from sge_viz.io.limits import Limits
 
 
@@ -45,7 +45,8 @@ def test_hostile_zip_members_are_skipped_with_their_reason(tmp_path):
     assert "escape" in reasons["../escape.png"] and "escape" in reasons["/absolute.png"]
     assert "archive inside an archive" in reasons["nested.zip"]
     assert "zip bomb" in reasons["bomb.png"]
-    image, mask = open_item(found.items[0])
+    image = open_image_of(found.items[0])
+    mask = open_mask_of(found.items[0], image.size)
     assert image.size == (40, 30) and mask is None
 
 

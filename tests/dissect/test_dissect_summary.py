@@ -242,7 +242,7 @@ def test_layers_reduced_together_equal_each_reduced_alone():
     at once: with layers of different G, H, W and C in one call, each layer's partial is the one it
     gets alone, and its totals are the definitions recomputed here in float64."""
     from sge_viz.capture.recorder import LayerCapture
-    from sge_viz.dissect.reduce import reduce_captures, reduce_layer
+    from sge_viz.dissect.reduce import reduce_captures
 
     rng = np.random.default_rng(3)
     names = [f"img{i}" for i in range(5)]
@@ -256,7 +256,7 @@ def test_layers_reduced_together_equal_each_reduced_alone():
     caps = {"a": capture(4, 6, 6, 16), "b": capture(8, 3, 5, 32), "c": capture(4, 2, 2, 8)}
     together = reduce_captures(caps, list(caps), names, [None] * 5, K)
     for name, cap in caps.items():
-        alone, got = reduce_layer(cap, names, [None] * 5, K), together.layers[name]
+        alone, got = reduce_captures({name: cap}, [name], names, [None] * 5, K).layers[name], together.layers[name]
         for field in ("gate_sum", "gate_sq", "var_before", "var_after", "hist_before", "hist_after"):
             np.testing.assert_array_equal(getattr(got, field), getattr(alone, field))
         assert got.top == alone.top
@@ -272,15 +272,15 @@ def test_top_lists_break_score_ties_by_image_name():
     """Images that tie on a group's score enter its top-K by name, also at the K-th place (identical
     images in a set tie exactly); rows and cols are the first maximum's."""
     from sge_viz.capture.recorder import LayerCapture
-    from sge_viz.dissect.reduce import reduce_layer
+    from sge_viz.dissect.reduce import reduce_captures
 
     b, g, h, w = 8, 3, 5, 6
     maps = torch.from_numpy(np.random.default_rng(1).random((1, g, h, w), dtype=np.float32)).repeat(b, 1, 1, 1)
     maps[3, 1] *= 2  # group 1: image 3 wins, the rest tie
     maps[:, 2] = 1.0  # group 2: flat maps, every position of every image ties
     names = [f"img{c}" for c in "hgfedcba"]
-    layer = reduce_layer(LayerCapture(torch.full((b, g, h, w), 0.5), maps, maps, maps, maps, channels=2 * g),
-                         names, [None] * b, K)
+    capture = LayerCapture(torch.full((b, g, h, w), 0.5), maps, maps, maps, maps, channels=2 * g)
+    layer = reduce_captures({"l": capture}, ["l"], names, [None] * b, K).layers["l"]
     for group in range(g):
         flat = maps[:, group].reshape(b, -1).numpy()
         want = sorted(((float(np.sqrt(flat[i].max())), names[i], *divmod(int(flat[i].argmax()), w))
