@@ -347,12 +347,6 @@ class Partial:
                     layer.best = dataclasses.replace(layer.best, slot=npz[f"{i}/slot"].astype(np.int64))
         return partial, meta
 
-    @staticmethod
-    def load_meta(file) -> dict:
-        """Only the ``meta`` of what ``save`` wrote (the rest is not read)."""
-        with np.load(file, allow_pickle=False) as npz:
-            return json.loads(npz["meta"].tobytes().decode())
-
     def to_bytes(self) -> bytes:
         """``save`` into bytes (how Ray actors send their partials)."""
         buffer = io.BytesIO()

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 def state_done(path: Path) -> int:
     """How many inputs the saved state at ``path`` has consumed; -1 when there is none (or it is unreadable)."""
     try:
-        return int(Partial.load_meta(path)["done"])
+        return int(Partial.load(path)[1]["done"])
     except (OSError, ValueError, KeyError, TypeError, EOFError):
         return -1
 
