@@ -8,6 +8,7 @@ import numpy as np
 from conftest import TINY_CONFIG, save_tiny, structured_image
 from PIL import Image
 
+from sge_viz.dissect.summary import Partial
 from sge_viz.models.factory import load_checkpoint
 
 
@@ -64,3 +65,11 @@ def _floats(x) -> list[float]:
     elif isinstance(x, float):
         out.append(x)
     return out
+
+
+def state_done(path: Path) -> int:
+    """How many inputs the saved state at ``path`` has consumed; -1 when there is none (or it is unreadable)."""
+    try:
+        return int(Partial.load(path)[1]["done"])
+    except (OSError, ValueError, KeyError, TypeError, EOFError):
+        return -1

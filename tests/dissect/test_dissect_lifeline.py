@@ -13,20 +13,12 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import TINY_CONFIG, save_tiny
-from dissect_helpers import make_image_set
+from dissect_helpers import make_image_set, state_done
 
 from sge_viz.dissect.engine import STATE_FILE
-from sge_viz.dissect.summary import Partial
 
 REPO = Path(__file__).resolve().parents[2]
 
-
-def state_done(path: Path) -> int:
-    """How many inputs the saved state at ``path`` has consumed; -1 when there is none (or it is unreadable)."""
-    try:
-        return int(Partial.load(path)[1]["done"])
-    except (OSError, ValueError, KeyError, TypeError, EOFError):
-        return -1
 
 
 def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dissect_helpers import make_image_set, summaries_equal, tiny_loaded
+from dissect_helpers import make_image_set, state_done, summaries_equal, tiny_loaded
 from test_dissect_pictures import assert_same_pictures
 
 from sge_viz.cli import main
-from sge_viz.dissect.engine import STATE_FILE, run_local, run_ray, state_done
+from sge_viz.dissect.engine import STATE_FILE, run_local, run_ray
 from sge_viz.dissect.report import entry_data
 from sge_viz.dissect.summary import summary_dict
 from sge_viz.explain.faithfulness import Removal
