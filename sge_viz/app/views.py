@@ -118,7 +118,7 @@ def view_image(analysis: Analysis) -> np.ndarray:
     return image
 
 
-_VIEWS: dict[int, tuple[weakref.ref, np.ndarray]] = {}  # id(analysis) -> (the analysis, its view_image)
+_VIEWS: dict[int, tuple[weakref.ref, np.ndarray]] = {}  # id(analysis) -> (weak ref to it, its view_image)
 
 
 def view_mask(analysis: Analysis) -> np.ndarray | None:

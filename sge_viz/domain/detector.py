@@ -254,5 +254,3 @@ def describe(score: str) -> str:
             BLOCKS_NAME: "out-of-domain score (the Mahalanobis distance of each residual block's output and of "
                          "the last SGE layer's mean gates, plus the logits' energy; 0 = a typical in-domain "
                          "scene)"}.get(score, f"{score} score")
-
-

@@ -1,5 +1,5 @@
-"""The out-of-domain verdict in words and as a mark on pictures: every place that shows a prediction or a
-gate picture says whether the image lies inside what the model knows.
+"""The out-of-domain verdict as a mark on pictures: every picture of gates or evidence says whether the image
+lies inside what the model knows.
 
 ``ood`` everywhere is a ``sge_viz.domain.Verdict``, or None for a model with no measured signal (a gates-only
 model), which says so. The verdict and its words are the domain room's; this module draws them.
