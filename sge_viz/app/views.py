@@ -20,7 +20,7 @@ from ..domain import Verdict, describe
 from ..errors import SGEVizError
 from ..metrics import gates as stats
 from ..metrics.localisation import gate_mask_auc
-from ..viz import figures
+from ..viz import figures, mosaic_tile
 from ..viz.verdict import mark, unmark_y
 
 # Gradio draws its download and fullscreen buttons over a picture's top-right corner: the verdict strip keeps
@@ -60,17 +60,6 @@ class Cells(str, Enum):
 CARD = "What this model knows"  # the title of the domain card, under the predictions
 DIVERGING_RANGE = 0.25  # the absolute scale: gate - group mean on -0.25..+0.25 (a sigmoid gate lies in 0..1)
 COLORMAPS = ("inferno", "viridis", "magma", "plasma", "cividis", "turbo", "gray")
-TILE = 96  # largest mosaic tile side in pixels
-MOSAIC_WIDTH = 576  # about the width the page gives the mosaic: more pixels would only be scaled down
-
-
-def mosaic_tile(groups: int) -> int:
-    """Tile side for a layer's mosaic: up to TILE px, smaller when many groups share the width.
-
-    viz.group_at must be given the same value. 8 groups -> 96 px, 64 groups -> 70 px.
-    """
-    _, columns = viz.mosaic_grid(groups)
-    return max(48, min(TILE, MOSAIC_WIDTH // columns - viz.GAP))
 
 
 def group_order(layer: LayerGates, order: Order | str) -> list[int]:

@@ -18,6 +18,7 @@ from .draw import (
     group_at,
     mosaic,
     mosaic_grid,
+    mosaic_tile,
     mosaics,
     overlay,
 )
@@ -26,6 +27,6 @@ from .text import caption, colorbar, stack, to_png_bytes
 __all__ = [
     "GAP", "HIGHLIGHT", "MIN_SIDE", "activation_pair", "activation_range", "diverging_limit",
     "caption", "colorbar", "colorize", "colour_indices", "colour_table",
-    "default_workers", "diverging", "draw_outline", "enlarged", "group_at", "mosaic", "mosaic_grid", "mosaics",
-    "overlay", "resize_maps", "stack", "to_png_bytes",
+    "default_workers", "diverging", "draw_outline", "enlarged", "group_at", "mosaic", "mosaic_grid", "mosaic_tile",
+    "mosaics", "overlay", "resize_maps", "stack", "to_png_bytes",
 ]

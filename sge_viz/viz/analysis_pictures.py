@@ -1,7 +1,7 @@
 """An analysis's pictures as the files carry them (``sge_viz.io.export.write_analysis``): a mosaic per layer, the
 overlay of the deepest layer's most selective group, and each 1-D or 3-D gate's figure. Each gate picture is
 captioned, has the 0..1 colour bar under it and the image's out-of-domain verdict on top, and is drawn at least
-at the page's sizes (``sge_viz.app.views``: ``mosaic_tile``, ``view_image``)."""
+at the page's sizes (the page's ``mosaic_tile``; ``enlarged`` as ``sge_viz.app.views.view_image``)."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..metrics.gates import selectivity_order
-from .draw import GAP, enlarged, mosaic, mosaic_grid, overlay
+from .draw import enlarged, mosaic, mosaic_tile, overlay
 from .figures import figure_pixels, other_gate_figure
 from .text import caption, colorbar, stack
 from .verdict import mark
@@ -18,8 +18,6 @@ from .verdict import mark
 if TYPE_CHECKING:
     from ..capture.analysis import Analysis
 
-MOSAIC_WIDTH = 576  # a mosaic is about this wide: tiles of up to MAX_TILE px, smaller when many groups share it
-MAX_TILE = 96  # px per mosaic tile at most: 8 groups -> 96 px tiles (292 px wide), 64 groups -> 70 px (574 px)
 CMAP = "inferno"
 
 
@@ -37,21 +35,15 @@ def analysis_pictures(analysis: Analysis, mosaic_layers: Sequence[str] | None = 
         yield f"other_{name}.png", figure_pixels(other_gate_figure(name, gate))
 
 
-def file_tile(groups: int) -> int:
-    """Tile side in px of a mosaic of ``groups`` groups in the files: the page's (48..MAX_TILE px)."""
-    _, columns = mosaic_grid(groups)
-    return max(48, min(MAX_TILE, MOSAIC_WIDTH // columns - GAP))
-
-
 def mosaic_picture(analysis: Analysis, layer_name: str, tile: int | None = None,
                    image: np.ndarray | None = None) -> np.ndarray:
-    """A layer's mosaic (``tile`` px per group, default ``file_tile``) with a caption that says what it shows.
-    ``image``: the analysis's image as ``enlarged`` gives it (computed when not given; a caller drawing every
-    layer passes it once)."""
+    """A layer's mosaic (``tile`` px per group, default the page's ``mosaic_tile``) with a caption that says what
+    it shows. ``image``: the analysis's image as ``enlarged`` gives it (computed when not given; a caller drawing
+    every layer passes it once)."""
     layer = analysis.layer(layer_name)
     groups, height, width = layer.gate.shape
     image = enlarged(analysis.image) if image is None else image
-    picture = mosaic(image, layer.gate, cmap=CMAP, tile=tile or file_tile(groups))
+    picture = mosaic(image, layer.gate, cmap=CMAP, tile=tile or mosaic_tile(groups))
     return _framed(picture, [f"{layer.name}: the SGE gate of each of its {groups} groups",
                              f"gate map {height}x{width} per group; tile label = group"], analysis)
 

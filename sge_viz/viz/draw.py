@@ -16,12 +16,15 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 import numpy as np
+from PIL import Image
 
 from ..resize import as_rgb, gapped_resize_matrix, one_blas_thread, resize_image, resize_maps
 from .colour import base_layer, blend_table, check_alpha, colour_indices, filled, pack, unpack
 from .text import BACKGROUND, label_sprite, stamp_text
 
 GAP = 2  # pixels between mosaic tiles
+MAX_TILE = 96  # px per mosaic tile at most
+MOSAIC_WIDTH = 576  # about the width the page gives a mosaic: more pixels would only be scaled down
 MIN_SIDE = 320  # px: pictures over a smaller crop (the demo's 64x64) enlarge it first, so heatmaps stay readable
 HIGHLIGHT = (0, 200, 255)
 
@@ -33,8 +36,6 @@ def enlarged(image: np.ndarray, min_side: int = MIN_SIDE) -> np.ndarray:
     if min(height, width) >= min_side:
         return image
     factor = -(-min_side // min(height, width))
-    from PIL import Image
-
     return np.asarray(Image.fromarray(image).resize((width * factor, height * factor), Image.LANCZOS))
 
 
@@ -111,6 +112,14 @@ def mosaic_grid(groups: int, columns: int | None = None) -> tuple[int, int]:
     cols = columns if columns else math.ceil(math.sqrt(groups))
     cols = max(1, min(cols, groups))
     return math.ceil(groups / cols), cols
+
+
+def mosaic_tile(groups: int) -> int:
+    """Tile side in px for a mosaic of ``groups`` groups, on the page and in the files: up to MAX_TILE, smaller
+    when many groups share MOSAIC_WIDTH, never below 48 (8 groups -> 96 px, 64 groups -> 70 px). ``group_at``
+    must be given the same value."""
+    _, columns = mosaic_grid(groups)
+    return max(48, min(MAX_TILE, MOSAIC_WIDTH // columns - GAP))
 
 
 def tile_shape(tile: int, image_shape: tuple[int, ...]) -> tuple[int, int]:
