@@ -50,22 +50,23 @@ def gate_picture(evidence: Evidence, layer: str, group: int, alpha: float = 0.5)
 def signed_mosaic(evidence: Evidence, layer: str, tile: int | None = None, highlight: int | None = None) -> np.ndarray:
     """Every group's gate of ``layer``, most contributing first, each tile framed red (contribution > 0)
     or blue (< 0); the ``highlight`` group gets a thicker frame. With a caption and the gate colour bar.
-    ``tile``: px per tile, default up to 96 within a ~576 px wide picture."""
+    ``tile``: px on a tile's longer side, default the page's ``viz.mosaic_tile``."""
     gates = evidence.gates[layer]
     contributions = evidence.contributions[layer]
     order = evidence.ranked(layer)
     _, cols = viz.mosaic_grid(len(order))
-    tile = tile or max(48, min(96, 576 // cols - viz.GAP))
+    tile = tile or viz.mosaic_tile(len(order))
     lo, hi = float(gates.min()), float(gates.max())
     lo, hi = (lo, hi) if hi > lo else (0.0, 1.0)
-    picture = viz.mosaic(viz.enlarged(evidence.image), gates, order=order, cmap=GATE_CMAP, tile=tile,
-                         vmin=lo, vmax=hi).copy()
-    step = tile + viz.GAP
+    image = viz.enlarged(evidence.image)
+    picture = viz.mosaic(image, gates, order=order, cmap=GATE_CMAP, tile=tile, vmin=lo, vmax=hi).copy()
+    tile_h, tile_w = viz.tile_shape(tile, image.shape)  # the mosaic's tiles keep the image's aspect
     for position, group in enumerate(order):
         r, c = divmod(position, cols)
         width = max(2, tile // 24) * (2 if group == highlight else 1)
         colour = FOR_CLASS if contributions[group] > 0 else AGAINST
-        cell = picture[r * step:r * step + tile, c * step:c * step + tile]
+        y, x = r * (tile_h + viz.GAP), c * (tile_w + viz.GAP)
+        cell = picture[y:y + tile_h, x:x + tile_w]
         cell[:width], cell[-width:], cell[:, :width], cell[:, -width:] = colour, colour, colour, colour
     titled = viz.caption(viz.caption(picture, "frame: red = for the class, blue = against", size=11),
                          f"{layer}: groups by contribution, largest first", size=11)

@@ -21,6 +21,7 @@ from .draw import (
     mosaic_tile,
     mosaics,
     overlay,
+    tile_shape,
 )
 from .text import caption, colorbar, stack, to_png_bytes
 
@@ -28,5 +29,5 @@ __all__ = [
     "GAP", "HIGHLIGHT", "MIN_SIDE", "activation_pair", "activation_range", "diverging_limit",
     "caption", "colorbar", "colorize", "colour_indices", "colour_table",
     "default_workers", "diverging", "draw_outline", "enlarged", "group_at", "mosaic", "mosaic_grid", "mosaic_tile",
-    "mosaics", "overlay", "resize_maps", "stack", "to_png_bytes",
+    "mosaics", "overlay", "resize_maps", "stack", "tile_shape", "to_png_bytes",
 ]

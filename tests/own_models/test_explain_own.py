@@ -94,3 +94,23 @@ def test_class_evidence_pictures_of_a_wide_input_keep_its_aspect():
     assert evidence.image.shape == (32, 64, 3)
     for picture in (cam_picture(evidence), gate_picture(evidence, "block2.2", 0)):
         assert picture.shape[1] == 640  # 10 x 64: the shorter side 32 -> 320
+    # The signed mosaic's tiles keep the aspect too (wide, short tiles), and each frame sits on its own tile:
+    # the top edge of every tile is its group's colour, and the empty cells after the last tile carry none.
+    from sge_viz import viz
+    from sge_viz.explain.pictures import AGAINST, FOR_CLASS, signed_mosaic
+
+    layer = "block2.2"
+    order, tile = evidence.ranked(layer), 96
+    picture = signed_mosaic(evidence, layer, tile=tile)
+    rows, cols = viz.mosaic_grid(len(order))
+    tile_h, tile_w = viz.tile_shape(tile, (320, 640))
+    assert (tile_h, tile_w) == (48, 96)
+    frames = {FOR_CLASS, AGAINST}
+    top = next(y for y in range(picture.shape[0]) if tuple(picture[y, tile_w // 2]) in frames)
+    for position in range(rows * cols):
+        r, c = divmod(position, cols)
+        edge = tuple(picture[top + r * (tile_h + viz.GAP), c * (tile_w + viz.GAP) + tile_w // 2])
+        if position < len(order):
+            assert edge == (FOR_CLASS if evidence.contributions[layer][order[position]] > 0 else AGAINST), position
+        else:
+            assert edge not in frames, position
